@@ -1,0 +1,76 @@
+"""Home & model: what Shelf does, which weights it runs, importing weights from the browser."""
+import os
+
+import sqlalchemy as sa
+import streamlit as st
+import torch
+import torchvision
+
+from shelf import config, model, store, ui
+
+st.title("Shelf")
+st.markdown(
+    "Recognize products on store shelves with a TorchVision **ResNet-18** (ImageNet-1K), on this machine's CPU.\n"
+    "1. **Recognize** — drop shelf photos or product crops (or take a photo), say which store and aisle.\n"
+    "2. Check the top predictions and their confidence; everything is stored.\n"
+    "3. **Tallies** — counts per label, filtered by confidence, store, aisle and date; download them as CSV."
+)
+st.page_link("pages/recognize_page.py", label="Start recognizing photos", icon=":material/arrow_forward:")
+
+st.header("Model")
+loaded, status = ui.model()
+if message := st.session_state.pop("weights_message", None):
+    st.info(message, icon=":material/upload:")
+if loaded is not None:
+    w = loaded.weights
+    (st.success if w.verified else st.warning)(f"**{w.kind}**", icon=":material/memory:")
+    st.dataframe(
+        {"": ["Source", "File", "sha256", "Categories", "Device", "CPU threads", "torch / torchvision"],
+         "Value": [w.source, str(w.path), w.sha256, f"{len(loaded.categories)} ImageNet classes", "CPU",
+                   str(torch.get_num_threads()), f"{torch.__version__} / {torchvision.__version__}"]},
+        hide_index=True, width="stretch")
+else:
+    ui.require_model()
+    if status.tried:
+        with st.expander("Where Shelf looked"):
+            st.markdown("\n".join(f"- {ui.md_escape(line)}" for line in status.tried))
+
+with st.expander("Import a weights file", expanded=loaded is None):
+    st.caption(f"The official file is `{model.OFFICIAL_FILENAME}` (sha256 starting `{model.OFFICIAL_HASH_PREFIX}`). "
+               "It is checked (safe loader, keys and shapes) before it is kept.")
+    upload = st.file_uploader("Weights file (.pth)", type=["pth", "pt", "bin"], key="weights_upload")
+    if upload is not None and st.button("Import weights", type="primary"):
+        try:
+            info = model.import_weights(upload.getvalue(), upload.name)
+        except model.WeightsError as exc:
+            st.error(str(exc))
+        else:
+            message = f"Imported weights: {info.kind}, sha256 `{info.sha256[:16]}…`."
+            if config.weights_file_from_env():
+                message += " Note: SHELF_WEIGHTS is set on the server and takes precedence over the imported file."
+            elif not info.verified and not config.allow_unverified_weights():
+                message += (" This is not the ImageNet file; Shelf uses it only when the server runs with "
+                            "SHELF_ALLOW_UNVERIFIED_WEIGHTS=1.")
+            st.session_state["weights_message"] = message
+            ui.reload_model()
+            st.rerun()
+    if loaded is None and not config.offline():
+        if st.button("Download the ImageNet weights (45 MB)"):
+            with st.spinner("Downloading …"):
+                try:
+                    model.download_weights()
+                except (OSError, model.WeightsError) as exc:
+                    st.error(f"Download failed: {exc}")
+                else:
+                    ui.reload_model()
+                    st.rerun()
+
+st.header("Store")
+engine = ui.store()
+counts = store.counts(engine)
+url = sa.engine.make_url(config.database_url()).render_as_string(hide_password=True)
+st.caption(f"Database `{url}` · data folder `{config.data_dir()}` · process {os.getpid()}")
+c1, c2, c3 = st.columns(3)
+c1.metric("Photos", counts["photos"])
+c2.metric("Regions", counts["regions"])
+c3.metric("Recognition runs", counts["runs"])

@@ -1,0 +1,230 @@
+"""`python -m shelf`: batch work without a browser.
+
+Exit codes: 0 success; 1 nothing could be processed (every input failed); 2 usage error (argparse);
+3 no usable weights (the message says how to get them).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from shelf import config
+
+EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE, EXIT_NO_WEIGHTS = 0, 1, 2, 3
+
+
+def _top_k(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= 1000:
+        raise argparse.ArgumentTypeError("top-k must be between 1 and 1000")
+    return k
+
+
+def _probability(value: str) -> float:
+    p = float(value)
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return p
+
+
+def _regions(value: str) -> str:
+    from shelf.regions import REGION_MODES
+    if value not in REGION_MODES:
+        raise argparse.ArgumentTypeError(f"supported region modes: {', '.join(REGION_MODES)}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shelf", description="Shelf: retail shelf recognition.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify whole images; nothing is stored")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=_top_k, default=3)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    p = sub.add_parser("recognize", help="recognize photos and store the results")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--regions", type=_regions, default="whole")
+    p.add_argument("--store", default="")
+    p.add_argument("--aisle", default="")
+    p.add_argument("--date", type=dt.date.fromisoformat, default=None, help="capture date, YYYY-MM-DD")
+    p.add_argument("--top-k", type=_top_k, default=3)
+    p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
+
+    p = sub.add_parser("tallies", help="counts per label from the store")
+    p.add_argument("--by", action="append", choices=["label"], default=None,
+                   help="grouping (this release: label)")
+    p.add_argument("--min-confidence", type=_probability, default=0.0)
+    p.add_argument("--store", action="append", default=[], dest="stores")
+    p.add_argument("--aisle", action="append", default=[], dest="aisles")
+    p.add_argument("--db", default=None)
+    p.add_argument("--out", type=Path, default=None, help="write CSV here instead of printing it")
+
+    p = sub.add_parser("weights", help="weights status, import or download")
+    wsub = p.add_subparsers(dest="action", required=True)
+    wsub.add_parser("status")
+    imp = wsub.add_parser("import")
+    imp.add_argument("path", type=Path)
+    wsub.add_parser("download")
+    return parser
+
+
+def _load_model_or_explain():
+    from shelf.model import HOW_TO_GET_WEIGHTS, load_model
+    loaded, status = load_model()
+    if loaded is None:
+        print(f"error: ResNet-18 weights unavailable. {status.problem}", file=sys.stderr)
+        for line in status.tried:
+            print(f"  tried {line}", file=sys.stderr)
+        print(HOW_TO_GET_WEIGHTS, file=sys.stderr)
+        return None
+    if not loaded.weights.verified:
+        print(f"warning: the weights in {loaded.weights.path} are {loaded.weights.kind}; every result is "
+              "marked so in its run's provenance.", file=sys.stderr)
+    return loaded
+
+
+def _progress(total: int, description: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=total < 3 or None)
+
+
+def cmd_classify(args) -> int:
+    from shelf.classify import classify_images
+    from shelf.images import ImageError, decode_image
+
+    loaded = _load_model_or_explain()
+    if loaded is None:
+        return EXIT_NO_WEIGHTS
+    records = []
+    with _progress(len(args.images), "classify") as bar:
+        for path in args.images:
+            try:
+                data = Path(path).read_bytes()
+                decoded = decode_image(data, path)
+                (result,) = classify_images(loaded, [decoded.image], args.top_k)
+                records.append({"image": path, "predictions": [
+                    {"rank": p.rank, "class_index": p.class_index, "label": p.label, "probability": p.probability}
+                    for p in result.predictions]})
+            except ImageError as exc:
+                records.append({"image": path, "error": exc.problem})
+            except OSError as exc:
+                records.append({"image": path, "error": f"cannot read the file ({exc.strerror or exc})"})
+            bar.update()
+    _print_classifications(records, args.format)
+    return EXIT_OK if any("predictions" in r for r in records) else EXIT_NOTHING_DONE
+
+
+def _print_classifications(records: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        json.dump(records, sys.stdout, indent=2)
+        print()
+        return
+    import pandas as pd
+    rows = [{"image": r["image"], "rank": p["rank"], "class_index": p["class_index"], "label": p["label"],
+             "probability": p["probability"]} for r in records for p in r.get("predictions", [])]
+    frame = pd.DataFrame(rows, columns=["image", "rank", "class_index", "label", "probability"])
+    if fmt == "csv":
+        from shelf.export import to_csv_bytes
+        sys.stdout.write(to_csv_bytes(frame).decode())
+    else:
+        if not frame.empty:
+            print(frame.to_string(index=False, formatters={"probability": "{:.2%}".format}))
+    for r in records:
+        if "error" in r:
+            print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
+
+
+def cmd_recognize(args) -> int:
+    from shelf.pipeline import Upload, recognize
+    from shelf.store import Context, open_store
+
+    loaded = _load_model_or_explain()
+    if loaded is None:
+        return EXIT_NO_WEIGHTS
+    engine = open_store(args.db)
+    context = Context(args.store, args.aisle, args.date)
+    results, unreadable = [], []
+    with _progress(len(args.images), "recognize") as bar:
+        for path in args.images:  # one at a time: a folder of photos never sits in memory at once
+            try:
+                upload = Upload(path, Path(path).read_bytes())
+            except OSError as exc:
+                unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
+                bar.update()
+                continue
+            results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k))
+            bar.update()
+    for r in results:
+        if r.ok:
+            top = r.regions[0].predictions[0] if r.regions else None
+            note = " (already stored)" if r.already_stored else ""
+            best = f"{top.label} [{top.class_index}] {top.probability:.1%}" if top else "no regions"
+            print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s), top-1 {best}{note}")
+    for message in unreadable + [r.error for r in results if not r.ok]:
+        print(f"error: {message}", file=sys.stderr)
+    stored = sum(r.ok for r in results)
+    print(f"{stored} of {len(args.images)} photo(s) recognized and stored.")
+    return EXIT_OK if stored else EXIT_NOTHING_DONE
+
+
+def cmd_tallies(args) -> int:
+    from shelf.export import to_csv_bytes
+    from shelf.store import open_store, predictions_frame
+    from shelf.tally import TallyFilter, filter_detections, tally_by_label
+
+    top1 = predictions_frame(open_store(args.db), top1_only=True)
+    table = tally_by_label(filter_detections(top1, TallyFilter(args.min_confidence, args.stores, args.aisles)))
+    data = to_csv_bytes(table)
+    if args.out:
+        args.out.write_bytes(data)
+        print(f"{len(table)} row(s) written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(data.decode())
+    return EXIT_OK
+
+
+def cmd_weights(args) -> int:
+    from shelf import model
+
+    if args.action == "import":
+        try:
+            info = model.import_weights(args.path.read_bytes(), str(args.path))
+        except (OSError, model.WeightsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        print(f"imported {args.path} → {info.path}\n  sha256 {info.sha256}\n  {info.kind}")
+        if config.weights_file_from_env():
+            print("note: SHELF_WEIGHTS is set and takes precedence over the imported file.")
+        return EXIT_OK
+    if args.action == "download":
+        try:
+            path = model.download_weights()
+        except (OSError, model.WeightsError) as exc:
+            print(f"error: download failed: {exc}\n{model.HOW_TO_GET_WEIGHTS}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        print(f"downloaded and hash-checked: {path}")
+        return EXIT_OK
+    _, status = model.resolve_weights(download=False)
+    if status.available:
+        w = status.info
+        print(f"weights: available\n  source   {w.source}\n  file     {w.path}\n  sha256   {w.sha256}\n"
+              f"  kind     {w.kind}\n  classes  {len(model.CATEGORIES)}")
+        return EXIT_OK
+    print(f"weights: unavailable\n  {status.problem}")
+    for line in status.tried:
+        print(f"  tried {line}")
+    print(model.HOW_TO_GET_WEIGHTS)
+    return EXIT_NO_WEIGHTS
+
+
+COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "weights": cmd_weights}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)

@@ -1,0 +1,135 @@
+"""Safe decoding of untrusted image bytes into RGB Pillow images.
+
+Every failure raises `ImageError`, whose message names the file and says what is wrong with it, so a batch can
+report it and go on with the next file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import unicodedata
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()
+
+# Only formats a shelf photo comes in; Pillow must never guess its way into EPS (Ghostscript) and friends.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "HEIF", "AVIF")  # JPEG covers MPO
+UPLOAD_EXTENSIONS = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif"]
+MAX_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 120_000_000  # a 108 MP phone photo fits; a decompression bomb does not
+MAX_NAME_LENGTH = 120
+
+
+class ImageError(ValueError):
+    """An upload that cannot be used as a photo. `str()` is a message fit for the user."""
+
+    def __init__(self, filename: str, problem: str):
+        self.filename = filename
+        self.problem = problem
+        super().__init__(f"{filename}: {problem}")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    name: str  # display name only; never used as a path
+    sha256: str  # of the original bytes: identifies the photo
+    image: Image.Image  # RGB, EXIF orientation applied
+    format: str
+    n_bytes: int
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def clean_filename(name: str | None) -> str:
+    """A file name fit for display and CSV: no directories, no control characters, bounded length."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    if len(base) > MAX_NAME_LENGTH:
+        base = base[: MAX_NAME_LENGTH - 1] + "…"
+    return base or "unnamed"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
+                 max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    filename = clean_filename(name)
+    if not data:
+        raise ImageError(filename, "the file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageError(filename, f"the file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        except UnidentifiedImageError:
+            raise ImageError(filename, "not an image Shelf can read (supported: JPEG, PNG, WebP, BMP, GIF, TIFF, "
+                                       "HEIC/HEIF, AVIF)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(filename, "refused: the image claims an enormous size (possible decompression bomb)") \
+                from None
+        except Exception as exc:  # malformed headers make decoders raise almost anything
+            raise ImageError(filename, f"the file is corrupt ({exc.__class__.__name__})") from None
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageError(filename, "the image has no pixels")
+        if width * height > max_pixels:
+            raise ImageError(filename, f"refused: {width}×{height} pixels is over the limit of "
+                                       f"{max_pixels / 1e6:.0f} megapixels (possible decompression bomb)")
+        fmt = image.format or "unknown"
+        try:
+            image.seek(0)  # first frame of animations
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(filename, "refused: possible decompression bomb") from None
+        except Exception as exc:
+            problem = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+            raise ImageError(filename, f"the file is {problem} and cannot be decoded") from None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block should not cost the user the photo
+        pass
+    try:
+        rgb = to_rgb(image)
+    except Exception as exc:
+        raise ImageError(filename, f"unsupported pixel format {image.mode!r} ({exc.__class__.__name__})") from None
+    return DecodedImage(name=filename, sha256=sha256_hex(data), image=rgb, format=fmt, n_bytes=len(data))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB. Transparency is composited on white, as a viewer shows it."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _wide_to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _wide_to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit integer and float greyscale → 8-bit, scaled by the range the data can have (not clipped)."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if array.size and np.nanmax(array) <= 1.0 else 255.0
+    else:
+        top = 65535.0 if array.size and array.max() > 255 else 255.0
+    scaled = np.clip(np.nan_to_num(array) * (255.0 / top), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled)

@@ -1,0 +1,257 @@
+"""ResNet-18 weights: where they come from, whether they are the real ImageNet ones, and loading them safely.
+
+Resolution order (first hit wins):
+  1. SHELF_WEIGHTS, a file the operator names;
+  2. a file imported through the app or `python -m shelf weights import` (kept in the data dir);
+  3. the torch hub cache (resnet18-f37072fd.pth), where torchvision itself keeps the file;
+  4. a download from torchvision's URL, hash-checked (skipped with SHELF_OFFLINE=1);
+  5. otherwise: "unavailable", with instructions. Offline is a normal state, not a crash.
+
+A file is *verified* when its sha256 starts with the prefix torchvision publishes for IMAGENET1K_V1. Anything else
+(an untrained checkpoint for tests or demos, someone's fine-tune) is used only with SHELF_ALLOW_UNVERIFIED_WEIGHTS=1,
+and every run made with it records that, so untrained weights never pass for ImageNet ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from torchvision.models import ResNet, ResNet18_Weights, resnet18
+
+from shelf import config
+
+IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+OFFICIAL_FILENAME = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
+OFFICIAL_HASH_PREFIX = OFFICIAL_FILENAME.split("-")[1].split(".")[0]  # f37072fd
+IMPORTED_FILENAME = "imported-resnet18.pth"
+MAX_WEIGHTS_BYTES = 200 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 20
+CATEGORIES: tuple[str, ...] = tuple(IMAGENET_WEIGHTS.meta["categories"])
+
+HOW_TO_GET_WEIGHTS = (
+    "Shelf needs the ImageNet ResNet-18 weights file `resnet18-f37072fd.pth` (45 MB). Either:\n"
+    "- import it on the **Model** page (drag the file onto *Import a weights file*), or\n"
+    "- run `python -m shelf weights import PATH`, or\n"
+    "- set `SHELF_WEIGHTS=/path/to/resnet18-f37072fd.pth`, or\n"
+    f"- put it in the torch hub cache: `{Path(torch.hub.get_dir()) / 'checkpoints'}/`, or\n"
+    "- on a machine with internet access, run `python -m shelf weights download`.\n"
+    f"The file is published by torchvision at {IMAGENET_WEIGHTS.url}."
+)
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    path: Path
+    source: str  # "SHELF_WEIGHTS", "imported", "torch hub cache", "download"
+    sha256: str
+    verified: bool  # the official torchvision ImageNet-1K file
+    untrained: bool  # batch-norm statistics still at their initial values: a random-init checkpoint
+
+    @property
+    def kind(self) -> str:
+        if self.verified:
+            return "ImageNet-1K (verified torchvision file)"
+        if self.untrained:
+            return "UNTRAINED (random initialisation) — predictions are meaningless"
+        return "unverified (not the torchvision ImageNet file)"
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """The outcome of resolution: usable weights, or the reason there are none."""
+
+    info: WeightsInfo | None
+    problem: str | None = None
+    tried: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return self.info is not None and self.problem is None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: ResNet  # eval mode; shared by all sessions, never mutated after loading
+    weights: WeightsInfo
+    categories: tuple[str, ...] = CATEGORIES
+
+
+def imported_weights_path() -> Path:
+    return config.data_dir() / "weights" / IMPORTED_FILENAME
+
+
+def hub_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_FILENAME
+
+
+@cache
+def _reference_shapes() -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in resnet18().state_dict().items()}
+
+
+def parse_weights(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    """Untrusted bytes → a ResNet-18 state dict, checked key by key and shape by shape. Never runs pickled code."""
+    if not data:
+        raise WeightsError(f"{name}: the file is empty")
+    if len(data) > MAX_WEIGHTS_BYTES:
+        raise WeightsError(f"{name}: {len(data) / 2**20:.0f} MB is too large for ResNet-18 weights")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise WeightsError(f"{name}: not a loadable PyTorch weights file (refused by the safe loader: "
+                           f"{first_line})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{name}: the file does not hold a state dict of tensors")
+    state = {str(k).removeprefix("module."): v for k, v in obj.items()}
+    check_state_dict(state, name)
+    return state
+
+
+def check_state_dict(state: dict[str, torch.Tensor], name: str) -> None:
+    expected = _reference_shapes()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
+             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:2])})")
+    if problems:
+        raise WeightsError(f"{name}: not ResNet-18 ImageNet weights: " + "; ".join(problems))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{name}: contains NaN or infinite values (e.g. {bad[0]})")
+
+
+def looks_untrained(state: dict[str, torch.Tensor]) -> bool:
+    """Batch-norm running statistics that never moved (mean 0, var 1 everywhere) mean nobody trained this."""
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    return all(bool((m == 0).all()) for m in means) and all(bool((v == 1).all()) for v in variances)
+
+
+def read_weights_file(path: Path, source: str) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+    state = parse_weights(data, str(path))
+    sha = hashlib.sha256(data).hexdigest()
+    info = WeightsInfo(path=path, source=source, sha256=sha, verified=sha.startswith(OFFICIAL_HASH_PREFIX),
+                       untrained=looks_untrained(state))
+    return state, info
+
+
+def _candidates() -> list[tuple[str, Path]]:
+    found = []
+    explicit = config.weights_file_from_env()
+    if explicit is not None:
+        found.append(("SHELF_WEIGHTS", explicit))
+    found.append(("imported", imported_weights_path()))
+    found.append(("torch hub cache", hub_cache_path()))
+    return found
+
+
+def resolve_weights(download: bool | None = None) -> tuple[dict[str, torch.Tensor] | None, WeightsStatus]:
+    """Find weights in the documented order; return (state dict or None, status)."""
+    if download is None:
+        download = not config.offline()
+    tried: list[str] = []
+    for source, path in _candidates():
+        if source != "SHELF_WEIGHTS" and not path.exists():
+            tried.append(f"{source}: {path} (not there)")
+            continue
+        try:
+            state, info = read_weights_file(path, source)
+        except WeightsError as exc:
+            # A file that is there but unusable is a problem to report, not to skip silently.
+            return None, WeightsStatus(info=None, problem=str(exc), tried=tuple(tried))
+        return _admit(state, info, tried)
+    if download:
+        try:
+            path = download_weights()
+            state, info = read_weights_file(path, "download")
+            return _admit(state, info, tried)
+        except (WeightsError, OSError) as exc:
+            tried.append(f"download from {IMAGENET_WEIGHTS.url}: failed ({exc})")
+    else:
+        tried.append("download: skipped (SHELF_OFFLINE=1)")
+    return None, WeightsStatus(info=None, problem="No ResNet-18 weights found.", tried=tuple(tried))
+
+
+def _admit(state, info: WeightsInfo, tried: list[str]):
+    if info.verified or config.allow_unverified_weights():
+        return state, WeightsStatus(info=info, tried=tuple(tried))
+    problem = (f"{info.path} is not the torchvision ImageNet ResNet-18 file (sha256 {info.sha256[:12]}…, "
+               f"expected {OFFICIAL_HASH_PREFIX}…){'; it looks untrained' if info.untrained else ''}. "
+               "To use it anyway for a demo or a test, set SHELF_ALLOW_UNVERIFIED_WEIGHTS=1; "
+               "its predictions will be marked as unverified.")
+    return None, WeightsStatus(info=info, problem=problem, tried=tuple(tried))
+
+
+def build_model(state: dict[str, torch.Tensor], info: WeightsInfo) -> LoadedModel:
+    model = resnet18(weights=None)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return LoadedModel(model=model, weights=info)
+
+
+def load_model(download: bool | None = None) -> tuple[LoadedModel | None, WeightsStatus]:
+    state, status = resolve_weights(download)
+    if state is None or not status.available:
+        return None, status
+    return build_model(state, status.info), status
+
+
+def _write_atomically(data: bytes, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def import_weights(data: bytes, name: str) -> WeightsInfo:
+    """Validate an uploaded weights file and keep it (under Shelf's own name) as the imported weights."""
+    state = parse_weights(data, name)
+    target = imported_weights_path()
+    _write_atomically(data, target)
+    sha = hashlib.sha256(data).hexdigest()
+    return WeightsInfo(path=target, source="imported", sha256=sha, verified=sha.startswith(OFFICIAL_HASH_PREFIX),
+                       untrained=looks_untrained(state))
+
+
+def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download the official file into the torch hub cache, checking torchvision's published hash prefix."""
+    target = hub_cache_path()
+    with urllib.request.urlopen(IMAGENET_WEIGHTS.url, timeout=timeout) as response:
+        data = response.read(MAX_WEIGHTS_BYTES + 1)
+    sha = hashlib.sha256(data).hexdigest()
+    if not sha.startswith(OFFICIAL_HASH_PREFIX):
+        raise WeightsError(f"downloaded file has sha256 {sha[:12]}…, expected {OFFICIAL_HASH_PREFIX}…; not kept")
+    _write_atomically(data, target)
+    return target
