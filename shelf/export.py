@@ -19,4 +19,5 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
         if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
             safe[column] = safe[column].map(inert)
     safe.columns = [inert(str(c)) for c in safe.columns]
-    return safe.to_csv(index=False, float_format="%.6g").encode("utf-8")
+    # CRLF as RFC 4180 says; it also makes the writer quote any cell holding a bare CR or LF.
+    return safe.to_csv(index=False, float_format="%.6g", lineterminator="\r\n").encode("utf-8")

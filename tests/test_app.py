@@ -1,0 +1,142 @@
+"""The dashboard through Streamlit's AppTest: the same script the browser runs, without a browser."""
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from shelf import store
+from tests.conftest import skimage_photo
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TIMEOUT = 120  # the first run loads torch and the model
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_resource.clear()  # the model and engine are cached per process; each test has its own env
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """Bytes handed to st.download_button, by media URL (AppTest keeps them in a throwaway store)."""
+    captured = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        captured[self.get_url(file_id)] = path_or_data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    return captured
+
+
+def start(page=None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def upload(at: AppTest, key: str, files):
+    at.file_uploader(key=key).set_value(files).run()
+    assert not at.exception, at.exception
+
+
+def test_home_shows_the_model_and_the_untrained_banner(loaded):
+    at = start()
+    assert "Demo weights in use" in texts(at.warning) and "UNTRAINED" in texts(at.warning)
+    assert loaded.weights.sha256 in at.dataframe[0].value.to_string()
+
+
+def test_without_weights_the_app_starts_and_says_what_to_do(monkeypatch):
+    monkeypatch.delenv("SHELF_WEIGHTS")
+    at = start()
+    assert "The ResNet-18 weights are not available" in texts(at.error)
+    assert "python -m shelf weights import" in texts(at.markdown)
+    at.switch_page("pages/recognize_page.py").run()
+    assert not at.exception and not at.file_uploader  # nothing to upload into until weights exist
+    assert "not available" in texts(at.error)
+
+
+def test_weights_can_be_imported_from_the_browser(monkeypatch, weights_file):
+    monkeypatch.delenv("SHELF_WEIGHTS")
+    at = start()
+    upload(at, "weights_upload", ("resnet18.pth", b"definitely not weights", "application/octet-stream"))
+    at.button[0].click().run()
+    assert "resnet18.pth: not a loadable PyTorch weights file" in texts(at.error)
+    upload(at, "weights_upload", ("resnet18.pth", weights_file.read_bytes(), "application/octet-stream"))
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Imported weights" in texts(at.info)
+    assert "The ResNet-18 weights are not available" not in texts(at.error)
+    assert "UNTRAINED" in texts(at.warning)
+
+
+def test_recognize_two_photos_then_tallies_and_csv_match_the_store(loaded, downloads):
+    at = start("pages/recognize_page.py")
+    at.text_input(key="store").input("=HYPERLINK(\"http://x\",\"y\")")
+    at.text_input(key="aisle").input("Aisle 7")
+    photos = [("chelsea.png", skimage_photo("chelsea.png").read_bytes(), "image/png"),
+              ("rocket.jpg", skimage_photo("rocket.jpg").read_bytes(), "image/jpeg"),
+              ("notes.jpg", b"this is not a photo", "image/jpeg")]
+    upload(at, "uploads", photos)
+    assert at.button(key="recognize").label == "Recognize 3 photos"
+    at.button(key="recognize").click().run()
+    assert not at.exception, at.exception
+    assert "notes.jpg: not an image" in texts(at.error)
+    assert "2 new photo(s) stored" in texts(at.caption)
+    tables = [df.value for df in at.dataframe]
+    assert len(tables) == 2 and all(t["Rank"].tolist() == [1, 2, 3] for t in tables)
+    assert all(t["Confidence"].between(0, 100).all() for t in tables)
+
+    engine = store.open_store()
+    top1 = store.predictions_frame(engine, top1_only=True)
+    assert len(top1) == 2 and set(top1["store"]) == {'=HYPERLINK("http://x","y")'}
+
+    at.switch_page("pages/tallies_page.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["count"].sum() == 2
+    (url,) = [b.proto.url for b in at.get("download_button")]
+    csv = pd.read_csv(io.BytesIO(downloads[url]))
+    assert csv.columns.tolist() == table.columns.tolist()
+    expected = top1.groupby("class_index")["probability"].agg(["size", "mean"])
+    assert dict(zip(csv.class_index, csv["count"])) == expected["size"].to_dict()
+    assert csv.set_index("class_index")["mean_confidence"].to_dict() == pytest.approx(expected["mean"].to_dict(),
+                                                                                        rel=1e-5)
+    assert csv.label.tolist() == [loaded.categories[i] for i in csv.class_index]
+
+
+def test_reuploading_shows_the_stored_result(loaded):
+    at = start("pages/recognize_page.py")
+    photo = ("coffee.png", skimage_photo("coffee.png").read_bytes(), "image/png")
+    upload(at, "uploads", [photo])
+    at.button(key="recognize").click().run()
+    at.button(key="recognize").click().run()
+    assert "0 new photo(s) stored · 1 already in the store" in texts(at.caption)
+    assert store.counts(store.open_store())["photos"] == 1
+
+
+def test_tallies_filters_and_empty_states(loaded):
+    at = start("pages/tallies_page.py")
+    assert "Nothing is stored yet" in texts(at.info)
+    at = start("pages/recognize_page.py")
+    upload(at, "uploads", [("coffee.png", skimage_photo("coffee.png").read_bytes(), "image/png")])
+    at.button(key="recognize").click().run()
+    at.switch_page("pages/tallies_page.py").run()
+    assert at.dataframe[0].value["count"].sum() == 1
+    at.slider(key="min_confidence").set_value(1.0).run()
+    assert "No region passes these filters" in texts(at.warning)

@@ -1,0 +1,69 @@
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from shelf import store
+from shelf.cli import main as cli
+from tests.conftest import skimage_photo
+
+
+@pytest.fixture
+def photos(tmp_path):
+    paths = [skimage_photo("chelsea.png"), skimage_photo("rocket.jpg")]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    return paths, bad
+
+
+def test_classify_json_contract(photos, capsys):
+    (good1, good2), bad = photos
+    assert cli(["classify", str(good1), str(bad), str(good2), "--top-k", "2", "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in records] == [str(good1), str(bad), str(good2)]
+    assert "error" in records[1] and "not an image" in records[1]["error"]
+    for record in (records[0], records[2]):
+        assert [p["rank"] for p in record["predictions"]] == [1, 2]
+        for p in record["predictions"]:
+            assert set(p) == {"rank", "class_index", "label", "probability"}
+            assert 0 <= p["probability"] <= 1 and isinstance(p["class_index"], int)
+
+
+def test_classify_stores_nothing(photos, capsys):
+    (good1, _), _ = photos
+    assert cli(["classify", str(good1), "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert frame.columns.tolist() == ["image", "rank", "class_index", "label", "probability"] and len(frame) == 3
+    assert store.counts(store.open_store())["photos"] == 0
+
+
+def test_classify_exit_codes(photos, tmp_path, monkeypatch, capsys):
+    _, bad = photos
+    assert cli(["classify", str(bad), str(tmp_path / "missing.jpg")]) == 1
+    assert "missing.jpg" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        cli(["classify", "--top-k", "0", str(bad)])
+    assert usage.value.code == 2
+    monkeypatch.delenv("SHELF_WEIGHTS")
+    assert cli(["classify", str(bad)]) == 3
+    assert "resnet18-f37072fd.pth" in capsys.readouterr().err
+
+
+def test_recognize_then_tallies(photos, tmp_path, capsys):
+    (good1, good2), bad = photos
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert cli(["recognize", str(good1), str(good2), str(bad), "--store", "=cmd()", "--aisle", "7",
+                "--date", "2026-11-02", "--db", db]) == 0
+    output = capsys.readouterr()
+    assert "2 of 3 photo(s) recognized and stored." in output.out and "notes.jpg" in output.err
+    assert cli(["recognize", str(good1), "--db", db]) == 0
+    assert "(already stored)" in capsys.readouterr().out
+    out_file = tmp_path / "tallies.csv"
+    assert cli(["tallies", "--db", db, "--out", str(out_file)]) == 0
+    tallies = pd.read_csv(out_file)
+    top1 = store.predictions_frame(store.open_store(db), top1_only=True)
+    assert tallies["count"].sum() == len(top1) == 2
+    assert dict(zip(tallies.class_index, tallies["count"])) == top1.class_index.value_counts().to_dict()
+    assert cli(["tallies", "--db", db, "--min-confidence", "1.0"]) == 0
+    assert capsys.readouterr().out.strip() == "class_index,label,count,share,mean_confidence,min_confidence"

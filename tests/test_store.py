@@ -1,0 +1,138 @@
+import datetime as dt
+import json
+import multiprocessing
+import os
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import torch
+
+from shelf import store
+from shelf.classify import Classification, Prediction
+from shelf.images import decode_image
+from shelf.pipeline import Upload, recognize, run_provenance
+from shelf.regions import Box
+from tests.conftest import image_bytes, solid
+
+CONTEXT = store.Context("Store 1", "Aisle 7", dt.date(2026, 11, 2))
+
+
+def fake_classification(class_index=1, probability=0.9, label="goldfish"):
+    return Classification([Prediction(1, class_index, label, probability)], torch.zeros(1000), torch.ones(512))
+
+
+def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, engine, photo_bytes, shelf_env):
+    uploads = [Upload(n, d) for n, d in list(photo_bytes.items())[:2]]
+    results = recognize(loaded, engine, uploads, CONTEXT, top_k=3)
+    assert all(r.ok and not r.already_stored for r in results)
+    assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 6, "runs": 1}
+    frame = store.predictions_frame(engine)
+    assert set(frame["store"]) == {"Store 1"} and set(frame["captured_on"]) == {dt.date(2026, 11, 2)}
+    for result in results:
+        rows = frame[frame.photo_id == result.photo_id].sort_values("rank")
+        assert rows["class_index"].tolist() == [p.class_index for p in result.regions[0].predictions]
+        assert rows["probability"].tolist() == pytest.approx([p.probability for p in result.regions[0].predictions])
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(store.runs)).mappings().one()
+        files = conn.execute(sa.select(store.photos.c.file)).scalars().all()
+    assert run["weights_sha256"] == loaded.weights.sha256
+    assert run["weights_untrained"] and not run["weights_verified"]
+    assert run["backend"] == "torch eager fp32" and run["region_mode"] == "whole"
+    assert json.loads(run["preprocessing"])["crop"] == [224]
+    for relative in files:  # kept by content hash inside the data dir, never under the uploaded name
+        path = shelf_env / "data" / relative
+        assert path.is_file() and path.stem in {r.sha256 for r in results}
+    assert store.region_embeddings(engine, results[0].photo_id).shape == (1, 512)
+
+
+def test_reuploading_the_same_photo_does_not_duplicate_it(loaded, engine, photo_bytes):
+    data = photo_bytes["chelsea.png"]
+    first = recognize(loaded, engine, [Upload("chelsea.png", data)], CONTEXT)
+    again = recognize(loaded, engine, [Upload("renamed copy.png", data), Upload("chelsea.png", data)], CONTEXT)
+    assert [r.already_stored for r in again] == [True, True]
+    assert {r.photo_id for r in again} == {first[0].photo_id}
+    assert again[0].regions[0].predictions == first[0].regions[0].predictions  # shown from the store
+    assert store.counts(engine)["photos"] == 1 and store.counts(engine)["predictions"] == 3
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(loaded, engine, photo_bytes):
+    uploads = [Upload("good1.png", photo_bytes["coffee.png"]), Upload("notes.jpg", b"just text"),
+               Upload("empty.png", b""), Upload("good2.jpg", photo_bytes["rocket.jpg"])]
+    results = recognize(loaded, engine, uploads, CONTEXT)
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert results[1].error.startswith("notes.jpg: ") and results[2].error.startswith("empty.png: ")
+    assert store.counts(engine)["photos"] == 2
+
+
+def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(engine, monkeypatch):
+    run_id = store.create_run(engine, {"weights_sha256": "x" * 64, "weights_source": "test",
+                                       "weights_verified": False, "weights_untrained": True,
+                                       "torch_version": "t", "torchvision_version": "tv", "shelf_version": "s",
+                                       "preprocessing": {}, "backend": "b", "region_mode": "whole", "top_k": 1})
+    photos = [decode_image(image_bytes(solid((i * 40, 0, 0)), "PNG"), f"p{i}.png") for i in range(3)]
+    box = [Box(0, 0, 64, 48)]
+    store.save_photo(engine, run_id, photos[0], b"a", CONTEXT, box, [fake_classification()])
+    with pytest.raises(sa.exc.IntegrityError):  # a prediction that violates the schema, mid-transaction
+        store.save_photo(engine, run_id, photos[1], b"b", CONTEXT, box, [fake_classification(label=None)])
+    store.save_photo(engine, run_id, photos[2], b"c", CONTEXT, box, [fake_classification()])
+    assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 2, "runs": 1}
+    assert store.find_photo(engine, photos[1].sha256) is None
+
+
+def test_context_text_is_cleaned_but_kept(engine, loaded, photo_bytes):
+    context = store.Context("  =HYPERLINK(\"http://x\",\"y\")\x00\n ", "<b>7</b>", None)
+    recognize(loaded, engine, [Upload("a.png", photo_bytes["coffee.png"])], context)
+    row = store.predictions_frame(engine).iloc[0]
+    assert row.store == '=HYPERLINK("http://x","y")'  # stored verbatim; exports make it inert
+    assert row.aisle == "<b>7</b>"
+    assert pd.isna(row.captured_on)
+
+
+def test_database_url_from_environment(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'other.db'}"
+    monkeypatch.setenv("SHELF_DATABASE_URL", url)
+    engine = store.open_store()
+    assert str(engine.url) == url and (tmp_path / "elsewhere" / "other.db").exists()
+    store.open_store()  # schema creation is idempotent
+
+
+def _writer(args):
+    url, data_dir, worker, n_photos, shared = args
+    os.environ["SHELF_DATA_DIR"] = data_dir
+    engine = store.open_store(url)
+    run_id = store.create_run(engine, {"weights_sha256": "w" * 64, "weights_source": "test",
+                                       "weights_verified": False, "weights_untrained": True,
+                                       "torch_version": "t", "torchvision_version": "tv", "shelf_version": "s",
+                                       "preprocessing": {}, "backend": "b", "region_mode": "whole", "top_k": 1})
+    created = 0
+    for i in range(n_photos):
+        color = (7, 7, 7) if shared and i == 0 else (worker * 10 % 256, i * 5 % 256, 99)
+        decoded = decode_image(image_bytes(solid(color, (16, 16)), "PNG"), f"w{worker}-{i}.png")
+        _, new = store.save_photo(engine, run_id, decoded, b"x", store.Context(f"S{worker}"), [Box(0, 0, 16, 16)],
+                                  [fake_classification(class_index=worker)])
+        created += new
+    return created
+
+
+def test_concurrent_writers_lose_nothing_and_store_shared_photos_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    store.open_store(url)
+    jobs = [(url, str(tmp_path / "data"), w, 15, True) for w in range(6)]
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        created = pool.map(_writer, jobs)
+    engine = store.open_store(url)
+    counts = store.counts(engine)
+    # Every worker stores 14 photos of its own plus one photo all six share: 6*14 + 1.
+    assert sum(created) == counts["photos"] == 85
+    assert counts["regions"] == counts["predictions"] == 85
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_run_provenance_names_the_weights(loaded):
+    provenance = run_provenance(loaded, "whole", 3)
+    assert provenance["weights_sha256"] == loaded.weights.sha256
+    assert provenance["weights_untrained"] is True and provenance["weights_verified"] is False
+    assert provenance["torch_version"] == torch.__version__
