@@ -15,8 +15,8 @@ def tally_bar_chart(tally: pd.DataFrame, max_bars: int = MAX_BARS) -> alt.Chart:
         alt.Chart(top)
         .mark_bar()
         .encode(
-            y=alt.Y("name:N", sort="-x", title=None),
-            x=alt.X("count:Q", title="Regions counted"),
+            y=alt.Y("name:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
+            x=alt.X("count:Q", title="Regions counted", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color("mean_confidence:Q", title="Mean confidence", scale=alt.Scale(domain=[0, 1],
                             scheme="blues")),
             tooltip=[alt.Tooltip("label:N", title="Label"), alt.Tooltip("class_index:Q", title="Class"),

@@ -37,7 +37,7 @@ CATEGORIES: tuple[str, ...] = tuple(IMAGENET_WEIGHTS.meta["categories"])
 
 HOW_TO_GET_WEIGHTS = (
     "Shelf needs the ImageNet ResNet-18 weights file `resnet18-f37072fd.pth` (45 MB). Either:\n"
-    "- import it on the **Model** page (drag the file onto *Import a weights file*), or\n"
+    "- import it in the app: **Home & model** page, *Import a weights file*, or\n"
     "- run `python -m shelf weights import PATH`, or\n"
     "- set `SHELF_WEIGHTS=/path/to/resnet18-f37072fd.pth`, or\n"
     f"- put it in the torch hub cache: `{Path(torch.hub.get_dir()) / 'checkpoints'}/`, or\n"

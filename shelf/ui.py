@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import runpy
+from pathlib import Path
 
 import streamlit as st
 from sqlalchemy.engine import Engine
@@ -10,7 +12,8 @@ from shelf import config
 from shelf.model import HOW_TO_GET_WEIGHTS, LoadedModel, WeightsStatus, load_model
 from shelf.store import open_store
 
-MODEL_PAGE = "pages/home_page.py"
+MODEL_PAGE = "pages/home.py"
+ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 
 @st.cache_resource(show_spinner="Loading ResNet-18 …")
@@ -22,6 +25,21 @@ def _cached_model() -> tuple[LoadedModel | None, WeightsStatus]:
 @st.cache_resource(show_spinner=False)
 def _cached_store(url: str) -> Engine:
     return open_store(url)
+
+
+def use_router() -> None:
+    """First line of every page.
+
+    With a `pages/` folder beside the entry point, Streamlit starts each server process (and every AppTest run) in
+    its legacy multipage mode, which runs a sub-page file directly when it is the process's first request: no
+    router, no banner, the wrong sidebar. Leave legacy mode and run the router right here; it runs this page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(ROUTER), run_name="__main__")
+        st.stop()
 
 
 def model() -> tuple[LoadedModel | None, WeightsStatus]:
@@ -49,12 +67,14 @@ def weights_banner() -> None:
                    "every result stored now is marked unverified in its provenance.", icon=":material/warning:")
 
 
-def require_model() -> LoadedModel | None:
+def require_model(link_to_model_page: bool = True) -> LoadedModel | None:
     """The loaded model, or a plain explanation of what to do when there is none."""
     loaded, status = model()
     if loaded is None:
         st.error(f"**The ResNet-18 weights are not available**, so nothing can be recognized yet. "
                  f"{status.problem}", icon=":material/error:")
         st.markdown(HOW_TO_GET_WEIGHTS)
-        st.page_link(MODEL_PAGE, label="Open the Model page to import a weights file", icon=":material/upload:")
+        if link_to_model_page:
+            st.page_link(MODEL_PAGE, label="Import a weights file on the Home & model page",
+                         icon=":material/upload:")
     return loaded

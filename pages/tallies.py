@@ -9,11 +9,12 @@ from shelf.export import to_csv_bytes
 from shelf.store import predictions_frame
 from shelf.tally import TallyFilter, filter_detections, tally_by_label
 
+ui.use_router()
 st.title("Tallies")
 top1 = predictions_frame(ui.store(), top1_only=True)
 if top1.empty:
     st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
-    st.page_link("pages/recognize_page.py", label="Go to Recognize", icon=":material/photo_camera:")
+    st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
     st.stop()
 
 c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
@@ -41,18 +42,17 @@ if table.empty:
     st.warning("No region passes these filters. Lower the minimum confidence or widen the filters.")
     st.stop()
 
-chart_col, table_col = st.columns([3, 2])
-chart_col.altair_chart(tally_bar_chart(table), width="stretch")
-table_col.dataframe(
+st.altair_chart(tally_bar_chart(table), width="stretch")
+st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
-        "class_index": st.column_config.NumberColumn("Class", format="%d"),
-        "label": st.column_config.TextColumn("Label"),
+        "class_index": st.column_config.NumberColumn("Class", format="%d", help="ImageNet class index"),
+        "label": st.column_config.TextColumn("Label", width="medium"),
         "count": st.column_config.NumberColumn("Count", format="%d"),
         "share": st.column_config.ProgressColumn("Share", format="percent", min_value=0, max_value=1),
         "mean_confidence": st.column_config.NumberColumn("Mean confidence", format="percent"),
         "min_confidence": st.column_config.NumberColumn("Min confidence", format="percent"),
     })
-table_col.download_button("Download this table (CSV)", to_csv_bytes(table),
-                          file_name=f"shelf-tallies-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
-                          icon=":material/download:", key="download_tallies")
+st.download_button("Download this table (CSV)", to_csv_bytes(table),
+                   file_name=f"shelf-tallies-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
+                   icon=":material/download:", key="download_tallies")

@@ -8,6 +8,7 @@ import torchvision
 
 from shelf import config, model, store, ui
 
+ui.use_router()
 st.title("Shelf")
 st.markdown(
     "Recognize products on store shelves with a TorchVision **ResNet-18** (ImageNet-1K), on this machine's CPU.\n"
@@ -15,7 +16,7 @@ st.markdown(
     "2. Check the top predictions and their confidence; everything is stored.\n"
     "3. **Tallies** — counts per label, filtered by confidence, store, aisle and date; download them as CSV."
 )
-st.page_link("pages/recognize_page.py", label="Start recognizing photos", icon=":material/arrow_forward:")
+st.page_link("pages/recognize.py", label="Start recognizing photos", icon=":material/arrow_forward:")
 
 st.header("Model")
 loaded, status = ui.model()
@@ -24,13 +25,14 @@ if message := st.session_state.pop("weights_message", None):
 if loaded is not None:
     w = loaded.weights
     (st.success if w.verified else st.warning)(f"**{w.kind}**", icon=":material/memory:")
-    st.dataframe(
-        {"": ["Source", "File", "sha256", "Categories", "Device", "CPU threads", "torch / torchvision"],
-         "Value": [w.source, str(w.path), w.sha256, f"{len(loaded.categories)} ImageNet classes", "CPU",
-                   str(torch.get_num_threads()), f"{torch.__version__} / {torchvision.__version__}"]},
-        hide_index=True, width="stretch")
+    st.markdown(
+        f"- **Source:** {w.source} — `{w.path}`\n"
+        f"- **sha256:** `{w.sha256}`\n"
+        f"- **Categories:** {len(loaded.categories)} ImageNet classes (kept by class index and name)\n"
+        f"- **Runs on:** CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · "
+        f"torchvision {torchvision.__version__}")
 else:
-    ui.require_model()
+    ui.require_model(link_to_model_page=False)
     if status.tried:
         with st.expander("Where Shelf looked"):
             st.markdown("\n".join(f"- {ui.md_escape(line)}" for line in status.tried))

@@ -9,6 +9,7 @@ from shelf.images import UPLOAD_EXTENSIONS
 from shelf.pipeline import Upload, recognize
 from shelf.store import Context
 
+ui.use_router()
 st.title("Recognize")
 loaded = ui.require_model()
 if loaded is None:
@@ -60,4 +61,4 @@ if results:
                     column_config={"Confidence": st.column_config.ProgressColumn(
                         "Confidence", format="%.1f%%", min_value=0, max_value=100)},
                     hide_index=True, width="stretch")
-    st.page_link("pages/tallies_page.py", label="See the tallies", icon=":material/bar_chart:")
+    st.page_link("pages/tallies.py", label="See the tallies", icon=":material/bar_chart:")
