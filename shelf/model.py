@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +24,7 @@ import torch
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from shelf import config
+from shelf.files import write_atomically
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 OFFICIAL_FILENAME = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
@@ -223,23 +222,11 @@ def load_model(download: bool | None = None) -> tuple[LoadedModel | None, Weight
     return build_model(state, status.info), status
 
 
-def _write_atomically(data: bytes, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def import_weights(data: bytes, name: str) -> WeightsInfo:
     """Validate an uploaded weights file and keep it (under Shelf's own name) as the imported weights."""
     state = parse_weights(data, name)
     target = imported_weights_path()
-    _write_atomically(data, target)
+    write_atomically(data, target)
     sha = hashlib.sha256(data).hexdigest()
     return WeightsInfo(path=target, source="imported", sha256=sha, verified=sha.startswith(OFFICIAL_HASH_PREFIX),
                        untrained=looks_untrained(state))
@@ -253,5 +240,5 @@ def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
     sha = hashlib.sha256(data).hexdigest()
     if not sha.startswith(OFFICIAL_HASH_PREFIX):
         raise WeightsError(f"downloaded file has sha256 {sha[:12]}…, expected {OFFICIAL_HASH_PREFIX}…; not kept")
-    _write_atomically(data, target)
+    write_atomically(data, target)
     return target

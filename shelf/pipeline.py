@@ -16,8 +16,7 @@ from sqlalchemy.engine import Engine
 
 import shelf
 from shelf import store
-from shelf.classify import BACKEND, DEFAULT_TOP_K, Classification, Prediction, classify_images, \
-    preprocessing_provenance
+from shelf.classify import BACKEND, DEFAULT_TOP_K, Classification, Prediction, classify_images, preprocessing_provenance
 from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
 from shelf.regions import Box, regions_for

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shelf import config
 from shelf.classify import Classification
+from shelf.files import write_atomically
 from shelf.images import DecodedImage
 from shelf.regions import Box
 
@@ -172,17 +171,8 @@ def photo_file(sha256: str, fmt: str) -> Path:
 
 def keep_photo_bytes(data: bytes, relative: Path) -> None:
     target = config.data_dir() / relative
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not target.exists():
+        write_atomically(data, target)
 
 
 def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, context: Context,

@@ -25,7 +25,7 @@ def test_gif_uses_first_frame():
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     decoded = decode_image(buffer.getvalue(), "anim.gif")
-    r, g, b = decoded.image.getpixel((5, 5))
+    r, _, b = decoded.image.getpixel((5, 5))
     assert r > 200 and b < 50
 
 

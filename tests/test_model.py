@@ -46,7 +46,7 @@ def test_hub_cache_is_found(monkeypatch, weights_file):
     target = model.hub_cache_path()
     target.parent.mkdir(parents=True)
     target.write_bytes(weights_file.read_bytes())
-    loaded, status = model.load_model()
+    loaded, _ = model.load_model()
     assert loaded.weights.source == "torch hub cache"
 
 

@@ -16,6 +16,9 @@ from shelf.regions import Box
 from tests.conftest import image_bytes, solid
 
 CONTEXT = store.Context("Store 1", "Aisle 7", dt.date(2026, 11, 2))
+TEST_RUN = {"weights_sha256": "x" * 64, "weights_source": "test", "weights_verified": False,
+            "weights_untrained": True, "torch_version": "t", "torchvision_version": "tv", "shelf_version": "s",
+            "preprocessing": {}, "backend": "b", "region_mode": "whole", "top_k": 1}
 
 
 def fake_classification(class_index=1, probability=0.9, label="goldfish"):
@@ -66,10 +69,7 @@ def test_bad_files_are_reported_and_the_batch_goes_on(loaded, engine, photo_byte
 
 
 def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(engine, monkeypatch):
-    run_id = store.create_run(engine, {"weights_sha256": "x" * 64, "weights_source": "test",
-                                       "weights_verified": False, "weights_untrained": True,
-                                       "torch_version": "t", "torchvision_version": "tv", "shelf_version": "s",
-                                       "preprocessing": {}, "backend": "b", "region_mode": "whole", "top_k": 1})
+    run_id = store.create_run(engine, TEST_RUN)
     photos = [decode_image(image_bytes(solid((i * 40, 0, 0)), "PNG"), f"p{i}.png") for i in range(3)]
     box = [Box(0, 0, 64, 48)]
     store.save_photo(engine, run_id, photos[0], b"a", CONTEXT, box, [fake_classification()])
@@ -101,10 +101,7 @@ def _writer(args):
     url, data_dir, worker, n_photos, shared = args
     os.environ["SHELF_DATA_DIR"] = data_dir
     engine = store.open_store(url)
-    run_id = store.create_run(engine, {"weights_sha256": "w" * 64, "weights_source": "test",
-                                       "weights_verified": False, "weights_untrained": True,
-                                       "torch_version": "t", "torchvision_version": "tv", "shelf_version": "s",
-                                       "preprocessing": {}, "backend": "b", "region_mode": "whole", "top_k": 1})
+    run_id = store.create_run(engine, TEST_RUN)
     created = 0
     for i in range(n_photos):
         color = (7, 7, 7) if shared and i == 0 else (worker * 10 % 256, i * 5 % 256, 99)
