@@ -1,12 +1,13 @@
-"""Recognize: upload shelf photos or product crops (or take one), classify, store, show top-k."""
+"""Recognize: upload shelf photos or product crops (or take one), split into regions, classify, store, show."""
 import datetime as dt
 
-import pandas as pd
 import streamlit as st
 
 from shelf import ui
+from shelf.boxfiles import BOX_FILE_EXTENSIONS, BoxFileError, parse_box_file
 from shelf.images import UPLOAD_EXTENSIONS
 from shelf.pipeline import Upload, recognize
+from shelf.regions import RegionMode
 from shelf.store import Context
 
 ui.use_router()
@@ -21,6 +22,41 @@ aisle = middle.text_input("Aisle", key="aisle", placeholder="e.g. 7 – Beverage
 captured_on = right.date_input("Photo date", value=dt.date.today(), key="captured_on", format="YYYY-MM-DD")
 top_k = far.number_input("Top-k", min_value=1, max_value=10, value=3, key="top_k")
 
+MODES = {"whole": "Whole photo (one product crop)", "auto": "Auto: shelf rows → facings",
+         "grid": "Grid of tiles", "boxes": "Boxes from a file"}
+mode_col, options_col, crop_col = st.columns([2, 3, 2])
+kind = mode_col.selectbox("Regions", list(MODES), format_func=MODES.get, key="region_kind",
+                          help="How a photo is split into products before each part is classified.")
+box_file, mode = None, RegionMode(kind)
+if kind == "grid":
+    rows_col, cols_col, overlap_col = options_col.columns(3)
+    mode = RegionMode("grid", rows=rows_col.number_input("Rows", 1, 30, 4, key="grid_rows"),
+                      cols=cols_col.number_input("Columns", 1, 30, 8, key="grid_cols"),
+                      overlap=overlap_col.slider("Overlap", 0.0, 0.45, 0.0, 0.05, key="grid_overlap"))
+elif kind == "boxes":
+    upload = options_col.file_uploader("Box file: SKU-110K CSV, COCO JSON or YOLO txt", type=BOX_FILE_EXTENSIONS,
+                                       key="box_file", help="Boxes are matched to photos by file name "
+                                       "(YOLO: photo.jpg ↔ photo.txt).")
+    if upload is not None:
+        try:
+            box_file = parse_box_file(upload.getvalue(), upload.name)
+        except BoxFileError as exc:
+            options_col.error(str(exc))
+        else:
+            mode = RegionMode("boxes", source=box_file.source)
+            options_col.caption(f"{box_file.format}: {box_file.n_boxes} boxes for {len(box_file.by_image)} "
+                                f"image(s)" + (f", {box_file.n_problems} line(s) skipped" if box_file.n_problems
+                                               else ""))
+            for message in box_file.messages:
+                options_col.warning(message, icon=":material/warning:")
+elif kind == "auto":
+    options_col.caption("Finds shelf edges, then product boundaries and empty gaps in each row. Works best on "
+                        "straight-on photos of one shelf section.")
+crop_mode = crop_col.radio("Crop preprocessing", ["center", "pad"], key="crop_mode", horizontal=True,
+                           format_func={"center": "Center crop (ImageNet)", "pad": "Pad to square"}.get,
+                           help="Center crop is the model's own preprocessing. Pad to square keeps tall "
+                                "products (bottles) whole instead of cutting their top and bottom.")
+
 files = st.file_uploader("Shelf photos or product crops", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                          key="uploads", help="JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC/HEIF or AVIF; up to 50 MB each.")
 camera_photo = st.camera_input("Take a photo", key="camera") if st.toggle("Use the camera", key="use_camera") \
@@ -29,13 +65,17 @@ uploads = [Upload(f.name, f.getvalue()) for f in files or []]
 if camera_photo is not None:
     uploads.append(Upload(f"camera-{dt.datetime.now():%Y%m%d-%H%M%S}.jpg", camera_photo.getvalue()))
 
+ready = bool(uploads) and (kind != "boxes" or box_file is not None)
 if st.button(f"Recognize {len(uploads)} photo{'s' if len(uploads) != 1 else ''}", type="primary",
-             disabled=not uploads, key="recognize"):
+             disabled=not ready, key="recognize"):
     progress = st.progress(0.0, text="Starting …")
     st.session_state["results"] = recognize(
-        loaded, ui.store(), uploads, Context(store_name, aisle, captured_on), top_k=int(top_k),
+        loaded, ui.store(), uploads, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
+        crop_mode=crop_mode, box_file=box_file,
         on_progress=lambda done, total, name: progress.progress(done / total, text=f"{done}/{total} · {name}"))
     progress.empty()
+elif kind == "boxes" and box_file is None and uploads:
+    st.caption("Add a box file to recognize with imported boxes.")
 
 results = st.session_state.get("results", [])
 if results:
@@ -43,22 +83,11 @@ if results:
     again = [r for r in results if r.ok and r.already_stored]
     failed = [r for r in results if not r.ok]
     st.subheader("Results")
+    colour_by = ui.colour_mode_picker() if any(len(r.regions) > 1 for r in results) else "label"
     st.caption(f"{len(stored)} new photo(s) stored · {len(again)} already in the store (shown from it) · "
                f"{len(failed)} could not be read")
     for r in failed:
         st.error(r.error, icon=":material/broken_image:")
     for r in (r for r in results if r.ok):
-        with st.container(border=True):
-            picture, table = st.columns([1, 3])
-            picture.image(r.thumbnail, caption=r.name)
-            for region in r.regions:
-                best = region.predictions[0]
-                table.markdown(f"**{ui.md_escape(best.label)}** · class {best.class_index} · "
-                               f"{best.probability:.1%}" + (" · *already stored*" if r.already_stored else ""))
-                table.dataframe(
-                    pd.DataFrame([{"Rank": p.rank, "Label": p.label, "Class": p.class_index,
-                                   "Confidence": 100 * p.probability} for p in region.predictions]),
-                    column_config={"Confidence": st.column_config.ProgressColumn(
-                        "Confidence", format="%.1f%%", min_value=0, max_value=100)},
-                    hide_index=True, width="stretch")
+        ui.photo_result(r, colour_by)
     st.page_link("pages/tallies.py", label="See the tallies", icon=":material/bar_chart:")

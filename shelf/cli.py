@@ -30,11 +30,12 @@ def _probability(value: str) -> float:
     return p
 
 
-def _regions(value: str) -> str:
-    from shelf.regions import REGION_MODES
-    if value not in REGION_MODES:
-        raise argparse.ArgumentTypeError(f"supported region modes: {', '.join(REGION_MODES)}")
-    return value
+def _regions(value: str):
+    from shelf.regions import parse_region_mode
+    try:
+        return parse_region_mode(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recognize", help="recognize photos and store the results")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--regions", type=_regions, default="whole")
+    p.add_argument("--regions", type=_regions, default="whole",
+                   help="whole | auto | grid:RxC[@OVERLAP] | boxes:FILE (SKU-110K CSV, COCO JSON, YOLO txt)")
+    p.add_argument("--crop", choices=["center", "pad"], default="center",
+                   help="center: the model's own Resize+CenterCrop; pad: keep tall products whole")
     p.add_argument("--store", default="")
     p.add_argument("--aisle", default="")
     p.add_argument("--date", type=dt.date.fromisoformat, default=None, help="capture date, YYYY-MM-DD")
@@ -139,10 +143,29 @@ def _print_classifications(records: list[dict], fmt: str) -> None:
             print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
 
 
+def _box_file(mode):
+    """The parsed box file of a boxes:FILE mode, with its problems printed; None and a message if unusable."""
+    from shelf.boxfiles import BoxFileError, parse_box_file
+    path = Path(mode.source)
+    try:
+        imported = parse_box_file(path.read_bytes(), path.name)
+    except (OSError, BoxFileError) as exc:
+        print(f"error: box file {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return None
+    for message in imported.messages:
+        print(f"warning: {message}", file=sys.stderr)
+    return imported
+
+
 def cmd_recognize(args) -> int:
     from shelf.pipeline import Upload, recognize
     from shelf.store import Context, open_store
 
+    box_file = None
+    if args.regions.kind == "boxes":
+        box_file = _box_file(args.regions)
+        if box_file is None:
+            return EXIT_USAGE
     loaded = _load_model_or_explain()
     if loaded is None:
         return EXIT_NO_WEIGHTS
@@ -157,19 +180,29 @@ def cmd_recognize(args) -> int:
                 unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
                 bar.update()
                 continue
-            results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k))
+            results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
+                                     box_file))
             bar.update()
     for r in results:
         if r.ok:
-            top = r.regions[0].predictions[0] if r.regions else None
             note = " (already stored)" if r.already_stored else ""
-            best = f"{top.label} [{top.class_index}] {top.probability:.1%}" if top else "no regions"
-            print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s), top-1 {best}{note}")
+            print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s){note}; {_facings_summary(r)}")
+            for message in r.notes:
+                print(f"  note: {message}", file=sys.stderr)
     for message in unreadable + [r.error for r in results if not r.ok]:
         print(f"error: {message}", file=sys.stderr)
     stored = sum(r.ok for r in results)
     print(f"{stored} of {len(args.images)} photo(s) recognized and stored.")
     return EXIT_OK if stored else EXIT_NOTHING_DONE
+
+
+def _facings_summary(result, most: int = 3) -> str:
+    from collections import Counter
+    counts = Counter((r.top1.class_index, r.top1.label) for r in result.regions)
+    if len(result.regions) == 1:
+        top = result.regions[0].top1
+        return f"top-1 {top.label} [{top.class_index}] {top.probability:.1%}"
+    return "facings " + ", ".join(f"{label} [{index}] ×{n}" for (index, label), n in counts.most_common(most))
 
 
 def cmd_tallies(args) -> int:

@@ -1,7 +1,8 @@
 """The data path wired together: uploaded bytes → decoded photo → regions → predictions → store.
 
-Used by the Recognize page and the CLI alike. Each file succeeds or fails on its own: a bad file becomes a
-message naming it, and the batch goes on.
+Used by the Recognize page and the CLI alike. Each photo is decoded once; its regions are cropped from that one
+decoded image and classified in batches. Each file succeeds or fails on its own: a bad file becomes a message naming
+it, and the batch goes on.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from sqlalchemy.engine import Engine
 
 import shelf
 from shelf import store
-from shelf.classify import BACKEND, DEFAULT_TOP_K, Classification, Prediction, classify_images, preprocessing_provenance
+from shelf.boxfiles import BoxImport, boxes_for_photo
+from shelf.classify import BACKEND, DEFAULT_TOP_K, Prediction, classify_images, preprocessing_provenance
 from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
-from shelf.regions import Box, regions_for
+from shelf.overlay import preview
+from shelf.regions import Box, RegionMode, parse_region_mode, regions_for, whole_image
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class RegionResult:
     box: Box
     predictions: list[Prediction]
 
+    @property
+    def top1(self) -> Prediction:
+        return self.predictions[0]
+
 
 @dataclass
 class PhotoResult:
@@ -42,26 +49,22 @@ class PhotoResult:
     already_stored: bool = False
     regions: list[RegionResult] = field(default_factory=list)
     error: str | None = None
-    thumbnail: Image.Image | None = None
+    notes: list[str] = field(default_factory=list)  # things the user should know that did not stop the photo
+    size: tuple[int, int] = (0, 0)  # of the decoded (EXIF-rotated) photo; boxes are in these pixels
+    preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int) -> dict:
+def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center") -> dict:
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "shelf_version": shelf.__version__,
-            "preprocessing": {**preprocessing_provenance(), "python": platform.python_version()},
+            "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version()},
             "backend": BACKEND, "region_mode": region_mode, "top_k": top_k}
-
-
-def thumbnail(image: Image.Image, size: int = 320) -> Image.Image:
-    thumb = image.copy()
-    thumb.thumbnail((size, size))
-    return thumb
 
 
 def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
@@ -83,10 +86,31 @@ def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     return result
 
 
+def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None
+                  ) -> tuple[list[Box], list[str]]:
+    """The regions of one photo, with notes for the user. Raises ImageError when the photo cannot be done."""
+    if mode.kind == "boxes":
+        if box_file is None:
+            raise ImageError(name, "region mode 'boxes' needs a box file")
+        boxes, notes = boxes_for_photo(box_file, name, image.width, image.height)
+        if not boxes:
+            raise ImageError(name, f"the box file {box_file.source} has no usable boxes for this photo")
+        return boxes, notes
+    boxes = regions_for(mode, image)
+    if not boxes:  # auto found no shelf rows: a close-up of one product, most likely
+        return whole_image(image.width, image.height), ["no shelf rows found; the whole photo was classified"]
+    return boxes, []
+
+
 def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], context: store.Context,
-              region_mode: str = "whole", top_k: int = DEFAULT_TOP_K,
+              region_mode: str | RegionMode = "whole", top_k: int = DEFAULT_TOP_K, crop_mode: str = "center",
+              box_file: BoxImport | None = None,
               on_progress: Callable[[int, int, str], None] | None = None) -> list[PhotoResult]:
-    """Decode, classify and store each upload. `on_progress(done, total, name)` is called after each file."""
+    """Decode, split into regions, classify and store each upload. `on_progress(done, total, name)` is called
+    after each file. A photo already in the store (same bytes) is not classified again: its stored result is
+    returned, marked `already_stored`."""
+    mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
+    preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     results: list[PhotoResult] = []
     run_id: int | None = None
     for number, upload in enumerate(uploads, start=1):
@@ -97,16 +121,17 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
             if existing is not None:
                 result = stored_result(engine, name, existing)
             else:
-                boxes = regions_for(region_mode, decoded.width, decoded.height)
-                classified: list[Classification] = classify_images(loaded, crops(decoded.image, boxes), top_k)
+                boxes, notes = photo_regions(mode, decoded.image, name, box_file)
+                classified = classify_images(loaded, crops(decoded.image, boxes), top_k, crop_mode=crop_mode)
                 if run_id is None:
-                    run_id = store.create_run(engine, run_provenance(loaded, region_mode, top_k))
+                    run_id = store.create_run(engine, run_provenance(loaded, mode.text, top_k, crop_mode))
                 photo_id, created = store.save_photo(engine, run_id, decoded, upload.data, context, boxes,
                                                      classified)
                 result = PhotoResult(name=name, photo_id=photo_id, sha256=decoded.sha256,
-                                     already_stored=not created,
+                                     already_stored=not created, notes=notes,
                                      regions=[RegionResult(b, c.predictions) for b, c in zip(boxes, classified)])
-            result.thumbnail = thumbnail(decoded.image)
+            result.size = decoded.image.size
+            result.preview = preview(decoded.image)
         except ImageError as exc:
             result = PhotoResult(name=name, error=str(exc))
         except Exception as exc:  # one file's failure must not end the batch or lose what is stored

@@ -47,3 +47,15 @@ def tally_by_label(top1: pd.DataFrame) -> pd.DataFrame:
     grouped["share"] = grouped["count"] / grouped["count"].sum()
     grouped = grouped.sort_values(["count", "class_index"], ascending=[False, True], ignore_index=True)
     return grouped[TALLY_COLUMNS]
+
+
+def facings_per_photo(top1: pd.DataFrame) -> pd.DataFrame:
+    """Facings (regions whose top-1 is the class) per label per photo, most facings first within a photo."""
+    columns = ["photo_id", "photo", "class_index", "label", "facings", "mean_confidence"]
+    if top1.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = (top1.groupby(["photo_id", "class_index"], as_index=False)
+               .agg(photo=("photo", "first"), label=("label", "first"), facings=("probability", "size"),
+                    mean_confidence=("probability", "mean")))
+    return grouped.sort_values(["photo_id", "facings", "class_index"], ascending=[True, False, True],
+                               ignore_index=True)[columns]

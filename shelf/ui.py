@@ -5,12 +5,16 @@ import re
 import runpy
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
 from shelf import config
 from shelf.model import HOW_TO_GET_WEIGHTS, LoadedModel, WeightsStatus, load_model
+from shelf.overlay import COLOUR_MODES, draw_overlay, png_bytes
+from shelf.pipeline import PhotoResult, RegionResult
 from shelf.store import open_store
+from shelf.tally import tally_by_label
 
 MODEL_PAGE = "pages/home.py"
 ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
@@ -78,3 +82,59 @@ def require_model(link_to_model_page: bool = True) -> LoadedModel | None:
             st.page_link(MODEL_PAGE, label="Import a weights file on the Home & model page",
                          icon=":material/upload:")
     return loaded
+
+
+def top_k_table(region: RegionResult) -> None:
+    st.dataframe(
+        pd.DataFrame([{"Rank": p.rank, "Label": p.label, "Class": p.class_index, "Confidence": 100 * p.probability}
+                      for p in region.predictions]),
+        column_config={"Confidence": st.column_config.ProgressColumn("Confidence", format="%.1f%%", min_value=0,
+                                                                     max_value=100)},
+        hide_index=True, width="stretch")
+
+
+def photo_result(result: PhotoResult, colour_by: str = "label") -> None:
+    """One recognised photo: a single crop shows its top-k; a shelf shows the overlay, facings and a region picker."""
+    stored_note = " · *already stored*" if result.already_stored else ""
+    with st.container(border=True):
+        for note in result.notes:
+            st.caption(f":material/info: {md_escape(note)}")
+        if len(result.regions) == 1:
+            picture, table = st.columns([1, 3])
+            picture.image(result.preview, caption=result.name, width=240)
+            best = result.regions[0].top1
+            with table:
+                st.markdown(f"**{md_escape(best.label)}** · class {best.class_index} · {best.probability:.1%}"
+                            + stored_note)
+                top_k_table(result.regions[0])
+            return
+        st.markdown(f"**{md_escape(result.name)}** · {len(result.regions)} regions{stored_note}")
+        regions = [(r.box, r.top1.label, r.top1.class_index, r.top1.probability) for r in result.regions]
+        overlay = draw_overlay(result.preview, result.size, regions, colour_by)
+        st.image(overlay, width="stretch")
+        st.download_button("Download annotated PNG", data=lambda: png_bytes(overlay),
+                           file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
+                           icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
+        facings_col, inspect_col = st.columns(2)
+        facings = tally_by_label(pd.DataFrame([{"class_index": r.top1.class_index, "label": r.top1.label,
+                                                "probability": r.top1.probability} for r in result.regions]))
+        facings_col.dataframe(facings[["label", "class_index", "count", "mean_confidence"]], hide_index=True,
+                              width="stretch", column_config={
+                                  "label": "Label", "class_index": st.column_config.NumberColumn("Class", format="%d"),
+                                  "count": st.column_config.NumberColumn("Facings", format="%d"),
+                                  "mean_confidence": st.column_config.NumberColumn("Mean conf.", format="percent")})
+        with inspect_col:
+            chosen = st.selectbox("Inspect a region", range(len(result.regions)), key=f"region-{result.photo_id}",
+                                  format_func=lambda i: f"{i + 1} · {result.regions[i].top1.label} "
+                                                        f"{result.regions[i].top1.probability:.0%}")
+            region = result.regions[chosen]
+            scale = result.preview.width / result.size[0]
+            crop = result.preview.crop(tuple(round(v * scale) for v in region.box.as_tuple))
+            crop_col, table_col = st.columns([1, 3])
+            crop_col.image(crop, caption=f"{region.box.width}×{region.box.height} px", width="stretch")
+            with table_col:
+                top_k_table(region)
+
+
+def colour_mode_picker() -> str:
+    return st.segmented_control("Colour boxes by", COLOUR_MODES, default="label", key="colour_by") or "label"

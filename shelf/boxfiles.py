@@ -1,0 +1,227 @@
+"""Importing product boxes from annotation files: SKU-110K CSV, COCO JSON, YOLO txt.
+
+Untrusted input: every malformed line or annotation is skipped with a message that names the file and the line,
+and everything else still loads. Boxes are matched to photos by file name (YOLO: by file stem, since a YOLO file
+holds one image's boxes and is named after it).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from shelf.images import clean_filename
+from shelf.regions import Box
+
+MAX_BOX_FILE_BYTES = 64 * 1024 * 1024
+MAX_BOXES_PER_PHOTO = 2000
+MAX_MESSAGES = 20
+BOX_FILE_EXTENSIONS = ["csv", "json", "txt"]
+
+
+class BoxFileError(ValueError):
+    """The file as a whole cannot be used (wrong format, too large, not text)."""
+
+
+@dataclass(frozen=True)
+class RawBox:
+    """A box as the file gives it: absolute pixels, or (YOLO) fractions of the image size."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    where: str  # "line 12" / "annotation 7", for messages
+    normalised: bool = False
+    declared_size: tuple[float, float] | None = None  # image width/height the file states, if any
+
+
+@dataclass
+class BoxImport:
+    source: str  # the box file's display name
+    format: str  # "SKU-110K CSV" | "COCO JSON" | "YOLO txt"
+    by_image: dict[str, list[RawBox]] = field(default_factory=lambda: defaultdict(list))
+    problems: list[str] = field(default_factory=list)
+    n_problems: int = 0
+
+    def problem(self, where: str, text: str) -> None:
+        self.n_problems += 1
+        if len(self.problems) < MAX_MESSAGES:
+            self.problems.append(f"{self.source}, {where}: {text}")
+
+    @property
+    def messages(self) -> list[str]:
+        extra = self.n_problems - len(self.problems)
+        return self.problems + ([f"{self.source}: … and {extra} more problems"] if extra > 0 else [])
+
+    @property
+    def n_boxes(self) -> int:
+        return sum(len(v) for v in self.by_image.values())
+
+
+def _key(name: str, by_stem: bool) -> str:
+    base = PurePosixPath(clean_filename(name)).name.lower()
+    return PurePosixPath(base).stem if by_stem else base
+
+
+def parse_box_file(data: bytes, name: str) -> BoxImport:
+    """Parse a box file; its format comes from the extension (or, failing that, the content)."""
+    source = clean_filename(name)
+    if len(data) > MAX_BOX_FILE_BYTES:
+        raise BoxFileError(f"{source}: {len(data) / 2**20:.0f} MB is over the {MAX_BOX_FILE_BYTES // 2**20} MB "
+                           "limit for box files")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BoxFileError(f"{source}: not a text file (box files are CSV, JSON or YOLO txt)") from None
+    suffix = PurePosixPath(source).suffix.lower()
+    if suffix == ".json" or (suffix not in (".csv", ".txt") and text.lstrip().startswith("{")):
+        return _parse_coco(text, source)
+    if suffix == ".txt":
+        return _parse_yolo(text, source)
+    return _parse_sku110k(text, source)
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _check(result: BoxImport, where: str, x1: float, y1: float, x2: float, y2: float) -> bool:
+    if x2 <= x1 or y2 <= y1:
+        result.problem(where, f"degenerate box ({x1:g}, {y1:g}, {x2:g}, {y2:g}): it needs x2 > x1 and y2 > y1")
+        return False
+    return True
+
+
+def _parse_sku110k(text: str, source: str) -> BoxImport:
+    result = BoxImport(source, "SKU-110K CSV")
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        where = f"line {number}"
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < 5:
+            result.problem(where, f"expected image_name,x1,y1,x2,y2[,class,image_width,image_height], "
+                                  f"found {len(row)} field(s)")
+            continue
+        try:
+            x1, y1, x2, y2 = (_number(v) for v in row[1:5])
+        except ValueError:
+            if number == 1:
+                continue  # a header line
+            result.problem(where, "coordinates are not numbers")
+            continue
+        declared = None
+        if len(row) >= 8:
+            try:
+                declared = (_number(row[6]), _number(row[7]))
+                if declared[0] <= 0 or declared[1] <= 0:
+                    declared = None
+            except ValueError:
+                declared = None
+        if _check(result, where, x1, y1, x2, y2):
+            result.by_image[_key(row[0], by_stem=False)].append(RawBox(x1, y1, x2, y2, where,
+                                                                       declared_size=declared))
+    return result
+
+
+def _parse_coco(text: str, source: str) -> BoxImport:
+    result = BoxImport(source, "COCO JSON")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BoxFileError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list) \
+            or not isinstance(document.get("annotations"), list):
+        raise BoxFileError(f"{source}: a COCO file needs 'images' and 'annotations' lists")
+    images = {}
+    for index, image in enumerate(document["images"]):
+        if isinstance(image, dict) and "id" in image and isinstance(image.get("file_name"), str):
+            size = None
+            try:
+                size = (_number(image["width"]), _number(image["height"]))
+            except (KeyError, TypeError, ValueError):
+                pass
+            images[str(image["id"])] = (_key(image["file_name"], by_stem=False), size)
+        else:
+            result.problem(f"image {index}", "needs an 'id' and a 'file_name'")
+    for index, annotation in enumerate(document["annotations"]):
+        where = f"annotation {index}" + (f" (id {annotation.get('id')})" if isinstance(annotation, dict)
+                                         and "id" in annotation else "")
+        if not isinstance(annotation, dict):
+            result.problem(where, "not an object")
+            continue
+        image = images.get(str(annotation.get("image_id")))
+        if image is None:
+            result.problem(where, f"refers to image_id {annotation.get('image_id')!r}, which is not in 'images'")
+            continue
+        bbox = annotation.get("bbox")
+        try:
+            x, y, w, h = (_number(v) for v in bbox)
+        except (TypeError, ValueError):
+            result.problem(where, "bbox must be four numbers [x, y, width, height]")
+            continue
+        if _check(result, where, x, y, x + w, y + h):
+            result.by_image[image[0]].append(RawBox(x, y, x + w, y + h, where, declared_size=image[1]))
+    return result
+
+
+def _parse_yolo(text: str, source: str) -> BoxImport:
+    result = BoxImport(source, "YOLO txt")
+    key = _key(source, by_stem=True)
+    for number, line in enumerate(text.splitlines(), start=1):
+        where = f"line {number}"
+        fields = line.split()
+        if not fields or line.lstrip().startswith("#"):
+            continue
+        if len(fields) not in (5, 6):
+            result.problem(where, f"expected 'class cx cy w h' (fractions of the image), found {len(fields)} "
+                                  "field(s)")
+            continue
+        try:
+            cx, cy, w, h = (_number(v) for v in fields[1:5])
+        except ValueError:
+            result.problem(where, "values are not numbers")
+            continue
+        if not all(-0.5 <= v <= 1.5 for v in (cx, cy, w, h)):
+            result.problem(where, "YOLO values are fractions of the image size (0–1); these are not")
+            continue
+        if _check(result, where, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2):
+            result.by_image[key].append(RawBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where,
+                                               normalised=True))
+    return result
+
+
+def boxes_for_photo(imported: BoxImport, photo_name: str, width: int, height: int
+                    ) -> tuple[list[Box], list[str]]:
+    """The imported boxes of one photo in its pixel coordinates: scaled, clipped, and checked.
+
+    Returns (boxes, messages). A photo with no boxes in the file gets a message, not an error: the caller decides.
+    """
+    by_stem = imported.format == "YOLO txt"
+    raw = imported.by_image.get(_key(photo_name, by_stem), [])
+    messages = []
+    if not raw:
+        return [], [f"{imported.source}: no boxes for {clean_filename(photo_name)}"]
+    boxes = []
+    for r in raw:
+        sx, sy = (width, height) if r.normalised else (1.0, 1.0)
+        if r.declared_size and r.declared_size != (width, height):
+            sx, sy = width / r.declared_size[0], height / r.declared_size[1]  # a resized copy of the same photo
+        box = Box(math.floor(r.x1 * sx), math.floor(r.y1 * sy), math.ceil(r.x2 * sx), math.ceil(r.y2 * sy))
+        clipped = box.clipped(width, height)
+        if clipped.width <= 0 or clipped.height <= 0:
+            messages.append(f"{imported.source}, {r.where}: box lies outside the {width}×{height} photo")
+            continue
+        boxes.append(clipped)
+    if len(boxes) > MAX_BOXES_PER_PHOTO:
+        messages.append(f"{imported.source}: {len(boxes)} boxes for {clean_filename(photo_name)}; only the first "
+                        f"{MAX_BOXES_PER_PHOTO} are used")
+        boxes = boxes[:MAX_BOXES_PER_PHOTO]
+    return boxes, messages
