@@ -1,5 +1,6 @@
 """The dashboard through Streamlit's AppTest: the same script the browser runs, without a browser."""
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -141,3 +142,56 @@ def test_tallies_filters_and_empty_states(loaded):
     assert at.dataframe[0].value["count"].sum() == 1
     at.slider(key="min_confidence").set_value(1.0).run()
     assert "No region passes these filters" in texts(at.warning)
+
+
+def _shelf_upload(seed=1, size=(1200, 900)):
+    from tests.synthetic import shelf_jpeg
+    data, truth = shelf_jpeg(seed, *size)
+    return (f"shelf{seed}.jpg", data, "image/jpeg"), truth
+
+
+@pytest.mark.parametrize("kind", ["grid", "auto"])
+def test_region_modes_on_recognize_show_overlay_facings_and_inspector(loaded, kind):
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value(kind).run()
+    if kind == "grid":
+        at.number_input(key="grid_rows").set_value(2).run()
+        at.number_input(key="grid_cols").set_value(3).run()
+    photo, truth = _shelf_upload()
+    upload(at, "uploads", [photo])
+    at.button(key="recognize").click().run()
+    assert not at.exception, at.exception
+    expected = 6 if kind == "grid" else len(truth)
+    count = int(re.search(r"shelf1\\?\.jpg\*\* · (\d+) regions", texts(at.markdown))[1])
+    assert count == expected if kind == "grid" else abs(count - expected) <= 0.15 * expected
+    assert len(at.get("image")) >= 2  # the overlay and the inspected region's crop
+    facings = at.dataframe[0].value
+    assert facings["count"].sum() == count
+    inspector = at.selectbox(key=f"region-{1}")
+    inspector.set_value(count - 1).run()
+    assert not at.exception
+    assert store.counts(store.open_store())["regions"] == count
+
+
+def test_boxes_mode_on_recognize(loaded):
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value("boxes").run()
+    photo, _ = _shelf_upload()
+    upload(at, "uploads", [photo])
+    assert at.button(key="recognize").disabled  # no box file yet
+    box_csv = b"shelf1.jpg,0,0,300,400\nshelf1.jpg,300,0,600,400\nshelf1.jpg,50,50,10,10\n"
+    upload(at, "box_file", [("boxes.csv", box_csv, "text/csv")])
+    assert "SKU-110K CSV: 2 boxes for 1 image(s), 1 line(s) skipped" in texts(at.caption)
+    assert "boxes.csv, line 3: degenerate box" in texts(at.warning)
+    at.button(key="recognize").click().run()
+    assert not at.exception, at.exception
+    assert "2 regions" in texts(at.markdown)
+    frame = store.predictions_frame(store.open_store(), top1_only=True)
+    assert sorted(zip(frame.x1, frame.x2)) == [(0, 300), (300, 600)]
+
+
+def test_a_broken_box_file_is_reported(loaded):
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value("boxes").run()
+    upload(at, "box_file", [("coco.json", b"{broken", "application/json")])
+    assert "coco.json: not valid JSON" in texts(at.error)

@@ -1,0 +1,112 @@
+import io
+import json
+
+import pytest
+import sqlalchemy as sa
+import torch
+from PIL import Image
+
+from shelf import pipeline, store
+from shelf.boxfiles import parse_box_file
+from shelf.classify import classify_images
+from shelf.images import decode_image
+from shelf.overlay import confidence_colour, draw_overlay, png_bytes, preview
+from shelf.pipeline import Upload, recognize
+from shelf.regions import Box
+from shelf.tally import facings_per_photo
+from tests.conftest import image_bytes
+from tests.synthetic import shelf_jpeg
+
+CONTEXT = store.Context("North", "3")
+
+
+def test_a_shelf_photo_is_decoded_once_for_all_its_regions(loaded, engine, monkeypatch):
+    data, truth = shelf_jpeg(2, 2400, 1800)
+    calls = []
+    real = pipeline.decode_image
+    monkeypatch.setattr(pipeline, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    (result,) = recognize(loaded, engine, [Upload("shelf.jpg", data)], CONTEXT, region_mode="auto")
+    assert result.ok and len(calls) == 1
+    assert len(result.regions) == pytest.approx(len(truth), rel=0.15)
+    assert store.counts(engine)["regions"] == len(result.regions)
+
+
+def test_region_predictions_equal_classifying_the_crop(loaded, engine):
+    data, _ = shelf_jpeg(5, 1200, 900)
+    (result,) = recognize(loaded, engine, [Upload("shelf.jpg", data)], CONTEXT, region_mode="grid:2x3", top_k=5)
+    assert [r.box for r in result.regions][:2] == [Box(0, 0, 400, 450), Box(400, 0, 800, 450)]
+    image = decode_image(data, "shelf.jpg").image
+    for region in result.regions:
+        (direct,) = classify_images(loaded, [image.crop(region.box.as_tuple)], top_k=5)
+        assert [p.class_index for p in region.predictions] == [p.class_index for p in direct.predictions]
+        assert [p.probability for p in region.predictions] == pytest.approx([p.probability
+                                                                             for p in direct.predictions], abs=1e-6)
+
+
+def test_stored_regions_give_facings_per_label_per_photo(loaded, engine):
+    data, _ = shelf_jpeg(6, 1200, 900)
+    (result,) = recognize(loaded, engine, [Upload("shelf.jpg", data)], CONTEXT, region_mode="grid:3x4")
+    facings = facings_per_photo(store.predictions_frame(engine, top1_only=True))
+    assert facings["facings"].sum() == 12
+    expected = {}
+    for region in result.regions:
+        expected[region.top1.class_index] = expected.get(region.top1.class_index, 0) + 1
+    assert dict(zip(facings.class_index, facings.facings)) == expected
+
+
+def test_pad_mode_keeps_tall_products_whole_and_is_recorded(loaded, engine):
+    tall = Image.new("RGB", (100, 400), (250, 250, 250))
+    tall.paste((200, 0, 0), (0, 0, 100, 60))  # a red cap that centre-cropping cuts off
+    (center,) = classify_images(loaded, [tall], crop_mode="center")
+    (padded,) = classify_images(loaded, [tall], crop_mode="pad")
+    assert (center.probabilities - padded.probabilities).abs().max() > 1e-4
+    recognize(loaded, engine, [Upload("tall.png", image_bytes(tall, "PNG"))], CONTEXT, crop_mode="pad")
+    with engine.connect() as conn:
+        provenance = json.loads(conn.execute(sa.select(store.runs.c.preprocessing)).scalar_one())
+    assert provenance["crop_mode"] == "pad" and provenance["crop"] is None
+
+
+def test_boxes_mode_matches_photos_by_name_and_reports_the_rest(loaded, engine):
+    photo = image_bytes(Image.new("RGB", (300, 200), (10, 120, 200)), "PNG")
+    other = image_bytes(Image.new("RGB", (300, 200), (200, 120, 10)), "PNG")
+    box_file = parse_box_file(b"a.png,0,0,100,200\na.png,100,0,300,200\na.png,250,150,900,900\n", "boxes.csv")
+    results = recognize(loaded, engine, [Upload("a.png", photo), Upload("b.png", other)], CONTEXT,
+                        region_mode=f"boxes:{box_file.source}", box_file=box_file)
+    assert [r.box for r in results[0].regions] == [Box(0, 0, 100, 200), Box(100, 0, 300, 200),
+                                                   Box(250, 150, 300, 200)]
+    assert results[1].error == "b.png: the box file boxes.csv has no usable boxes for this photo"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.runs.c.region_mode)).scalar_one() == "boxes:boxes.csv"
+    assert store.counts(engine)["photos"] == 1
+
+
+def test_auto_on_a_close_up_falls_back_to_the_whole_photo(loaded, engine):
+    close_up = image_bytes(Image.new("RGB", (400, 300), (230, 225, 220)), "PNG")
+    (result,) = recognize(loaded, engine, [Upload("crop.png", close_up)], CONTEXT, region_mode="auto")
+    assert [r.box for r in result.regions] == [Box(0, 0, 400, 300)]
+    assert "whole photo" in result.notes[0]
+
+
+def test_unknown_crop_mode_fails_before_any_work(loaded, engine):
+    with pytest.raises(ValueError, match="crop mode"):
+        recognize(loaded, engine, [Upload("x.png", b"")], CONTEXT, crop_mode="stretch")
+
+
+def test_overlay_draws_each_box_in_its_colour():
+    photo = Image.new("RGB", (4000, 3000), (255, 255, 255))
+    small = preview(photo)
+    assert max(small.size) == 1280
+    regions = [(Box(400, 400, 2000, 2600), "pop bottle", 737, 0.91), (Box(2200, 400, 3800, 2600), "crane", 134,
+                                                                      0.12)]
+    drawn = draw_overlay(small, photo.size, regions, colour_by="confidence")
+    assert drawn.size == small.size
+    scale = small.width / photo.width
+    left_edge = drawn.getpixel((round(400 * scale) + 1, round(1500 * scale)))
+    right_edge = drawn.getpixel((round(2200 * scale) + 1, round(1500 * scale)))
+    assert left_edge == confidence_colour(0.91) and right_edge == confidence_colour(0.12)
+    assert Image.open(io.BytesIO(png_bytes(drawn))).size == small.size
+
+
+def test_confidence_colours_run_from_red_to_green():
+    low, high = confidence_colour(0.1), confidence_colour(0.95)
+    assert low[0] > low[1] and high[1] > high[0]
