@@ -67,3 +67,25 @@ def test_recognize_then_tallies(photos, tmp_path, capsys):
     assert dict(zip(tallies.class_index, tallies["count"])) == top1.class_index.value_counts().to_dict()
     assert cli(["tallies", "--db", db, "--min-confidence", "1.0"]) == 0
     assert capsys.readouterr().out.strip() == "class_index,label,count,share,mean_confidence,min_confidence"
+
+
+def test_recognize_with_regions_and_box_files(tmp_path, capsys):
+    from tests.synthetic import shelf_jpeg
+    data, _ = shelf_jpeg(3, 1200, 900)
+    photo = tmp_path / "aisle3.jpg"
+    photo.write_bytes(data)
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert cli(["recognize", str(photo), "--regions", "grid:2x4", "--crop", "pad", "--db", db]) == 0
+    assert "8 region(s)" in capsys.readouterr().out
+    boxes = tmp_path / "aisle3.txt"  # YOLO: named after the photo
+    boxes.write_text("0 0.25 0.5 0.5 1.0\n0 0.75 0.5 0.5 1.0\nbroken line\n")
+    copy = tmp_path / "sub" / "aisle3.jpg"
+    copy.parent.mkdir()
+    copy.write_bytes(data + b"\0")  # different bytes, same name: a new photo
+    assert cli(["recognize", str(copy), "--regions", f"boxes:{boxes}", "--db", db]) == 0
+    output = capsys.readouterr()
+    assert "2 region(s)" in output.out and "aisle3.txt, line 3" in output.err
+    assert cli(["recognize", str(copy), "--regions", f"boxes:{tmp_path / 'missing.csv'}", "--db", db]) == 2
+    with pytest.raises(SystemExit) as usage:
+        cli(["recognize", str(photo), "--regions", "tiles"])
+    assert usage.value.code == 2
