@@ -1,58 +1,105 @@
-"""Tallies: counts per label with confidence, filtered; a chart; the same table as CSV."""
+"""Tallies: facings, share of shelf and confidence by label / category / store / aisle / date; charts; exports."""
 import datetime as dt
 
 import streamlit as st
 
-from shelf import ui
-from shelf.charts import tally_bar_chart
-from shelf.export import to_csv_bytes
-from shelf.store import predictions_frame
-from shelf.tally import TallyFilter, filter_detections, tally_by_label
+from shelf import charts, export, ui
+from shelf.detections import load_detections
+from shelf.store import runs_frame
+from shelf.tally import GROUPINGS, counted, filter_detections, tally
 
 ui.use_router()
 st.title("Tallies")
-top1 = predictions_frame(ui.store(), top1_only=True)
-if top1.empty:
+engine = ui.store()
+detections = load_detections(engine)
+if detections.empty:
     st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
     st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
     st.stop()
 
-c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
-min_confidence = c1.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", key="min_confidence",
-                           help="Only regions whose top-1 probability reaches this are counted.")
-stores = c2.multiselect("Stores", sorted(set(top1["store"]) - {""}) or [], key="stores", placeholder="All stores")
-aisles = c3.multiselect("Aisles", sorted(set(top1["aisle"]) - {""}) or [], key="aisles", placeholder="All aisles")
-dates = sorted(d for d in top1["captured_on"].dropna().unique())
-date_range = c4.date_input("Dates", value=(dates[0], dates[-1]), key="dates", format="YYYY-MM-DD") if dates \
-    else ()
-date_from, date_to = (tuple(date_range) + (None, None))[:2] if date_range else (None, None)
-if date_from is not None and date_to is None:
-    date_to = date_from  # a half-picked range means that one day
+scope = ui.scope_filters(detections, "tallies")
+c1, c2 = st.columns([1, 1])
+by = c1.multiselect("Group by", list(GROUPINGS), default=["label"], key="group_by",
+                    help="Share of shelf is computed within each store / aisle / date you group by.") or ["label"]
+threshold = c2.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", key="min_confidence",
+                      help="Regions whose top-1 probability is lower are not counted as facings, unless a "
+                           "reviewer corrected them.")
+selected = filter_detections(detections, scope)
 
-selection = filter_detections(top1, TallyFilter(min_confidence, stores, aisles, date_from, date_to))
-table = tally_by_label(selection)
+tab_facings, tab_share, tab_confidence, tab_trend = st.tabs(["Facings", "Share of shelf by store", "Confidence",
+                                                            "Trend"])
+with tab_share:
+    share_event = st.altair_chart(charts.share_of_shelf_chart(selected, threshold), width="stretch",
+                                  on_select="rerun", key="share_chart")
+with tab_confidence:
+    brush_event = st.altair_chart(charts.confidence_histogram(selected, threshold), width="stretch",
+                                  on_select="rerun", key="confidence_chart")
+with tab_trend:
+    if selected["captured_on"].notna().any():
+        st.altair_chart(charts.trend_chart(selected, threshold), width="stretch")
+    else:
+        st.caption("No photo in the selection has a date.")
 
+picked = charts.picked_categories(share_event.selection if share_event else {})
+brushed = charts.brushed_range(brush_event.selection if brush_event else {})
+if picked:
+    selected = selected[selected["category"].isin(picked)]
+if brushed:
+    selected = selected[selected["probability"].between(*brushed)]
+table = tally(selected, by, threshold)
+
+with tab_facings:
+    if not table.empty:
+        st.altair_chart(charts.facings_bar_chart(table, by), width="stretch")
+
+is_counted = counted(selected, threshold)
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Photos", selection["photo_id"].nunique())
-m2.metric("Regions counted", len(selection))
-m3.metric("Labels", len(table))
-m4.metric("Below threshold (left out)", int((top1["probability"] < min_confidence).sum()))
+m1.metric("Photos", selected["photo_id"].nunique())
+m2.metric("Facings counted", int(is_counted.sum()))
+m3.metric("Below threshold (not counted)", int((~is_counted).sum()))
+m4.metric("Corrected by reviewers", int(selected["corrected"].sum()))
+notes = []
+if picked:
+    notes.append(f"categories picked in the chart legend: {', '.join(picked)}")
+if brushed:
+    notes.append(f"confidence {brushed[0]:.0%}–{brushed[1]:.0%} selected on the histogram")
+if int(selected["corrected"].sum()):
+    notes.append(f"{int(selected['corrected'].sum())} region(s) use a reviewer's label")
+if notes:
+    st.caption("Table: " + "; ".join(notes) + ".")
 
 if table.empty:
-    st.warning("No region passes these filters. Lower the minimum confidence or widen the filters.")
+    st.warning("No region passes these filters. Widen the filters or clear the chart selections.")
     st.stop()
-
-st.altair_chart(tally_bar_chart(table), width="stretch")
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
         "class_index": st.column_config.NumberColumn("Class", format="%d", help="ImageNet class index"),
         "label": st.column_config.TextColumn("Label", width="medium"),
-        "count": st.column_config.NumberColumn("Count", format="%d"),
-        "share": st.column_config.ProgressColumn("Share", format="percent", min_value=0, max_value=1),
+        "category": "Category", "store": "Store", "aisle": "Aisle",
+        "captured_on": st.column_config.DateColumn("Date"),
+        "facings": st.column_config.NumberColumn("Facings", format="%d"),
+        "share": st.column_config.ProgressColumn("Share of shelf", format="percent", min_value=0, max_value=1),
         "mean_confidence": st.column_config.NumberColumn("Mean confidence", format="percent"),
         "min_confidence": st.column_config.NumberColumn("Min confidence", format="percent"),
+        "below_threshold": st.column_config.NumberColumn("Below threshold", format="%d"),
+        "corrected": st.column_config.NumberColumn("Corrected", format="%d"),
     })
-st.download_button("Download this table (CSV)", to_csv_bytes(table),
-                   file_name=f"shelf-tallies-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
-                   icon=":material/download:", key="download_tallies")
+stamp = f"{dt.date.today():%Y%m%d}"
+st.download_button("Download this table (CSV)", export.to_csv_bytes(table), file_name=f"shelf-tallies-{stamp}.csv",
+                   mime="text/csv", icon=":material/download:", key="download_tallies")
+
+with st.expander("Export the selected regions"):
+    st.caption(f"{len(selected)} region(s) of {selected['photo_id'].nunique()} photo(s), with the filters above.")
+    e1, e2, e3, e4 = st.columns(4)
+    e1.download_button("Detections (CSV)", export.detections_csv(selected), file_name=f"shelf-detections-{stamp}.csv",
+                       mime="text/csv", key="download_detections")
+    e2.download_button("COCO (JSON)", lambda: export.coco_json(selected), file_name=f"shelf-coco-{stamp}.json",
+                       mime="application/json", key="download_coco", on_click="ignore")
+    e3.download_button("SKU-110K (CSV)", lambda: export.sku110k_csv(selected),
+                       file_name=f"shelf-sku110k-{stamp}.csv", mime="text/csv", key="download_sku110k",
+                       on_click="ignore")
+    e4.download_button("Manifest (JSON)", lambda: export.manifest_json(selected, runs_frame(engine),
+                                                                        {"group_by": by, "threshold": threshold}),
+                       file_name=f"shelf-manifest-{stamp}.json", mime="application/json", key="download_manifest",
+                       on_click="ignore")

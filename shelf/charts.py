@@ -1,27 +1,143 @@
-"""Altair chart builders: pure functions from aggregated frames to charts (aggregate first, chart second)."""
+"""Altair chart builders: pure functions from frames to charts. Each aggregates first, so a chart carries a few
+hundred rows at most whatever the size of the store (Altair embeds its data; 40 000 regions would not do)."""
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import altair as alt
 import pandas as pd
 
+from shelf.tally import GROUPINGS, counted
+
 MAX_BARS = 25
+MAX_SERIES = 8  # categories/labels beyond this are folded into "Other"
+CATEGORY_PICK = "category_pick"  # legend selection on the share chart
+CONFIDENCE_BRUSH = "confidence_brush"  # interval selection on the histogram
 
 
-def tally_bar_chart(tally: pd.DataFrame, max_bars: int = MAX_BARS) -> alt.Chart:
-    """Horizontal bars: count per label, shaded by mean confidence; the most frequent `max_bars` labels."""
-    top = tally.head(max_bars).copy()
-    top["name"] = top["label"] + " (" + top["class_index"].astype(str) + ")"
+def group_name(table: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """A readable name per tally row: 'pop bottle (737) · North'."""
+    parts = []
+    for g in dict.fromkeys(by):
+        if g == "label":
+            parts.append(table["label"].astype(str) + " (" + table["class_index"].astype(str) + ")")
+        else:
+            parts.append(table[GROUPINGS[g][0]].astype(str).replace({"": "—", "None": "—", "NaT": "—"}))
+    name = parts[0]
+    for part in parts[1:]:
+        name = name + " · " + part
+    return name
+
+
+def facings_bar_chart(table: pd.DataFrame, by: Sequence[str], max_bars: int = MAX_BARS) -> alt.Chart:
+    """Horizontal bars of facings per group (the `max_bars` largest), shaded by mean confidence."""
+    top = table.nlargest(max_bars, "facings").assign(name=lambda t: group_name(t, by))
     return (
         alt.Chart(top)
         .mark_bar()
         .encode(
-            y=alt.Y("name:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
-            x=alt.X("count:Q", title="Regions counted", axis=alt.Axis(tickMinStep=1, format="d")),
-            color=alt.Color("mean_confidence:Q", title="Mean confidence", scale=alt.Scale(domain=[0, 1],
-                            scheme="blues")),
-            tooltip=[alt.Tooltip("label:N", title="Label"), alt.Tooltip("class_index:Q", title="Class"),
-                     alt.Tooltip("count:Q", title="Count"), alt.Tooltip("share:Q", format=".1%", title="Share"),
-                     alt.Tooltip("mean_confidence:Q", format=".1%", title="Mean confidence")],
+            y=alt.Y("name:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
+            x=alt.X("facings:Q", title="Facings", axis=alt.Axis(tickMinStep=1, format="d")),
+            color=alt.Color("mean_confidence:Q", title="Mean confidence",
+                            scale=alt.Scale(domain=[0, 1], scheme="blues")),
+            tooltip=[alt.Tooltip("name:N", title="Group"), alt.Tooltip("facings:Q", title="Facings"),
+                     alt.Tooltip("share:Q", format=".1%", title="Share of shelf"),
+                     alt.Tooltip("mean_confidence:Q", format=".1%", title="Mean confidence"),
+                     alt.Tooltip("below_threshold:Q", title="Below threshold"),
+                     alt.Tooltip("corrected:Q", title="Corrected")],
         )
         .properties(height=max(120, 24 * len(top)))
     )
+
+
+def _fold_small(series: pd.Series, weights: pd.Series, keep: int = MAX_SERIES) -> pd.Series:
+    top = weights.groupby(series).sum().nlargest(keep).index
+    return series.where(series.isin(top), "Other")
+
+
+def share_by_store_frame(detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    frame = detections.assign(facings=counted(detections, threshold).astype(int),
+                              store=detections["store"].replace("", "—"))
+    frame["category"] = _fold_small(frame["category"], frame["facings"])
+    table = frame.groupby(["store", "category"], as_index=False)["facings"].sum()
+    table["share"] = table["facings"] / table.groupby("store")["facings"].transform("sum").where(lambda s: s > 0, 1)
+    return table
+
+
+def share_of_shelf_chart(detections: pd.DataFrame, threshold: float) -> alt.Chart:
+    """Stacked 100 % bars: each store's facings split by category. Clicking a legend entry picks a category."""
+    table = share_by_store_frame(detections, threshold)
+    pick = alt.selection_point(fields=["category"], bind="legend", name=CATEGORY_PICK)
+    return (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=200)),
+            x=alt.X("facings:Q", stack="normalize", title="Share of shelf", axis=alt.Axis(format="%")),
+            color=alt.Color("category:N", title="Category (click to filter)"),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.25)),
+            tooltip=[alt.Tooltip("store:N", title="Store"), alt.Tooltip("category:N", title="Category"),
+                     alt.Tooltip("facings:Q", title="Facings"),
+                     alt.Tooltip("share:Q", format=".1%", title="Share of shelf")],
+        )
+        .add_params(pick)
+        .properties(height=max(100, 36 * table["store"].nunique()))
+    )
+
+
+def confidence_histogram_frame(detections: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
+    edges = [i / bins for i in range(bins + 1)]
+    binned = pd.cut(detections["probability"].clip(0, 1), edges, include_lowest=True, right=False)
+    counts = binned.value_counts(sort=False)
+    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "regions": counts.to_numpy()})
+
+
+def confidence_histogram(detections: pd.DataFrame, threshold: float) -> alt.LayerChart:
+    """Regions by top-1 confidence, with the threshold marked. Drag across bars to keep only that range."""
+    table = confidence_histogram_frame(detections)
+    brush = alt.selection_interval(encodings=["x"], name=CONFIDENCE_BRUSH)
+    bars = (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(x=alt.X("low:Q", bin="binned", title="Top-1 confidence (drag to select a range)",
+                        axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+                x2="high:Q", y=alt.Y("regions:Q", title="Regions"),
+                tooltip=[alt.Tooltip("low:Q", format=".0%", title="From"),
+                         alt.Tooltip("high:Q", format=".0%", title="To"), alt.Tooltip("regions:Q", title="Regions")])
+        .add_params(brush)
+    )
+    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#b91c1c", strokeDash=[4, 3]) \
+        .encode(x="threshold:Q")
+    return (bars + rule).properties(height=220)
+
+
+def trend_frame(detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    dated = detections[detections["captured_on"].notna()]
+    frame = dated.assign(facings=counted(dated, threshold).astype(int),
+                         date=pd.to_datetime(dated["captured_on"]))
+    frame["category"] = _fold_small(frame["category"], frame["facings"])
+    return frame.groupby(["date", "category"], as_index=False)["facings"].sum()
+
+
+def trend_chart(detections: pd.DataFrame, threshold: float) -> alt.Chart:
+    """Facings per day and category."""
+    return (
+        alt.Chart(trend_frame(detections, threshold))
+        .mark_line(point=True)
+        .encode(x=alt.X("date:T", title="Photo date"), y=alt.Y("facings:Q", title="Facings"),
+                color=alt.Color("category:N", title="Category"),
+                tooltip=[alt.Tooltip("date:T", title="Date"), alt.Tooltip("category:N", title="Category"),
+                         alt.Tooltip("facings:Q", title="Facings")])
+        .properties(height=260)
+    )
+
+
+def picked_categories(selection: dict) -> list[str]:
+    """Categories picked in the share chart's legend, from st.altair_chart's selection state."""
+    return [p["category"] for p in (selection or {}).get(CATEGORY_PICK, []) if "category" in p]
+
+
+def brushed_range(selection: dict) -> tuple[float, float] | None:
+    """The confidence range dragged on the histogram, if any."""
+    low_high = ((selection or {}).get(CONFIDENCE_BRUSH) or {}).get("low")
+    return (float(min(low_high)), float(max(low_high))) if low_high else None

@@ -59,14 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_top_k, default=3)
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
 
-    p = sub.add_parser("tallies", help="counts per label from the store")
-    p.add_argument("--by", action="append", choices=["label"], default=None,
-                   help="grouping (this release: label)")
-    p.add_argument("--min-confidence", type=_probability, default=0.0)
+    p = sub.add_parser("tallies", help="facings, share of shelf and confidence from the store, as CSV")
+    p.add_argument("--by", action="append", choices=["label", "category", "store", "aisle", "date"], default=None,
+                   help="grouping; repeat for several (default: label)")
+    p.add_argument("--min-confidence", type=_probability, default=0.0,
+                   help="regions below this top-1 probability are not counted (unless a reviewer corrected them)")
     p.add_argument("--store", action="append", default=[], dest="stores")
     p.add_argument("--aisle", action="append", default=[], dest="aisles")
+    p.add_argument("--category", action="append", default=[], dest="categories")
     p.add_argument("--db", default=None)
     p.add_argument("--out", type=Path, default=None, help="write CSV here instead of printing it")
+
+    p = sub.add_parser("export", help="detections (CSV, COCO, SKU-110K), tallies or the provenance manifest")
+    p.add_argument("what", choices=["detections", "tallies", "manifest"])
+    p.add_argument("--format", choices=["csv", "coco", "sku110k"], default="csv",
+                   help="for detections: csv, coco (JSON) or sku110k (CSV)")
+    p.add_argument("--db", default=None)
+    p.add_argument("--out", type=Path, required=True)
 
     p = sub.add_parser("weights", help="weights status, import or download")
     wsub = p.add_subparsers(dest="action", required=True)
@@ -205,19 +214,44 @@ def _facings_summary(result, most: int = 3) -> str:
     return "facings " + ", ".join(f"{label} [{index}] ×{n}" for (index, label), n in counts.most_common(most))
 
 
-def cmd_tallies(args) -> int:
-    from shelf.export import to_csv_bytes
-    from shelf.store import open_store, predictions_frame
-    from shelf.tally import TallyFilter, filter_detections, tally_by_label
+def _tally_table(detections, by=None, min_confidence=0.0, stores=(), aisles=(), categories=()):
+    from shelf.tally import TallyFilter, filter_detections, tally
+    selected = filter_detections(detections, TallyFilter(stores, aisles, categories=categories))
+    return tally(selected, by or ["label"], min_confidence)
 
-    top1 = predictions_frame(open_store(args.db), top1_only=True)
-    table = tally_by_label(filter_detections(top1, TallyFilter(args.min_confidence, args.stores, args.aisles)))
-    data = to_csv_bytes(table)
+
+def cmd_tallies(args) -> int:
+    from shelf.detections import load_detections
+    from shelf.export import to_csv_bytes
+    from shelf.store import open_store
+
+    data = to_csv_bytes(_tally_table(load_detections(open_store(args.db)), args.by, args.min_confidence,
+                                     args.stores, args.aisles, args.categories))
     if args.out:
         args.out.write_bytes(data)
-        print(f"{len(table)} row(s) written to {args.out}", file=sys.stderr)
+        print(f"written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(data.decode())
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from shelf import export
+    from shelf.detections import load_detections
+    from shelf.store import open_store, runs_frame
+
+    engine = open_store(args.db)
+    detections = load_detections(engine)
+    if args.what == "detections":
+        writer = {"csv": export.detections_csv, "coco": export.coco_json, "sku110k": export.sku110k_csv}[args.format]
+        data = writer(detections)
+    elif args.what == "tallies":
+        data = export.to_csv_bytes(_tally_table(detections))
+    else:
+        data = export.manifest_json(detections, runs_frame(engine), {"what": "all detections in the store"})
+    args.out.write_bytes(data)
+    print(f"{args.what}: {len(detections)} region(s) of {detections['photo_id'].nunique()} photo(s) written to "
+          f"{args.out}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -255,7 +289,8 @@ def cmd_weights(args) -> int:
     return EXIT_NO_WEIGHTS
 
 
-COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "weights": cmd_weights}
+COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "export": cmd_export,
+            "weights": cmd_weights}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,25 @@ predictions = sa.Table(
     sa.UniqueConstraint("region_id", "rank"),
 )
 
+corrections = sa.Table(
+    "corrections", metadata,  # a reviewer's label for a region; the newest per region is the one that counts
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("class_index", sa.Integer, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("reviewer", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+category_overrides = sa.Table(
+    "category_overrides", metadata,  # analysts' edits of the shipped class → retail category map
+    sa.Column("class_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("category", sa.String(60), nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 MAX_CONTEXT_LENGTH = 100
 
 
@@ -221,7 +240,8 @@ def region_embeddings(engine: Engine, photo_id: int) -> np.ndarray:
     return np.stack([np.frombuffer(r, dtype="<f4") for r in rows]) if rows else np.zeros((0, 512), "<f4")
 
 
-PREDICTION_COLUMNS = ["photo_id", "photo", "sha256", "store", "aisle", "captured_on", "region_id", "position",
+PREDICTION_COLUMNS = ["photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on",
+                      "region_id", "position",
                       "x1", "y1", "x2", "y2", "rank", "class_index", "label", "probability", "run_id",
                       "weights_verified", "weights_untrained"]
 
@@ -230,7 +250,8 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
                       ) -> pd.DataFrame:
     """Predictions joined with their region, photo and run: one row per (region, rank)."""
     query = (
-        sa.select(photos.c.id.label("photo_id"), photos.c.name.label("photo"), photos.c.sha256, photos.c.store,
+        sa.select(photos.c.id.label("photo_id"), photos.c.name.label("photo"), photos.c.sha256, photos.c.file,
+                  photos.c.width, photos.c.height, photos.c.store,
                   photos.c.aisle, photos.c.captured_on, regions.c.id.label("region_id"), regions.c.position,
                   regions.c.x1, regions.c.y1, regions.c.x2, regions.c.y2, predictions.c.rank,
                   predictions.c.class_index, predictions.c.label, predictions.c.probability,
@@ -248,7 +269,61 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
     return frame
 
 
+def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewer: str) -> int:
+    """Store reviewer labels: {region_id: (class_index, label)}. All or nothing. Returns how many were stored."""
+    reviewer = clean_text(reviewer)
+    if not reviewer:
+        raise ValueError("a reviewer name is required")
+    if not changes:
+        return 0
+    now = utc_now()
+    with write_transaction(engine) as conn:
+        known = set(conn.execute(sa.select(regions.c.id).where(regions.c.id.in_(list(changes)))).scalars())
+        missing = sorted(set(changes) - known)
+        if missing:
+            raise ValueError(f"no such region(s): {', '.join(map(str, missing[:5]))}")
+        conn.execute(corrections.insert(), [
+            {"region_id": region_id, "class_index": index, "label": label, "reviewer": reviewer, "created_at": now}
+            for region_id, (index, label) in changes.items()])
+    return len(changes)
+
+
+def latest_corrections(engine: Engine) -> pd.DataFrame:
+    """The correction that counts for each corrected region (the newest)."""
+    query = sa.select(corrections.c.region_id, corrections.c.class_index, corrections.c.label,
+                      corrections.c.reviewer, corrections.c.created_at, corrections.c.id).order_by(corrections.c.id)
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all(),
+                             columns=["region_id", "class_index", "label", "reviewer", "created_at", "id"])
+    return frame.drop_duplicates("region_id", keep="last").drop(columns="id")
+
+
+def category_overrides_map(engine: Engine) -> dict[int, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(category_overrides.c.class_index, category_overrides.c.category)).all())
+
+
+def set_category_overrides(engine: Engine, overrides: dict[int, str | None], analyst: str) -> None:
+    """Set (or, with None, remove) the category of classes; the shipped map applies where none is set."""
+    now = utc_now()
+    with write_transaction(engine) as conn:
+        for class_index, category in overrides.items():
+            conn.execute(category_overrides.delete().where(category_overrides.c.class_index == class_index))
+            if category is not None:
+                conn.execute(category_overrides.insert().values(class_index=class_index, category=category,
+                                                                updated_by=clean_text(analyst) or "unknown",
+                                                                updated_at=now))
+
+
+def runs_frame(engine: Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(sa.select(runs).order_by(runs.c.id)).mappings().all(),
+                             columns=[c.name for c in runs.columns])
+    frame["preprocessing"] = frame["preprocessing"].map(json.loads)
+    return frame
+
+
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                for t in (photos, regions, predictions, runs)}
+                for t in (photos, regions, predictions, runs, corrections)}

@@ -1,4 +1,9 @@
-"""Tallies: pure pandas over the stored top-1 predictions. No I/O here."""
+"""Tallies: pure pandas over the detections frame (see shelf.detections). No I/O here.
+
+A region is *counted* (a facing) when its top-1 probability reaches the threshold, or when a reviewer corrected
+it — a person has looked at it. Share of shelf is a group's facings over all facings in the same scope: the
+store/aisle/date values of the group when the grouping has them, else everything selected.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,55 +12,81 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-TALLY_COLUMNS = ["class_index", "label", "count", "share", "mean_confidence", "min_confidence"]
+GROUPINGS = {"label": ["class_index", "label"], "category": ["category"], "store": ["store"], "aisle": ["aisle"],
+             "date": ["captured_on"]}
+SCOPE_GROUPINGS = ("store", "aisle", "date")
+MEASURES = ["facings", "share", "mean_confidence", "min_confidence", "below_threshold", "corrected"]
 
 
 @dataclass(frozen=True)
 class TallyFilter:
-    min_confidence: float = 0.0  # top-1 probability at or above this counts
     stores: Sequence[str] = ()  # empty = all
     aisles: Sequence[str] = ()
     date_from: dt.date | None = None
     date_to: dt.date | None = None  # inclusive
+    categories: Sequence[str] = ()
+    class_indices: Sequence[int] = ()
 
 
-def filter_detections(top1: pd.DataFrame, f: TallyFilter) -> pd.DataFrame:
-    """Keep the top-1 rows that pass the filter. Photos without a date drop out once a date bound is set."""
-    keep = top1["probability"] >= f.min_confidence
-    if f.stores:
-        keep &= top1["store"].isin(list(f.stores))
-    if f.aisles:
-        keep &= top1["aisle"].isin(list(f.aisles))
+def filter_detections(detections: pd.DataFrame, f: TallyFilter) -> pd.DataFrame:
+    """Keep the rows that pass the filter. Photos without a date drop out once a date bound is set."""
+    keep = pd.Series(True, index=detections.index)
+    for column, allowed in (("store", f.stores), ("aisle", f.aisles), ("category", f.categories),
+                            ("class_index", f.class_indices)):
+        if allowed:
+            keep &= detections[column].isin(list(allowed))
     if f.date_from is not None or f.date_to is not None:
-        dates = pd.to_datetime(top1["captured_on"])  # undated photos become NaT and compare False
+        dates = pd.to_datetime(detections["captured_on"])  # undated photos become NaT and compare False
         keep &= dates.notna()
         if f.date_from is not None:
             keep &= dates >= pd.Timestamp(f.date_from)
         if f.date_to is not None:
             keep &= dates <= pd.Timestamp(f.date_to)
-    return top1[keep]
+    return detections[keep]
 
 
-def tally_by_label(top1: pd.DataFrame) -> pd.DataFrame:
-    """Counts per ImageNet class (keyed by index, named for reading), share of all counted regions, confidence."""
-    if top1.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            TALLY_COLUMNS, ["int64", "object", "int64", "float64", "float64", "float64"])})
-    grouped = (top1.groupby("class_index", as_index=False)
-               .agg(label=("label", "first"), count=("probability", "size"),
-                    mean_confidence=("probability", "mean"), min_confidence=("probability", "min")))
-    grouped["share"] = grouped["count"] / grouped["count"].sum()
-    grouped = grouped.sort_values(["count", "class_index"], ascending=[False, True], ignore_index=True)
-    return grouped[TALLY_COLUMNS]
+def counted(detections: pd.DataFrame, threshold: float) -> pd.Series:
+    return (detections["probability"] >= threshold) | detections["corrected"].astype(bool)
 
 
-def facings_per_photo(top1: pd.DataFrame) -> pd.DataFrame:
-    """Facings (regions whose top-1 is the class) per label per photo, most facings first within a photo."""
+def group_columns(by: Sequence[str]) -> list[str]:
+    unknown = [g for g in by if g not in GROUPINGS]
+    if unknown or not by:
+        raise ValueError(f"group by one or more of: {', '.join(GROUPINGS)}")
+    return [column for g in dict.fromkeys(by) for column in GROUPINGS[g]]
+
+
+def tally(detections: pd.DataFrame, by: Sequence[str] = ("label",), threshold: float = 0.0) -> pd.DataFrame:
+    """Facings, share of shelf, confidence, regions below the threshold and corrected regions per group."""
+    keys = group_columns(by)
+    if detections.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in keys + MEASURES})
+    frame = detections.assign(_counted=counted(detections, threshold),
+                              _corrected=detections["corrected"].astype(bool))
+    table = (frame.groupby(keys, as_index=False, dropna=False)
+             .agg(facings=("_counted", "sum"), mean_confidence=("probability", "mean"),
+                  min_confidence=("probability", "min"), below_threshold=("_counted", lambda s: int((~s).sum())),
+                  corrected=("_corrected", "sum")))
+    scope = [column for g in dict.fromkeys(by) if g in SCOPE_GROUPINGS for column in GROUPINGS[g]]
+    totals = table.groupby(scope, dropna=False)["facings"].transform("sum") if scope else table["facings"].sum()
+    table["share"] = (table["facings"] / totals).where(totals > 0, 0.0) if scope else \
+        (table["facings"] / totals if totals else 0.0)
+    table[["facings", "below_threshold", "corrected"]] = table[["facings", "below_threshold", "corrected"]].astype(int)
+    table = table.sort_values(scope + ["facings"] + [k for k in keys if k not in scope],
+                              ascending=[True] * len(scope) + [False] + [True] * (len(keys) - len(scope)),
+                              ignore_index=True)
+    return table[keys + MEASURES]
+
+
+def facings_per_photo(detections: pd.DataFrame, threshold: float = 0.0) -> pd.DataFrame:
+    """Facings per label per photo."""
     columns = ["photo_id", "photo", "class_index", "label", "facings", "mean_confidence"]
-    if top1.empty:
+    if detections.empty:
         return pd.DataFrame(columns=columns)
-    grouped = (top1.groupby(["photo_id", "class_index"], as_index=False)
-               .agg(photo=("photo", "first"), label=("label", "first"), facings=("probability", "size"),
+    frame = detections.assign(_counted=counted(detections, threshold))
+    grouped = (frame.groupby(["photo_id", "class_index"], as_index=False)
+               .agg(photo=("photo", "first"), label=("label", "first"), facings=("_counted", "sum"),
                     mean_confidence=("probability", "mean")))
+    grouped["facings"] = grouped["facings"].astype(int)
     return grouped.sort_values(["photo_id", "facings", "class_index"], ascending=[True, False, True],
                                ignore_index=True)[columns]

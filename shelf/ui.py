@@ -14,7 +14,7 @@ from shelf.model import HOW_TO_GET_WEIGHTS, LoadedModel, WeightsStatus, load_mod
 from shelf.overlay import COLOUR_MODES, draw_overlay, png_bytes
 from shelf.pipeline import PhotoResult, RegionResult
 from shelf.store import open_store
-from shelf.tally import tally_by_label
+from shelf.tally import tally
 
 MODEL_PAGE = "pages/home.py"
 ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
@@ -116,12 +116,13 @@ def photo_result(result: PhotoResult, colour_by: str = "label") -> None:
                            file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
                            icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
         facings_col, inspect_col = st.columns(2)
-        facings = tally_by_label(pd.DataFrame([{"class_index": r.top1.class_index, "label": r.top1.label,
-                                                "probability": r.top1.probability} for r in result.regions]))
-        facings_col.dataframe(facings[["label", "class_index", "count", "mean_confidence"]], hide_index=True,
+        facings = tally(pd.DataFrame([{"class_index": r.top1.class_index, "label": r.top1.label,
+                                       "probability": r.top1.probability, "corrected": False}
+                                      for r in result.regions]))
+        facings_col.dataframe(facings[["label", "class_index", "facings", "mean_confidence"]], hide_index=True,
                               width="stretch", column_config={
                                   "label": "Label", "class_index": st.column_config.NumberColumn("Class", format="%d"),
-                                  "count": st.column_config.NumberColumn("Facings", format="%d"),
+                                  "facings": st.column_config.NumberColumn("Facings", format="%d"),
                                   "mean_confidence": st.column_config.NumberColumn("Mean conf.", format="percent")})
         with inspect_col:
             chosen = st.selectbox("Inspect a region", range(len(result.regions)), key=f"region-{result.photo_id}",
@@ -138,3 +139,39 @@ def photo_result(result: PhotoResult, colour_by: str = "label") -> None:
 
 def colour_mode_picker() -> str:
     return st.segmented_control("Colour boxes by", COLOUR_MODES, default="label", key="colour_by") or "label"
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _photo_for_thumbnails(file: str, sha256: str, width: int):
+    from shelf.review import photo_for_thumbnails
+    return photo_for_thumbnails(file, sha256, width)
+
+
+def thumbnails(rows: pd.DataFrame) -> list[str | None]:
+    """Data-URI thumbnails of the rows' regions; each photo is decoded once (and cached across reruns)."""
+    from shelf.review import thumbnail_uri
+    uris = []
+    for r in rows.itertuples():
+        photo = _photo_for_thumbnails(r.file, r.sha256, int(r.width))
+        uris.append(thumbnail_uri(photo[0], photo[1], (r.x1, r.y1, r.x2, r.y2)) if photo else None)
+    return uris
+
+
+def scope_filters(detections: pd.DataFrame, key: str):
+    """Store, aisle, date and category pickers shared by Tallies and Review. Returns a TallyFilter."""
+    from shelf.categories import RETAIL_CATEGORIES
+    from shelf.tally import TallyFilter
+    c1, c2, c3, c4 = st.columns(4)
+    stores = c1.multiselect("Stores", sorted(set(detections["store"]) - {""}), key=f"{key}_stores",
+                            placeholder="All stores")
+    aisles = c2.multiselect("Aisles", sorted(set(detections["aisle"]) - {""}), key=f"{key}_aisles",
+                            placeholder="All aisles")
+    categories = c3.multiselect("Categories", RETAIL_CATEGORIES, key=f"{key}_categories",
+                                placeholder="All categories")
+    dates = sorted(detections["captured_on"].dropna().unique())
+    picked = c4.date_input("Dates", value=(dates[0], dates[-1]), key=f"{key}_dates", format="YYYY-MM-DD") \
+        if dates else ()
+    date_from, date_to = (tuple(picked) + (None, None))[:2] if picked else (None, None)
+    if date_from is not None and date_to is None:
+        date_to = date_from  # a half-picked range means that one day
+    return TallyFilter(stores, aisles, date_from, date_to, categories)

@@ -111,12 +111,12 @@ def test_recognize_two_photos_then_tallies_and_csv_match_the_store(loaded, downl
     at.switch_page("pages/tallies.py").run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert table["count"].sum() == 2
-    (url,) = [b.proto.url for b in at.get("download_button")]
+    assert table["facings"].sum() == 2
+    url = next(b.proto.url for b in at.get("download_button") if b.label == "Download this table (CSV)")
     csv = pd.read_csv(io.BytesIO(downloads[url]))
     assert csv.columns.tolist() == table.columns.tolist()
     expected = top1.groupby("class_index")["probability"].agg(["size", "mean"])
-    assert dict(zip(csv.class_index, csv["count"])) == expected["size"].to_dict()
+    assert dict(zip(csv.class_index, csv["facings"])) == expected["size"].to_dict()
     assert csv.set_index("class_index")["mean_confidence"].to_dict() == pytest.approx(expected["mean"].to_dict(),
                                                                                         rel=1e-5)
     assert csv.label.tolist() == [loaded.categories[i] for i in csv.class_index]
@@ -139,8 +139,11 @@ def test_tallies_filters_and_empty_states(loaded):
     upload(at, "uploads", [("coffee.png", skimage_photo("coffee.png").read_bytes(), "image/png")])
     at.button(key="recognize").click().run()
     at.switch_page("pages/tallies.py").run()
-    assert at.dataframe[0].value["count"].sum() == 1
+    assert at.dataframe[0].value["facings"].sum() == 1
     at.slider(key="min_confidence").set_value(1.0).run()
+    table = at.dataframe[0].value
+    assert table["facings"].sum() == 0 and table["below_threshold"].sum() == 1
+    at.multiselect(key="tallies_categories").set_value(["Produce"]).run()
     assert "No region passes these filters" in texts(at.warning)
 
 
@@ -166,7 +169,7 @@ def test_region_modes_on_recognize_show_overlay_facings_and_inspector(loaded, ki
     assert count == expected if kind == "grid" else abs(count - expected) <= 0.15 * expected
     assert len(at.get("image")) >= 2  # the overlay and the inspected region's crop
     facings = at.dataframe[0].value
-    assert facings["count"].sum() == count
+    assert facings["facings"].sum() == count
     inspector = at.selectbox(key=f"region-{1}")
     inspector.set_value(count - 1).run()
     assert not at.exception

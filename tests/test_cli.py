@@ -63,10 +63,14 @@ def test_recognize_then_tallies(photos, tmp_path, capsys):
     assert cli(["tallies", "--db", db, "--out", str(out_file)]) == 0
     tallies = pd.read_csv(out_file)
     top1 = store.predictions_frame(store.open_store(db), top1_only=True)
-    assert tallies["count"].sum() == len(top1) == 2
-    assert dict(zip(tallies.class_index, tallies["count"])) == top1.class_index.value_counts().to_dict()
+    assert tallies["facings"].sum() == len(top1) == 2
+    assert dict(zip(tallies.class_index, tallies["facings"])) == top1.class_index.value_counts().to_dict()
     assert cli(["tallies", "--db", db, "--min-confidence", "1.0"]) == 0
-    assert capsys.readouterr().out.strip() == "class_index,label,count,share,mean_confidence,min_confidence"
+    strict = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert strict["facings"].sum() == 0 and strict["below_threshold"].sum() == 2
+    assert cli(["tallies", "--db", db, "--by", "store", "--by", "category"]) == 0
+    by_store = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert by_store["store"].tolist() == ["'=cmd()"]  # formula made inert
 
 
 def test_recognize_with_regions_and_box_files(tmp_path, capsys):

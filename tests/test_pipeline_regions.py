@@ -13,6 +13,7 @@ from shelf.images import decode_image
 from shelf.overlay import confidence_colour, draw_overlay, png_bytes, preview
 from shelf.pipeline import Upload, recognize
 from shelf.regions import Box
+from shelf.detections import load_detections
 from shelf.tally import facings_per_photo
 from tests.conftest import image_bytes
 from tests.synthetic import shelf_jpeg
@@ -46,7 +47,7 @@ def test_region_predictions_equal_classifying_the_crop(loaded, engine):
 def test_stored_regions_give_facings_per_label_per_photo(loaded, engine):
     data, _ = shelf_jpeg(6, 1200, 900)
     (result,) = recognize(loaded, engine, [Upload("shelf.jpg", data)], CONTEXT, region_mode="grid:3x4")
-    facings = facings_per_photo(store.predictions_frame(engine, top1_only=True))
+    facings = facings_per_photo(load_detections(engine))
     assert facings["facings"].sum() == 12
     expected = {}
     for region in result.regions:

@@ -1,0 +1,65 @@
+"""Review: doubtful regions first; correct their labels; corrections count in tallies and exports."""
+import streamlit as st
+
+from shelf import store, ui
+from shelf.detections import load_detections
+from shelf.review import LABEL_CHOICES, ReviewFilter, corrections_from_edits, label_choice, review_queue
+
+PAGE_SIZE = 25
+
+ui.use_router()
+st.title("Review")
+engine = ui.store()
+detections = load_detections(engine)
+if detections.empty:
+    st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
+    st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
+    st.stop()
+
+scope = ui.scope_filters(detections, "review")
+c1, c2, c3 = st.columns([3, 2, 2])
+band = c1.slider("Model confidence", 0.0, 1.0, (0.0, 1.0), 0.05, format="%.2f", key="review_band")
+include_reviewed = c2.toggle("Show reviewed regions too", key="review_include")
+reviewer = c3.text_input("Your name (saved with each correction)", key="reviewer", max_chars=100)
+
+queue = review_queue(detections, ReviewFilter(scope, band, include_reviewed))
+corrected_total = int(detections["corrected"].sum())
+st.caption(f"{len(queue)} region(s) to review, least confident first · {corrected_total} corrected so far")
+if queue.empty:
+    st.success("Nothing left to review with these filters.", icon=":material/task_alt:")
+    st.stop()
+
+pages = max(1, -(-len(queue) // PAGE_SIZE))
+page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="review_page") if pages > 1 else 1
+shown = queue.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].reset_index(drop=True)
+table = shown.assign(
+    crop=ui.thumbnails(shown),
+    where=shown["photo"] + " · #" + (shown["position"] + 1).astype(str),
+    counts_as=[label_choice(i) for i in shown["class_index"]],
+    correct_to=None,
+)[["crop", "where", "store", "aisle", "captured_on", "top_k", "probability", "category", "counts_as",
+   "correct_to"]]
+edited = st.data_editor(
+    table, key="review_editor", hide_index=True, width="stretch", row_height=100,
+    disabled=[c for c in table.columns if c != "correct_to"],
+    column_config={
+        "crop": st.column_config.ImageColumn("Region", width="small"),
+        "where": st.column_config.TextColumn("Photo · region"),
+        "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
+        "top_k": st.column_config.TextColumn("Model's top-k", width="medium"),
+        "probability": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0, max_value=1),
+        "category": "Category",
+        "counts_as": st.column_config.TextColumn("Counts as"),
+        "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium"),
+    })
+changes = corrections_from_edits(shown, edited["correct_to"].tolist())
+if st.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes, key="save_corrections"):
+    if not reviewer.strip():
+        st.error("Type your name first: every correction records who made it.")
+    else:
+        saved = store.add_corrections(engine, changes, reviewer)
+        st.session_state.pop("review_editor", None)
+        st.session_state["review_message"] = f"Saved {saved} correction(s). Tallies now count them."
+        st.rerun()
+if message := st.session_state.pop("review_message", None):
+    st.success(message, icon=":material/task_alt:")

@@ -1,0 +1,45 @@
+"""Detections: one row per stored region with its top-1 prediction, top-k, the reviewer's correction (if any) and
+its retail category — the frame that tallies, the review queue and the exports all start from."""
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from shelf import store
+from shelf.categories import NOT_A_PRODUCT, category_map
+
+DETECTION_COLUMNS = [
+    "photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on", "region_id",
+    "position", "x1", "y1", "x2", "y2", "predicted_class_index", "predicted_label", "probability", "top_k",
+    "class_index", "label", "category", "corrected", "reviewer", "corrected_at", "run_id", "weights_verified",
+    "weights_untrained"]
+
+
+def top_k_text(group: pd.DataFrame) -> str:
+    return " · ".join(f"{r.label} {r.probability:.0%}" for r in group.sort_values("rank").itertuples())
+
+
+def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categories: dict[int, str]
+                     ) -> pd.DataFrame:
+    """Pure: predictions (all ranks) + latest corrections + category map → one row per region.
+
+    `class_index`/`label` are what counts: the correction where a reviewer made one, else the model's top-1,
+    which stays in `predicted_class_index`/`predicted_label`."""
+    if predictions.empty:
+        return pd.DataFrame(columns=DETECTION_COLUMNS)
+    top_k = predictions.groupby("region_id")[["rank", "label", "probability"]].apply(top_k_text).rename("top_k")
+    top1 = predictions[predictions["rank"] == 1].rename(
+        columns={"class_index": "predicted_class_index", "label": "predicted_label"})
+    frame = top1.merge(top_k, left_on="region_id", right_index=True, how="left")
+    fixes = corrections.rename(columns={"class_index": "corrected_class_index", "label": "corrected_label",
+                                        "created_at": "corrected_at"})
+    frame = frame.merge(fixes, on="region_id", how="left")
+    frame["corrected"] = frame["corrected_class_index"].notna()
+    frame["class_index"] = frame["corrected_class_index"].fillna(frame["predicted_class_index"]).astype(int)
+    frame["label"] = frame["corrected_label"].where(frame["corrected"], frame["predicted_label"])
+    frame["category"] = frame["class_index"].map(categories).fillna(NOT_A_PRODUCT)
+    return frame[DETECTION_COLUMNS].reset_index(drop=True)
+
+
+def load_detections(engine: Engine) -> pd.DataFrame:
+    return build_detections(store.predictions_frame(engine), store.latest_corrections(engine), category_map(engine))
