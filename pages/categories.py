@@ -8,8 +8,8 @@ from shelf.model import CATEGORIES as IMAGENET_LABELS
 
 ui.use_router()
 st.title("Categories")
-st.caption("Tallies roll ImageNet labels up into these retail categories. The map is keyed by class index, so "
-           "the two 'crane' classes (the bird, 134, and the machine, 517) can differ. Edits are saved for everyone.")
+st.caption("Tallies roll ImageNet labels up into these retail categories. The map is keyed by class index, "
+           "never by name. Edits are saved in the store for everyone.")
 engine = ui.store()
 current = category_map(engine)
 shipped = default_map()

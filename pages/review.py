@@ -30,15 +30,16 @@ if queue.empty:
     st.stop()
 
 pages = max(1, -(-len(queue) // PAGE_SIZE))
-page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="review_page") if pages > 1 else 1
+page = st.columns(4)[0].number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, 1, key="review_page") \
+    if pages > 1 else 1
 shown = queue.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].reset_index(drop=True)
 table = shown.assign(
     crop=ui.thumbnails(shown),
     where=shown["photo"] + " · #" + (shown["position"] + 1).astype(str),
     counts_as=[label_choice(i) for i in shown["class_index"]],
     correct_to=None,
-)[["crop", "where", "store", "aisle", "captured_on", "top_k", "probability", "category", "counts_as",
-   "correct_to"]]
+)[["crop", "counts_as", "probability", "correct_to", "top_k", "category", "where", "store", "aisle",
+   "captured_on"]]
 edited = st.data_editor(
     table, key="review_editor", hide_index=True, width="stretch", row_height=100,
     disabled=[c for c in table.columns if c != "correct_to"],

@@ -1,4 +1,5 @@
-"""Retail categories for ImageNet classes, keyed by class index (names repeat: 'crane' is 134 and 517).
+"""Retail categories for ImageNet classes, keyed by class index, never by name (label lists differ in their names:
+ImageNet's own has two 'crane's, 134 and 517; torchvision calls 134 'crane bird').
 
 The shipped map (data/categories.csv) covers what a shelf shows; every other class is "Not a product". Analysts'
 edits live in the store and take precedence.

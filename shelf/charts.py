@@ -36,7 +36,7 @@ def facings_bar_chart(table: pd.DataFrame, by: Sequence[str], max_bars: int = MA
         alt.Chart(top)
         .mark_bar()
         .encode(
-            y=alt.Y("name:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
+            y=alt.Y("name:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320, labelOverlap=False)),
             x=alt.X("facings:Q", title="Facings", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color("mean_confidence:Q", title="Mean confidence",
                             scale=alt.Scale(domain=[0, 1], scheme="blues")),
@@ -46,7 +46,7 @@ def facings_bar_chart(table: pd.DataFrame, by: Sequence[str], max_bars: int = MA
                      alt.Tooltip("below_threshold:Q", title="Below threshold"),
                      alt.Tooltip("corrected:Q", title="Corrected")],
         )
-        .properties(height=max(120, 24 * len(top)))
+        .properties(height=max(160, 28 * len(top)))
     )
 
 

@@ -198,3 +198,65 @@ def test_a_broken_box_file_is_reported(loaded):
     at.selectbox(key="region_kind").set_value("boxes").run()
     upload(at, "box_file", [("coco.json", b"{broken", "application/json")])
     assert "coco.json: not valid JSON" in texts(at.error)
+
+
+def test_correct_a_label_in_review_then_tallies_and_both_csvs_follow(loaded, downloads):
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value("grid").run()
+    at.number_input(key="grid_rows").set_value(1).run()
+    at.number_input(key="grid_cols").set_value(3).run()
+    photo, _ = _shelf_upload(seed=21)
+    upload(at, "uploads", [photo])
+    at.button(key="recognize").click().run()
+    engine = store.open_store()
+    before = store.predictions_frame(engine, top1_only=True)
+    weakest = before.sort_values("probability").iloc[0]
+
+    at.switch_page("pages/review.py").run()
+    assert not at.exception, at.exception
+    assert "3 region(s) to review" in texts(at.caption)
+    at.session_state["review_editor"] = {"edited_rows": {0: {"correct_to": "bagel (931)"}}, "added_rows": [],
+                                         "deleted_rows": []}
+    at.run()
+    assert at.button(key="save_corrections").label == "Save 1 correction(s)"
+    at.button(key="save_corrections").click().run()
+    assert "Type your name first" in texts(at.error)
+    assert store.counts(engine)["corrections"] == 0
+    at.text_input(key="reviewer").input("Ana").run()
+    at.session_state["review_editor"] = {"edited_rows": {0: {"correct_to": "bagel (931)"}}, "added_rows": [],
+                                         "deleted_rows": []}
+    at.run()
+    at.button(key="save_corrections").click().run()
+    assert not at.exception, at.exception
+    assert "Saved 1 correction(s)" in texts(at.success)
+    fixes = store.latest_corrections(engine)
+    assert fixes[["region_id", "class_index", "reviewer"]].values.tolist() == [[weakest.region_id, 931, "Ana"]]
+
+    at.switch_page("pages/tallies.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("class_index")
+    assert table.loc[931, "facings"] == 1 and table.loc[931, "corrected"] == 1
+    assert "1 region(s) use a reviewer's label" in texts(at.caption)
+    urls = {b.label: b.proto.url for b in at.get("download_button")}
+    tallies_csv = pd.read_csv(io.BytesIO(downloads[urls["Download this table (CSV)"]]))
+    detections_csv = pd.read_csv(io.BytesIO(downloads[urls["Detections (CSV)"]]))
+    counts = before.class_index.value_counts().to_dict()
+    counts[int(weakest.class_index)] -= 1
+    counts = {k: v for k, v in counts.items() if v} | {931: 1}
+    assert dict(zip(tallies_csv.class_index, tallies_csv.facings)) == counts
+    assert len(detections_csv) == 3
+    row = detections_csv.set_index("region_id").loc[weakest.region_id]
+    assert (row.class_index, row.label, row.reviewer, row.predicted_class_index) == \
+        (931, "bagel", "Ana", weakest.class_index)
+
+
+def test_categories_page_edits_persist(loaded):
+    at = start("pages/categories.py")
+    at.text_input(key="category_search").input("737").run()
+    at.session_state["category_editor"] = {"edited_rows": {0: {"category": "Household"}}, "added_rows": [],
+                                           "deleted_rows": []}
+    at.run()
+    at.button(key="save_categories").click().run()
+    assert not at.exception, at.exception
+    from shelf.categories import category_map
+    assert category_map(store.open_store())[737] == "Household"
