@@ -2,7 +2,6 @@
 import streamlit as st
 
 from shelf import store, ui
-from shelf.detections import load_detections
 from shelf.review import LABEL_CHOICES, ReviewFilter, corrections_from_edits, label_choice, review_queue
 
 PAGE_SIZE = 25
@@ -10,7 +9,7 @@ PAGE_SIZE = 25
 ui.use_router()
 st.title("Review")
 engine = ui.store()
-detections = load_detections(engine)
+detections = ui.detections()
 if detections.empty:
     st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
     st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")

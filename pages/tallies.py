@@ -4,14 +4,13 @@ import datetime as dt
 import streamlit as st
 
 from shelf import charts, export, ui
-from shelf.detections import load_detections
 from shelf.store import runs_frame
 from shelf.tally import GROUPINGS, counted, filter_detections, tally
 
 ui.use_router()
 st.title("Tallies")
 engine = ui.store()
-detections = load_detections(engine)
+detections = ui.detections()
 if detections.empty:
     st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
     st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")

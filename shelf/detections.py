@@ -15,8 +15,11 @@ DETECTION_COLUMNS = [
     "weights_untrained"]
 
 
-def top_k_text(group: pd.DataFrame) -> str:
-    return " · ".join(f"{r.label} {r.probability:.0%}" for r in group.sort_values("rank").itertuples())
+def top_k_text(predictions: pd.DataFrame) -> pd.Series:
+    """'pop bottle 62% · beer bottle 20% · …' per region_id, vectorised (a store holds tens of thousands)."""
+    ordered = predictions.sort_values(["region_id", "rank"])
+    text = ordered["label"] + " " + (ordered["probability"] * 100).round().astype(int).astype(str) + "%"
+    return text.groupby(ordered["region_id"]).agg(" · ".join).rename("top_k")
 
 
 def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categories: dict[int, str]
@@ -27,7 +30,7 @@ def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categ
     which stays in `predicted_class_index`/`predicted_label`."""
     if predictions.empty:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
-    top_k = predictions.groupby("region_id")[["rank", "label", "probability"]].apply(top_k_text).rename("top_k")
+    top_k = top_k_text(predictions)
     top1 = predictions[predictions["rank"] == 1].rename(
         columns={"class_index": "predicted_class_index", "label": "predicted_label"})
     frame = top1.merge(top_k, left_on="region_id", right_index=True, how="left")

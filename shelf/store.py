@@ -264,7 +264,7 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
     if photo_ids is not None:
         query = query.where(photos.c.id.in_(list(photo_ids)))
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=PREDICTION_COLUMNS)
+        frame = pd.DataFrame(conn.execute(query).all(), columns=PREDICTION_COLUMNS)
     frame["captured_on"] = pd.to_datetime(frame["captured_on"]).dt.date
     return frame
 
@@ -321,6 +321,15 @@ def runs_frame(engine: Engine) -> pd.DataFrame:
                              columns=[c.name for c in runs.columns])
     frame["preprocessing"] = frame["preprocessing"].map(json.loads)
     return frame
+
+
+def fingerprint(engine: Engine) -> tuple:
+    """Changes whenever anything a detections frame is built from changes: a cheap key for caching it."""
+    with engine.connect() as conn:
+        return tuple(str(tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(table.c[key]))
+                                            .select_from(table)).one()))
+                     for table, key in ((photos, "id"), (regions, "id"), (corrections, "id"),
+                                        (category_overrides, "updated_at")))
 
 
 def counts(engine: Engine) -> dict[str, int]:

@@ -58,6 +58,19 @@ def store() -> Engine:
     return _cached_store(config.database_url())
 
 
+@st.cache_data(max_entries=4, show_spinner="Loading detections …")
+def _cached_detections(url: str, fingerprint: tuple) -> pd.DataFrame:
+    from shelf.detections import load_detections
+    return load_detections(_cached_store(url))
+
+
+def detections() -> pd.DataFrame:
+    """The store's detections, rebuilt only when the store changed (filters and charts rerun on cached data)."""
+    from shelf.store import fingerprint
+    url = config.database_url()
+    return _cached_detections(url, fingerprint(_cached_store(url)))
+
+
 def md_escape(text: str) -> str:
     """Escape user-provided text (file names, store names) before it goes into Markdown."""
     return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$])", r"\\\1", text)
