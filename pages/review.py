@@ -9,11 +9,7 @@ PAGE_SIZE = 25
 ui.use_router()
 st.title("Review")
 engine = ui.store()
-detections = ui.detections()
-if detections.empty:
-    st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
-    st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
-    st.stop()
+detections = ui.stored_detections_or_stop()
 
 scope = ui.scope_filters(detections, "review")
 c1, c2, c3 = st.columns([3, 2, 2])

@@ -10,11 +10,7 @@ from shelf.tally import GROUPINGS, counted, filter_detections, tally
 ui.use_router()
 st.title("Tallies")
 engine = ui.store()
-detections = ui.detections()
-if detections.empty:
-    st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
-    st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
-    st.stop()
+detections = ui.stored_detections_or_stop()
 
 scope = ui.scope_filters(detections, "tallies")
 c1, c2 = st.columns([1, 1])

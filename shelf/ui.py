@@ -71,6 +71,16 @@ def detections() -> pd.DataFrame:
     return _cached_detections(url, fingerprint(_cached_store(url)))
 
 
+def stored_detections_or_stop() -> pd.DataFrame:
+    """The detections; on an empty store, a pointer to Recognize instead of the rest of the page."""
+    frame = detections()
+    if frame.empty:
+        st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
+        st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
+        st.stop()
+    return frame
+
+
 def md_escape(text: str) -> str:
     """Escape user-provided text (file names, store names) before it goes into Markdown."""
     return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$])", r"\\\1", text)
