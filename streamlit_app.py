@@ -11,6 +11,7 @@ navigation = st.navigation([
     st.Page("pages/recognize.py", title="Recognize", icon=":material/photo_camera:", url_path="recognize"),
     st.Page("pages/review.py", title="Review", icon=":material/rule:", url_path="review"),
     st.Page("pages/tallies.py", title="Tallies", icon=":material/bar_chart:", url_path="tallies"),
+    st.Page("pages/catalog.py", title="SKU catalog", icon=":material/inventory_2:", url_path="catalog"),
     st.Page("pages/categories.py", title="Categories", icon=":material/category:", url_path="categories"),
 ])
 ui.weights_banner()

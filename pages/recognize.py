@@ -3,7 +3,7 @@ import datetime as dt
 
 import streamlit as st
 
-from shelf import ui
+from shelf import catalog, ui
 from shelf.boxfiles import BOX_FILE_EXTENSIONS, BoxFileError, parse_box_file
 from shelf.images import UPLOAD_EXTENSIONS
 from shelf.pipeline import Upload, recognize
@@ -57,6 +57,12 @@ crop_mode = crop_col.radio("Crop preprocessing", ["center", "pad"], key="crop_mo
                            help="Center crop is the model's own preprocessing. Pad to square keeps tall "
                                 "products (bottles) whole instead of cutting their top and bottom.")
 
+skus = catalog.skus_frame(ui.store())
+use_catalog = st.toggle(f"Name SKUs from the catalog ({len(skus)} SKU(s))", value=not skus.empty,
+                        disabled=skus.empty, key="use_catalog",
+                        help="Each region is also matched by embedding similarity against the SKU catalog's "
+                             "reference photos; the ImageNet top-k stays beside it.")
+
 files = st.file_uploader("Shelf photos or product crops", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                          key="uploads", help="JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC/HEIF or AVIF; up to 50 MB each.")
 camera_photo = st.camera_input("Take a photo", key="camera") if st.toggle("Use the camera", key="use_camera") \
@@ -69,9 +75,10 @@ ready = bool(uploads) and (kind != "boxes" or box_file is not None)
 if st.button(f"Recognize {len(uploads)} photo{'s' if len(uploads) != 1 else ''}", type="primary",
              disabled=not ready, key="recognize"):
     progress = st.progress(0.0, text="Starting …")
+    index = catalog.load_index(ui.store(), loaded, crop_mode) if use_catalog and not skus.empty else None
     st.session_state["results"] = recognize(
         loaded, ui.store(), uploads, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
-        crop_mode=crop_mode, box_file=box_file,
+        crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
         on_progress=lambda done, total, name: progress.progress(done / total, text=f"{done}/{total} · {name}"))
     progress.empty()
 elif kind == "boxes" and box_file is None and uploads:
@@ -89,5 +96,5 @@ if results:
     for r in failed:
         st.error(r.error, icon=":material/broken_image:")
     for r in (r for r in results if r.ok):
-        ui.photo_result(r, colour_by)
+        ui.photo_result(r, colour_by, dict(zip(skus["id"], skus["name"])))
     st.page_link("pages/tallies.py", label="See the tallies", icon=":material/bar_chart:")

@@ -33,8 +33,8 @@ table = shown.assign(
     where=shown["photo"] + " · #" + (shown["position"] + 1).astype(str),
     counts_as=[label_choice(i) for i in shown["class_index"]],
     correct_to=None,
-)[["crop", "counts_as", "probability", "correct_to", "top_k", "category", "where", "store", "aisle",
-   "captured_on"]]
+)[["crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store",
+   "aisle", "captured_on"]]
 edited = st.data_editor(
     table, key="review_editor", hide_index=True, width="stretch", row_height=100,
     disabled=[c for c in table.columns if c != "correct_to"],
@@ -44,7 +44,7 @@ edited = st.data_editor(
         "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
         "top_k": st.column_config.TextColumn("Model's top-k", width="medium"),
         "probability": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0, max_value=1),
-        "category": "Category",
+        "category": "Category", "sku": "SKU",
         "counts_as": st.column_config.TextColumn("Counts as"),
         "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium"),
     })

@@ -141,3 +141,15 @@ def brushed_range(selection: dict) -> tuple[float, float] | None:
     """The confidence range dragged on the histogram, if any."""
     low_high = ((selection or {}).get(CONFIDENCE_BRUSH) or {}).get("low")
     return (float(min(low_high)), float(max(low_high))) if low_high else None
+
+
+def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]):
+    """Altair heatmap of (true, predicted, count) rows, SKUs by name."""
+    frame = confusion.assign(true=confusion["true"].map(names), predicted=confusion["predicted"].map(names))
+    return alt.Chart(frame).mark_rect().encode(
+        x=alt.X("predicted:N", title="Matched as", axis=alt.Axis(labelOverlap=False, labelAngle=-30)),
+        y=alt.Y("true:N", title="True SKU", axis=alt.Axis(labelOverlap=False)),
+        color=alt.Color("count:Q", title="Photos", scale=alt.Scale(scheme="blues")),
+        tooltip=[alt.Tooltip("true:N", title="True"), alt.Tooltip("predicted:N", title="Matched as"),
+                 alt.Tooltip("count:Q", title="Photos")],
+    ).properties(height=max(160, 32 * frame["true"].nunique()))

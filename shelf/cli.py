@@ -58,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=dt.date.fromisoformat, default=None, help="capture date, YYYY-MM-DD")
     p.add_argument("--top-k", type=_top_k, default=3)
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
+    p.add_argument("--catalog", action="store_true", help="also name SKUs from the catalog by similarity")
 
     p = sub.add_parser("tallies", help="facings, share of shelf and confidence from the store, as CSV")
-    p.add_argument("--by", action="append", choices=["label", "category", "store", "aisle", "date"], default=None,
+    p.add_argument("--by", action="append", choices=["label", "category", "sku", "brand", "store", "aisle", "date"],
+                   default=None,
                    help="grouping; repeat for several (default: label)")
     p.add_argument("--min-confidence", type=_probability, default=0.0,
                    help="regions below this top-1 probability are not counted (unless a reviewer corrected them)")
@@ -76,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for detections: csv, coco (JSON) or sku110k (CSV)")
     p.add_argument("--db", default=None)
     p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("catalog", help="the SKU catalog: add, list, remove, evaluate")
+    csub = p.add_subparsers(dest="action", required=True)
+    add = csub.add_parser("add", help="add a SKU with reference photos (or more photos to an existing SKU)")
+    add.add_argument("name")
+    add.add_argument("images", nargs="*", metavar="IMAGE")
+    add.add_argument("--brand", default="")
+    add.add_argument("--category", default="Snacks & packaged food")
+    add.add_argument("--gtin", default=None)
+    listing = csub.add_parser("list")
+    rm = csub.add_parser("remove")
+    rm.add_argument("name")
+    ev = csub.add_parser("evaluate", help="leave-one-out over the references, or a labelled set")
+    ev.add_argument("--labelled", type=Path, default=None,
+                    help="a folder with one sub-folder per SKU, or a CSV of file,sku")
+    ev.add_argument("--threshold", type=float, default=None, help="default: the catalog's threshold")
+    for parser_ in (add, listing, rm, ev):
+        parser_.add_argument("--db", default=None)
 
     p = sub.add_parser("weights", help="weights status, import or download")
     wsub = p.add_subparsers(dest="action", required=True)
@@ -180,6 +200,12 @@ def cmd_recognize(args) -> int:
         return EXIT_NO_WEIGHTS
     engine = open_store(args.db)
     context = Context(args.store, args.aisle, args.date)
+    index, threshold = None, 0.0
+    if args.catalog:
+        from shelf import catalog
+        index, threshold = catalog.load_index(engine, loaded, args.crop), catalog.get_threshold(engine)
+        if not index.size:
+            print("warning: the SKU catalog is empty; no SKUs will be named", file=sys.stderr)
     results, unreadable = [], []
     with _progress(len(args.images), "recognize") as bar:
         for path in args.images:  # one at a time: a folder of photos never sits in memory at once
@@ -190,7 +216,7 @@ def cmd_recognize(args) -> int:
                 bar.update()
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
-                                     box_file))
+                                     box_file=box_file, catalog=index, catalog_threshold=threshold))
             bar.update()
     for r in results:
         if r.ok:
@@ -255,6 +281,72 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_catalog(args) -> int:
+    from shelf import catalog
+    from shelf.store import open_store
+
+    engine = open_store(args.db)
+    skus = catalog.skus_frame(engine)
+    by_name = {n.lower(): int(i) for i, n in zip(skus["id"], skus["name"])}
+    if args.action == "list":
+        if skus.empty:
+            print("The catalog is empty.")
+        else:
+            print(skus.drop(columns="id").to_string(index=False))
+        return EXIT_OK
+    if args.action == "remove":
+        if args.name.lower() not in by_name:
+            print(f"error: no SKU named {args.name!r}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        catalog.remove_sku(engine, by_name[args.name.lower()])
+        print(f"removed {args.name}")
+        return EXIT_OK
+    if args.action == "add":
+        try:
+            sku_id = by_name.get(args.name.lower()) or catalog.add_sku(engine, args.name, args.brand, args.category,
+                                                                       args.gtin)
+            files = [(p, Path(p).read_bytes()) for p in args.images]
+        except (catalog.CatalogError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        added, problems = catalog.add_references(engine, sku_id, files)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{args.name}: {added} reference photo(s) added")
+        return EXIT_OK
+    loaded = _load_model_or_explain()
+    if loaded is None:
+        return EXIT_NO_WEIGHTS
+    threshold = catalog.get_threshold(engine) if args.threshold is None else args.threshold
+    names = dict(zip(skus["id"], skus["name"])) | {catalog.UNKNOWN: "Unknown"}
+    if args.labelled is None:
+        embeddings, sku_ids, _ = catalog.reference_embeddings(engine, loaded)
+        if len(set(sku_ids)) < 2:
+            print("error: leave-one-out needs at least two SKUs with references", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        results = catalog.leave_one_out(embeddings, sku_ids)
+        report = catalog.evaluate(results["true"], results["predicted"], results["similarity"], threshold)
+        suggested, f1 = catalog.suggest_threshold(results)
+        print(f"leave-one-out over {len(results)} reference photo(s) of {len(set(sku_ids))} SKU(s)")
+    else:
+        if args.labelled.is_dir():
+            items, problems = catalog.labelled_from_folder(args.labelled), []
+        else:
+            items, problems = catalog.labelled_from_csv(args.labelled)
+        report, names, more = catalog.evaluate_labelled(engine, loaded, items, threshold)
+        for problem in problems + more:
+            print(f"warning: {problem}", file=sys.stderr)
+        suggested = f1 = None
+        print(f"labelled set: {len(items)} photo(s)")
+    print(f"accuracy {report.accuracy:.1%} at threshold {threshold:.3f}")
+    if suggested is not None:
+        print(f"suggested threshold {suggested:.3f} (known-vs-unknown F1 {f1:.2f}); not applied")
+    print(report.per_sku.assign(sku=report.per_sku["sku"].map(names)).to_string(index=False))
+    for row in report.worst.head(5).itertuples():
+        print(f"  {names.get(row.true)} taken for {names.get(row.predicted)} (similarity {row.similarity:.3f})")
+    return EXIT_OK
+
+
 def cmd_weights(args) -> int:
     from shelf import model
 
@@ -290,7 +382,7 @@ def cmd_weights(args) -> int:
 
 
 COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "export": cmd_export,
-            "weights": cmd_weights}
+            "catalog": cmd_catalog, "weights": cmd_weights}
 
 
 def main(argv: list[str] | None = None) -> int:

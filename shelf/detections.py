@@ -2,6 +2,7 @@
 its retail category — the frame that tallies, the review queue and the exports all start from."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
@@ -11,8 +12,10 @@ from shelf.categories import NOT_A_PRODUCT, category_map
 DETECTION_COLUMNS = [
     "photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on", "region_id",
     "position", "x1", "y1", "x2", "y2", "predicted_class_index", "predicted_label", "probability", "top_k",
-    "class_index", "label", "category", "corrected", "reviewer", "corrected_at", "run_id", "weights_verified",
-    "weights_untrained"]
+    "class_index", "label", "category", "corrected", "reviewer", "corrected_at", "sku_id", "sku", "brand",
+    "sku_similarity", "run_id", "weights_verified", "weights_untrained"]
+UNKNOWN_SKU = "Unknown"
+NOT_MATCHED = "Not matched"
 
 
 def top_k_text(predictions: pd.DataFrame) -> pd.Series:
@@ -22,12 +25,14 @@ def top_k_text(predictions: pd.DataFrame) -> pd.Series:
     return text.groupby(ordered["region_id"]).agg(" · ".join).rename("top_k")
 
 
-def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categories: dict[int, str]
-                     ) -> pd.DataFrame:
-    """Pure: predictions (all ranks) + latest corrections + category map → one row per region.
+def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categories: dict[int, str],
+                     sku_matches: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Pure: predictions (all ranks) + latest corrections + category map (+ SKU matches) → one row per region.
 
     `class_index`/`label` are what counts: the correction where a reviewer made one, else the model's top-1,
-    which stays in `predicted_class_index`/`predicted_label`."""
+    which stays in `predicted_class_index`/`predicted_label`. A region matched to a catalog SKU takes the SKU's
+    category unless a reviewer corrected it; `sku` is "Unknown" when the catalog had nothing close enough and
+    "Not matched" when the region was never matched."""
     if predictions.empty:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
     top_k = top_k_text(predictions)
@@ -41,8 +46,17 @@ def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categ
     frame["class_index"] = frame["corrected_class_index"].fillna(frame["predicted_class_index"]).astype(int)
     frame["label"] = frame["corrected_label"].where(frame["corrected"], frame["predicted_label"])
     frame["category"] = frame["class_index"].map(categories).fillna(NOT_A_PRODUCT)
+    if sku_matches is None:
+        sku_matches = pd.DataFrame(columns=["region_id", "sku_id", "sku", "brand", "sku_category", "sku_similarity"])
+    frame = frame.merge(sku_matches, on="region_id", how="left")
+    matched = frame["sku_id"].notna()
+    was_matched = frame["region_id"].isin(sku_matches["region_id"])
+    frame["sku"] = frame["sku"].where(matched, np.where(was_matched, UNKNOWN_SKU, NOT_MATCHED))
+    frame["brand"] = frame["brand"].where(matched, "")
+    frame["category"] = frame["sku_category"].where(matched & ~frame["corrected"], frame["category"])
     return frame[DETECTION_COLUMNS].reset_index(drop=True)
 
 
 def load_detections(engine: Engine) -> pd.DataFrame:
-    return build_detections(store.predictions_frame(engine), store.latest_corrections(engine), category_map(engine))
+    return build_detections(store.predictions_frame(engine), store.latest_corrections(engine), category_map(engine),
+                            store.sku_match_frame(engine))

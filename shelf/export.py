@@ -20,7 +20,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 DETECTION_EXPORT_COLUMNS = [
     "photo_id", "photo", "sha256", "store", "aisle", "captured_on", "region_id", "position", "x1", "y1", "x2", "y2",
     "class_index", "label", "category", "probability", "top_k", "predicted_class_index", "predicted_label",
-    "corrected", "reviewer", "corrected_at", "run_id", "weights_verified", "weights_untrained"]
+    "corrected", "reviewer", "corrected_at", "sku", "brand", "sku_similarity", "run_id", "weights_verified",
+    "weights_untrained"]
 
 
 def inert(value):

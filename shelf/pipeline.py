@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 import shelf
 from shelf import store
 from shelf.boxfiles import BoxImport, boxes_for_photo
+from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex, match
 from shelf.classify import BACKEND, DEFAULT_TOP_K, Prediction, classify_images, preprocessing_provenance
 from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
@@ -35,6 +36,8 @@ class Upload:
 class RegionResult:
     box: Box
     predictions: list[Prediction]
+    sku_id: int | None = None  # the catalog match, when the run used the catalog (None: unknown or not matched)
+    sku_similarity: float | None = None
 
     @property
     def top1(self) -> Prediction:
@@ -58,12 +61,14 @@ class PhotoResult:
         return self.error is None
 
 
-def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center") -> dict:
+def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
+                   catalog: dict | None = None) -> dict:
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "shelf_version": shelf.__version__,
-            "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version()},
+            "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
+                              "catalog": catalog},
             "backend": BACKEND, "region_mode": region_mode, "top_k": top_k}
 
 
@@ -104,11 +109,12 @@ def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: Box
 
 def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], context: store.Context,
               region_mode: str | RegionMode = "whole", top_k: int = DEFAULT_TOP_K, crop_mode: str = "center",
-              box_file: BoxImport | None = None,
+              box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
+              catalog_threshold: float = DEFAULT_THRESHOLD,
               on_progress: Callable[[int, int, str], None] | None = None) -> list[PhotoResult]:
-    """Decode, split into regions, classify and store each upload. `on_progress(done, total, name)` is called
-    after each file. A photo already in the store (same bytes) is not classified again: its stored result is
-    returned, marked `already_stored`."""
+    """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
+    `on_progress(done, total, name)` is called after each file. A photo already in the store (same bytes) is not
+    classified again: its stored result is returned, marked `already_stored`."""
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     results: list[PhotoResult] = []
@@ -123,13 +129,25 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
             else:
                 boxes, notes = photo_regions(mode, decoded.image, name, box_file)
                 classified = classify_images(loaded, crops(decoded.image, boxes), top_k, crop_mode=crop_mode)
+                matched = None
+                if catalog is not None and catalog.size:
+                    found = match(catalog, torch.stack([c.embedding for c in classified]).numpy(),
+                                  catalog_threshold)
+                    matched = list(zip(found.sku_ids, map(float, found.similarity)))
                 if run_id is None:
-                    run_id = store.create_run(engine, run_provenance(loaded, mode.text, top_k, crop_mode))
+                    catalog_info = {"skus": catalog.size, "references": len(catalog.references),
+                                    "method": "knn", "threshold": catalog_threshold,
+                                    "embedding": "L2-normalised 512-d pooled features, same preprocessing"} \
+                        if matched is not None else None
+                    run_id = store.create_run(engine, run_provenance(loaded, mode.text, top_k, crop_mode,
+                                                                     catalog_info))
                 photo_id, created = store.save_photo(engine, run_id, decoded, upload.data, context, boxes,
-                                                     classified)
+                                                     classified, matched, catalog_threshold)
                 result = PhotoResult(name=name, photo_id=photo_id, sha256=decoded.sha256,
                                      already_stored=not created, notes=notes,
-                                     regions=[RegionResult(b, c.predictions) for b, c in zip(boxes, classified)])
+                                     regions=[RegionResult(b, c.predictions, *(matched[i] if matched else
+                                                                               (None, None)))
+                                              for i, (b, c) in enumerate(zip(boxes, classified))])
             result.size = decoded.image.size
             result.preview = preview(decoded.image)
         except ImageError as exc:

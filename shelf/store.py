@@ -104,6 +104,51 @@ category_overrides = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+skus = sa.Table(
+    "skus", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("brand", sa.String(100), nullable=False, server_default=""),
+    sa.Column("category", sa.String(60), nullable=False),
+    sa.Column("gtin", sa.String(14), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+sku_references = sa.Table(
+    "sku_references", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("file", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),  # "upload: NAME" or "region 123"
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("sku_id", "sha256"),
+)
+
+reference_embeddings = sa.Table(
+    "reference_embeddings", metadata,  # computed once per weights file and crop mode
+    sa.Column("reference_id", sa.Integer, sa.ForeignKey("sku_references.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("weights_sha256", sa.String(64), primary_key=True),
+    sa.Column("crop_mode", sa.String(20), primary_key=True),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+)
+
+sku_matches = sa.Table(
+    "sku_matches", metadata,  # the catalog match of a region (sku_id NULL: nothing close enough, "unknown")
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("similarity", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("key", sa.String(60), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 MAX_CONTEXT_LENGTH = 100
 
 
@@ -195,7 +240,9 @@ def keep_photo_bytes(data: bytes, relative: Path) -> None:
 
 
 def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, context: Context,
-               boxes: Sequence[Box], results: Sequence[Classification]) -> tuple[int, bool]:
+               boxes: Sequence[Box], results: Sequence[Classification],
+               matches: Sequence[tuple[int | None, float]] | None = None, threshold: float = 0.0
+               ) -> tuple[int, bool]:
     """Store one photo with its regions and predictions in one transaction.
 
     Returns (photo id, created). If the same photo (by content hash) is already stored, nothing is written and
@@ -224,6 +271,11 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
                 conn.execute(predictions.insert(), [
                     {"region_id": region_id, "rank": p.rank, "class_index": p.class_index, "label": p.label,
                      "probability": p.probability} for p in result.predictions])
+                if matches is not None:
+                    sku_id, similarity = matches[position]
+                    conn.execute(sku_matches.insert().values(region_id=region_id, sku_id=sku_id,
+                                                             similarity=similarity, threshold=threshold,
+                                                             matched_at=utc_now()))
     except IntegrityError:
         # Lost a race with another session storing the same photo: theirs stands, ours is dropped whole.
         existing = find_photo(engine, decoded.sha256)
@@ -298,6 +350,16 @@ def latest_corrections(engine: Engine) -> pd.DataFrame:
     return frame.drop_duplicates("region_id", keep="last").drop(columns="id")
 
 
+def sku_match_frame(engine: Engine) -> pd.DataFrame:
+    """Region → matched SKU (name, brand, category) and similarity; sku_id is missing where it is unknown."""
+    query = (sa.select(sku_matches.c.region_id, sku_matches.c.sku_id, skus.c.name, skus.c.brand, skus.c.category,
+                       sku_matches.c.similarity)
+             .select_from(sku_matches.outerjoin(skus, skus.c.id == sku_matches.c.sku_id)))
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(), columns=["region_id", "sku_id", "sku", "brand",
+                                                                "sku_category", "sku_similarity"])
+
+
 def category_overrides_map(engine: Engine) -> dict[int, str]:
     with engine.connect() as conn:
         return dict(conn.execute(sa.select(category_overrides.c.class_index, category_overrides.c.category)).all())
@@ -329,10 +391,11 @@ def fingerprint(engine: Engine) -> tuple:
         return tuple(str(tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(table.c[key]))
                                             .select_from(table)).one()))
                      for table, key in ((photos, "id"), (regions, "id"), (corrections, "id"),
-                                        (category_overrides, "updated_at")))
+                                        (category_overrides, "updated_at"), (sku_matches, "matched_at"),
+                                        (skus, "id")))
 
 
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                for t in (photos, regions, predictions, runs, corrections)}
+                for t in (photos, regions, predictions, runs, corrections, skus)}

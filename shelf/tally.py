@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-GROUPINGS = {"label": ["class_index", "label"], "category": ["category"], "store": ["store"], "aisle": ["aisle"],
-             "date": ["captured_on"]}
+GROUPINGS = {"label": ["class_index", "label"], "category": ["category"], "sku": ["sku"], "brand": ["brand"],
+             "store": ["store"], "aisle": ["aisle"], "date": ["captured_on"]}
 SCOPE_GROUPINGS = ("store", "aisle", "date")
 MEASURES = ["facings", "share", "mean_confidence", "min_confidence", "below_threshold", "corrected"]
 

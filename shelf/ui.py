@@ -116,8 +116,18 @@ def top_k_table(region: RegionResult) -> None:
         hide_index=True, width="stretch")
 
 
-def photo_result(result: PhotoResult, colour_by: str = "label") -> None:
+def sku_line(region: RegionResult, sku_names: dict[int, str]) -> str:
+    """'**Cola 1.5 L** · SKU match 0.93' / 'SKU: *Unknown* (best 0.41)' / '' when the catalog was not used."""
+    if region.sku_similarity is None:
+        return ""
+    if region.sku_id is None:
+        return f"SKU: *Unknown* (closest similarity {region.sku_similarity:.2f})"
+    return f"**{md_escape(sku_names.get(region.sku_id, '?'))}** · SKU match {region.sku_similarity:.2f}"
+
+
+def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[int, str] | None = None) -> None:
     """One recognised photo: a single crop shows its top-k; a shelf shows the overlay, facings and a region picker."""
+    sku_names = sku_names or {}
     stored_note = " · *already stored*" if result.already_stored else ""
     with st.container(border=True):
         for note in result.notes:
@@ -127,12 +137,15 @@ def photo_result(result: PhotoResult, colour_by: str = "label") -> None:
             picture.image(result.preview, caption=result.name, width=240)
             best = result.regions[0].top1
             with table:
+                if line := sku_line(result.regions[0], sku_names):
+                    st.markdown(line)
                 st.markdown(f"**{md_escape(best.label)}** · class {best.class_index} · {best.probability:.1%}"
                             + stored_note)
                 top_k_table(result.regions[0])
             return
         st.markdown(f"**{md_escape(result.name)}** · {len(result.regions)} regions{stored_note}")
-        regions = [(r.box, r.top1.label, r.top1.class_index, r.top1.probability) for r in result.regions]
+        regions = [(r.box, sku_names.get(r.sku_id, r.top1.label), r.top1.class_index, r.top1.probability)
+                   for r in result.regions]
         overlay = draw_overlay(result.preview, result.size, regions, colour_by)
         st.image(overlay, width="stretch")
         st.download_button("Download annotated PNG", data=lambda: png_bytes(overlay),
@@ -157,6 +170,8 @@ def photo_result(result: PhotoResult, colour_by: str = "label") -> None:
             crop_col, table_col = st.columns([1, 3])
             crop_col.image(crop, caption=f"{region.box.width}×{region.box.height} px", width="stretch")
             with table_col:
+                if line := sku_line(region, sku_names):
+                    st.markdown(line)
                 top_k_table(region)
 
 
@@ -198,3 +213,4 @@ def scope_filters(detections: pd.DataFrame, key: str):
     if date_from is not None and date_to is None:
         date_to = date_from  # a half-picked range means that one day
     return TallyFilter(stores, aisles, date_from, date_to, categories)
+

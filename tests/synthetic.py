@@ -125,3 +125,26 @@ def precision_recall(found: list[Box], truth: list[Box], threshold: float = 0.5)
             used_t.add(j)
             matches += 1
     return (matches / len(found) if found else 0.0), (matches / len(truth) if truth else 1.0), matches
+
+
+def make_product(sku: int, view: int, size: int = 224) -> Image.Image:
+    """One photo of product `sku` (a distinct package design per SKU), seen as view `view`: another crop, light,
+    blur and slight rotation, as repeated shelf photos of the same product look."""
+    design = random.Random(10_000 + sku)
+    package = Image.new("RGB", (160, 240), _colour(design))
+    draw = ImageDraw.Draw(package)
+    _draw_product(draw, Box(0, 0, 160, 240), design)
+    for _ in range(design.randint(2, 5)):  # a few extra marks that make the design its own
+        x, y = design.randint(0, 140), design.randint(0, 220)
+        draw.rectangle((x, y, x + design.randint(8, 40), y + design.randint(4, 20)), fill=_colour(design))
+    rng = random.Random(sku * 1_000 + view)
+    background = Image.new("RGB", (size, size), _colour(rng, light=True))
+    scale = rng.uniform(0.75, 0.95)
+    w, h = int(size * scale * 160 / 240), int(size * scale)
+    turned = package.resize((w, h), Image.BILINEAR).rotate(rng.uniform(-8, 8), expand=True,
+                                                            fillcolor=background.getpixel((0, 0)))
+    background.paste(turned, ((size - turned.width) // 2 + rng.randint(-10, 10),
+                              (size - turned.height) // 2 + rng.randint(-10, 10)))
+    array = np.asarray(background, dtype=np.float32) * rng.uniform(0.75, 1.2)
+    image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))

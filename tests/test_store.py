@@ -29,7 +29,8 @@ def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, engin
     uploads = [Upload(n, d) for n, d in list(photo_bytes.items())[:2]]
     results = recognize(loaded, engine, uploads, CONTEXT, top_k=3)
     assert all(r.ok and not r.already_stored for r in results)
-    assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 6, "runs": 1, "corrections": 0}
+    assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 6, "runs": 1, "corrections": 0,
+                                    "skus": 0}
     frame = store.predictions_frame(engine)
     assert set(frame["store"]) == {"Store 1"} and set(frame["captured_on"]) == {dt.date(2026, 11, 2)}
     for result in results:
@@ -76,7 +77,8 @@ def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(engine, monkey
     with pytest.raises(sa.exc.IntegrityError):  # a prediction that violates the schema, mid-transaction
         store.save_photo(engine, run_id, photos[1], b"b", CONTEXT, box, [fake_classification(label=None)])
     store.save_photo(engine, run_id, photos[2], b"c", CONTEXT, box, [fake_classification()])
-    assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 2, "runs": 1, "corrections": 0}
+    assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 2, "runs": 1, "corrections": 0,
+                                    "skus": 0}
     assert store.find_photo(engine, photos[1].sha256) is None
 
 

@@ -1,0 +1,402 @@
+"""SKU catalog: few-shot product recognition by ResNet-18 embedding similarity.
+
+Each SKU has a few reference photos. Their 512-d pooled embeddings (the same preprocessing as classification) are
+L2-normalised and cached in the store per weights file and crop mode. A region matches the SKU it is most similar
+to — by nearest reference (`knn`) or by the SKU's mean embedding (`prototype`) — or is "unknown" when even the best
+similarity is below the threshold. Matching Q regions against N references is one (Q×512)·(512×N) product.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shelf import config, store
+from shelf.categories import RETAIL_CATEGORIES
+from shelf.images import ImageError, decode_image
+from shelf.model import LoadedModel
+
+METHODS = ("knn", "prototype")
+DEFAULT_THRESHOLD = 0.80
+THRESHOLD_SETTING = "catalog_threshold"
+MAX_REFERENCES_PER_SKU = 200
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure matching and evaluation
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass(frozen=True)
+class CatalogIndex:
+    sku_ids: np.ndarray  # (S,) store ids, in the order of the columns of every similarity matrix
+    references: np.ndarray  # (N, 512) normalised, grouped by SKU
+    reference_sku: np.ndarray  # (N,) position in sku_ids of each reference
+    starts: np.ndarray  # (S,) first reference of each SKU (for the per-SKU maximum)
+    prototypes: np.ndarray  # (S, 512) normalised mean of each SKU's normalised references
+
+    @property
+    def size(self) -> int:
+        return len(self.sku_ids)
+
+
+def build_index(embeddings: np.ndarray, sku_ids: Sequence[int]) -> CatalogIndex:
+    embeddings = l2_normalise(embeddings)
+    sku_ids = np.asarray(sku_ids)
+    order = np.argsort(sku_ids, kind="stable")
+    embeddings, sku_ids = embeddings[order], sku_ids[order]
+    unique, starts, reference_sku = np.unique(sku_ids, return_index=True, return_inverse=True)
+    sums = np.add.reduceat(embeddings, starts, axis=0) if len(embeddings) else np.zeros((0, 512), np.float32)
+    return CatalogIndex(unique, embeddings, reference_sku, starts, l2_normalise(sums))
+
+
+def similarities(index: CatalogIndex, queries: np.ndarray, method: str = "knn") -> np.ndarray:
+    """(Q, S) cosine similarity of each query to each SKU: one matrix product, then a per-SKU maximum."""
+    queries = l2_normalise(queries)
+    if method == "prototype":
+        return queries @ index.prototypes.T
+    if method != "knn":
+        raise ValueError(f"unknown matching method {method!r}; use one of {', '.join(METHODS)}")
+    return np.maximum.reduceat(queries @ index.references.T, index.starts, axis=1)
+
+
+@dataclass(frozen=True)
+class Matches:
+    sku_ids: list[int | None]  # None: unknown
+    similarity: np.ndarray  # best similarity, also for unknowns
+    best_sku_ids: list[int]  # the closest SKU even when below the threshold
+
+
+def match(index: CatalogIndex, queries: np.ndarray, threshold: float, method: str = "knn") -> Matches:
+    if index.size == 0 or len(queries) == 0:
+        return Matches([None] * len(queries), np.zeros(len(queries), np.float32), [])
+    sims = similarities(index, queries, method)
+    best = sims.argmax(axis=1)
+    best_sims = sims[np.arange(len(sims)), best]
+    best_ids = [int(index.sku_ids[b]) for b in best]
+    return Matches([sku if s >= threshold else None for sku, s in zip(best_ids, best_sims)], best_sims, best_ids)
+
+
+def leave_one_out(embeddings: np.ndarray, sku_ids: Sequence[int], method: str = "knn") -> pd.DataFrame:
+    """Each reference matched against all the others (its own SKU present unless it was that SKU's only one)
+    and against the catalog without its whole SKU (the 'unknown product' case).
+
+    Columns: true, predicted, similarity (SKU present), unknown_similarity (SKU held out)."""
+    sku_ids = np.asarray(sku_ids)
+    vectors = l2_normalise(embeddings)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    skus = np.unique(sku_ids)
+    rows = []
+    for i, own in enumerate(sku_ids):
+        per_sku = {}
+        for sku in skus:
+            members = np.flatnonzero(sku_ids == sku)
+            members = members[members != i]
+            if not len(members):
+                continue
+            if method == "knn":
+                per_sku[sku] = float(sims[i, members].max())
+            else:
+                prototype = l2_normalise(vectors[members].sum(axis=0))
+                per_sku[sku] = float(vectors[i] @ prototype)
+        present = max(per_sku.items(), key=lambda kv: kv[1]) if per_sku else (None, -1.0)
+        others = [v for k, v in per_sku.items() if k != own]
+        rows.append({"true": int(own), "predicted": None if present[0] is None else int(present[0]),
+                     "similarity": present[1], "unknown_similarity": max(others) if others else -1.0})
+    return pd.DataFrame(rows, columns=["true", "predicted", "similarity", "unknown_similarity"])
+
+
+def known_unknown_f1(results: pd.DataFrame, threshold: float) -> float:
+    """F1 of 'this is catalog SKU X' decisions at `threshold`: a correct match above it is a true positive; a wrong
+    match or an unknown product above it a false positive; a correct match below it a false negative."""
+    correct = results["predicted"] == results["true"]
+    accepted = results["similarity"] >= threshold
+    tp = int((accepted & correct).sum())
+    fp = int((accepted & ~correct).sum()) + int((results["unknown_similarity"] >= threshold).sum())
+    fn = int((~accepted & correct).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def suggest_threshold(results: pd.DataFrame) -> tuple[float, float]:
+    """(threshold, F1) maximising known-vs-unknown F1 over the observed similarities. Shown, never applied."""
+    candidates = np.unique(np.concatenate([results["similarity"], results["unknown_similarity"]]))
+    candidates = candidates[np.isfinite(candidates)]
+    if not len(candidates):
+        return DEFAULT_THRESHOLD, 0.0
+    scores = [(known_unknown_f1(results, float(t)), float(t)) for t in candidates]
+    best_f1, best_t = max(scores, key=lambda s: (s[0], -s[1]))
+    return best_t, best_f1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float  # of matches with the threshold applied (unknown counts as wrong for a known SKU)
+    per_sku: pd.DataFrame  # sku (UNKNOWN for outside the catalog), support, precision, recall
+    confusion: pd.DataFrame  # true, predicted, count
+    worst: pd.DataFrame  # the most confident wrong matches: true, predicted, similarity
+
+
+UNKNOWN = -1  # the "SKU" of a product that is not in the catalog, in evaluation frames
+
+
+def evaluate(true: Sequence[int | None], predicted: Sequence[int | None], similarity: Sequence[float],
+             threshold: float) -> Evaluation:
+    """Accuracy, per-SKU precision/recall, confusion counts and the worst confusions of matches at `threshold`.
+    A true or predicted None is a product outside the catalog (UNKNOWN)."""
+    frame = pd.DataFrame({"true": [UNKNOWN if t is None or pd.isna(t) else int(t) for t in true],
+                          "best": [UNKNOWN if p is None or pd.isna(p) else int(p) for p in predicted],
+                          "similarity": list(similarity)})
+    frame["predicted"] = frame["best"].where(frame["similarity"] >= threshold, UNKNOWN)
+    frame["correct"] = frame["predicted"] == frame["true"]
+    per_sku = []
+    for sku in sorted(set(frame["true"]) | set(frame["predicted"])):
+        support = int((frame["true"] == sku).sum())
+        predicted_as = int((frame["predicted"] == sku).sum())
+        hits = int(((frame["true"] == sku) & frame["correct"]).sum())
+        per_sku.append({"sku": sku, "support": support, "precision": hits / predicted_as if predicted_as else 0.0,
+                        "recall": hits / support if support else 0.0})
+    confusion = frame.groupby(["true", "predicted"]).size().rename("count").reset_index()
+    worst = frame[(frame["best"] != frame["true"]) & (frame["best"] != UNKNOWN) & (frame["predicted"] != UNKNOWN)] \
+        .sort_values("similarity", ascending=False)[["true", "predicted", "similarity"]]
+    return Evaluation(float(frame["correct"].mean()) if len(frame) else 0.0, pd.DataFrame(per_sku), confusion,
+                      worst.reset_index(drop=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The catalog in the store
+
+
+class CatalogError(ValueError):
+    """A catalog change that cannot be made; the message says why."""
+
+
+def add_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | None = None) -> int:
+    name, brand = store.clean_text(name), store.clean_text(brand)
+    if not name:
+        raise CatalogError("a SKU needs a name")
+    if category not in RETAIL_CATEGORIES:
+        raise CatalogError(f"unknown category {category!r}")
+    gtin = (gtin or "").strip() or None
+    if gtin is not None and not (gtin.isdigit() and len(gtin) in (8, 12, 13, 14)):
+        raise CatalogError("a GTIN is 8, 12, 13 or 14 digits")
+    try:
+        with store.write_transaction(engine) as conn:
+            return conn.execute(store.skus.insert().values(name=name, brand=brand, category=category, gtin=gtin,
+                                                           created_at=store.utc_now())).inserted_primary_key[0]
+    except sa.exc.IntegrityError:
+        raise CatalogError(f"a SKU named {name!r} already exists") from None
+
+
+def remove_sku(engine: Engine, sku_id: int) -> None:
+    with store.write_transaction(engine) as conn:
+        conn.execute(store.sku_matches.update().where(store.sku_matches.c.sku_id == sku_id).values(sku_id=None))
+        conn.execute(store.skus.delete().where(store.skus.c.id == sku_id))
+
+
+def add_references(engine: Engine, sku_id: int, files: Sequence[tuple[str, bytes]], source: str = "upload"
+                   ) -> tuple[int, list[str]]:
+    """Decode each reference photo safely and keep it; returns (added, messages for the files that were not)."""
+    added, messages = 0, []
+    for name, data in files:
+        try:
+            decoded = decode_image(data, name)
+        except ImageError as exc:
+            messages.append(str(exc))
+            continue
+        relative = store.photo_file(decoded.sha256, decoded.format)
+        store.keep_photo_bytes(data, relative)
+        try:
+            with store.write_transaction(engine) as conn:
+                count = conn.execute(sa.select(sa.func.count()).where(store.sku_references.c.sku_id == sku_id)
+                                     ).scalar_one()
+                if count >= MAX_REFERENCES_PER_SKU:
+                    messages.append(f"{decoded.name}: this SKU already has {MAX_REFERENCES_PER_SKU} references")
+                    continue
+                conn.execute(store.sku_references.insert().values(
+                    sku_id=sku_id, sha256=decoded.sha256, file=relative.as_posix(),
+                    source=f"{source}: {decoded.name}"[:100], created_at=store.utc_now()))
+            added += 1
+        except sa.exc.IntegrityError:
+            messages.append(f"{decoded.name}: already a reference of this SKU (or the SKU was removed)")
+    return added, messages
+
+
+def skus_frame(engine: Engine) -> pd.DataFrame:
+    query = (sa.select(store.skus.c.id, store.skus.c.name, store.skus.c.brand, store.skus.c.category,
+                       store.skus.c.gtin, sa.func.count(store.sku_references.c.id).label("references"))
+             .select_from(store.skus.outerjoin(store.sku_references))
+             .group_by(store.skus.c.id).order_by(store.skus.c.name))
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(),
+                            columns=["id", "name", "brand", "category", "gtin", "references"])
+
+
+def reference_embeddings(engine: Engine, loaded: LoadedModel, crop_mode: str = "center"
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, sku_ids, reference_ids) of every reference, computing and caching the missing ones."""
+    from shelf.classify import classify_images
+    weights = loaded.weights.sha256
+    refs = store.sku_references
+    cached = store.reference_embeddings
+    query = (sa.select(refs.c.id, refs.c.sku_id, refs.c.file, cached.c.embedding)
+             .select_from(refs.outerjoin(cached, sa.and_(cached.c.reference_id == refs.c.id,
+                                                         cached.c.weights_sha256 == weights,
+                                                         cached.c.crop_mode == crop_mode)))
+             .order_by(refs.c.id))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    missing = [r for r in rows if r.embedding is None]
+    computed = {}
+    for start in range(0, len(missing), 32):
+        chunk, images = missing[start:start + 32], []
+        for r in chunk:
+            images.append(decode_image((config.data_dir() / r.file).read_bytes(), r.file).image)
+        for r, result in zip(chunk, classify_images(loaded, images, top_k=1, crop_mode=crop_mode)):
+            computed[r.id] = result.embedding.numpy().astype("<f4")
+    if computed:
+        with store.write_transaction(engine) as conn:
+            conn.execute(cached.insert(), [{"reference_id": i, "weights_sha256": weights, "crop_mode": crop_mode,
+                                            "embedding": e.tobytes()} for i, e in computed.items()])
+    vectors = [computed[r.id] if r.embedding is None else np.frombuffer(r.embedding, "<f4") for r in rows]
+    return (np.stack(vectors) if vectors else np.zeros((0, 512), np.float32),
+            np.array([r.sku_id for r in rows]), np.array([r.id for r in rows]))
+
+
+def reference_photo(engine: Engine, reference_id: int, side: int = 160):
+    """A reference photo, small, for galleries (None if its file is gone)."""
+    with engine.connect() as conn:
+        file = conn.execute(sa.select(store.sku_references.c.file)
+                            .where(store.sku_references.c.id == reference_id)).scalar_one_or_none()
+    try:
+        image = decode_image((config.data_dir() / file).read_bytes(), file, reduce_to=side).image
+    except (OSError, TypeError, ImageError):
+        return None
+    image.thumbnail((side, side))
+    return image
+
+
+def load_index(engine: Engine, loaded: LoadedModel, crop_mode: str = "center") -> CatalogIndex:
+    embeddings, sku_ids, _ = reference_embeddings(engine, loaded, crop_mode)
+    return build_index(embeddings, sku_ids)
+
+
+def get_threshold(engine: Engine) -> float:
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(store.settings.c.value).where(store.settings.c.key == THRESHOLD_SETTING)
+                             ).scalar_one_or_none()
+    return float(value) if value is not None else DEFAULT_THRESHOLD
+
+
+def set_threshold(engine: Engine, threshold: float) -> None:
+    if not -1.0 <= threshold <= 1.0:
+        raise CatalogError("a similarity threshold lies between -1 and 1")
+    with store.write_transaction(engine) as conn:
+        conn.execute(store.settings.delete().where(store.settings.c.key == THRESHOLD_SETTING))
+        conn.execute(store.settings.insert().values(key=THRESHOLD_SETTING, value=repr(float(threshold))))
+
+
+def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: str, threshold: float,
+                         method: str = "knn") -> int:
+    """(Re)match every stored region whose embedding came from these weights. Returns how many were matched."""
+    query = (sa.select(store.regions.c.id, store.regions.c.embedding)
+             .select_from(store.regions.join(store.runs))
+             .where(store.runs.c.weights_sha256 == weights_sha256, store.regions.c.embedding.is_not(None)))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return 0
+    found = match(index, np.stack([np.frombuffer(r.embedding, "<f4") for r in rows]), threshold, method)
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.write_transaction(engine) as conn:
+        ids = [r.id for r in rows]
+        for start in range(0, len(ids), 500):
+            conn.execute(store.sku_matches.delete().where(store.sku_matches.c.region_id.in_(ids[start:start + 500])))
+        conn.execute(store.sku_matches.insert(), [
+            {"region_id": r.id, "sku_id": sku, "similarity": float(s), "threshold": threshold, "matched_at": now}
+            for r, sku, s in zip(rows, found.sku_ids, found.similarity)])
+    return len(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labelled sets: folder-per-SKU (a folder or a zip of one) or a CSV of file,sku
+
+MAX_LABELLED_FILES = 5000
+MAX_LABELLED_BYTES = 1024 * 1024 * 1024
+
+
+def labelled_from_zip(data: bytes, name: str = "labelled.zip") -> tuple[list[tuple[str, bytes, str]], list[str]]:
+    """Images in SKU-named folders of a zip. Limits on count and unpacked size keep a zip bomb out."""
+    import zipfile
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise CatalogError(f"{name}: not a zip file") from None
+    items, problems, total = [], [], 0
+    for info in archive.infolist():
+        parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+        if info.is_dir() or len(parts) < 2 or parts[0] == "__MACOSX" or parts[-1].startswith("."):
+            continue
+        if len(items) >= MAX_LABELLED_FILES:
+            problems.append(f"{name}: only the first {MAX_LABELLED_FILES} files are used")
+            break
+        total += info.file_size
+        if total > MAX_LABELLED_BYTES:
+            raise CatalogError(f"{name}: unpacks to more than {MAX_LABELLED_BYTES // 2**20} MB")
+        items.append((parts[-1], archive.read(info), parts[-2]))
+    return items, problems
+
+
+def labelled_from_folder(root: Path) -> list[tuple[str, bytes, str]]:
+    return [(f.name, f.read_bytes(), f.parent.name) for f in sorted(root.glob("*/*")) if f.is_file()
+            and not f.name.startswith(".")][:MAX_LABELLED_FILES]
+
+
+def labelled_from_csv(path: Path) -> tuple[list[tuple[str, bytes, str]], list[str]]:
+    """Rows of file,sku; files relative to the CSV's folder and never outside it."""
+    import csv
+    items, problems, base = [], [], path.parent.resolve()
+    for number, row in enumerate(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()), start=1):
+        if len(row) < 2 or (number == 1 and row[0].strip().lower() == "file"):
+            continue
+        target = (base / row[0].strip()).resolve()
+        if not target.is_relative_to(base) or not target.is_file():
+            problems.append(f"{path.name}, line {number}: {row[0]!r} is not a file beside the CSV")
+            continue
+        items.append((target.name, target.read_bytes(), row[1].strip()))
+    return items, problems
+
+
+def evaluate_labelled(engine: Engine, loaded: LoadedModel, items: Sequence[tuple[str, bytes, str]],
+                      threshold: float, crop_mode: str = "center") -> tuple[Evaluation, dict[int, str], list[str]]:
+    """Match a labelled set against the catalog. Names not in the catalog are products that should be Unknown.
+    Returns (evaluation, sku id → name, problems)."""
+    from shelf.classify import classify_images
+    skus = skus_frame(engine)
+    by_name = {n.lower(): i for i, n in zip(skus["id"], skus["name"])}
+    index = load_index(engine, loaded, crop_mode)
+    images, truth, problems = [], [], []
+    for name, data, sku_name in items:
+        try:
+            images.append(decode_image(data, name).image)
+            truth.append(by_name.get(sku_name.strip().lower()))
+        except ImageError as exc:
+            problems.append(str(exc))
+    embeddings = np.stack([r.embedding.numpy() for r in classify_images(loaded, images, top_k=1,
+                                                                        crop_mode=crop_mode)]) if images else \
+        np.zeros((0, 512), np.float32)
+    found = match(index, embeddings, -np.inf)
+    evaluation = evaluate(truth, found.best_sku_ids or [None] * len(truth), found.similarity, threshold)
+    return evaluation, dict(zip(skus["id"], skus["name"])) | {UNKNOWN: "Unknown"}, problems
