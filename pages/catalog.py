@@ -58,6 +58,18 @@ if more and c3.button("Add photos", key="sku_add_photos"):
         st.warning(problem)
     st.session_state["catalog_message"] = f"Added {added} reference photo(s)."
     st.rerun()
+reviewed = ui.detections().query("corrected")
+if not reviewed.empty:
+    with st.expander(f"Add references from reviewed regions ({len(reviewed)})"):
+        labels = dict(zip(reviewed["region_id"], reviewed["photo"] + " #" + (reviewed["position"] + 1).astype(str)
+                          + " → " + reviewed["label"]))
+        picked = st.multiselect("Reviewed regions", list(labels), format_func=labels.get, key="promote_regions")
+        if picked and st.button(f"Add {len(picked)} crop(s) to the selected SKU", key="promote"):
+            added, problems = catalog.promote_regions(engine, int(chosen), picked)
+            for problem in problems:
+                st.warning(problem)
+            st.session_state["catalog_message"] = f"Added {added} crop(s) as reference photos."
+            st.rerun()
 if c3.button("Remove this SKU", key="sku_remove"):
     catalog.remove_sku(engine, int(chosen))
     st.session_state["catalog_message"] = "SKU removed; regions matched to it are now unknown."

@@ -234,6 +234,27 @@ def add_references(engine: Engine, sku_id: int, files: Sequence[tuple[str, bytes
     return added, messages
 
 
+def promote_regions(engine: Engine, sku_id: int, region_ids: Sequence[int]) -> tuple[int, list[str]]:
+    """Make stored regions (typically reviewed ones) reference photos of a SKU: their crops, from the stored photo."""
+    query = (sa.select(store.regions.c.id, store.regions.c.x1, store.regions.c.y1, store.regions.c.x2,
+                       store.regions.c.y2, store.photos.c.file, store.photos.c.name)
+             .select_from(store.regions.join(store.photos)).where(store.regions.c.id.in_(list(region_ids))))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    files, messages = [], [f"region {i}: not in the store" for i in set(region_ids) - {r.id for r in rows}]
+    for r in rows:
+        try:
+            photo = decode_image((config.data_dir() / r.file).read_bytes(), r.name).image
+        except (OSError, ImageError) as exc:
+            messages.append(f"region {r.id}: its photo cannot be read ({exc})")
+            continue
+        buffer = io.BytesIO()
+        photo.crop((r.x1, r.y1, r.x2, r.y2)).save(buffer, format="PNG")
+        files.append((f"region-{r.id}.png", buffer.getvalue()))
+    added, problems = add_references(engine, sku_id, files, source="region")
+    return added, messages + problems
+
+
 def skus_frame(engine: Engine) -> pd.DataFrame:
     query = (sa.select(store.skus.c.id, store.skus.c.name, store.skus.c.brand, store.skus.c.category,
                        store.skus.c.gtin, sa.func.count(store.sku_references.c.id).label("references"))

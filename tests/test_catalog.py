@@ -243,3 +243,22 @@ def test_cli_catalog(tmp_path, capsys):
     assert "labelled set: 6 photo(s)" in capsys.readouterr().out
     assert cli(["catalog", "remove", "SKU0", "--db", db]) == 0
     assert cli(["catalog", "remove", "SKU0", "--db", db]) == 1
+
+
+def test_reviewed_regions_can_become_references(engine, loaded):
+    photo = png(4, 0)
+    (result,) = recognize(loaded, engine, [Upload("shelf.png", photo)], store.Context(), region_mode="grid:1x2")
+    region_ids = [int(i) for i in load_detections(engine)["region_id"]]
+    store.add_corrections(engine, {region_ids[0]: (737, "pop bottle")}, "Ana")
+    sku = catalog.add_sku(engine, "Promoted", "", "Beverages")
+    added, problems = catalog.promote_regions(engine, sku, [region_ids[0], 999])
+    assert added == 1 and problems == ["region 999: not in the store"]
+    embeddings, ids, _ = catalog.reference_embeddings(engine, loaded)
+    assert ids.tolist() == [sku]
+    box = result.regions[0].box
+    from PIL import Image
+    import io as io_
+    crop = Image.open(io_.BytesIO(photo)).convert("RGB").crop(box.as_tuple)
+    from shelf.classify import classify_images
+    (direct,) = classify_images(loaded, [crop])
+    assert np.allclose(embeddings[0], direct.embedding.numpy(), atol=1e-5)  # the crop, exactly
