@@ -37,6 +37,44 @@ else:
         with st.expander("Where Shelf looked"):
             st.markdown("\n".join(f"- {ui.md_escape(line)}" for line in status.tried))
 
+if loaded is not None:
+    from shelf import backends
+    st.subheader("Inference backend")
+    current = backends.chosen_backend(ui.store())
+    choice = st.radio("Backend", list(backends.BACKENDS), index=list(backends.BACKENDS).index(current),
+                      format_func=backends.BACKENDS.get, horizontal=True, key="backend_choice",
+                      disabled=os.environ.get("SHELF_BACKEND") in backends.BACKENDS,
+                      help="Faithful backends give the same probabilities as torchvision's eager model (within "
+                           "1e-4). Fast mode quantises the convolutions to int8: about 2.5× faster here, not "
+                           "faithful; it is calibrated on crops from the store, and every run records it.")
+    if os.environ.get("SHELF_BACKEND") in backends.BACKENDS:
+        st.caption(f"Set by the server's SHELF_BACKEND={os.environ['SHELF_BACKEND']}.")
+    elif choice != current:
+        store.set_setting(ui.store(), backends.BACKEND_SETTING, choice)
+        ui.reload_model()
+        st.rerun()
+    if problem := ui.backend_problem():
+        st.warning(f"{problem}. Running the faithful ONNX Runtime backend meanwhile.")
+    st.caption(f"Running: **{loaded.backend_name}**"
+               + (" — fast mode: results are not faithful to the fp32 model; runs record it." if
+                  getattr(loaded.backend, "kind", "") == "int8" else ""))
+    if st.button("Check fidelity against eager fp32 on stored crops", key="check_fidelity"):
+        with st.spinner("Running both on up to 64 stored crops …"):
+            report = backends.check_fidelity(loaded, ui.store())
+        if report is None:
+            st.info("No stored regions to check yet.")
+        else:
+            st.success(f"{report['backend']} on {report['crops']} stored crops: max |Δp| "
+                       f"{report['max_prob_diff']:.1e}, top-1 agreement {report['top1_agreement']:.1%} "
+                       "with eager fp32.")
+    if bench := backends.last_benchmark():
+        st.caption(f"Last `python -m shelf bench` on this machine ({bench['at']}), crops/s and ratio to the seed "
+                   "pipeline:")
+        st.dataframe([{"Pipeline": r["pipeline"], "Crops/s": round(r["crops_per_s"], 1),
+                       "× seed": round(r["speedup"], 2), "p50 per photo (s)": round(r["p50_s"], 2),
+                       "Top-1 agreement": f"{r['top1_agreement']:.1%}", "Max |Δp|": f"{r['max_prob_diff']:.1e}"}
+                      for r in bench["rows"]], hide_index=True, width="stretch")
+
 with st.expander("Import a weights file", expanded=loaded is None):
     st.caption(f"The official file is `{model.OFFICIAL_FILENAME}` (sha256 starting `{model.OFFICIAL_HASH_PREFIX}`). "
                "It is checked (safe loader, keys and shapes) before it is kept.")

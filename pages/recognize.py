@@ -15,6 +15,9 @@ st.title("Recognize")
 loaded = ui.require_model()
 if loaded is None:
     st.stop()
+if getattr(loaded.backend, "kind", "") == "int8":
+    st.info("Fast mode (int8) is on: quicker, not faithful to the fp32 model; each run records it. Change it on "
+            "the Home & model page.", icon=":material/bolt:")
 
 left, middle, right, far = st.columns([3, 3, 2, 1])
 store_name = left.text_input("Store", key="store", placeholder="e.g. Downtown #12")

@@ -315,18 +315,13 @@ def load_index(engine: Engine, loaded: LoadedModel, crop_mode: str = "center") -
 
 
 def get_threshold(engine: Engine) -> float:
-    with engine.connect() as conn:
-        value = conn.execute(sa.select(store.settings.c.value).where(store.settings.c.key == THRESHOLD_SETTING)
-                             ).scalar_one_or_none()
-    return float(value) if value is not None else DEFAULT_THRESHOLD
+    return float(store.get_setting(engine, THRESHOLD_SETTING, repr(DEFAULT_THRESHOLD)))
 
 
 def set_threshold(engine: Engine, threshold: float) -> None:
     if not -1.0 <= threshold <= 1.0:
         raise CatalogError("a similarity threshold lies between -1 and 1")
-    with store.write_transaction(engine) as conn:
-        conn.execute(store.settings.delete().where(store.settings.c.key == THRESHOLD_SETTING))
-        conn.execute(store.settings.insert().values(key=THRESHOLD_SETTING, value=repr(float(threshold))))
+    store.set_setting(engine, THRESHOLD_SETTING, repr(float(threshold)))
 
 
 def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: str, threshold: float,

@@ -19,7 +19,6 @@ from shelf.model import IMAGENET_WEIGHTS, LoadedModel
 
 DEFAULT_TOP_K = 3
 BATCH_SIZE = 16
-BACKEND = "torch eager fp32"
 
 
 @dataclass(frozen=True)
@@ -91,13 +90,15 @@ def classify_images(loaded: LoadedModel, images: Sequence[Image.Image], top_k: i
     """Classify RGB images (whole photos or region crops) in batches. `on_batch(n_done)` reports progress."""
     if not 1 <= top_k <= len(loaded.categories):
         raise ValueError(f"top_k must be between 1 and {len(loaded.categories)}")
+    from shelf.backends import EagerBackend
+    backend = loaded.backend or EagerBackend(loaded.model)
     transform = preprocessing(crop_mode)
     results: list[Classification] = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = torch.stack([transform(image) for image in images[start:start + batch_size]])
-            features = pooled_features(loaded.model, batch)
-            probabilities = loaded.model.fc(features).softmax(dim=1)
+            features, logits = backend.run(batch)
+            probabilities = logits.softmax(dim=1)
             values, indices = probabilities.topk(top_k, dim=1)
             for row in range(batch.shape[0]):
                 predictions = [Prediction(rank=r + 1, class_index=int(i), label=loaded.categories[int(i)],

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (add, listing, rm, ev):
         parser_.add_argument("--db", default=None)
 
+    sub.add_parser("bench", help="inference benchmark: seed pipeline vs faithful and fast modes "
+                                 "(python -m shelf bench --help)", add_help=False)
+
     p = sub.add_parser("weights", help="weights status, import or download")
     wsub = p.add_subparsers(dest="action", required=True)
     wsub.add_parser("status")
@@ -106,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_model_or_explain():
+def _load_model_or_explain(db: str | None = None):
+    from shelf.backends import BackendError, chosen_backend, with_backend
     from shelf.model import HOW_TO_GET_WEIGHTS, load_model
+    from shelf.store import open_store
     loaded, status = load_model()
     if loaded is None:
         print(f"error: ResNet-18 weights unavailable. {status.problem}", file=sys.stderr)
@@ -118,6 +123,14 @@ def _load_model_or_explain():
     if not loaded.weights.verified:
         print(f"warning: the weights in {loaded.weights.path} are {loaded.weights.kind}; every result is "
               "marked so in its run's provenance.", file=sys.stderr)
+    engine = open_store(db)
+    try:
+        loaded = with_backend(loaded, chosen_backend(engine), engine)
+    except BackendError as exc:
+        print(f"warning: {exc}; using the faithful backend", file=sys.stderr)
+        loaded = with_backend(loaded, "onnx")
+    if loaded.backend.kind == "int8":
+        print("note: fast mode (int8) is on; results record it in their provenance.", file=sys.stderr)
     return loaded
 
 
@@ -195,7 +208,7 @@ def cmd_recognize(args) -> int:
         box_file = _box_file(args.regions)
         if box_file is None:
             return EXIT_USAGE
-    loaded = _load_model_or_explain()
+    loaded = _load_model_or_explain(args.db)
     if loaded is None:
         return EXIT_NO_WEIGHTS
     engine = open_store(args.db)
@@ -314,7 +327,7 @@ def cmd_catalog(args) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{args.name}: {added} reference photo(s) added")
         return EXIT_OK
-    loaded = _load_model_or_explain()
+    loaded = _load_model_or_explain(args.db)
     if loaded is None:
         return EXIT_NO_WEIGHTS
     threshold = catalog.get_threshold(engine) if args.threshold is None else args.threshold
@@ -381,10 +394,24 @@ def cmd_weights(args) -> int:
     return EXIT_NO_WEIGHTS
 
 
+def cmd_bench(bench_args: list[str]) -> int:
+    """Runs benchmarks/inference.py (a development tool: it needs the repository, not only the package)."""
+    try:
+        from benchmarks.inference import main as bench
+    except ImportError:
+        print("error: the benchmark lives in the repository's benchmarks/ folder; run from the project root",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return bench(bench_args)
+
+
 COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "export": cmd_export,
             "catalog": cmd_catalog, "weights": cmd_weights}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command](args)

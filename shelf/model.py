@@ -84,6 +84,11 @@ class LoadedModel:
     model: ResNet  # eval mode; shared by all sessions, never mutated after loading
     weights: WeightsInfo
     categories: tuple[str, ...] = CATEGORIES
+    backend: object = None  # a shelf.backends backend; None means torch eager fp32
+
+    @property
+    def backend_name(self) -> str:
+        return getattr(self.backend, "name", "torch eager fp32")
 
 
 def imported_weights_path() -> Path:

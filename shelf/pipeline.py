@@ -19,7 +19,7 @@ import shelf
 from shelf import store
 from shelf.boxfiles import BoxImport, boxes_for_photo
 from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex, match
-from shelf.classify import BACKEND, DEFAULT_TOP_K, Prediction, classify_images, preprocessing_provenance
+from shelf.classify import DEFAULT_TOP_K, Prediction, classify_images, preprocessing_provenance
 from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
 from shelf.overlay import preview
@@ -69,7 +69,7 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
             "torchvision_version": torchvision.__version__, "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog},
-            "backend": BACKEND, "region_mode": region_mode, "top_k": top_k}
+            "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
 def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:

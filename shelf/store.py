@@ -377,6 +377,18 @@ def set_category_overrides(engine: Engine, overrides: dict[int, str | None], ana
                                                                 updated_at=now))
 
 
+def get_setting(engine: Engine, key: str, default: str | None = None) -> str | None:
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar_one_or_none()
+    return default if value is None else value
+
+
+def set_setting(engine: Engine, key: str, value: str) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(settings.delete().where(settings.c.key == key))
+        conn.execute(settings.insert().values(key=key, value=value))
+
+
 def runs_frame(engine: Engine) -> pd.DataFrame:
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(sa.select(runs).order_by(runs.c.id)).mappings().all(),

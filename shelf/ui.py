@@ -21,9 +21,16 @@ ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 
 @st.cache_resource(show_spinner="Loading ResNet-18 …")
-def _cached_model() -> tuple[LoadedModel | None, WeightsStatus]:
+def _cached_model(backend: str) -> tuple[LoadedModel | None, WeightsStatus, str | None]:
     # Shared by every session and thread: the model is used read-only under inference_mode.
-    return load_model()
+    from shelf.backends import BackendError, with_backend
+    loaded, status = load_model()
+    if loaded is None:
+        return None, status, None
+    try:
+        return with_backend(loaded, backend, store()), status, None
+    except BackendError as exc:
+        return with_backend(loaded, "onnx"), status, str(exc)
 
 
 @st.cache_resource(show_spinner=False)
@@ -47,7 +54,15 @@ def use_router() -> None:
 
 
 def model() -> tuple[LoadedModel | None, WeightsStatus]:
-    return _cached_model()
+    from shelf.backends import chosen_backend
+    loaded, status, _ = _cached_model(chosen_backend(store()))
+    return loaded, status
+
+
+def backend_problem() -> str | None:
+    """Why the chosen backend is not the one running (fast mode without calibration data), if it is not."""
+    from shelf.backends import chosen_backend
+    return _cached_model(chosen_backend(store()))[2]
 
 
 def reload_model() -> None:
