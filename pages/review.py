@@ -48,8 +48,18 @@ edited = st.data_editor(
         "counts_as": st.column_config.TextColumn("Counts as"),
         "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium"),
     })
+with st.expander("Correct one region (keyboard-friendly)"):
+    q1, q2, q3 = st.columns([3, 3, 1])
+    one = q1.selectbox("Region", range(len(shown)), key="quick_region",
+                       format_func=lambda i: f"{shown['photo'][i]} #{shown['position'][i] + 1} — "
+                                             f"{label_choice(int(shown['class_index'][i]))}")
+    to = q2.selectbox("Correct to", LABEL_CHOICES, index=None, key="quick_label", placeholder="Type a label")
+    quick = q3.button("Save", key="quick_save", disabled=to is None)
 changes = corrections_from_edits(shown, edited["correct_to"].tolist())
-if st.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes, key="save_corrections"):
+if quick:
+    changes = corrections_from_edits(shown.iloc[[one]], [to])
+if st.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes, key="save_corrections") \
+        or (quick and changes):
     if not reviewer.strip():
         st.error("Type your name first: every correction records who made it.")
     else:

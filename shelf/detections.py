@@ -45,7 +45,7 @@ def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categ
     frame["corrected"] = frame["corrected_class_index"].notna()
     frame["class_index"] = frame["corrected_class_index"].fillna(frame["predicted_class_index"]).astype(int)
     frame["label"] = frame["corrected_label"].where(frame["corrected"], frame["predicted_label"])
-    frame["category"] = frame["class_index"].map(categories).fillna(NOT_A_PRODUCT)
+    frame["category"] = frame["class_index"].map(lambda index: categories.get(index, NOT_A_PRODUCT))
     if sku_matches is None:
         sku_matches = pd.DataFrame(columns=["region_id", "sku_id", "sku", "brand", "sku_category", "sku_similarity"])
     frame = frame.merge(sku_matches, on="region_id", how="left")

@@ -149,6 +149,17 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+schema_version = sa.Table(
+    "schema_version", metadata,  # one row per migration step applied
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+SCHEMA_VERSION = 1
+# Steps that change existing tables, by the version they produce. Version 1 is the schema as metadata declares it
+# (create_all); a later version adds `N: function(connection)` here and bumps SCHEMA_VERSION.
+MIGRATIONS: dict = {}
+
 MAX_CONTEXT_LENGTH = 100
 
 
@@ -199,8 +210,29 @@ def open_store(url: str | None = None) -> Engine:
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
     with write_transaction(engine) as conn:
-        metadata.create_all(conn, checkfirst=True)
+        migrate(conn)
     return engine
+
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer Shelf (or is not a Shelf database)."""
+
+
+def migrate(conn: Connection) -> int:
+    """Create missing tables and apply pending migration steps, in one transaction; idempotent, and safe when
+    several processes start at once (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724519)")  # any constant: Shelf's migration lock
+    metadata.create_all(conn, checkfirst=True)
+    current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+    if current > SCHEMA_VERSION:
+        raise SchemaError(f"the database is at schema version {current}; this Shelf knows up to {SCHEMA_VERSION}. "
+                          "Upgrade Shelf, or point SHELF_DATABASE_URL at another database.")
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        if version in MIGRATIONS:
+            MIGRATIONS[version](conn)
+        conn.execute(schema_version.insert().values(version=version, applied_at=utc_now()))
+    return SCHEMA_VERSION
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import io
+import os
 import socket
 from pathlib import Path
 
@@ -80,3 +81,38 @@ def solid(color=(200, 30, 30), size=(64, 48), mode="RGB") -> Image.Image:
 @pytest.fixture
 def photo_bytes() -> dict[str, bytes]:
     return {name: skimage_photo(name).read_bytes() for name in REAL_PHOTOS}
+
+
+POSTGRES_URL = os.environ.get("SHELF_TEST_POSTGRES_URL")  # set by .ci/run, which starts a throwaway server
+REQUIRE_SERVICES = os.environ.get("SHELF_REQUIRE_SERVICES") == "1"  # CI: a missing service fails, never skips
+
+
+def require_service(available: bool, what: str) -> None:
+    if not available:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{what} is required here (SHELF_REQUIRE_SERVICES=1) but not available")
+        pytest.skip(f"{what} not available (.ci/run provides it)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The same test against SQLite and against a real PostgreSQL server (emptied first)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    require_service(bool(POSTGRES_URL), "PostgreSQL (SHELF_TEST_POSTGRES_URL)")
+    import sqlalchemy as sa
+
+    from shelf.store import metadata
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def any_engine(db_url):
+    from shelf.store import open_store
+    engine = open_store(db_url)
+    yield engine
+    engine.dispose()

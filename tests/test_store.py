@@ -25,7 +25,8 @@ def fake_classification(class_index=1, probability=0.9, label="goldfish"):
     return Classification([Prediction(1, class_index, label, probability)], torch.zeros(1000), torch.ones(512))
 
 
-def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, engine, photo_bytes, shelf_env):
+def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, any_engine, photo_bytes, shelf_env):
+    engine = any_engine
     uploads = [Upload(n, d) for n, d in list(photo_bytes.items())[:2]]
     results = recognize(loaded, engine, uploads, CONTEXT, top_k=3)
     assert all(r.ok and not r.already_stored for r in results)
@@ -50,7 +51,8 @@ def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, engin
     assert store.region_embeddings(engine, results[0].photo_id).shape == (1, 512)
 
 
-def test_reuploading_the_same_photo_does_not_duplicate_it(loaded, engine, photo_bytes):
+def test_reuploading_the_same_photo_does_not_duplicate_it(loaded, any_engine, photo_bytes):
+    engine = any_engine
     data = photo_bytes["chelsea.png"]
     first = recognize(loaded, engine, [Upload("chelsea.png", data)], CONTEXT)
     again = recognize(loaded, engine, [Upload("renamed copy.png", data), Upload("chelsea.png", data)], CONTEXT)
@@ -60,7 +62,8 @@ def test_reuploading_the_same_photo_does_not_duplicate_it(loaded, engine, photo_
     assert store.counts(engine)["photos"] == 1 and store.counts(engine)["predictions"] == 3
 
 
-def test_bad_files_are_reported_and_the_batch_goes_on(loaded, engine, photo_bytes):
+def test_bad_files_are_reported_and_the_batch_goes_on(loaded, any_engine, photo_bytes):
+    engine = any_engine
     uploads = [Upload("good1.png", photo_bytes["coffee.png"]), Upload("notes.jpg", b"just text"),
                Upload("empty.png", b""), Upload("good2.jpg", photo_bytes["rocket.jpg"])]
     results = recognize(loaded, engine, uploads, CONTEXT)
@@ -69,7 +72,8 @@ def test_bad_files_are_reported_and_the_batch_goes_on(loaded, engine, photo_byte
     assert store.counts(engine)["photos"] == 2
 
 
-def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(engine, monkeypatch):
+def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(any_engine, monkeypatch):
+    engine = any_engine
     run_id = store.create_run(engine, TEST_RUN)
     photos = [decode_image(image_bytes(solid((i * 40, 0, 0)), "PNG"), f"p{i}.png") for i in range(3)]
     box = [Box(0, 0, 64, 48)]
@@ -82,7 +86,8 @@ def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(engine, monkey
     assert store.find_photo(engine, photos[1].sha256) is None
 
 
-def test_context_text_is_cleaned_but_kept(engine, loaded, photo_bytes):
+def test_context_text_is_cleaned_but_kept(any_engine, loaded, photo_bytes):
+    engine = any_engine
     context = store.Context("  =HYPERLINK(\"http://x\",\"y\")\x00\n ", "<b>7</b>", None)
     recognize(loaded, engine, [Upload("a.png", photo_bytes["coffee.png"])], context)
     row = store.predictions_frame(engine).iloc[0]
@@ -114,9 +119,9 @@ def _writer(args):
     return created
 
 
-def test_concurrent_writers_lose_nothing_and_store_shared_photos_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    store.open_store(url)
+def test_concurrent_writers_lose_nothing_and_store_shared_photos_once(tmp_path, db_url):
+    url = db_url
+    store.open_store(url).dispose()
     jobs = [(url, str(tmp_path / "data"), w, 15, True) for w in range(6)]
     with multiprocessing.get_context("spawn").Pool(6) as pool:
         created = pool.map(_writer, jobs)
@@ -125,9 +130,10 @@ def test_concurrent_writers_lose_nothing_and_store_shared_photos_once(tmp_path):
     # Every worker stores 14 photos of its own plus one photo all six share: 6*14 + 1.
     assert sum(created) == counts["photos"] == 85
     assert counts["regions"] == counts["predictions"] == 85
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_run_provenance_names_the_weights(loaded):
@@ -135,3 +141,15 @@ def test_run_provenance_names_the_weights(loaded):
     assert provenance["weights_sha256"] == loaded.weights.sha256
     assert provenance["weights_untrained"] is True and provenance["weights_verified"] is False
     assert provenance["torch_version"] == torch.__version__
+
+
+def test_schema_is_versioned_and_creation_is_idempotent(db_url):
+    first = store.open_store(db_url)
+    store.open_store(db_url)  # again: nothing to do, nothing duplicated
+    with first.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [store.SCHEMA_VERSION]
+    with first.begin() as conn:
+        conn.execute(store.schema_version.insert().values(version=store.SCHEMA_VERSION + 1,
+                                                          applied_at=store.utc_now()))
+    with pytest.raises(store.SchemaError, match="newer|knows up to"):
+        store.open_store(db_url)
