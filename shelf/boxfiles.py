@@ -7,7 +7,6 @@ holds one image's boxes and is named after it).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections import defaultdict
@@ -102,8 +101,13 @@ def _check(result: BoxImport, where: str, x1: float, y1: float, x2: float, y2: f
 
 def _parse_sku110k(text: str, source: str) -> BoxImport:
     result = BoxImport(source, "SKU-110K CSV")
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):  # any line ending; a stray CR cannot hide a row
         where = f"line {number}"
+        try:
+            row = next(csv.reader([line]), [])
+        except csv.Error as exc:
+            result.problem(where, f"not a CSV line ({exc})")
+            continue
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < 5:

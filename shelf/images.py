@@ -55,7 +55,9 @@ class DecodedImage:
 def clean_filename(name: str | None) -> str:
     """A file name fit for display and CSV: no directories, no control characters, bounded length."""
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    # Control/format characters (incl. bidi overrides) go; every kind of space or line separator becomes " ".
+    base = "".join(" " if unicodedata.category(ch)[0] == "Z" else ch for ch in base
+                   if unicodedata.category(ch)[0] != "C").strip()
     if len(base) > MAX_NAME_LENGTH:
         base = base[: MAX_NAME_LENGTH - 1] + "…"
     return base or "unnamed"
