@@ -32,9 +32,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        env = {**os.environ, "SHELF_DATA_DIR": str(data_dir), "SHELF_WEIGHTS": str(weights),
-               "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1", "SHELF_OFFLINE": "1", **(extra_env or {})}
-        env.pop("SHELF_DATABASE_URL", None)
+        env = {key: value for key, value in os.environ.items() if key != "SHELF_DATABASE_URL"}
+        env.update({"SHELF_DATA_DIR": str(data_dir), "SHELF_WEIGHTS": str(weights),
+                    "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1", "SHELF_OFFLINE": "1", **(extra_env or {})})
         self.log = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(

@@ -1,5 +1,5 @@
-"""Ten browser sessions upload twenty photos each at the same time, while the CLI writes to the same SQLite file:
-every photo is stored exactly once, every prediction is there, and no session shows an error."""
+"""Ten browser sessions upload twenty photos each at the same time, while the CLI writes to the same database
+(SQLite file, then a real PostgreSQL): every photo stored exactly once, every prediction there, no error shown."""
 import asyncio
 import os
 import subprocess
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from shelf import store
 from tests.conftest import image_bytes, require_service
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, Server
 from tests.synthetic import make_product
 
 SESSIONS, PHOTOS_EACH, CLI_PHOTOS = 10, 20, 20
@@ -57,14 +57,23 @@ async def run_sessions(url: str, batches: list[list[Path]]):
             await browser.close()
 
 
-def test_ten_sessions_and_the_cli_at_once(server, tmp_path, weights_file):
+def test_ten_sessions_and_the_cli_at_once(db_url, tmp_path, weights_file):
     require_service(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM}")
+    if db_url.startswith("sqlite"):
+        db_url = f"sqlite:///{tmp_path / 'data' / 'shelf.db'}"
+    server = Server(tmp_path / "data", weights_file, {"SHELF_DATABASE_URL": db_url})
+    try:
+        run_scenario(server, db_url, tmp_path, weights_file)
+    finally:
+        server.stop()
+
+
+def run_scenario(server, db_url, tmp_path, weights_file):
     batches = [write_photos(tmp_path / f"session{s}", 1000 * (s + 1), PHOTOS_EACH) for s in range(SESSIONS)]
     cli_photos = write_photos(tmp_path / "cli", 50_000, CLI_PHOTOS)
-    db = server.data_dir / "shelf.db"
-    before = store.counts(store.open_store(f"sqlite:///{db}"))["photos"]
-    cli = subprocess.Popen([sys.executable, "-m", "shelf", "recognize", *map(str, cli_photos), "--db",
-                            f"sqlite:///{db}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    before = store.counts(store.open_store(db_url))["photos"]
+    cli = subprocess.Popen([sys.executable, "-m", "shelf", "recognize", *map(str, cli_photos), "--db", db_url],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            env={**os.environ, "SHELF_DATA_DIR": str(server.data_dir),
                                 "SHELF_WEIGHTS": str(weights_file), "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1",
                                 "SHELF_OFFLINE": "1"})
@@ -76,16 +85,17 @@ def test_ten_sessions_and_the_cli_at_once(server, tmp_path, weights_file):
     assert cli.returncode == 0, output
     assert all(not errors for _, errors in results), [errors for _, errors in results if errors]
 
-    engine = store.open_store(f"sqlite:///{db}")
+    engine = store.open_store(db_url)
     total = SESSIONS * PHOTOS_EACH + CLI_PHOTOS
     with engine.connect() as conn:
         photos = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(store.photos.c.sha256)))
                               .select_from(store.photos)).one()
         orphans = conn.execute(sa.select(sa.func.count()).select_from(store.regions.outerjoin(store.predictions))
                                .where(store.predictions.c.id.is_(None))).scalar_one()
-        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
     assert photos[0] - before == total and photos[0] == photos[1]  # each stored once
     counts = store.counts(engine)
     assert counts["predictions"] == 3 * counts["regions"] and orphans == 0
-    print(f"\n{total} photos from {SESSIONS} browser sessions and the CLI in {elapsed:.1f} s "
+    print(f"\n{engine.dialect.name}: {total} photos from {SESSIONS} browser sessions and the CLI in {elapsed:.1f} s "
           f"({total / elapsed:.1f} photos/s); slowest session {max(s for s, _ in results):.1f} s")
