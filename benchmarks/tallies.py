@@ -16,13 +16,14 @@ import torch
 
 
 def seed_store(url: str, n_photos: int, regions_per_photo: int) -> None:
+    from PIL import Image
+
     from shelf import store
     from shelf.categories import default_map
     from shelf.classify import Classification, Prediction
     from shelf.images import DecodedImage
     from shelf.model import CATEGORIES
     from shelf.regions import grid
-    from PIL import Image
 
     engine = store.open_store(url)
     rng = random.Random(0)

@@ -104,8 +104,13 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], target: Path)
     batches of shelf crops). The classifier (one Gemm, a tiny share of the compute) stays fp32: quantising it moved
     top-1 on ~1.5 % of held-out crops in the benchmark, keeping it moved none."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

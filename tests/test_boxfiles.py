@@ -104,7 +104,7 @@ def test_many_lines_for_other_images_are_cheap_and_do_not_leak_in():
 
 
 def test_problem_messages_are_bounded():
-    data = "\n".join(f"shelf.jpg,5,5,1,1" for _ in range(500)).encode()
+    data = "\n".join("shelf.jpg,5,5,1,1" for _ in range(500)).encode()
     imported = parse_box_file(data, "bad.csv")
     assert imported.n_problems == 500 and len(imported.messages) == 21
     assert imported.messages[-1] == "bad.csv: … and 480 more problems"

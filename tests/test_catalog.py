@@ -171,6 +171,7 @@ def test_recognize_with_the_catalog_names_skus_and_tallies_by_brand(engine, load
     assert set(load_detections(engine)["sku"]) == {"Unknown"}
     with engine.connect() as conn:
         import json
+
         import sqlalchemy as sa
         provenance = json.loads(conn.execute(sa.select(store.runs.c.preprocessing)).scalar_one())
     assert provenance["catalog"]["skus"] == 3 and provenance["catalog"]["references"] == 9
@@ -256,8 +257,9 @@ def test_reviewed_regions_can_become_references(engine, loaded):
     embeddings, ids, _ = catalog.reference_embeddings(engine, loaded)
     assert ids.tolist() == [sku]
     box = result.regions[0].box
-    from PIL import Image
     import io as io_
+
+    from PIL import Image
     crop = Image.open(io_.BytesIO(photo)).convert("RGB").crop(box.as_tuple)
     from shelf.classify import classify_images
     (direct,) = classify_images(loaded, [crop])

@@ -1,6 +1,5 @@
 """Hostile input: every bad thing gets a clear message, nothing crashes, nothing is written outside the data dir.
 Property-based tests (hypothesis) throw arbitrary bytes and text at the decoders and importers."""
-import io
 import math
 import struct
 

@@ -1,9 +1,6 @@
 """End to end in a real browser: upload through the file input, recognise, review, tally, download the CSV."""
-import io
 
 import pandas as pd
-import pytest
-import sqlalchemy as sa
 
 from shelf import store
 from shelf.detections import build_detections
