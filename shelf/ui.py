@@ -132,12 +132,12 @@ def top_k_table(region: RegionResult) -> None:
 
 
 def sku_line(region: RegionResult, sku_names: dict[int, str]) -> str:
-    """'**Cola 1.5 L** · SKU match 0.93' / 'SKU: *Unknown* (best 0.41)' / '' when the catalog was not used."""
+    """'**Cola 1.5 L** · SKU match 0.934' / 'SKU: *Unknown* (closest similarity 0.412)' / '' without the catalog."""
     if region.sku_similarity is None:
         return ""
     if region.sku_id is None:
-        return f"SKU: *Unknown* (closest similarity {region.sku_similarity:.2f})"
-    return f"**{md_escape(sku_names.get(region.sku_id, '?'))}** · SKU match {region.sku_similarity:.2f}"
+        return f"SKU: *Unknown* (closest similarity {region.sku_similarity:.3f})"
+    return f"**{md_escape(sku_names.get(region.sku_id, '?'))}** · SKU match {region.sku_similarity:.3f}"
 
 
 def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[int, str] | None = None) -> None:
