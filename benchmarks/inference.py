@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CACHE = Path(os.environ.get("SHELF_BENCH_CACHE", Path.home() / ".cache" / "shelf-bench"))
+from shelf.backends import bench_cache
+
+CACHE = bench_cache()
 N_SKUS, TRAIN_VIEWS, EPOCHS = 24, 24, 5
 
 

@@ -106,10 +106,9 @@ else:
         "precision": st.column_config.NumberColumn("Precision", format="percent"),
         "recall": st.column_config.NumberColumn("Recall", format="percent")})
     right.altair_chart(charts.confusion_heatmap(report.confusion, names), width="stretch")
-    wrong = results[results["predicted"] != results["true"]].sort_values("similarity", ascending=False).head(5)
-    if not wrong.empty:
+    if not report.worst.empty:
         st.markdown("**Worst confusions** — the most confident wrong matches (leave-one-out):")
-        for column, (position, row) in zip(st.columns(5), wrong.iterrows()):
+        for column, (position, row) in zip(st.columns(5), report.worst.head(5).iterrows()):
             photo = catalog.reference_photo(engine, int(reference_ids[position]))
             if photo is not None:
                 column.image(photo, width="stretch")

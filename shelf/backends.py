@@ -241,10 +241,15 @@ def check_fidelity(loaded, engine, limit: int = CALIBRATION_REGIONS) -> dict | N
     return {"backend": current.name, "crops": len(expected), "max_prob_diff": diff, "top1_agreement": top1}
 
 
+def bench_cache() -> Path:
+    """Where `python -m shelf bench` keeps its fine-tuned model and its last figures."""
+    return Path(os.environ.get("SHELF_BENCH_CACHE", Path.home() / ".cache" / "shelf-bench"))
+
+
 def last_benchmark() -> dict | None:
     """The figures `python -m shelf bench` saved last on this machine, if any."""
     import json
-    path = Path(os.environ.get("SHELF_BENCH_CACHE", Path.home() / ".cache" / "shelf-bench")) / "last-bench.json"
+    path = bench_cache() / "last-bench.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -146,7 +146,7 @@ class Evaluation:
     accuracy: float  # of matches with the threshold applied (unknown counts as wrong for a known SKU)
     per_sku: pd.DataFrame  # sku (UNKNOWN for outside the catalog), support, precision, recall
     confusion: pd.DataFrame  # true, predicted, count
-    worst: pd.DataFrame  # the most confident wrong matches: true, predicted, similarity
+    worst: pd.DataFrame  # the most confident wrong matches (index: position in the input): true, predicted, similarity
 
 
 UNKNOWN = -1  # the "SKU" of a product that is not in the catalog, in evaluation frames
@@ -172,7 +172,7 @@ def evaluate(true: Sequence[int | None], predicted: Sequence[int | None], simila
     worst = frame[(frame["best"] != frame["true"]) & (frame["best"] != UNKNOWN) & (frame["predicted"] != UNKNOWN)] \
         .sort_values("similarity", ascending=False)[["true", "predicted", "similarity"]]
     return Evaluation(float(frame["correct"].mean()) if len(frame) else 0.0, pd.DataFrame(per_sku), confusion,
-                      worst.reset_index(drop=True))
+                      worst)
 
 
 # ---------------------------------------------------------------------------------------------------------------

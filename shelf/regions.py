@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-REGION_MODES = ("whole", "grid:RxC", "auto", "boxes:FILE")
 MAX_GRID = 30
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ def corrections_from_edits(queue: pd.DataFrame, chosen: Sequence) -> dict[int, t
     return changes
 
 
-def photo_for_thumbnails(file: str, sha256: str, width: int) -> tuple[Image.Image, float] | None:
+def photo_for_thumbnails(file: str, width: int) -> tuple[Image.Image, float] | None:
     """The stored photo, decoded small enough for thumbnails; with the factor from stored to decoded pixels."""
     path = config.data_dir() / file
     try:
@@ -84,7 +83,3 @@ def thumbnail_uri(image: Image.Image, scale: float, box: tuple[int, int, int, in
     buffer = io.BytesIO()
     crop.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def date_text(value) -> str:
-    return value.isoformat() if isinstance(value, dt.date) else ""

@@ -195,9 +195,9 @@ def colour_mode_picker() -> str:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _photo_for_thumbnails(file: str, sha256: str, width: int):
+def _photo_for_thumbnails(file: str, sha256: str, width: int):  # sha256: part of the cache key
     from shelf.review import photo_for_thumbnails
-    return photo_for_thumbnails(file, sha256, width)
+    return photo_for_thumbnails(file, width)
 
 
 def thumbnails(rows: pd.DataFrame) -> list[str | None]:

@@ -81,6 +81,7 @@ def test_evaluation_math_by_hand():
     confusion = {(t, p): c for t, p, c in report.confusion.itertuples(index=False)}
     assert confusion == {(1, 1): 1, (1, 2): 1, (2, 2): 1, (2, UNKNOWN): 1, (UNKNOWN, 1): 1}
     assert report.worst.iloc[0].tolist() == [1, 2, 0.95]  # the most confident mistake first
+    assert report.worst.index[0] == 1  # its position in the input, to find its photo
 
 
 # --- generated products, real embeddings (untrained weights) ------------------------------------------------
