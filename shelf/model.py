@@ -25,6 +25,7 @@ from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from shelf import config
 from shelf.files import write_atomically
+from shelf.labels import IMAGENET_CLASSES
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 OFFICIAL_FILENAME = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
@@ -32,7 +33,7 @@ OFFICIAL_HASH_PREFIX = OFFICIAL_FILENAME.split("-")[1].split(".")[0]  # f37072fd
 IMPORTED_FILENAME = "imported-resnet18.pth"
 MAX_WEIGHTS_BYTES = 200 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 20
-CATEGORIES: tuple[str, ...] = tuple(IMAGENET_WEIGHTS.meta["categories"])
+CATEGORIES: tuple[str, ...] = IMAGENET_CLASSES  # the weights' meta["categories"], as data (a test checks)
 
 HOW_TO_GET_WEIGHTS = (
     "Shelf needs the ImageNet ResNet-18 weights file `resnet18-f37072fd.pth` (45 MB). Either:\n"

@@ -9,7 +9,7 @@ import torch
 
 from shelf import catalog, store
 from shelf.catalog import UNKNOWN, build_index, evaluate, known_unknown_f1, leave_one_out, match, suggest_threshold
-from shelf.detections import load_detections
+from tests.reference import load_detections
 from shelf.pipeline import Upload, recognize
 from shelf.tally import tally
 from tests.conftest import image_bytes
