@@ -266,6 +266,48 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
     return photo_id, True
 
 
+def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
+                    matches: Sequence[tuple[int | None, float]] | None = None) -> None:
+    """A photo recognised again (other regions, crop or catalog): the new run's regions count from now on; the
+    previous ones stay, inactive, with their corrections, as history."""
+    if len(boxes) != len(results) or (matches is not None and len(matches) != len(results)):
+        raise ValueError("one classification (and one match) per region is required")
+    with write_transaction(engine) as conn:
+        with rollup.changing(conn, regions.c.photo_id == photo_id):
+            conn.execute(regions.update().where(regions.c.photo_id == photo_id, regions.c.active)
+                         .values(active=False))
+            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results)
+
+
+def set_photo_context(engine: Engine, photo_id: int, context: Context) -> None:
+    """Correct where and when a stored photo was taken; its regions move in the tallies with it."""
+    context = context.cleaned()
+    with write_transaction(engine) as conn:
+        with rollup.changing(conn, regions.c.photo_id == photo_id):
+            updated = conn.execute(photos.update().where(photos.c.id == photo_id).values(
+                store=context.store, aisle=context.aisle, captured_on=context.captured_on,
+                day=day_number(context.captured_on))).rowcount
+    if not updated:
+        raise ValueError(f"no such photo: {photo_id}")
+
+
+def delete_photo(engine: Engine, photo_id: int) -> str:
+    """Delete a photo with its regions, predictions and corrections, and its file unless a SKU reference shares
+    it. Returns the photo's name."""
+    with write_transaction(engine) as conn:
+        row = conn.execute(sa.select(photos.c.name, photos.c.file, photos.c.sha256)
+                           .where(photos.c.id == photo_id)).one_or_none()
+        if row is None:
+            raise ValueError(f"no such photo: {photo_id}")
+        with rollup.changing(conn, regions.c.photo_id == photo_id):
+            conn.execute(photos.delete().where(photos.c.id == photo_id))  # regions and the rest cascade
+        shared = conn.execute(sa.select(sa.func.count()).select_from(sku_references)
+                              .where(sku_references.c.file == row.file)).scalar_one()
+    if not shared:
+        (config.data_dir() / row.file).unlink(missing_ok=True)
+    return row.name
+
+
 def region_embeddings_of(engine: Engine, photo_id: int) -> np.ndarray:
     """The stored embeddings of a photo's regions, in region order, as float32."""
     query = (sa.select(region_embeddings.c.embedding).select_from(region_embeddings.join(regions))

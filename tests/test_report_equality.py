@@ -13,11 +13,19 @@ from hypothesis import strategies as st
 
 from shelf import catalog, categories, report, store
 from shelf.labels import IMAGENET_CLASSES, RETAIL_CATEGORIES
+from shelf.regions import Box
 from shelf.report import ReviewFilter
 from shelf.schema import THRESHOLD_STEPS
-from shelf.tally import GROUPINGS, TallyFilter, counted, filter_detections, in_confidence_range, tally
+from shelf.tally import (
+    GROUPINGS,
+    TallyFilter,
+    counted,
+    filter_detections,
+    in_confidence_range,
+    tally,
+)
 from tests.conftest import POSTGRES_URL, require_service
-from tests.factory import TEST_RUN, add_photo
+from tests.factory import TEST_RUN, add_photo, result
 from tests.reference import load_detections, review_queue
 
 CLASSES = [440, 737, 931, 134, 517, 1]
@@ -41,11 +49,18 @@ def stores(draw):
     edits = draw(st.dictionaries(st.sampled_from(CLASSES), st.sampled_from(RETAIL_CATEGORIES), max_size=3))
     rematch = draw(st.lists(st.tuples(st.integers(0, n_regions - 1), st.sampled_from([None, 0, 1])), max_size=4))
     remove_sku = draw(st.booleans())
-    return photos, corrections, edits, rematch, remove_sku
+    n_photos = len(photos)
+    photo_changes = draw(st.lists(st.one_of(
+        st.tuples(st.just("edit"), st.integers(0, n_photos - 1), st.sampled_from(STORES), st.sampled_from(AISLES),
+                  st.sampled_from(DATES)),
+        st.tuples(st.just("again"), st.integers(0, n_photos - 1),
+                  st.lists(st.tuples(st.sampled_from(CLASSES), probabilities), min_size=1, max_size=4)),
+        st.tuples(st.just("delete"), st.integers(0, n_photos - 1))), max_size=3))
+    return photos, corrections, edits, rematch, remove_sku, photo_changes
 
 
 def build(engine, recipe) -> None:
-    photos, corrections, edits, rematch, remove_sku = recipe
+    photos, corrections, edits, rematch, remove_sku, photo_changes = recipe
     run_id = store.create_run(engine, TEST_RUN)
     sku_ids = [catalog.add_sku(engine, "Cola", "Fizzy", "Beverages"), catalog.add_sku(engine, "Crisps", "Crunch",
                                                                                       "Snacks & packaged food")]
@@ -62,6 +77,21 @@ def build(engine, recipe) -> None:
         store.set_sku_matches(engine, [(ids[r], None if s is None else sku_ids[s], 0.7) for r, s in rematch])
     if remove_sku:
         catalog.remove_sku(engine, sku_ids[0])
+    with engine.connect() as conn:
+        photo_ids = conn.execute(sa.select(store.photos.c.id).order_by(store.photos.c.id)).scalars().all()
+    deleted = set()
+    for change in photo_changes:  # a photo's context corrected, recognised again, or deleted
+        photo_id = photo_ids[change[1]]
+        if photo_id in deleted:
+            continue
+        if change[0] == "edit":
+            store.set_photo_context(engine, photo_id, store.Context(*change[2:]))
+        elif change[0] == "again":
+            boxes = [Box(0, 0, 10, 10)] * len(change[2])
+            store.replace_regions(engine, photo_id, run_id, boxes, [result(c, p) for c, p in change[2]])
+        else:
+            store.delete_photo(engine, photo_id)
+            deleted.add(photo_id)
 
 
 queries = st.tuples(
@@ -111,8 +141,9 @@ def check(engine, queries_):
     columns = ["region_id", "class_index", "label", "category", "corrected", "sku", "brand", "top_k", "reviewer",
                "predicted_class_index", "store", "aisle"]
     if len(detections):
-        pd.testing.assert_frame_equal(exported[columns].reset_index(drop=True).fillna(""),
-                                      detections[columns].reset_index(drop=True).fillna(""), check_dtype=False)
+        pd.testing.assert_frame_equal(exported[columns].reset_index(drop=True).fillna(""),  # in region order
+                                      detections[columns].sort_values("region_id").reset_index(drop=True).fillna(""),
+                                      check_dtype=False)
 
 
 def fresh_engine(url: str):
