@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 import torchvision
 
-from shelf import config, model, store, ui
+from shelf import config, model, report, store, ui
 
 ui.use_router()
 st.title("Shelf")
@@ -107,10 +107,11 @@ with st.expander("Import a weights file", expanded=loaded is None):
 
 st.header("Store")
 engine = ui.store()
-counts = store.counts(engine)
+counts = report.overview(engine)
 url = sa.engine.make_url(config.database_url()).render_as_string(hide_password=True)
 st.caption(f"Database `{url}` · data folder `{config.data_dir()}` · process {os.getpid()}")
-c1, c2, c3 = st.columns(3)
-c1.metric("Photos", counts["photos"])
-c2.metric("Regions", counts["regions"])
-c3.metric("Recognition runs", counts["runs"])
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Photos", f"{counts.photos:,}")
+c2.metric("Regions", f"{counts.regions:,}", help="Current product regions: what the tallies count.")
+c3.metric("Corrected by reviewers", f"{counts.corrected:,}")
+c4.metric("Recognition runs", f"{counts.runs:,}")

@@ -60,6 +60,24 @@ def facets(engine: Engine) -> Facets:
     return Facets(stores, aisles, first, last, count)
 
 
+@dataclass(frozen=True)
+class Overview:
+    photos: int
+    regions: int  # current product regions (what tallies count)
+    corrected: int
+    runs: int
+
+
+def overview(engine: Engine) -> Overview:
+    """The store at a glance, at the same cost whatever its size (photos by index, regions from a rollup)."""
+    with engine.connect() as conn:
+        cells = _Cells(conn, TallyFilter())
+        sums = conn.execute(cells.select({}, cells.measures(0.0))).mappings().one()
+        n_photos, n_runs = (conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                            for table in (photos, runs))
+    return Overview(n_photos, int(sums["regions"] or 0), int(sums["corrected"] or 0), n_runs)
+
+
 def _dated_range(conn: Connection) -> tuple[dt.date | None, dt.date | None]:
     dated = photos.c.day > 0
     first = conn.execute(sa.select(sa.func.min(photos.c.day)).where(dated)).scalar()
