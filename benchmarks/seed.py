@@ -99,6 +99,8 @@ def _copy_binary(conn, table: str, columns: list[str], types: list[str], rows) -
 def _write_chunk(conn, a: dict, run_id: int, rng) -> None:
     n = a["id"].size
     embeddings = rng.standard_normal((n, 512), dtype=np.float32).astype("<f2")
+    photo_ids, starts = np.unique(a["photo_id"], return_index=True)
+    per_photo = np.split(embeddings, starts[1:])  # one row of N × 512 float16 per photo, as the store writes
     second, third = (a["predicted"] + 1) % 1000, (a["predicted"] + 2) % 1000
     if conn.dialect.name == "postgresql":
         text = io.StringIO()
@@ -115,16 +117,16 @@ def _write_chunk(conn, a: dict, run_id: int, rng) -> None:
         lines = [f"{i}\t1\t{pc}\t{pr!r}\n{i}\t2\t{b}\t{(1 - pr) * 0.6!r}\n{i}\t3\t{c}\t{(1 - pr) * 0.3!r}\n"
                  for i, pc, pr, b, c in zip(a["id"], a["predicted"], a["probability"].tolist(), second, third)]
         _copy_text(conn, "predictions", ["region_id", "rank", "class_index", "probability"], lines)
-        _copy_binary(conn, "region_embeddings", ["region_id", "embedding"], ["int4", "bytea"],
-                     ((int(i), e.tobytes()) for i, e in zip(a["id"], embeddings)))
+        _copy_binary(conn, "embeddings", ["photo_id", "run_id", "vectors"], ["int4", "int4", "bytea"],
+                     ((int(p), run_id, e.tobytes()) for p, e in zip(photo_ids, per_photo)))
         return
     conn.execute(store.regions.insert(), _region_dicts(a, run_id))
     conn.execute(store.predictions.insert(), [
         {"region_id": int(i), "rank": rank, "class_index": int(c), "probability": float(p)}
         for i, pc, pr, b, c3 in zip(a["id"], a["predicted"], a["probability"], second, third)
         for rank, c, p in ((1, pc, pr), (2, b, (1 - pr) * 0.6), (3, c3, (1 - pr) * 0.3))])
-    conn.execute(store.region_embeddings.insert(), [{"region_id": int(i), "embedding": e.tobytes()}
-                                                    for i, e in zip(a["id"], embeddings)])
+    conn.execute(store.embeddings.insert(), [{"photo_id": int(p), "run_id": run_id, "vectors": e.tobytes()}
+                                             for p, e in zip(photo_ids, per_photo)])
 
 
 def _corrections(conn, a: dict) -> None:
@@ -149,6 +151,9 @@ def seed(url: str, n_photos: int, per_photo: int = 40, report=print) -> float:
         conn.execute(store.skus.insert(), [{"id": k, "name": f"SKU {k:03d}", "brand": f"Brand {k % 40:02d}",
                                             "category": default_map()[int(shelf_classes[k % len(shelf_classes)])],
                                             "created_at": store.utc_now()} for k in range(1, 301)])
+    with store.write_transaction(engine) as conn:  # a bulk load builds secondary indexes once, at the end
+        for index in store.regions.indexes:
+            index.drop(conn)
     for first in range(0, n_photos, CHUNK_PHOTOS):
         count = min(CHUNK_PHOTOS, n_photos - first)
         a = _region_arrays(rng, first, count, per_photo, assortments, shelf_classes)
@@ -163,6 +168,8 @@ def seed(url: str, n_photos: int, per_photo: int = 40, report=print) -> float:
             for table in ("photos", "regions", "skus"):  # explicit ids above: move the sequences past them
                 conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                      f"(SELECT max(id) FROM {table}))")
+        for index in store.regions.indexes:
+            index.create(conn)
         rollup.rebuild(conn)
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -123,16 +123,17 @@ def storage(url: str) -> dict:
     engine = store.open_store(url)
     with engine.connect() as conn:
         regions = conn.execute(sa.select(sa.func.count()).select_from(store.regions)).scalar_one()
-        rollups = {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in ROLLUPS}
+        rollups = {g.table.name: conn.execute(sa.select(sa.func.count()).select_from(g.table)).scalar_one()
+                   for g in ROLLUPS}
         if engine.dialect.name == "postgresql":
             per_region = sum(conn.execute(sa.text(f"SELECT pg_total_relation_size('{t}')")).scalar_one()
-                             for t in ("regions", "predictions", "region_embeddings")) / regions
+                             for t in ("regions", "predictions", "embeddings")) / regions
             total = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
         else:
             total = Path(engine.url.database).stat().st_size
             per_region = sum(conn.exec_driver_sql(f"SELECT sum(pgsize) FROM dbstat WHERE name IN (SELECT name "
                                                   f"FROM sqlite_master WHERE tbl_name = '{t}')").scalar_one() or 0
-                             for t in ("regions", "predictions", "region_embeddings")) / regions \
+                             for t in ("regions", "predictions", "embeddings")) / regions \
                 if _has_dbstat(conn) else total / regions
     return {"regions": regions, "bytes per region": per_region, "database bytes": total, "rollup rows": rollups}
 

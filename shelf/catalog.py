@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shelf import config, store
+from shelf import config, rollup, store
 from shelf.categories import RETAIL_CATEGORIES
 from shelf.images import ImageError, decode_image
 from shelf.model import LoadedModel
@@ -324,19 +324,31 @@ def set_threshold(engine: Engine, threshold: float) -> None:
 
 
 def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: str, threshold: float,
-                         method: str = "knn") -> int:
-    """(Re)match every stored region whose embedding came from these weights. Returns how many were matched."""
-    query = (sa.select(store.regions.c.id, store.region_embeddings.c.embedding)
-             .select_from(store.regions.join(store.region_embeddings).join(store.runs))
-             .where(store.runs.c.weights_sha256 == weights_sha256).order_by(store.regions.c.id))
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    if not rows:
-        return 0
-    found = match(index, store.embedding_array([r.embedding for r in rows]), threshold, method)
-    store.set_sku_matches(engine, [(r.id, sku, float(similarity))
-                                   for r, sku, similarity in zip(rows, found.sku_ids, found.similarity)])
-    return len(rows)
+                         method: str = "knn", photos_per_chunk: int = 2_000) -> int:
+    """(Re)match every current region whose embedding came from these weights, a chunk of photos at a time (a
+    chain's store does not fit in memory as float32). Returns how many were matched."""
+    embeddings, regions, runs = store.embeddings, store.regions, store.runs
+    query = (sa.select(embeddings.c.photo_id, embeddings.c.run_id, embeddings.c.vectors)
+             .select_from(embeddings.join(runs)).where(runs.c.weights_sha256 == weights_sha256)
+             .order_by(embeddings.c.photo_id, embeddings.c.run_id))
+    matched = 0
+    with store.write_transaction(engine) as conn:
+        result = conn.execute(query.execution_options(yield_per=photos_per_chunk))
+        for chunk in result.partitions():
+            keys = [(r.photo_id, r.run_id) for r in chunk]
+            ids = conn.execute(sa.select(regions.c.id, regions.c.photo_id, regions.c.run_id, regions.c.position)
+                               .where(sa.tuple_(regions.c.photo_id, regions.c.run_id).in_(keys), regions.c.active)
+                               ).all()
+            vectors = {(r.photo_id, r.run_id): store.embedding_array(r.vectors) for r in chunk}
+            if not ids:
+                continue
+            found = match(index, np.stack([vectors[(r.photo_id, r.run_id)][r.position] for r in ids]), threshold,
+                          method)
+            store.record_sku_matches(conn, [(r.id, sku, float(similarity))
+                                            for r, sku, similarity in zip(ids, found.sku_ids, found.similarity)])
+            matched += len(ids)
+        rollup.rebuild(conn)
+    return matched
 
 
 # ---------------------------------------------------------------------------------------------------------------

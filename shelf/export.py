@@ -42,10 +42,15 @@ def inert(value):
 
 
 def inert_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """`inert` on every text cell and header, vectorised per column."""
     safe = frame.copy()
     for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(inert)
+        values = safe[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            text = values.map(lambda v: v if isinstance(v, str) else "") if values.dtype == object else values
+            risky = text.str.startswith(FORMULA_PREFIXES).fillna(False).astype(bool)
+            if risky.any():
+                safe[column] = values.where(~risky, "'" + text)
     safe.columns = [inert(str(c)) for c in safe.columns]
     return safe
 

@@ -2,20 +2,22 @@
 
 Version 1 was the first schema; version 2 lays the store out for chain scale (shelf.schema's docstring): region rows
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
-predictions lose their surrogate id and redundant label; the SKU match table folds into regions; rollups are built.
+predictions lose their surrogate id and redundant label; the SKU match table folds into regions. shelf.store.migrate
+builds the rollups once the steps are done.
 """
 from __future__ import annotations
+
+import itertools
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from shelf import rollup
 from shelf.schema import (
     THRESHOLD_STEPS,
+    embeddings,
     metadata,
     photos,
     predictions,
-    region_embeddings,
     regions,
     schema_version,
 )
@@ -74,12 +76,14 @@ def _to_v2(conn: Connection) -> None:
         sku_similarity=match.with_only_columns(matches.c.similarity).scalar_subquery()))
     conn.exec_driver_sql("DROP TABLE sku_matches")
 
-    old_embeddings = sa.table("regions", sa.column("id"), sa.column("embedding"))
-    result = conn.execute(sa.select(old_embeddings.c.id, old_embeddings.c.embedding)
-                          .where(old_embeddings.c.embedding.is_not(None)))
-    while chunk := result.fetchmany(2000):
-        conn.execute(region_embeddings.insert(), [
-            {"region_id": i, "embedding": np.frombuffer(e, "<f4").astype(EMBEDDING_DTYPE).tobytes()} for i, e in chunk])
+    old = sa.table("regions", sa.column("photo_id"), sa.column("run_id"), sa.column("position"),
+                   sa.column("embedding"))
+    result = conn.execute(sa.select(old.c.photo_id, old.c.run_id, old.c.embedding)
+                          .where(old.c.embedding.is_not(None)).order_by(old.c.photo_id, old.c.run_id, old.c.position))
+    for (photo_id, run_id), group in itertools.groupby(result, key=lambda r: (r.photo_id, r.run_id)):
+        vectors = np.stack([np.frombuffer(r.embedding, "<f4") for r in group])
+        conn.execute(embeddings.insert().values(photo_id=photo_id, run_id=run_id,
+                                                vectors=vectors.astype(EMBEDDING_DTYPE).tobytes()))
     conn.exec_driver_sql("ALTER TABLE regions DROP COLUMN embedding")
 
     conn.exec_driver_sql("CREATE TABLE predictions_v1 AS SELECT region_id, rank, class_index, probability "
@@ -93,7 +97,6 @@ def _to_v2(conn: Connection) -> None:
         for index in table.indexes:
             if not any(i["name"] == index.name for i in sa.inspect(conn).get_indexes(table.name)):
                 index.create(conn)
-    rollup.rebuild(conn)
 
 
 MIGRATIONS = {2: _to_v2}

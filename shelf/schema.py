@@ -4,13 +4,14 @@ Laid out for a chain's volume (millions of regions a month):
 - a region row carries what tallies need: its top-1 prediction and confidence bin, its *effective* label (the newest
   correction, else the model's top-1; updated in the same transaction as a correction) and its SKU match, so no
   query needs a window function or the corrections history;
-- embeddings (float16) live in their own table, so scans of regions stay narrow;
+- embeddings (float16) live in their own table, one row per photo and run, so scans of regions stay narrow;
 - rollup tables (`tally_*`) hold count, sum and min of confidence per (context, class, SKU, corrected, bin) and are
   kept in step on every write (shelf.rollup). Tallies, charts and the review count read them, never the regions.
 """
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -86,11 +87,14 @@ regions = sa.Table(
              sqlite_where=sa.text("sku_id IS NOT NULL")),
 )
 
-region_embeddings = sa.Table(
-    "region_embeddings", metadata,  # 512 float16, little-endian: for catalog matching, which tolerates fp16
-    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True,
+embeddings = sa.Table(
+    "embeddings", metadata,  # the embeddings of one run's regions of a photo, in position order: N × 512 float16
+    # (little-endian). One row per photo and run, not per region: a 1 KB value per row would cost PostgreSQL ~15 %
+    # in page and index overhead. float16: catalog matching tolerates it (tests compare it with float32).
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True,
               autoincrement=False),
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True, autoincrement=False),
+    sa.Column("vectors", sa.LargeBinary, nullable=False),
 )
 
 predictions = sa.Table(
@@ -178,35 +182,54 @@ def threshold_step(threshold: float) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Rollups: the same measures at several grains; a query reads the smallest grain that has every dimension it
-# filters or groups by. `dated` (day > 0) stands in for `day` when a date range covers every dated photo.
+# Rollups: count, sum and min of top-1 confidence per cell, at several grains. A *class* grain keys cells by
+# (context, class_index, sku_key, corrected, bin); a *category* grain by (context, category, corrected, bin) — eight
+# categories instead of ~1000 class × SKU pairs, so the charts' queries read tens of thousands of rows at 10 M
+# regions. A query reads the first grain (in ROLLUPS order) that has every dimension it filters or groups by, else
+# the regions themselves. `dated` (day > 0) stands in for `day` when a date range covers every dated photo.
 
-ROLLUP_KEYS = ("class_index", "sku_key", "corrected", "bin")  # in every grain
+CLASS_KEYS = ("class_index", "sku_key", "corrected", "bin")
+CATEGORY_KEYS = ("category", "corrected", "bin")
 ROLLUP_MEASURES = ("n", "sum_p", "min_p")
-
-
-def _rollup(name: str, *context: str) -> sa.Table:
-    types = {"day": sa.Integer, "dated": sa.Boolean, "store": sa.String(100), "aisle": sa.String(100)}
-    return sa.Table(
-        name, metadata,
-        *(sa.Column(dim, types[dim], primary_key=True, autoincrement=False) for dim in context),
-        sa.Column("class_index", sa.SmallInteger, primary_key=True, autoincrement=False),
-        sa.Column("sku_key", sa.Integer, primary_key=True, autoincrement=False),  # SKU id; 0 unknown; -1 unmatched
-        sa.Column("corrected", sa.Boolean, primary_key=True, autoincrement=False),
-        sa.Column("bin", sa.SmallInteger, primary_key=True, autoincrement=False),
-        sa.Column("n", sa.Integer, nullable=False),
-        sa.Column("sum_p", sa.Float, nullable=False),
-        sa.Column("min_p", sa.Float, nullable=False),
-    )
-
-
-ROLLUPS = (  # in order of preference (expected size, smallest first)
-    _rollup("tally_by_place", "dated", "store", "aisle"),
-    _rollup("tally_by_date", "day"),
-    _rollup("tally_by_day_and_place", "day", "store", "aisle"),
-)
 UNKNOWN_SKU_KEY, NOT_MATCHED_SKU_KEY = 0, -1
+_TYPES = {"day": sa.Integer, "dated": sa.Boolean, "store": sa.String(100), "aisle": sa.String(100),
+          "class_index": sa.SmallInteger, "sku_key": sa.Integer,  # a SKU id; 0 Unknown; -1 never matched
+          "category": sa.String(60), "corrected": sa.Boolean, "bin": sa.SmallInteger}
 
 
-def rollup_context(table: sa.Table) -> tuple[str, ...]:
-    return tuple(c.name for c in table.primary_key.columns if c.name not in ROLLUP_KEYS)
+@dataclass(frozen=True)
+class Grain:
+    table: sa.Table
+    context: tuple[str, ...]  # day | dated, store, aisle
+    keys: tuple[str, ...]  # CLASS_KEYS or CATEGORY_KEYS
+
+    @property
+    def by_category(self) -> bool:
+        return self.keys == CATEGORY_KEYS
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.context + self.keys
+
+    @property
+    def dimensions(self) -> set[str]:
+        """What a query can filter or group by on this grain."""
+        names = set(self.context) | ({"dated"} if "day" in self.context else set())
+        return names | ({"category"} if self.by_category else {"class_index", "sku_key", "category"})
+
+
+def _grain(name: str, context: tuple[str, ...], keys: tuple[str, ...]) -> Grain:
+    table = sa.Table(name, metadata,
+                     *(sa.Column(c, _TYPES[c], primary_key=True, autoincrement=False) for c in context + keys),
+                     sa.Column("n", sa.Integer, nullable=False), sa.Column("sum_p", sa.Float, nullable=False),
+                     sa.Column("min_p", sa.Float, nullable=False))
+    return Grain(table, context, keys)
+
+
+ROLLUPS = (  # in order of preference: smallest expected first
+    _grain("tally_day_categories", ("day",), CATEGORY_KEYS),
+    _grain("tally_place_categories", ("store", "aisle", "dated"), CATEGORY_KEYS),
+    _grain("tally_classes", ("dated",), CLASS_KEYS),
+    _grain("tally_day_classes", ("day",), CLASS_KEYS),
+    _grain("tally_place_classes", ("store", "aisle", "dated"), CLASS_KEYS),
+)

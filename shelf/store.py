@@ -31,11 +31,11 @@ from shelf.schema import (  # noqa: F401  (re-exported: callers use store.photos
     class_categories,
     confidence_bin,
     corrections,
+    embeddings,
     metadata,
     photos,
     predictions,
     reference_embeddings,
-    region_embeddings,
     regions,
     runs,
     schema_version,
@@ -138,6 +138,8 @@ def migrate(conn: Connection) -> int:
     for version in steps:
         conn.execute(schema_version.insert().values(version=version, applied_at=utc_now()))
     _sync_class_categories(conn)
+    if current and current < SCHEMA_VERSION:
+        rollup.rebuild(conn)
     return SCHEMA_VERSION
 
 
@@ -150,6 +152,7 @@ def _sync_class_categories(conn: Connection) -> None:
     if stale:
         conn.execute(class_categories.delete().where(class_categories.c.class_index.in_(stale)))
         conn.execute(class_categories.insert(), [{"class_index": i, "category": wanted[i]} for i in stale])
+        rollup.recategorise(conn)
 
 
 @contextmanager
@@ -188,16 +191,17 @@ def keep_photo_bytes(data: bytes, relative: Path) -> None:
         write_atomically(data, target)
 
 
-def embedding_bytes(embedding) -> bytes:
-    vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
-    return vector.astype(EMBEDDING_DTYPE).tobytes()
+EMBEDDING_SIZE = 512
 
 
-def embedding_array(blobs: Sequence[bytes]) -> np.ndarray:
-    """Stored embeddings → (N, 512) float32."""
-    if not blobs:
-        return np.zeros((0, 512), np.float32)
-    return np.stack([np.frombuffer(b, dtype=EMBEDDING_DTYPE) for b in blobs]).astype(np.float32)
+def embedding_bytes(vectors) -> bytes:
+    """(N, 512) or (512,) float embeddings → the stored float16 bytes."""
+    return np.asarray(vectors, dtype=np.float32).astype(EMBEDDING_DTYPE).tobytes()
+
+
+def embedding_array(blob: bytes) -> np.ndarray:
+    """Stored bytes → (N, 512) float32."""
+    return np.frombuffer(blob, dtype=EMBEDDING_DTYPE).reshape(-1, EMBEDDING_SIZE).astype(np.float32)
 
 
 def region_rows(photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
@@ -224,8 +228,9 @@ def insert_regions(conn: Connection, rows: Sequence[dict], results: Sequence) ->
     conn.execute(predictions.insert(), [{"region_id": region_id, "rank": p.rank, "class_index": p.class_index,
                                          "probability": p.probability}
                                         for region_id, result in zip(ids, results) for p in result.predictions])
-    conn.execute(region_embeddings.insert(), [{"region_id": region_id, "embedding": embedding_bytes(r.embedding)}
-                                              for region_id, r in zip(ids, results)])
+    first = rows[0]
+    conn.execute(embeddings.insert().values(photo_id=first["photo_id"], run_id=first["run_id"], vectors=embedding_bytes(
+        np.stack([np.asarray(r.embedding, dtype=np.float32) for r in results]))))
     return ids
 
 
@@ -309,11 +314,13 @@ def delete_photo(engine: Engine, photo_id: int) -> str:
 
 
 def region_embeddings_of(engine: Engine, photo_id: int) -> np.ndarray:
-    """The stored embeddings of a photo's regions, in region order, as float32."""
-    query = (sa.select(region_embeddings.c.embedding).select_from(region_embeddings.join(regions))
-             .where(regions.c.photo_id == photo_id).order_by(regions.c.position))
+    """The stored embeddings of a photo's current regions, in region order, as float32."""
+    query = (sa.select(embeddings.c.vectors).select_from(embeddings)
+             .where(embeddings.c.photo_id == photo_id, embeddings.c.run_id.in_(
+                 sa.select(regions.c.run_id).where(regions.c.photo_id == photo_id, regions.c.active))))
     with engine.connect() as conn:
-        return embedding_array(conn.execute(query).scalars().all())
+        blob = conn.execute(query).scalar_one_or_none()
+    return embedding_array(blob) if blob is not None else np.zeros((0, EMBEDDING_SIZE), np.float32)
 
 
 PREDICTION_COLUMNS = ["photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on",
@@ -398,25 +405,26 @@ def sku_match_frame(engine: Engine) -> pd.DataFrame:
                                                                 "sku_category", "sku_similarity"])
 
 
+def record_sku_matches(conn: Connection, matches: Sequence[tuple[int, int | None, float]]) -> None:
+    """Write catalog matches (region_id, sku_id or None, similarity) without touching the rollups: for bulk
+    re-matching, which rebuilds them once at the end."""
+    conn.execute(regions.update().where(regions.c.id == sa.bindparam("rid"))
+                 .values(sku_id=sa.bindparam("sku"), sku_similarity=sa.bindparam("similarity")),
+                 [{"rid": r, "sku": s, "similarity": float(x)} for r, s, x in matches])
+
+
 def set_sku_matches(engine: Engine, matches: Sequence[tuple[int, int | None, float]]) -> None:
     """Record catalog matches (region_id, sku_id or None, similarity) and keep the rollups in step."""
-    ids = [m[0] for m in matches]
     with write_transaction(engine) as conn:
-        update = (regions.update().where(regions.c.id == sa.bindparam("rid"))
-                  .values(sku_id=sa.bindparam("sku"), sku_similarity=sa.bindparam("similarity")))
-        rows = [{"rid": r, "sku": s, "similarity": float(x)} for r, s, x in matches]
-        if len(ids) > rollup.MAX_KEYS_PER_REFRESH:  # a store-wide re-match: recompute the rollups once
-            conn.execute(update, rows)
-            rollup.rebuild(conn)
-            return
-        with rollup.changing(conn, regions.c.id.in_(ids)):
-            conn.execute(update, rows)
+        with rollup.changing(conn, regions.c.id.in_([m[0] for m in matches])):
+            record_sku_matches(conn, matches)
 
 
 def forget_sku(conn: Connection, sku_id: int) -> None:
     """A removed SKU's regions become Unknown (their similarity stays); the rollups follow."""
     rollup.move_sku(conn, sku_id, rollup.UNKNOWN_SKU_KEY)
     conn.execute(regions.update().where(regions.c.sku_id == sku_id).values(sku_id=None))
+    rollup.recategorise(conn)
 
 
 def category_overrides_map(engine: Engine) -> dict[int, str]:

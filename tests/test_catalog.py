@@ -123,7 +123,7 @@ def test_float16_embeddings_match_as_float32_ones_do(product_embeddings):
     refs = product_embeddings[:SKUS, :REFERENCE_VIEWS].reshape(-1, 512)
     index = build_index(refs, np.repeat(np.arange(SKUS), REFERENCE_VIEWS))
     queries = product_embeddings[:, REFERENCE_VIEWS:].reshape(-1, 512)
-    stored = store.embedding_array([store.embedding_bytes(q) for q in queries])
+    stored = store.embedding_array(store.embedding_bytes(queries))
     full, half = match(index, queries, threshold=-1.0), match(index, stored, threshold=-1.0)
     assert half.best_sku_ids == full.best_sku_ids
     assert np.abs(half.similarity - full.similarity).max() < 1e-3

@@ -88,7 +88,8 @@ def build(engine, recipe) -> None:
             store.set_photo_context(engine, photo_id, store.Context(*change[2:]))
         elif change[0] == "again":
             boxes = [Box(0, 0, 10, 10)] * len(change[2])
-            store.replace_regions(engine, photo_id, run_id, boxes, [result(c, p) for c, p in change[2]])
+            store.replace_regions(engine, photo_id, store.create_run(engine, TEST_RUN), boxes,
+                                  [result(c, p) for c, p in change[2]])
         else:
             store.delete_photo(engine, photo_id)
             deleted.add(photo_id)
