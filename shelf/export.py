@@ -31,11 +31,18 @@ def inert(value):
     return value
 
 
-def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+def inert_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells are inert: for CSV files, and for tables shown in the browser, whose toolbar can
+    download them as CSV."""
     safe = frame.copy()
     for column in safe.columns:
         if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
             safe[column] = safe[column].map(inert)
+    return safe
+
+
+def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    safe = inert_frame(frame)
     safe.columns = [inert(str(c)) for c in safe.columns]
     # CRLF as RFC 4180 says; it also makes the writer quote any cell holding a bare CR or LF.
     return safe.to_csv(index=False, float_format="%.6g", lineterminator="\r\n").encode("utf-8")

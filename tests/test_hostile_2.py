@@ -6,17 +6,23 @@ import io
 import json
 import re
 
+import pandas as pd
 import pytest
 import torch
 from torchvision.models import resnet18
 
-from shelf import model
+from shelf import export, model, store
+from shelf.boxfiles import MAX_BOXES_PER_PHOTO, BoxFileError, boxes_for_photo, parse_box_file
+from shelf.detections import load_detections
 from shelf.images import decode_image
+from shelf.pipeline import Upload, recognize
+from shelf.regions import Box
 from tests.hostile_files import (
     Entry,
     inflating_weights,
     one_colour_png,
     peak_rss_mb,
+    png_bytes,
     zip_bytes,
 )
 from tests.test_app import fresh_caches, start, texts, upload  # noqa: F401 (fresh_caches: an autouse fixture)
@@ -113,9 +119,95 @@ def test_unverified_or_broken_shelf_weights_fall_back_to_the_verified_file(verif
     assert loaded is None and status.problem.startswith(f"{broken}: not a PyTorch checkpoint")
 
 
+# -- 4. box files -------------------------------------------------------------------------------------------------
+
+
+COCO_IMAGE = {"id": 1, "file_name": "p.png", "width": 100, "height": 80}
+
+
+def _coco(annotations, images=(COCO_IMAGE,)) -> bytes:
+    return json.dumps({"images": list(images), "annotations": annotations}).encode()
+
+
+def test_deeply_nested_json_is_a_message():
+    with pytest.raises(BoxFileError, match="deep.json: nested too deeply"):
+        parse_box_file(b"[" * 100_000 + b"]" * 100_000, "deep.json")
+
+
+@pytest.mark.parametrize("bad", ["9" * 5000, str(10**400), "1e309", "-1e309"],
+                         ids=["5000-digits", "10**400", "1e309", "-1e309"])
+def test_numbers_beyond_any_float_reject_their_annotation_only(bad):
+    text = _coco([{"id": 1, "image_id": 1, "bbox": [1, 1, 5, 5]}]).decode().replace(
+        '"annotations": [', f'"annotations": [{{"id": 2, "image_id": 1, "bbox": [{bad}, 1, 5, 5]}}, ')
+    imported = parse_box_file(text.encode(), "coco.json")
+    assert imported.n_boxes == 1 and imported.n_problems == 1
+    assert imported.messages[0].startswith("coco.json, annotation 0 (id 2): bbox must be four numbers")
+
+
+def test_a_box_overflowing_to_infinity_is_rejected_by_entry():
+    imported = parse_box_file(_coco([{"id": 7, "image_id": 1, "bbox": [1e308, 0, 1e308, 5]},
+                                     {"id": 8, "image_id": 1, "bbox": [10, 10, 20, 20]}]), "coco.json")
+    assert imported.messages == [("coco.json, annotation 0 (id 7): the box reaches beyond any number "
+                                  "(x + width or y + height overflows)")]
+    assert boxes_for_photo(imported, "p.png", 100, 80)[0][0].as_tuple == (10, 10, 30, 30)
+
+
+def test_an_impossible_declared_size_rejects_its_rows_and_never_fails_the_photo():
+    csv_rows = b"p.png,1,1,5,5,object,1e-310,80\np.png,10,10,20,20,object,100,80\np.png,2,2,9,9,object,1e300,80\n"
+    imported = parse_box_file(csv_rows, "b.csv")
+    assert [m.split(": ")[0] for m in imported.messages] == ["b.csv, line 1", "b.csv, line 3"]
+    assert "declared image size" in imported.messages[0]
+    assert boxes_for_photo(imported, "p.png", 100, 80) == ([Box(10, 10, 20, 20)], [])
+    coco = parse_box_file(_coco([{"id": 1, "image_id": 1, "bbox": [1, 1, 5, 5]},
+                                 {"id": 2, "image_id": 2, "bbox": [1, 1, 5, 5]}],
+                                images=[{**COCO_IMAGE, "width": 1e-310}, {**COCO_IMAGE, "id": 2,
+                                                                           "file_name": "q.png"}]), "c.json")
+    assert coco.messages == [("c.json, image 0: declared image size 1e-310×80 is not a photo's (1 to 1,000,000 "
+                              "pixels a side); its annotations are skipped")]
+    assert boxes_for_photo(coco, "q.png", 100, 80)[0] == [Box(1, 1, 6, 6)]
+
+
+def test_far_out_boxes_scaled_by_a_declared_size_are_clipped_not_overflowed():
+    imported = parse_box_file(b"p.png,1e307,1,1.5e308,5,object,1,80\np.png,0,0,5,5,object,1,80\n", "b.csv")
+    boxes, messages = boxes_for_photo(imported, "p.png", 100, 80)  # ×100 would overflow to infinity
+    assert boxes == [Box(0, 0, 100, 5)] and messages == ["b.csv, line 1: box lies outside the 100×80 photo"]
+
+
+def test_the_boxes_per_photo_cap_applies_while_parsing():
+    imported = parse_box_file(b"0 0.5 0.5 0.1 0.1\n" * 1_000_000, "p.txt")
+    assert imported.n_boxes == MAX_BOXES_PER_PHOTO
+    boxes, messages = boxes_for_photo(imported, "p.jpg", 100, 100)
+    assert len(boxes) == MAX_BOXES_PER_PHOTO
+    assert messages == [f"p.txt: 1000000 boxes for p.jpg; only the first {MAX_BOXES_PER_PHOTO} are used"]
+
+
 # -- 5. Pillow's pixel limit is Shelf's ---------------------------------------------------------------------------
 
 
 def test_a_108_megapixel_photo_decodes():
     decoded = decode_image(one_colour_png(12000, 9000), "phone-108mp.png")
     assert decoded.image.size == (12000, 9000)
+
+
+# -- 6. formula cells in the tables' own CSV download -------------------------------------------------------------
+
+
+FORMULAS = ['=HYPERLINK("http://x","click")', "+SUM(1,2)", "=1+2", "@cmd", "-2+3"]
+
+
+def _formula_cells(frame: pd.DataFrame) -> list[str]:
+    return [v for column in frame.columns for v in frame[column] if isinstance(v, str)
+            and v.startswith(export.FORMULA_PREFIXES)]
+
+
+def test_the_sku110k_export_reimports_names_that_start_like_formulas(loaded, engine):
+    uploads = [Upload(name, png_bytes((90, 60), (i * 40, 80, 120))) for i, name in
+               enumerate(["=cmd.png", "+1.png", "-x.png", "@y.png", "plain.png"])]
+    recognize(loaded, engine, uploads, store.Context(), region_mode="grid:1x2")
+    detections = load_detections(engine)
+    data = export.sku110k_csv(detections)
+    assert b"'=cmd.png" in data  # the export stays inert …
+    imported = parse_box_file(data, "export.csv")
+    for upload_ in uploads:  # … and its own file still finds every photo's boxes
+        boxes, messages = boxes_for_photo(imported, upload_.name, 90, 60)
+        assert messages == [] and sorted(b.as_tuple for b in boxes) == [(0, 0, 45, 60), (45, 0, 90, 60)]
