@@ -5,20 +5,22 @@ import hashlib
 import io
 import json
 import re
+import zipfile
 
 import pandas as pd
 import pytest
 import torch
 from torchvision.models import resnet18
 
-from shelf import export, model, store
+from shelf import catalog, export, model, store
 from shelf.boxfiles import MAX_BOXES_PER_PHOTO, BoxFileError, boxes_for_photo, parse_box_file
 from shelf.detections import load_detections
-from shelf.images import decode_image
+from shelf.images import ImageError, decode_image
 from shelf.pipeline import Upload, recognize
 from shelf.regions import Box
 from tests.hostile_files import (
     Entry,
+    deflated_zeros,
     inflating_weights,
     one_colour_png,
     peak_rss_mb,
@@ -34,6 +36,65 @@ MEMORY_BOUND_MB = 1536  # the acceptance bound for the zip and weights bombs
 def eager(monkeypatch):
     """AppTests here do not need the ONNX conversion; eager fp32 spares its time."""
     monkeypatch.setenv("SHELF_BACKEND", "eager")
+
+
+# -- 1. catalog zip evaluation ----------------------------------------------------------------------------------
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_of_huge_one_colour_photos_is_evaluated_one_at_a_time(tmp_path, weights_file):
+    big = one_colour_png(9400, 9400)  # 88 MP: 350 MB decoded, 280 kB in the zip
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(_zip({f"Cola/{i}.png": big for i in range(6)}))
+    peak, out = peak_rss_mb(f"""
+from pathlib import Path
+from shelf import catalog, model
+from shelf.store import open_store
+state, info = model.read_weights_file(Path({str(weights_file)!r}), "SHELF_WEIGHTS")
+loaded = model.build_model(state, info)
+items, problems = catalog.labelled_from_zip(Path({str(bomb)!r}).read_bytes(), "bomb.zip")
+evaluation, names, more = catalog.evaluate_labelled(open_store(), loaded, items, 0.5)
+print("EVALUATED", int(evaluation.per_sku["support"].sum()), problems + more)
+""")
+    assert "EVALUATED 6 []" in out
+    assert peak <= MEMORY_BOUND_MB, f"peak {peak:.0f} MB"
+
+
+def test_an_evaluation_stops_at_its_pixel_budget(engine, loaded, monkeypatch):
+    monkeypatch.setattr(catalog, "MAX_LABELLED_PIXELS", 3000)  # two 48×36 photos
+    items, _ = catalog.labelled_from_zip(_zip({f"Cola/{i}.png": png_bytes(colour=(i, 9, 9)) for i in range(4)}))
+    evaluation, _, problems = catalog.evaluate_labelled(engine, loaded, items, 0.5)
+    assert evaluation.per_sku["support"].sum() == 2
+    assert problems == [("only the first 2 photo(s) were evaluated: together they decode to more than 0 megapixels, "
+                         "the limit of one evaluation")]
+
+
+def test_unreadable_zip_entries_are_messages_and_the_rest_is_evaluated(engine, loaded):
+    good, png = png_bytes(), png_bytes(colour=(1, 2, 3))
+    archive = zip_bytes([Entry("Cola/encrypted.png", png, flags=1), Entry("Cola/method.png", png, method=99),
+                         Entry("Cola/crc.png", png, crc=1234), Entry("Cola/huge.png", png, size=960 * 2**20),
+                         Entry("Cola/good.png", good)])
+    items, problems = catalog.labelled_from_zip(archive, "set.zip")
+    assert problems == ["huge.png: the file is 1006.6 MB; the limit is 50 MB"]  # by its declared size: never read
+    evaluation, _, more = catalog.evaluate_labelled(engine, loaded, items, 0.5)
+    assert evaluation.per_sku["support"].sum() == 1
+    assert more == ["encrypted.png: is encrypted in the zip; Shelf reads unencrypted zips only",
+                    "method.png: is packed with a compression method Shelf cannot read (use deflate or none)",
+                    "crc.png: is damaged in the zip (Bad CRC-32 for file 'Cola/crc.png')"]
+
+
+def test_a_zip_entry_inflating_past_its_declared_size_is_stopped_there():
+    zeros, crc = deflated_zeros(960 * 2**20)
+    items, _ = catalog.labelled_from_zip(zip_bytes([Entry("Cola/a.png", zeros, method=8, size=1000, crc=crc)]))
+    with pytest.raises(ImageError, match="a.png: is damaged in the zip"):
+        items[0].read()
 
 
 # -- 2. weights files that inflate ------------------------------------------------------------------------------
@@ -211,3 +272,24 @@ def test_the_sku110k_export_reimports_names_that_start_like_formulas(loaded, eng
     for upload_ in uploads:  # … and its own file still finds every photo's boxes
         boxes, messages = boxes_for_photo(imported, upload_.name, 90, 60)
         assert messages == [] and sorted(b.as_tuple for b in boxes) == [(0, 0, 45, 60), (45, 0, 90, 60)]
+
+
+# -- 8. the smaller ones ------------------------------------------------------------------------------------------
+
+
+def test_removing_a_sku_removes_its_reference_files_unless_shared(engine, loaded, shelf_env):
+    shared, own = png_bytes(colour=(1, 1, 1)), png_bytes(colour=(2, 2, 2))
+    first = catalog.add_sku(engine, "First", "", "Beverages")
+    second = catalog.add_sku(engine, "Second", "", "Beverages")
+    catalog.add_references(engine, first, [("own.png", own), ("shared.png", shared)])
+    catalog.add_references(engine, second, [("shared.png", shared)])
+    photo = png_bytes(colour=(3, 3, 3))
+    catalog.add_references(engine, first, [("also-a-photo.png", photo)])
+    recognize(loaded, engine, [Upload("photo.png", photo)], store.Context())
+    files = {name: shelf_env / "data" / store.photo_file(hashlib.sha256(data).hexdigest(), "PNG")
+             for name, data in [("own", own), ("shared", shared), ("photo", photo)]}
+    assert all(f.exists() for f in files.values())
+    catalog.remove_sku(engine, first)
+    assert not files["own"].exists() and files["shared"].exists() and files["photo"].exists()
+    catalog.remove_sku(engine, second)
+    assert not files["shared"].exists() and files["photo"].exists()
