@@ -4,7 +4,10 @@ Every bad file gets a message; no traceback reaches the CLI or the browser."""
 import hashlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import pandas as pd
@@ -275,6 +278,23 @@ def test_the_sku110k_export_reimports_names_that_start_like_formulas(loaded, eng
 
 
 # -- 8. the smaller ones ------------------------------------------------------------------------------------------
+
+
+def test_stale_partial_onnx_files_are_removed_at_start(loaded, monkeypatch):
+    from shelf import backends
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead = int(gone.stdout)
+    folder = backends.models_dir(loaded.weights.sha256)
+    folder.mkdir(parents=True)
+    stale = [folder / f"resnet18-fp32.partial-{dead}", folder / f"resnet18-int8-abc.pre-{dead}.onnx"]
+    running = folder / f"resnet18-fp32.partial-{os.getpid()}"  # a conversion still under way elsewhere
+    for path in stale + [running]:
+        path.write_bytes(b"half a model")
+    monkeypatch.setattr(backends, "export_onnx", lambda m, target: target.write_bytes(b"model") or target)
+    monkeypatch.setattr(backends, "OnnxBackend", lambda kind, path: (kind, path))
+    backends.build_backend("onnx", loaded.model, loaded.weights.sha256)
+    assert not any(p.exists() for p in stale) and running.exists()
 
 
 def test_removing_a_sku_removes_its_reference_files_unless_shared(engine, loaded, shelf_env):
