@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,7 +23,9 @@ from shelf.images import ImageError, decode_image
 from shelf.pipeline import Upload, recognize
 from shelf.regions import Box
 from tests.hostile_files import (
+    ROOT,
     Entry,
+    corpus,
     deflated_zeros,
     inflating_weights,
     one_colour_png,
@@ -245,6 +248,17 @@ def test_the_boxes_per_photo_cap_applies_while_parsing():
     assert messages == [f"p.txt: 1000000 boxes for p.jpg; only the first {MAX_BOXES_PER_PHOTO} are used"]
 
 
+def test_the_cli_streams_a_huge_box_file_and_stops_at_the_limit(tmp_path):
+    huge = tmp_path / "boxes.csv"
+    with open(huge, "wb") as handle:
+        handle.truncate(3 * 10**9)  # sparse: 3 GB to whoever reads it whole
+    peak, out = peak_rss_mb(f"""
+from shelf.cli import main
+print("EXIT", main(["recognize", "p.png", "--regions", "boxes:{huge}"]))
+""")
+    assert "EXIT 2" in out and peak < 400, f"peak {peak:.0f} MB"
+
+
 # -- 5. Pillow's pixel limit is Shelf's ---------------------------------------------------------------------------
 
 
@@ -313,3 +327,44 @@ def test_removing_a_sku_removes_its_reference_files_unless_shared(engine, loaded
     assert not files["own"].exists() and files["shared"].exists() and files["photo"].exists()
     catalog.remove_sku(engine, second)
     assert not files["shared"].exists() and files["photo"].exists()
+
+
+# -- No traceback from any file of the corpus: the CLI ---------------------------------------------------------
+
+DRIVER = """
+import contextlib, io, json, sys, traceback
+from shelf.cli import main
+for argv in json.loads(sys.argv[1]):
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:
+            traceback.print_exc()  # what `python -m shelf` would show
+            code = "traceback"
+    print(json.dumps({"argv": argv, "code": code, "stderr": err.getvalue(), "stdout": out.getvalue()}))
+"""
+
+
+def test_the_cli_answers_every_hostile_file_with_a_message(tmp_path, weights_file, monkeypatch):
+    monkeypatch.setenv("SHELF_BACKEND", "eager")
+    files = corpus(tmp_path / "corpus", weights_file.read_bytes())
+    photo = tmp_path / "p.png"
+    photo.write_bytes(png_bytes())
+    runs = [["classify", *map(str, files["images"])], ["recognize", *map(str, files["images"])],
+            ["catalog", "add", "Cola", *map(str, files["images"])]]
+    runs += [["recognize", str(photo), "--regions", f"boxes:{box}"] for box in files["boxes"]]
+    runs += [["weights", "import", str(weights)] for weights in files["weights"]]
+    runs += [["catalog", "evaluate", "--labelled", str(labelled)] for labelled in files["labelled"]]
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(runs)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"argv"')]
+    assert len(results) == len(runs)
+    for result in results:
+        assert "Traceback" not in result["stderr"] and result["code"] in (1, 2), result
+        named = [Path(a).name for a in result["argv"] if "/corpus/" in a]
+        assert all(name in result["stderr"] for name in named), result
+    assert "pickled code ran" not in done.stdout + done.stderr
