@@ -35,8 +35,8 @@ table = shown.assign(
     correct_to=None,
 )[["crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store",
    "aisle", "captured_on"]]
-edited = st.data_editor(
-    table, key="review_editor", hide_index=True, width="stretch", row_height=100,
+edited = ui.table(
+    table, editable=True, key="review_editor", hide_index=True, width="stretch", row_height=100,
     disabled=[c for c in table.columns if c != "correct_to"],
     column_config={
         "crop": st.column_config.ImageColumn("Region", width="small"),

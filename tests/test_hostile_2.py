@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from torchvision.models import resnet18
 from shelf import catalog, export, model, store
 from shelf.boxfiles import MAX_BOXES_PER_PHOTO, BoxFileError, boxes_for_photo, parse_box_file
 from shelf.detections import load_detections
-from shelf.images import ImageError, decode_image
+from shelf.images import MAX_BYTES, MAX_UPLOAD_MB, ImageError, decode_image
 from shelf.pipeline import Upload, recognize
 from shelf.regions import Box
+from shelf.ui import md_escape
 from tests.hostile_files import (
+    HOSTILE_NAME,
     ROOT,
     Entry,
     corpus,
@@ -259,6 +262,22 @@ print("EXIT", main(["recognize", "p.png", "--regions", "boxes:{huge}"]))
     assert "EXIT 2" in out and peak < 400, f"peak {peak:.0f} MB"
 
 
+def test_the_recognize_page_parses_a_box_file_once_per_content(loaded, eager, monkeypatch):
+    import shelf.boxfiles
+    calls = []
+    real = shelf.boxfiles.parse_box_file
+    monkeypatch.setattr(shelf.boxfiles, "parse_box_file", lambda *a: calls.append(a[1]) or real(*a))
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value("boxes").run()
+    upload(at, "box_file", [("boxes.csv", b"p.png,0,0,30,30\n", "text/csv")])
+    at.number_input(key="top_k").set_value(5).run()  # an unrelated click
+    at.text_input(key="store").input("North").run()
+    assert not at.exception and "SKU-110K CSV: 1 boxes for 1 image(s)" in texts(at.caption)
+    assert calls == ["boxes.csv"]
+    upload(at, "box_file", [("boxes.csv", b"p.png,0,0,40,40\n", "text/csv")])  # new content: parsed again
+    assert calls == ["boxes.csv", "boxes.csv"]
+
+
 # -- 5. Pillow's pixel limit is Shelf's ---------------------------------------------------------------------------
 
 
@@ -278,6 +297,29 @@ def _formula_cells(frame: pd.DataFrame) -> list[str]:
             and v.startswith(export.FORMULA_PREFIXES)]
 
 
+def test_catalog_tables_show_user_text_inert(loaded, eager):
+    engine = store.open_store()
+    catalog.add_sku(engine, FORMULAS[0], FORMULAS[1], "Beverages")
+    catalog.add_sku(engine, FORMULAS[3], FORMULAS[4], "Beverages")
+    at = start("pages/catalog.py")
+    table = at.dataframe[0].value
+    assert not _formula_cells(table)
+    assert set(table["name"]) == {"'" + FORMULAS[0], "'" + FORMULAS[3]} and "'" + FORMULAS[1] in set(table["brand"])
+
+
+def test_review_and_grouped_tallies_show_user_text_inert(loaded, eager):
+    engine = store.open_store()
+    recognize(loaded, engine, [Upload("=cmd.png", png_bytes())], store.Context(FORMULAS[1], FORMULAS[2]))
+    at = start("pages/tallies.py")
+    at.multiselect(key="group_by").set_value(["label", "store", "aisle"]).run()
+    table = at.dataframe[0].value
+    assert not _formula_cells(table) and table["aisle"].tolist() == ["'=1+2"]
+    at.switch_page("pages/review.py").run()
+    assert not at.exception
+    shown = at.dataframe(key="review_editor").value
+    assert not _formula_cells(shown) and shown["where"].tolist() == ["'=cmd.png · #1"]
+
+
 def test_the_sku110k_export_reimports_names_that_start_like_formulas(loaded, engine):
     uploads = [Upload(name, png_bytes((90, 60), (i * 40, 80, 120))) for i, name in
                enumerate(["=cmd.png", "+1.png", "-x.png", "@y.png", "plain.png"])]
@@ -291,7 +333,116 @@ def test_the_sku110k_export_reimports_names_that_start_like_formulas(loaded, eng
         assert messages == [] and sorted(b.as_tuple for b in boxes) == [(0, 0, 45, 60), (45, 0, 90, 60)]
 
 
+# -- 7. Markdown from untrusted names -----------------------------------------------------------------------------
+
+
+def live_markup(source: str) -> list[str]:
+    """What a Markdown renderer would act on in `source`: image and link syntax, character references, HTML —
+    after taking out the backslash-escaped characters, which it shows as typed."""
+    bare = re.sub(r"\\.", "", source)
+    return re.findall(r"!\[|\]\(|&#?\w+;|<[A-Za-z/!]", bare)
+
+
+def markdown_sources(at) -> list[str]:
+    """Every string on the page that Streamlit renders as Markdown: texts, captions, alerts, image captions."""
+    sources = [str(e.value) for kind in (at.markdown, at.caption, at.error, at.warning, at.success, at.info)
+               for e in kind]
+    return sources + [img.caption for e in at.get("imgs") for img in e.proto.imgs]
+
+
+def test_md_escape_keeps_character_references_as_typed():
+    escaped = md_escape(HOSTILE_NAME)
+    assert live_markup(escaped) == [] and "\\&\\#47;" in escaped and "\\&\\#x202E;" in escaped
+    assert live_markup(HOSTILE_NAME)  # the checker sees the raw name's markup
+
+
+def test_hostile_names_reach_no_markdown_live(loaded, eager, weights_file):
+    hostile = HOSTILE_NAME.replace(".jpg", "")
+    at = start("pages/recognize.py")
+    upload(at, "uploads", [(hostile + ".png", png_bytes(), "image/png"),
+                           (hostile + ".jpg", b"not a photo", "image/jpeg")])
+    at.button(key="recognize").click().run()
+    sources = markdown_sources(at)
+    at.selectbox(key="region_kind").set_value("boxes").run()
+    upload(at, "box_file", [(hostile + ".csv", b"x.png,5,5,1,1\n", "text/csv")])
+    sources += markdown_sources(at)
+    upload(at, "box_file", [(hostile + ".json", b"{broken", "application/json")])
+    sources += markdown_sources(at)
+
+    at.switch_page("pages/home.py").run()
+    upload(at, "weights_upload", (hostile + ".pth", b"junk", "application/octet-stream"))
+    next(b for b in at.button if b.label == "Import weights").click().run()
+    sources += markdown_sources(at)
+
+    at.switch_page("pages/catalog.py").run()
+    at.text_input[0].input(hostile)
+    at.file_uploader(key="sku_photos").set_value([(hostile + ".gif", b"GIF89a broken", "image/gif")])
+    next(b for b in at.button if b.label == "Add SKU").click().run()
+    sources += markdown_sources(at)
+    at.text_input[0].input(hostile)  # the same name again: refused, with the name quoted
+    next(b for b in at.button if b.label == "Add SKU").click().run()
+    sources += markdown_sources(at)
+    engine = store.open_store()
+    for sku in ("Cola", "Crisps"):
+        catalog.add_references(engine, catalog.add_sku(engine, sku, "", "Beverages"),
+                               [(f"{sku}{v}.png", png_bytes(colour=(v, len(sku), 9))) for v in range(2)])
+    at.run()
+    labelled = zip_bytes([Entry(f"Cola/{hostile}.png", png_bytes(), flags=1), Entry("Cola/ok.png", png_bytes())])
+    upload(at, "labelled_zip", (hostile + ".zip", labelled, "application/zip"))
+    sources += markdown_sources(at)
+
+    quoting = [s for s in sources if "HOST" in s]
+    assert len(quoting) >= 8, quoting  # each message above carries the name …
+    assert [(s, live_markup(s)) for s in quoting if live_markup(s)] == []  # … and none renders it as markup
+
+
 # -- 8. the smaller ones ------------------------------------------------------------------------------------------
+
+
+def test_upload_limits_are_one_number_each_for_streamlit_and_shelf(loaded, eager):
+    from shelf.boxfiles import MAX_BOX_FILE_BYTES, MAX_BOX_FILE_MB
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
+    expected = {"uploads": MAX_UPLOAD_MB, "box_file": MAX_BOX_FILE_MB, "weights_upload": model.MAX_WEIGHTS_MB,
+                "sku_photos": MAX_UPLOAD_MB, "labelled_zip": MAX_UPLOAD_MB, "sku_more": MAX_UPLOAD_MB}
+    at = start()
+    found = {u.key: u.proto.max_upload_size_mb for u in at.file_uploader}
+    at.switch_page("pages/recognize.py").run()
+    at.selectbox(key="region_kind").set_value("boxes").run()
+    found |= {u.key: u.proto.max_upload_size_mb for u in at.file_uploader}
+    engine = store.open_store()
+    for sku in ("Cola", "Crisps"):
+        catalog.add_references(engine, catalog.add_sku(engine, sku, "", "Beverages"),
+                               [(f"{sku}{v}.png", png_bytes(colour=(v, len(sku), 9))) for v in range(2)])
+    at.switch_page("pages/catalog.py").run()
+    found |= {u.key: u.proto.max_upload_size_mb for u in at.file_uploader}
+    assert found == expected
+    # Streamlit's browser counts a megabyte as 10^6 bytes; Shelf's byte limits are the same numbers in that unit,
+    # and the server's own cap (MiB) lets every widget's limit through.
+    assert (MAX_BYTES, MAX_BOX_FILE_BYTES, model.MAX_WEIGHTS_BYTES) == (
+        MAX_UPLOAD_MB * 10**6, MAX_BOX_FILE_MB * 10**6, model.MAX_WEIGHTS_MB * 10**6)
+    assert server * 2**20 >= max(expected.values()) * 10**6
+
+
+def test_visitors_get_no_traceback_with_server_paths(monkeypatch):
+    import streamlit.config
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.chdir(ROOT)
+    streamlit.config.get_config_options(force_reparse=True)  # the project's .streamlit/config.toml
+
+    def app():
+        raise ValueError("cannot open /srv/shelf-data/secret.db")
+
+    at = AppTest.from_function(app).run()
+    (shown,) = at.exception
+    assert "/srv/shelf-data" not in shown.message and not shown.stack_trace
+
+
+def test_home_shows_a_short_form_of_where_data_lives(loaded, eager, weights_file):
+    at = start()
+    shown = "\n".join(str(e.value) for kind in (at.markdown, at.caption) for e in kind)
+    assert "Database: SQLite" in shown and at.metric[0].label == "Photos" and at.metric[0].value == "0"
+    for secret in (os.environ["SHELF_DATA_DIR"], str(weights_file), f"process {os.getpid()}", "sqlite:///"):
+        assert secret not in shown
 
 
 def test_stale_partial_onnx_files_are_removed_at_start(loaded, monkeypatch):
@@ -327,6 +478,21 @@ def test_removing_a_sku_removes_its_reference_files_unless_shared(engine, loaded
     assert not files["own"].exists() and files["shared"].exists() and files["photo"].exists()
     catalog.remove_sku(engine, second)
     assert not files["shared"].exists() and files["photo"].exists()
+
+
+def test_recognize_keeps_a_bounded_number_of_previews(loaded, engine, eager):
+    uploads = [Upload(f"p{i}.png", png_bytes(colour=(i, 7, 7))) for i in range(5)]
+    results = recognize(loaded, engine, uploads, store.Context(), previews=2)
+    assert [r.preview is not None for r in results] == [False, False, False, True, True]
+    from shelf.ui import RECENT_PREVIEWS
+    at = start("pages/recognize.py")
+    upload(at, "uploads", [(f"q{i}.png", png_bytes(colour=(i, 99, 9)), "image/png")
+                           for i in range(RECENT_PREVIEWS + 2)])
+    at.button(key="recognize").click().run()
+    assert not at.exception
+    kept = [r.preview is not None for r in at.session_state["results"]]
+    assert kept == [False] * 2 + [True] * RECENT_PREVIEWS
+    assert texts(at.caption).count("No preview") == 2
 
 
 # -- No traceback from any file of the corpus: the CLI ---------------------------------------------------------
