@@ -514,9 +514,14 @@ for argv in json.loads(sys.argv[1]):
 """
 
 
-def test_the_cli_answers_every_hostile_file_with_a_message(tmp_path, weights_file, monkeypatch):
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory, weights_file) -> dict[str, list[Path]]:
+    return corpus(tmp_path_factory.mktemp("hostile") / "corpus", weights_file.read_bytes())
+
+
+def test_the_cli_answers_every_hostile_file_with_a_message(tmp_path, hostile_files, monkeypatch):
     monkeypatch.setenv("SHELF_BACKEND", "eager")
-    files = corpus(tmp_path / "corpus", weights_file.read_bytes())
+    files = hostile_files
     photo = tmp_path / "p.png"
     photo.write_bytes(png_bytes())
     runs = [["classify", *map(str, files["images"])], ["recognize", *map(str, files["images"])],
@@ -534,3 +539,41 @@ def test_the_cli_answers_every_hostile_file_with_a_message(tmp_path, weights_fil
         named = [Path(a).name for a in result["argv"] if "/corpus/" in a]
         assert all(name in result["stderr"] for name in named), result
     assert "pickled code ran" not in done.stdout + done.stderr
+
+
+# -- … and the browser --------------------------------------------------------------------------------------------
+
+
+def test_the_pages_answer_every_hostile_file_with_a_message(loaded, eager, hostile_files):
+    def uploadable(kind):  # what a browser can send: files that exist, within the server's upload cap
+        return [(p.name, p.read_bytes(), "application/octet-stream") for p in hostile_files[kind]
+                if p.exists() and p.stat().st_size < 200 * 2**20]
+
+    def answered(at, names):
+        assert not at.exception, at.exception
+        shown = "\n".join(markdown_sources(at))
+        assert [n for n in names if md_escape(Path(n).stem) not in shown] == []
+
+    at = start("pages/recognize.py")
+    images = uploadable("images")
+    upload(at, "uploads", images)
+    at.button(key="recognize").click().run()
+    answered(at, [name for name, _, _ in images])
+    at.selectbox(key="region_kind").set_value("boxes").run()
+    for box_file in uploadable("boxes"):
+        upload(at, "box_file", [box_file])
+        answered(at, [box_file[0]] if box_file[0] != "million-boxes.txt" else [])  # that one is well-formed
+    at.switch_page("pages/home.py").run()
+    for weights in uploadable("weights"):
+        upload(at, "weights_upload", weights)
+        next(b for b in at.button if b.label == "Import weights").click().run()
+        answered(at, [weights[0]])
+    engine = store.open_store()
+    for sku in ("Cola", "Crisps"):
+        catalog.add_references(engine, catalog.add_sku(engine, sku, "", "Beverages"),
+                               [(f"{sku}{v}.png", png_bytes(colour=(v, len(sku), 9))) for v in range(2)])
+    at.switch_page("pages/catalog.py").run()
+    for labelled in uploadable("labelled"):
+        if labelled[0].endswith(".zip"):
+            upload(at, "labelled_zip", labelled)
+            answered(at, [labelled[0] if labelled[0] == "not-a-zip.zip" else "a.png"])  # the zip, or its entry
