@@ -316,8 +316,8 @@ def test_review_and_grouped_tallies_show_user_text_inert(loaded, eager):
     assert not _formula_cells(table) and table["aisle"].tolist() == ["'=1+2"]
     at.switch_page("pages/review.py").run()
     assert not at.exception
-    shown = at.dataframe(key="review_editor").value
-    assert not _formula_cells(shown) and shown["where"].tolist() == ["'=cmd.png · #1"]
+    shown = next(d for d in at.dataframe if (d.key or "").startswith("review_editor")).value
+    assert not _formula_cells(shown) and shown["where"].str.startswith("'=cmd.png").all()
 
 
 def test_the_sku110k_export_reimports_names_that_start_like_formulas(loaded, engine):
