@@ -1,7 +1,7 @@
 """SKU catalog: teach Shelf a product from a few reference photos; evaluate how well the catalog separates SKUs."""
 import streamlit as st
 
-from shelf import catalog, charts, ui
+from shelf import catalog, charts, report, ui
 from shelf.categories import RETAIL_CATEGORIES
 from shelf.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
 
@@ -58,9 +58,9 @@ if more and c3.button("Add photos", key="sku_add_photos"):
         st.warning(ui.md_escape(problem))
     st.session_state["catalog_message"] = f"Added {added} reference photo(s)."
     st.rerun()
-reviewed = ui.detections().query("corrected")
+reviewed = report.reviewed_regions(engine)
 if not reviewed.empty:
-    with st.expander(f"Add references from reviewed regions ({len(reviewed)})"):
+    with st.expander(f"Add references from reviewed regions ({len(reviewed)}, newest first)"):
         labels = dict(zip(reviewed["region_id"], reviewed["photo"] + " #" + (reviewed["position"] + 1).astype(str)
                           + " → " + reviewed["label"]))
         picked = st.multiselect("Reviewed regions", list(labels), format_func=labels.get, key="promote_regions")

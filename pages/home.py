@@ -5,7 +5,7 @@ import streamlit as st
 import torch
 import torchvision
 
-from shelf import config, model, store, ui
+from shelf import config, model, report, store, ui
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -111,10 +111,11 @@ with st.expander("Import a weights file", expanded=loaded is None):
 
 st.header("Store")
 engine = ui.store()
-counts = store.counts(engine)
+counts = report.overview(engine)
 # Where the data lives (URL, folders, process) is for administrators, once Shelf has sign-in; until then, the kind.
 st.caption(f"Database: {DATABASE_KINDS.get(engine.dialect.name, engine.dialect.name)}")
-c1, c2, c3 = st.columns(3)
-c1.metric("Photos", counts["photos"])
-c2.metric("Regions", counts["regions"])
-c3.metric("Recognition runs", counts["runs"])
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Photos", f"{counts.photos:,}")
+c2.metric("Regions", f"{counts.regions:,}", help="Current product regions: what the tallies count.")
+c3.metric("Corrected by reviewers", f"{counts.corrected:,}")
+c4.metric("Recognition runs", f"{counts.runs:,}")

@@ -61,7 +61,8 @@ crop_mode = crop_col.radio("Crop preprocessing", ["center", "pad"], key="crop_mo
                                 "products (bottles) whole instead of cutting their top and bottom.")
 
 skus = catalog.skus_frame(ui.store())
-use_catalog = st.toggle(f"Name SKUs from the catalog ({len(skus)} SKU{'' if len(skus) == 1 else 's'})", value=not skus.empty,
+use_catalog = st.toggle(f"Name SKUs from the catalog ({len(skus)} SKU{'' if len(skus) == 1 else 's'})",
+                        value=not skus.empty,
                         disabled=skus.empty, key="use_catalog",
                         help="Each region is also matched by embedding similarity against the SKU catalog's "
                              "reference photos; the ImageNet top-k stays beside it.")

@@ -1,71 +1,115 @@
-"""Review: doubtful regions first; correct their labels; corrections count in tallies and exports."""
+"""Review: doubtful regions first; correct their labels; corrections count in tallies and exports.
+
+Picks are kept per region id across pages and filter changes (never per row number), listed until saved or
+discarded, and the editor starts clean after a save."""
+import hashlib
+
 import streamlit as st
 
-from shelf import store, ui
-from shelf.review import LABEL_CHOICES, ReviewFilter, corrections_from_edits, label_choice, review_queue
+from shelf import report, store, ui
+from shelf.review import LABEL_CHOICES, corrections_from_edits, label_choice, merge_page_edits
 
 PAGE_SIZE = 25
 
 ui.use_router()
 st.title("Review")
+st.caption("The regions the model is least sure of come first. Pick the right label under **Correct to** for any "
+           "row (type to search the 1 000 ImageNet classes), then save: the corrected label counts in Tallies and "
+           "exports from then on, whatever the confidence threshold, and the model's own prediction is kept beside "
+           "it.")
 engine = ui.store()
-detections = ui.stored_detections_or_stop()
+facets = ui.facets_or_stop()
 
-scope = ui.scope_filters(detections, "review")
+scope = ui.scope_filters(facets, "review")
 c1, c2, c3 = st.columns([3, 2, 2])
 band = c1.slider("Model confidence", 0.0, 1.0, (0.0, 1.0), 0.05, format="%.2f", key="review_band")
 include_reviewed = c2.toggle("Show reviewed regions too", key="review_include")
 reviewer = c3.text_input("Your name (saved with each correction)", key="reviewer", max_chars=100)
 
-queue = review_queue(detections, ReviewFilter(scope, band, include_reviewed))
-corrected_total = int(detections["corrected"].sum())
-st.caption(f"{len(queue)} region(s) to review, least confident first · {corrected_total} corrected so far")
-if queue.empty:
-    st.success("Nothing left to review with these filters.", icon=":material/task_alt:")
-    st.stop()
-
-pages = max(1, -(-len(queue) // PAGE_SIZE))
+review_filter = report.ReviewFilter(scope, band, include_reviewed)
+total = report.review_count(engine, review_filter)
+pages = max(1, -(-total // PAGE_SIZE))
 page = st.columns(4)[0].number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, 1, key="review_page") \
     if pages > 1 else 1
-shown = queue.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE].reset_index(drop=True)
-table = shown.assign(
-    crop=ui.thumbnails(shown),
-    where=shown["photo"] + " · #" + (shown["position"] + 1).astype(str),
-    counts_as=[label_choice(i) for i in shown["class_index"]],
-    correct_to=None,
-)[["crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store",
-   "aisle", "captured_on"]]
-edited = ui.table(
-    table, editable=True, key="review_editor", hide_index=True, width="stretch", row_height=100,
-    disabled=[c for c in table.columns if c != "correct_to"],
-    column_config={
-        "crop": st.column_config.ImageColumn("Region", width="small"),
-        "where": st.column_config.TextColumn("Photo · region"),
-        "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
-        "top_k": st.column_config.TextColumn("Model's top-k", width="medium"),
-        "probability": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0, max_value=1),
-        "category": "Category", "sku": "SKU",
-        "counts_as": st.column_config.TextColumn("Counts as"),
-        "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium"),
-    })
-with st.expander("Correct one region (keyboard-friendly)"):
-    q1, q2, q3 = st.columns([3, 3, 1])
-    one = q1.selectbox("Region", range(len(shown)), key="quick_region",
-                       format_func=lambda i: f"{shown['photo'][i]} #{shown['position'][i] + 1} — "
-                                             f"{label_choice(int(shown['class_index'][i]))}")
-    to = q2.selectbox("Correct to", LABEL_CHOICES, index=None, key="quick_label", placeholder="Type a label")
-    quick = q3.button("Save", key="quick_save", disabled=to is None)
-changes = corrections_from_edits(shown, edited["correct_to"].tolist())
-if quick:
-    changes = corrections_from_edits(shown.iloc[[one]], [to])
-if st.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes, key="save_corrections") \
-        or (quick and changes):
+shown = report.review_rows(engine, review_filter, int(page), PAGE_SIZE)
+pending: dict[int, str] = st.session_state.setdefault("review_pending", {})
+
+
+def save(changes: dict[int, tuple[int, str]], keep=()) -> None:
+    """Store corrections; the picks not in `keep` are done, and the editor starts clean."""
+    if not changes:
+        st.info("That pick is the label the region already counts as; nothing to save.")
+        return
     if not reviewer.strip():
         st.error("Type your name first: every correction records who made it.")
-    else:
-        saved = store.add_corrections(engine, changes, reviewer)
-        st.session_state.pop("review_editor", None)
-        st.session_state["review_message"] = f"Saved {saved} correction(s). Tallies now count them."
-        st.rerun()
+        return
+    saved = store.add_corrections(engine, changes, reviewer)
+    st.session_state["review_pending"] = {k: v for k, v in pending.items() if k in keep}
+    st.session_state["review_saves"] = st.session_state.get("review_saves", 0) + 1
+    st.session_state["review_message"] = f"Saved {saved} correction(s). Tallies now count them."
+    st.rerun()
+
+
+st.caption(f"{total} region(s) to review, least confident first · page {page} of {pages}")
+if shown.empty:
+    st.success("Nothing left to review with these filters.", icon=":material/task_alt:")
+
+if not shown.empty:
+    # One editor per page and filter: its row-numbered state can never apply to another page's regions.
+    signature = hashlib.sha256(repr((shown["region_id"].tolist(), st.session_state.get("review_saves", 0)))
+                               .encode()).hexdigest()[:12]
+    table = shown.assign(
+        crop=ui.thumbnails(shown),
+        where=shown["photo"] + " (" + shown["sha256"].str[:6] + ") · #" + (shown["position"] + 1).astype(str),
+        counts_as=[label_choice(i) for i in shown["class_index"]],
+        correct_to=[pending.get(int(r)) for r in shown["region_id"]],
+    )[["crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store", "aisle",
+       "captured_on"]]
+    edited = ui.table(
+        table, editable=True, key=f"review_editor_{signature}", hide_index=True, width="stretch", row_height=100,
+        height="content", placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
+        column_config={
+            "crop": st.column_config.ImageColumn("Region", width="small"),
+            "where": st.column_config.TextColumn("Photo · region", help="Photo name, the start of its content "
+                                                                        "hash (two photos may share a name) and "
+                                                                        "the region's number"),
+            "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
+            "top_k": st.column_config.TextColumn("Model's top-k", width="medium"),
+            "probability": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0,
+                                                           max_value=1),
+            "category": "Category", "sku": "SKU",
+            "counts_as": st.column_config.TextColumn("Counts as"),
+            "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium",
+                                                           help="Pick the right label; leave empty to keep it"),
+        })
+    pending = merge_page_edits(pending, shown, edited["correct_to"].tolist())
+    st.session_state["review_pending"] = pending
+    with st.expander("Correct one region (keyboard-friendly)"):
+        q1, q2, q3 = st.columns([3, 3, 1])
+        names = dict(zip(shown["region_id"].astype(int), table["where"] + " — " + table["counts_as"]))
+        one = q1.selectbox("Region", list(names), key="quick_region", format_func=names.get)
+        to = q2.selectbox("Correct to", LABEL_CHOICES, index=None, key="quick_label", placeholder="Type a label")
+        if q3.button("Save", key="quick_save", disabled=to is None):
+            save(corrections_from_edits(shown[shown["region_id"] == one], [to]), keep=pending.keys() - {one})
+
+current = report.region_labels(engine, list(pending))
+changes = corrections_from_edits(current, [pending[int(r)] for r in current["region_id"]])
+elsewhere = [r for r in changes if r not in set(shown["region_id"].astype(int))]
+if elsewhere:
+    st.warning(f"{len(elsewhere)} pick(s) are for regions not on this page (another page or filter); they are "
+               "kept and saved with the others, or drop them with *Discard picks*.", icon=":material/info:")
+if changes:
+    with st.expander(f"Picks not saved yet ({len(changes)})"):
+        for row in current[current["region_id"].isin(changes)].itertuples():
+            st.text(f"{row.photo} · #{row.position + 1}: {label_choice(row.class_index)} → "
+                    f"{label_choice(changes[int(row.region_id)][0])}")
+save_col, discard_col = st.columns([2, 5])
+if save_col.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes,
+                   key="save_corrections"):
+    save(changes)
+if pending and discard_col.button("Discard picks", key="discard_picks"):
+    st.session_state["review_pending"] = {}
+    st.session_state["review_saves"] = st.session_state.get("review_saves", 0) + 1
+    st.rerun()
 if message := st.session_state.pop("review_message", None):
     st.success(message, icon=":material/task_alt:")

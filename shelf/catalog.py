@@ -7,7 +7,6 @@ similarity is below the threshold. Matching Q regions against N references is on
 """
 from __future__ import annotations
 
-import datetime as dt
 import io
 import zipfile
 import zlib
@@ -210,7 +209,7 @@ def remove_sku(engine: Engine, sku_id: int) -> None:
     refs = store.sku_references
     with store.write_transaction(engine) as conn:
         files = dict(conn.execute(sa.select(refs.c.sha256, refs.c.file).where(refs.c.sku_id == sku_id)).all())
-        conn.execute(store.sku_matches.update().where(store.sku_matches.c.sku_id == sku_id).values(sku_id=None))
+        store.forget_sku(conn, sku_id)
         conn.execute(refs.delete().where(refs.c.sku_id == sku_id))
         conn.execute(store.skus.delete().where(store.skus.c.id == sku_id))
         hashes = list(files)
@@ -345,22 +344,16 @@ def set_threshold(engine: Engine, threshold: float) -> None:
 def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: str, threshold: float,
                          method: str = "knn") -> int:
     """(Re)match every stored region whose embedding came from these weights. Returns how many were matched."""
-    query = (sa.select(store.regions.c.id, store.regions.c.embedding)
-             .select_from(store.regions.join(store.runs))
-             .where(store.runs.c.weights_sha256 == weights_sha256, store.regions.c.embedding.is_not(None)))
+    query = (sa.select(store.regions.c.id, store.region_embeddings.c.embedding)
+             .select_from(store.regions.join(store.region_embeddings).join(store.runs))
+             .where(store.runs.c.weights_sha256 == weights_sha256).order_by(store.regions.c.id))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     if not rows:
         return 0
-    found = match(index, np.stack([np.frombuffer(r.embedding, "<f4") for r in rows]), threshold, method)
-    now = dt.datetime.now(dt.timezone.utc)
-    with store.write_transaction(engine) as conn:
-        ids = [r.id for r in rows]
-        for start in range(0, len(ids), 500):
-            conn.execute(store.sku_matches.delete().where(store.sku_matches.c.region_id.in_(ids[start:start + 500])))
-        conn.execute(store.sku_matches.insert(), [
-            {"region_id": r.id, "sku_id": sku, "similarity": float(s), "threshold": threshold, "matched_at": now}
-            for r, sku, s in zip(rows, found.sku_ids, found.similarity)])
+    found = match(index, store.embedding_array([r.embedding for r in rows]), threshold, method)
+    store.set_sku_matches(engine, [(r.id, sku, float(similarity))
+                                   for r, sku, similarity in zip(rows, found.sku_ids, found.similarity)])
     return len(rows)
 
 

@@ -1,39 +1,13 @@
-"""Retail categories for ImageNet classes, keyed by class index, never by name (label lists differ in their names:
-ImageNet's own has two 'crane's, 134 and 517; torchvision calls 134 'crane bird').
-
-The shipped map (data/categories.csv) covers what a shelf shows; every other class is "Not a product". Analysts'
-edits live in the store and take precedence.
-"""
+"""Retail categories for ImageNet classes, keyed by class index: the shipped map (`shelf.labels`) with analysts'
+edits on top, which live in the store and take precedence."""
 from __future__ import annotations
-
-import csv
-from functools import cache
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from shelf import store
-from shelf.model import CATEGORIES as IMAGENET_LABELS
+from shelf.labels import NOT_A_PRODUCT, RETAIL_CATEGORIES, default_map
 
-RETAIL_CATEGORIES = ("Beverages", "Snacks & packaged food", "Produce", "Bakery", "Personal care", "Household",
-                     "Store fixtures", "Not a product")
-NOT_A_PRODUCT = "Not a product"
-DEFAULT_MAP_FILE = Path(__file__).parent / "data" / "categories.csv"
-
-
-@cache
-def default_map() -> dict[int, str]:
-    """Class index → category for all 1000 classes, from the shipped file."""
-    mapping = dict.fromkeys(range(len(IMAGENET_LABELS)), NOT_A_PRODUCT)
-    with DEFAULT_MAP_FILE.open(newline="") as handle:
-        rows = csv.DictReader(line for line in handle if not line.startswith("#"))
-        for row in rows:
-            index = int(row["class_index"])
-            if row["label"] != IMAGENET_LABELS[index] or row["category"] not in RETAIL_CATEGORIES:
-                raise ValueError(f"{DEFAULT_MAP_FILE.name}: class {index} row does not match ImageNet or the "
-                                 f"category list: {row}")
-            mapping[index] = row["category"]
-    return mapping
+__all__ = ["NOT_A_PRODUCT", "RETAIL_CATEGORIES", "category_map", "default_map", "save_category_edits"]
 
 
 def category_map(engine: Engine) -> dict[int, str]:

@@ -1,5 +1,5 @@
-"""Altair chart builders: pure functions from frames to charts. Each aggregates first, so a chart carries a few
-hundred rows at most whatever the size of the store (Altair embeds its data; 40 000 regions would not do)."""
+"""Altair chart builders: pure functions from aggregated frames (shelf.report computes them in the database) to
+charts, so a chart carries a few hundred rows at most whatever the size of the store (Altair embeds its data)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
-from shelf.tally import GROUPINGS, counted
+from shelf.schema import THRESHOLD_STEPS, threshold_step
+from shelf.tally import GROUPINGS
 
 MAX_BARS = 25
-MAX_SERIES = 8  # categories/labels beyond this are folded into "Other"
 CATEGORY_PICK = "category_pick"  # legend selection on the share chart
 CONFIDENCE_BRUSH = "confidence_brush"  # interval selection on the histogram
 
@@ -50,23 +50,10 @@ def facings_bar_chart(table: pd.DataFrame, by: Sequence[str], max_bars: int = MA
     )
 
 
-def _fold_small(series: pd.Series, weights: pd.Series, keep: int = MAX_SERIES) -> pd.Series:
-    top = weights.groupby(series).sum().nlargest(keep).index
-    return series.where(series.isin(top), "Other")
-
-
-def share_by_store_frame(detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    frame = detections.assign(facings=counted(detections, threshold).astype(int),
-                              store=detections["store"].replace("", "—"))
-    frame["category"] = _fold_small(frame["category"], frame["facings"])
-    table = frame.groupby(["store", "category"], as_index=False)["facings"].sum()
-    table["share"] = table["facings"] / table.groupby("store")["facings"].transform("sum").where(lambda s: s > 0, 1)
-    return table
-
-
-def share_of_shelf_chart(detections: pd.DataFrame, threshold: float) -> alt.Chart:
-    """Stacked 100 % bars: each store's facings split by category. Clicking a legend entry picks a category."""
-    table = share_by_store_frame(detections, threshold)
+def share_of_shelf_chart(table: pd.DataFrame) -> alt.Chart:
+    """Stacked 100 % bars from shelf.report.share_by_store: each store's facings split by category. Clicking a
+    legend entry picks a category."""
+    table = table.assign(store=table["store"].replace("", "—"))
     pick = alt.selection_point(fields=["category"], bind="legend", name=CATEGORY_PICK)
     return (
         alt.Chart(table)
@@ -85,16 +72,9 @@ def share_of_shelf_chart(detections: pd.DataFrame, threshold: float) -> alt.Char
     )
 
 
-def confidence_histogram_frame(detections: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
-    edges = [i / bins for i in range(bins + 1)]
-    binned = pd.cut(detections["probability"].clip(0, 1), edges, include_lowest=True, right=False)
-    counts = binned.value_counts(sort=False)
-    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "regions": counts.to_numpy()})
-
-
-def confidence_histogram(detections: pd.DataFrame, threshold: float) -> alt.LayerChart:
-    """Regions by top-1 confidence, with the threshold marked. Drag across bars to keep only that range."""
-    table = confidence_histogram_frame(detections)
+def confidence_histogram(table: pd.DataFrame, threshold: float) -> alt.LayerChart:
+    """Regions by top-1 confidence (shelf.report.confidence_histogram), with the threshold marked. Drag across bars
+    to keep only that range."""
     brush = alt.selection_interval(encodings=["x"], name=CONFIDENCE_BRUSH)
     bars = (
         alt.Chart(table)
@@ -111,18 +91,10 @@ def confidence_histogram(detections: pd.DataFrame, threshold: float) -> alt.Laye
     return (bars + rule).properties(height=220)
 
 
-def trend_frame(detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    dated = detections[detections["captured_on"].notna()]
-    frame = dated.assign(facings=counted(dated, threshold).astype(int),
-                         date=pd.to_datetime(dated["captured_on"]))
-    frame["category"] = _fold_small(frame["category"], frame["facings"])
-    return frame.groupby(["date", "category"], as_index=False)["facings"].sum()
-
-
-def trend_chart(detections: pd.DataFrame, threshold: float) -> alt.Chart:
-    """Facings per day and category."""
+def trend_chart(table: pd.DataFrame) -> alt.Chart:
+    """Facings per day and category (shelf.report.trend)."""
     return (
-        alt.Chart(trend_frame(detections, threshold))
+        alt.Chart(table)
         .mark_line(point=True)
         .encode(x=alt.X("date:T", title="Photo date"), y=alt.Y("facings:Q", title="Facings"),
                 color=alt.Color("category:N", title="Category"),
@@ -138,9 +110,12 @@ def picked_categories(selection: dict) -> list[str]:
 
 
 def brushed_range(selection: dict) -> tuple[float, float] | None:
-    """The confidence range dragged on the histogram, if any."""
+    """The confidence range dragged on the histogram, if any, widened to whole bins of 0.05."""
     low_high = ((selection or {}).get(CONFIDENCE_BRUSH) or {}).get("low")
-    return (float(min(low_high)), float(max(low_high))) if low_high else None
+    if not low_high:
+        return None
+    first = min(threshold_step(min(low_high)), 19)
+    return THRESHOLD_STEPS[first], THRESHOLD_STEPS[max(threshold_step(max(low_high)), first + 1)]
 
 
 def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]):

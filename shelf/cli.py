@@ -39,6 +39,25 @@ def _regions(value: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _selection_arguments(p: argparse.ArgumentParser) -> None:
+    """The filters Tallies offers, for the commands that report on stored regions."""
+    p.add_argument("--min-confidence", type=_probability, default=0.0,
+                   help="regions below this top-1 probability are not counted (unless a reviewer corrected them); "
+                        "steps of 0.05")
+    p.add_argument("--store", action="append", default=[], dest="stores", help="repeat for several")
+    p.add_argument("--aisle", action="append", default=[], dest="aisles", help="repeat for several")
+    p.add_argument("--category", action="append", default=[], dest="categories", help="repeat for several")
+    p.add_argument("--from", type=dt.date.fromisoformat, default=None, dest="date_from",
+                   help="first photo date, YYYY-MM-DD")
+    p.add_argument("--to", type=dt.date.fromisoformat, default=None, dest="date_to", help="last photo date")
+    p.add_argument("--db", default=None)
+
+
+def _selection(args):
+    from shelf.tally import TallyFilter
+    return TallyFilter(args.stores, args.aisles, args.date_from, args.date_to, args.categories)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shelf", description="Shelf: retail shelf recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,19 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", action="append", choices=["label", "category", "sku", "brand", "store", "aisle", "date"],
                    default=None,
                    help="grouping; repeat for several (default: label)")
-    p.add_argument("--min-confidence", type=_probability, default=0.0,
-                   help="regions below this top-1 probability are not counted (unless a reviewer corrected them)")
-    p.add_argument("--store", action="append", default=[], dest="stores")
-    p.add_argument("--aisle", action="append", default=[], dest="aisles")
-    p.add_argument("--category", action="append", default=[], dest="categories")
-    p.add_argument("--db", default=None)
+    _selection_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="write CSV here instead of printing it")
 
     p = sub.add_parser("export", help="detections (CSV, COCO, SKU-110K), tallies or the provenance manifest")
     p.add_argument("what", choices=["detections", "tallies", "manifest"])
     p.add_argument("--format", choices=["csv", "coco", "sku110k"], default="csv",
                    help="for detections: csv, coco (JSON) or sku110k (CSV)")
-    p.add_argument("--db", default=None)
+    _selection_arguments(p)
     p.add_argument("--out", type=Path, required=True)
 
     p = sub.add_parser("catalog", help="the SKU catalog: add, list, remove, evaluate")
@@ -263,19 +277,12 @@ def _facings_summary(result, most: int = 3) -> str:
     return "facings " + ", ".join(f"{label} [{index}] ×{n}" for (index, label), n in counts.most_common(most))
 
 
-def _tally_table(detections, by=None, min_confidence=0.0, stores=(), aisles=(), categories=()):
-    from shelf.tally import TallyFilter, filter_detections, tally
-    selected = filter_detections(detections, TallyFilter(stores, aisles, categories=categories))
-    return tally(selected, by or ["label"], min_confidence)
-
-
 def cmd_tallies(args) -> int:
-    from shelf.detections import load_detections
     from shelf.export import to_csv_bytes
+    from shelf.report import tally_table
     from shelf.store import open_store
 
-    data = to_csv_bytes(_tally_table(load_detections(open_store(args.db)), args.by, args.min_confidence,
-                                     args.stores, args.aisles, args.categories))
+    data = to_csv_bytes(tally_table(open_store(args.db), args.by or ["label"], args.min_confidence, _selection(args)))
     if args.out:
         args.out.write_bytes(data)
         print(f"written to {args.out}", file=sys.stderr)
@@ -286,22 +293,32 @@ def cmd_tallies(args) -> int:
 
 def cmd_export(args) -> int:
     from shelf import export
-    from shelf.detections import load_detections
-    from shelf.store import open_store, runs_frame
+    from shelf.report import tally_table, totals
+    from shelf.store import open_store
 
-    engine = open_store(args.db)
-    detections = load_detections(engine)
-    if args.what == "detections":
-        writer = {"csv": export.detections_csv, "coco": export.coco_json, "sku110k": export.sku110k_csv}[args.format]
-        data = writer(detections)
-    elif args.what == "tallies":
-        data = export.to_csv_bytes(_tally_table(detections))
+    engine, selection = open_store(args.db), _selection(args)
+    if args.what == "tallies":
+        args.out.write_bytes(export.to_csv_bytes(tally_table(engine, ["label"], args.min_confidence, selection)))
+    elif args.what == "manifest":
+        args.out.write_bytes(export.manifest_json(engine, selection, {"what": "regions", **_described(args)}))
     else:
-        data = export.manifest_json(detections, runs_frame(engine), {"what": "all detections in the store"})
-    args.out.write_bytes(data)
-    print(f"{args.what}: {len(detections)} region(s) of {detections['photo_id'].nunique()} photo(s) written to "
-          f"{args.out}", file=sys.stderr)
+        from tqdm import tqdm
+        expected = totals(engine, 0.0, selection).regions
+        partial = args.out.with_name(f".{args.out.name}.partial")
+        with partial.open("wb") as out, tqdm(total=expected, unit="region", file=sys.stderr,
+                                             disable=expected < 50_000 or None) as bar:
+            export.write_regions(args.format, engine, out, selection, args.min_confidence,
+                                 progress=lambda done: bar.update(done - bar.n))
+        partial.replace(args.out)  # a reader never sees half an export
+    print(f"{args.what}: {totals(engine, 0.0, selection).regions} region(s) written to {args.out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _described(args) -> dict:
+    return {key: value for key, value in {"stores": args.stores, "aisles": args.aisles,
+                                          "categories": args.categories, "from": str(args.date_from or ""),
+                                          "to": str(args.date_to or ""),
+                                          "min_confidence": args.min_confidence}.items() if value}
 
 
 def cmd_catalog(args) -> int:

@@ -30,6 +30,7 @@ from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from shelf import config
 from shelf.files import MB, FileTooLarge, read_bounded, size_problem, write_atomically
+from shelf.labels import IMAGENET_CLASSES
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 OFFICIAL_FILENAME = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
@@ -39,7 +40,7 @@ MAX_WEIGHTS_MB = 200  # the weights uploader passes it to Streamlit as max_uploa
 MAX_WEIGHTS_BYTES = MAX_WEIGHTS_MB * MB
 MAX_CHECKPOINT_RECORDS = 4096  # a ResNet-18 checkpoint has ~130
 DOWNLOAD_TIMEOUT_S = 20
-CATEGORIES: tuple[str, ...] = tuple(IMAGENET_WEIGHTS.meta["categories"])
+CATEGORIES: tuple[str, ...] = IMAGENET_CLASSES  # the weights' meta["categories"], as data (a test checks)
 
 HOW_TO_GET_WEIGHTS = (
     "Shelf needs the ImageNet ResNet-18 weights file `resnet18-f37072fd.pth` (45 MB). Either:\n"

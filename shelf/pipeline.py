@@ -144,7 +144,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                     run_id = store.create_run(engine, run_provenance(loaded, mode.text, top_k, crop_mode,
                                                                      catalog_info))
                 photo_id, created = store.save_photo(engine, run_id, decoded, upload.data, context, boxes,
-                                                     classified, matched, catalog_threshold)
+                                                     classified, matched)
                 result = PhotoResult(name=name, photo_id=photo_id, sha256=decoded.sha256,
                                      already_stored=not created, notes=notes,
                                      regions=[RegionResult(b, c.predictions, *(matched[i] if matched else

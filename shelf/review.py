@@ -1,10 +1,10 @@
-"""The review queue: doubtful regions first, with crop thumbnails, and corrections as plain data."""
+"""Reviewing regions: label choices that stay unique where ImageNet names repeat, corrections as plain data, and
+crop thumbnails. The queue itself is a database query (shelf.report.review_page)."""
 from __future__ import annotations
 
 import base64
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,28 +12,10 @@ from PIL import Image
 
 from shelf import config
 from shelf.images import ImageError, decode_image
-from shelf.model import CATEGORIES as IMAGENET_LABELS
-from shelf.tally import TallyFilter, filter_detections
+from shelf.labels import IMAGENET_CLASSES as IMAGENET_LABELS
 
 THUMB_SIDE = 96
 PHOTO_SIDE_FOR_THUMBNAILS = 1280  # a facing is ~1/10 of a shelf photo: still ~100 px across
-
-
-@dataclass(frozen=True)
-class ReviewFilter:
-    scope: TallyFilter = TallyFilter()  # stores, aisles, dates, categories, classes
-    confidence: tuple[float, float] = (0.0, 1.0)  # inclusive band of the model's top-1 probability
-    include_reviewed: bool = False
-
-
-def review_queue(detections: pd.DataFrame, f: ReviewFilter) -> pd.DataFrame:
-    """Regions to review, least confident first (then by photo and position, so the order is stable)."""
-    rows = filter_detections(detections, f.scope)
-    low, high = f.confidence
-    rows = rows[(rows["probability"] >= low) & (rows["probability"] <= high)]
-    if not f.include_reviewed:
-        rows = rows[~rows["corrected"].astype(bool)]
-    return rows.sort_values(["probability", "photo_id", "position"], ignore_index=True)
 
 
 def label_choice(class_index: int) -> str:
@@ -59,12 +41,26 @@ def corrections_from_edits(queue: pd.DataFrame, chosen: Sequence) -> dict[int, t
     """{region_id: (class_index, label)} for rows whose chosen label differs from the label that counts now."""
     changes = {}
     for region_id, current, choice in zip(queue["region_id"], queue["class_index"], chosen):
-        if choice is None or (isinstance(choice, float) and pd.isna(choice)) or choice == "":
+        if _empty(choice):
             continue
         class_index, label = parse_label_choice(choice)
         if class_index != int(current):
             changes[int(region_id)] = (class_index, label)
     return changes
+
+
+def _empty(choice) -> bool:
+    return choice is None or (isinstance(choice, float) and pd.isna(choice)) or choice == ""
+
+
+def merge_page_edits(pending: dict[int, str], page: pd.DataFrame, chosen: Sequence) -> dict[int, str]:
+    """Pending picks are keyed by region id, never by row number: a page's picks replace that page's regions'
+    entries (an emptied cell drops one); picks for regions on other pages or filters stay as they are."""
+    merged = {k: v for k, v in pending.items() if k not in set(page["region_id"].astype(int))}
+    for region_id, choice in zip(page["region_id"], chosen):
+        if not _empty(choice):
+            merged[int(region_id)] = choice
+    return merged
 
 
 def photo_for_thumbnails(file: str, width: int) -> tuple[Image.Image, float] | None:

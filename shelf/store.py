@@ -1,8 +1,9 @@
-"""Persistence with SQLAlchemy Core: photos, regions, predictions and runs (provenance).
+"""Persistence with SQLAlchemy Core: photos, regions, predictions, corrections and runs (provenance).
 
 SQLite by default (WAL, busy timeout, BEGIN IMMEDIATE for writes, so concurrent sessions and the CLI queue up
 instead of failing); any SQLAlchemy URL through SHELF_DATABASE_URL. One photo is written in one transaction: it is
-stored whole or not at all, and a failure on one photo leaves the others alone.
+stored whole or not at all, and a failure on one photo leaves the others alone. Every write keeps the tally rollups
+in step in the same transaction (shelf.rollup). The tables are declared in shelf.schema.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,148 +21,36 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from shelf import config
-from shelf.classify import Classification
+from shelf import config, rollup
 from shelf.files import write_atomically
-from shelf.images import DecodedImage
-from shelf.regions import Box
-
-metadata = sa.MetaData()
-
-runs = sa.Table(
-    "runs", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("weights_sha256", sa.String(64), nullable=False),
-    sa.Column("weights_source", sa.String(40), nullable=False),
-    sa.Column("weights_verified", sa.Boolean, nullable=False),
-    sa.Column("weights_untrained", sa.Boolean, nullable=False),
-    sa.Column("torch_version", sa.String(40), nullable=False),
-    sa.Column("torchvision_version", sa.String(40), nullable=False),
-    sa.Column("shelf_version", sa.String(40), nullable=False),
-    sa.Column("preprocessing", sa.Text, nullable=False),  # JSON
-    sa.Column("backend", sa.String(60), nullable=False),
-    sa.Column("region_mode", sa.String(200), nullable=False),
-    sa.Column("top_k", sa.Integer, nullable=False),
+from shelf.labels import IMAGENET_CLASSES, default_map
+from shelf.schema import (  # noqa: F401  (re-exported: callers use store.photos, store.regions, ...)
+    GAP,
+    PRODUCT,
+    category_overrides,
+    class_categories,
+    confidence_bin,
+    corrections,
+    metadata,
+    photos,
+    predictions,
+    reference_embeddings,
+    region_embeddings,
+    regions,
+    runs,
+    schema_version,
+    settings,
+    sku_references,
+    skus,
 )
 
-photos = sa.Table(
-    "photos", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
-    sa.Column("name", sa.String(200), nullable=False),  # cleaned display name; never a path
-    sa.Column("format", sa.String(20), nullable=False),
-    sa.Column("width", sa.Integer, nullable=False),
-    sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("n_bytes", sa.Integer, nullable=False),
-    sa.Column("file", sa.String(200), nullable=False),  # relative to the data dir, named by content hash
-    sa.Column("store", sa.String(100), nullable=False, server_default=""),
-    sa.Column("aisle", sa.String(100), nullable=False, server_default=""),
-    sa.Column("captured_on", sa.Date, nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
+if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.classify.Classification)
+    from shelf.images import DecodedImage
+    from shelf.regions import Box
 
-regions = sa.Table(
-    "regions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("x1", sa.Integer, nullable=False),
-    sa.Column("y1", sa.Integer, nullable=False),
-    sa.Column("x2", sa.Integer, nullable=False),
-    sa.Column("y2", sa.Integer, nullable=False),
-    sa.Column("embedding", sa.LargeBinary, nullable=True),  # 512 float32, for later similarity search
-)
-
-predictions = sa.Table(
-    "predictions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), nullable=False,
-              index=True),
-    sa.Column("rank", sa.Integer, nullable=False),
-    sa.Column("class_index", sa.Integer, nullable=False),
-    sa.Column("label", sa.String(100), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.UniqueConstraint("region_id", "rank"),
-)
-
-corrections = sa.Table(
-    "corrections", metadata,  # a reviewer's label for a region; the newest per region is the one that counts
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), nullable=False,
-              index=True),
-    sa.Column("class_index", sa.Integer, nullable=False),
-    sa.Column("label", sa.String(100), nullable=False),
-    sa.Column("reviewer", sa.String(100), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-category_overrides = sa.Table(
-    "category_overrides", metadata,  # analysts' edits of the shipped class → retail category map
-    sa.Column("class_index", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("category", sa.String(60), nullable=False),
-    sa.Column("updated_by", sa.String(100), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-skus = sa.Table(
-    "skus", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(100), nullable=False, unique=True),
-    sa.Column("brand", sa.String(100), nullable=False, server_default=""),
-    sa.Column("category", sa.String(60), nullable=False),
-    sa.Column("gtin", sa.String(14), nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-sku_references = sa.Table(
-    "sku_references", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("file", sa.String(200), nullable=False),
-    sa.Column("source", sa.String(100), nullable=False),  # "upload: NAME" or "region 123"
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("sku_id", "sha256"),
-)
-
-reference_embeddings = sa.Table(
-    "reference_embeddings", metadata,  # computed once per weights file and crop mode
-    sa.Column("reference_id", sa.Integer, sa.ForeignKey("sku_references.id", ondelete="CASCADE"),
-              primary_key=True),
-    sa.Column("weights_sha256", sa.String(64), primary_key=True),
-    sa.Column("crop_mode", sa.String(20), primary_key=True),
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
-)
-
-sku_matches = sa.Table(
-    "sku_matches", metadata,  # the catalog match of a region (sku_id NULL: nothing close enough, "unknown")
-    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="SET NULL"), nullable=True),
-    sa.Column("similarity", sa.Float, nullable=False),
-    sa.Column("threshold", sa.Float, nullable=False),
-    sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-settings = sa.Table(
-    "settings", metadata,
-    sa.Column("key", sa.String(60), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-schema_version = sa.Table(
-    "schema_version", metadata,  # one row per migration step applied
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-SCHEMA_VERSION = 1
-# Steps that change existing tables, by the version they produce. Version 1 is the schema as metadata declares it
-# (create_all); a later version adds `N: function(connection)` here and bumps SCHEMA_VERSION.
-MIGRATIONS: dict = {}
-
+SCHEMA_VERSION = 2
 MAX_CONTEXT_LENGTH = 100
+EMBEDDING_DTYPE = "<f2"  # float16: half the bytes; catalog matching tolerates it (tests compare both)
 
 
 @dataclass(frozen=True)
@@ -182,6 +72,15 @@ def clean_text(value: str | None) -> str:
     return text[:MAX_CONTEXT_LENGTH]
 
 
+def day_number(date: dt.date | None) -> int:
+    """A photo date as an integer the rollups key on (0: no date)."""
+    return date.toordinal() if date else 0
+
+
+def date_of_day(day: int) -> dt.date | None:
+    return dt.date.fromordinal(int(day)) if day else None
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN itself
     cursor = dbapi_connection.cursor()
@@ -197,8 +96,9 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("shelf_write") else "BEGIN")
 
 
-def open_store(url: str | None = None) -> Engine:
-    """Engine for the store at `url` (default from the environment); creates the schema if needed."""
+def open_store(url: str | None = None, pool_size: int | None = None) -> Engine:
+    """Engine for the store at `url` (default from the environment); creates or migrates the schema if needed.
+    `pool_size` bounds a server database's connections from this process (default SQLAlchemy's 5 + 10 overflow)."""
     url = url or config.database_url()
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -208,7 +108,8 @@ def open_store(url: str | None = None) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        pool = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": 0}
+        engine = sa.create_engine(url, pool_pre_ping=True, **pool)
     with write_transaction(engine) as conn:
         migrate(conn)
     return engine
@@ -221,18 +122,34 @@ class SchemaError(RuntimeError):
 def migrate(conn: Connection) -> int:
     """Create missing tables and apply pending migration steps, in one transaction; idempotent, and safe when
     several processes start at once (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock)."""
+    from shelf.migrations import MIGRATIONS, existing_version
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724519)")  # any constant: Shelf's migration lock
-    metadata.create_all(conn, checkfirst=True)
-    current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+    current = existing_version(conn)
     if current > SCHEMA_VERSION:
         raise SchemaError(f"the database is at schema version {current}; this Shelf knows up to {SCHEMA_VERSION}. "
                           "Upgrade Shelf, or point SHELF_DATABASE_URL at another database.")
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        if version in MIGRATIONS:
+    # A new database is created at the current version; an older one takes each step in turn.
+    steps = range(current + 1, SCHEMA_VERSION + 1) if current else [SCHEMA_VERSION]
+    for version in steps:
+        if current and version in MIGRATIONS:
             MIGRATIONS[version](conn)
+    metadata.create_all(conn, checkfirst=True)
+    for version in steps:
         conn.execute(schema_version.insert().values(version=version, applied_at=utc_now()))
+    _sync_class_categories(conn)
     return SCHEMA_VERSION
+
+
+def _sync_class_categories(conn: Connection) -> None:
+    """Make `class_categories` the map in force (shipped + overrides); writes only what differs."""
+    wanted = {**default_map(), **dict(conn.execute(sa.select(category_overrides.c.class_index,
+                                                             category_overrides.c.category)).all())}
+    have = dict(conn.execute(sa.select(class_categories.c.class_index, class_categories.c.category)).all())
+    stale = [index for index, category in wanted.items() if have.get(index) != category]
+    if stale:
+        conn.execute(class_categories.delete().where(class_categories.c.class_index.in_(stale)))
+        conn.execute(class_categories.insert(), [{"class_index": i, "category": wanted[i]} for i in stale])
 
 
 @contextmanager
@@ -271,17 +188,59 @@ def keep_photo_bytes(data: bytes, relative: Path) -> None:
         write_atomically(data, target)
 
 
+def embedding_bytes(embedding) -> bytes:
+    vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    return vector.astype(EMBEDDING_DTYPE).tobytes()
+
+
+def embedding_array(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored embeddings → (N, 512) float32."""
+    if not blobs:
+        return np.zeros((0, 512), np.float32)
+    return np.stack([np.frombuffer(b, dtype=EMBEDDING_DTYPE) for b in blobs]).astype(np.float32)
+
+
+def region_rows(photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
+                matches: Sequence[tuple[int | None, float]] | None = None) -> list[dict]:
+    """Region rows for a photo's classified boxes: top-1, its confidence bin and the catalog match, if any."""
+    rows = []
+    for position, (box, result) in enumerate(zip(boxes, results)):
+        top1 = result.predictions[0]
+        sku_id, similarity = matches[position] if matches is not None else (None, None)
+        rows.append({"photo_id": photo_id, "run_id": run_id, "position": position, "x1": box.x1, "y1": box.y1,
+                     "x2": box.x2, "y2": box.y2, "kind": PRODUCT, "active": True,
+                     "predicted_class_index": top1.class_index, "probability": top1.probability,
+                     "bin": confidence_bin(top1.probability), "class_index": top1.class_index, "corrected": False,
+                     "sku_id": sku_id, "sku_similarity": similarity})
+    return rows
+
+
+def insert_regions(conn: Connection, rows: Sequence[dict], results: Sequence) -> list[int]:
+    """Insert region rows with their top-k and embeddings; returns the new region ids (rollups not touched)."""
+    if not rows:
+        return []
+    ids = conn.execute(regions.insert().returning(regions.c.id, sort_by_parameter_order=True), list(rows)
+                       ).scalars().all()
+    conn.execute(predictions.insert(), [{"region_id": region_id, "rank": p.rank, "class_index": p.class_index,
+                                         "probability": p.probability}
+                                        for region_id, result in zip(ids, results) for p in result.predictions])
+    conn.execute(region_embeddings.insert(), [{"region_id": region_id, "embedding": embedding_bytes(r.embedding)}
+                                              for region_id, r in zip(ids, results)])
+    return ids
+
+
 def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, context: Context,
-               boxes: Sequence[Box], results: Sequence[Classification],
-               matches: Sequence[tuple[int | None, float]] | None = None, threshold: float = 0.0
+               boxes: Sequence[Box], results: Sequence, matches: Sequence[tuple[int | None, float]] | None = None
                ) -> tuple[int, bool]:
     """Store one photo with its regions and predictions in one transaction.
 
-    Returns (photo id, created). If the same photo (by content hash) is already stored, nothing is written and
-    the existing id is returned with created=False — also when another session stored it a moment ago.
+    `results` are classifications (`.predictions` best first, `.embedding`), one per box; `matches` the catalog's
+    (sku_id or None, similarity) per box when the run used the catalog. Returns (photo id, created). If the same
+    photo (by content hash) is already stored, nothing is written and the existing id is returned with
+    created=False — also when another session stored it a moment ago.
     """
-    if len(boxes) != len(results):
-        raise ValueError("one classification per region is required")
+    if len(boxes) != len(results) or (matches is not None and len(matches) != len(results)):
+        raise ValueError("one classification (and one match) per region is required")
     relative = photo_file(decoded.sha256, decoded.format)
     keep_photo_bytes(data, relative)  # content-addressed: a file without a row is harmless and reused
     context = context.cleaned()
@@ -293,21 +252,11 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
             photo_id = conn.execute(photos.insert().values(
                 sha256=decoded.sha256, name=decoded.name, format=decoded.format, width=decoded.width,
                 height=decoded.height, n_bytes=decoded.n_bytes, file=relative.as_posix(), store=context.store,
-                aisle=context.aisle, captured_on=context.captured_on, created_at=utc_now(),
+                aisle=context.aisle, captured_on=context.captured_on, day=day_number(context.captured_on),
+                created_at=utc_now(),
             )).inserted_primary_key[0]
-            for position, (box, result) in enumerate(zip(boxes, results)):
-                region_id = conn.execute(regions.insert().values(
-                    photo_id=photo_id, run_id=run_id, position=position, x1=box.x1, y1=box.y1, x2=box.x2,
-                    y2=box.y2, embedding=result.embedding.numpy().astype("<f4").tobytes(),
-                )).inserted_primary_key[0]
-                conn.execute(predictions.insert(), [
-                    {"region_id": region_id, "rank": p.rank, "class_index": p.class_index, "label": p.label,
-                     "probability": p.probability} for p in result.predictions])
-                if matches is not None:
-                    sku_id, similarity = matches[position]
-                    conn.execute(sku_matches.insert().values(region_id=region_id, sku_id=sku_id,
-                                                             similarity=similarity, threshold=threshold,
-                                                             matched_at=utc_now()))
+            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results)
+            rollup.add(conn, regions.c.photo_id == photo_id)
     except IntegrityError:
         # Lost a race with another session storing the same photo: theirs stands, ours is dropped whole.
         existing = find_photo(engine, decoded.sha256)
@@ -317,30 +266,73 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
     return photo_id, True
 
 
-def region_embeddings(engine: Engine, photo_id: int) -> np.ndarray:
+def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
+                    matches: Sequence[tuple[int | None, float]] | None = None) -> None:
+    """A photo recognised again (other regions, crop or catalog): the new run's regions count from now on; the
+    previous ones stay, inactive, with their corrections, as history."""
+    if len(boxes) != len(results) or (matches is not None and len(matches) != len(results)):
+        raise ValueError("one classification (and one match) per region is required")
+    with write_transaction(engine) as conn:
+        with rollup.changing(conn, regions.c.photo_id == photo_id):
+            conn.execute(regions.update().where(regions.c.photo_id == photo_id, regions.c.active)
+                         .values(active=False))
+            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results)
+
+
+def set_photo_context(engine: Engine, photo_id: int, context: Context) -> None:
+    """Correct where and when a stored photo was taken; its regions move in the tallies with it."""
+    context = context.cleaned()
+    with write_transaction(engine) as conn:
+        with rollup.changing(conn, regions.c.photo_id == photo_id):
+            updated = conn.execute(photos.update().where(photos.c.id == photo_id).values(
+                store=context.store, aisle=context.aisle, captured_on=context.captured_on,
+                day=day_number(context.captured_on))).rowcount
+    if not updated:
+        raise ValueError(f"no such photo: {photo_id}")
+
+
+def delete_photo(engine: Engine, photo_id: int) -> str:
+    """Delete a photo with its regions, predictions and corrections, and its file unless a SKU reference shares
+    it. Returns the photo's name."""
+    with write_transaction(engine) as conn:
+        row = conn.execute(sa.select(photos.c.name, photos.c.file, photos.c.sha256)
+                           .where(photos.c.id == photo_id)).one_or_none()
+        if row is None:
+            raise ValueError(f"no such photo: {photo_id}")
+        with rollup.changing(conn, regions.c.photo_id == photo_id):
+            conn.execute(photos.delete().where(photos.c.id == photo_id))  # regions and the rest cascade
+        shared = conn.execute(sa.select(sa.func.count()).select_from(sku_references)
+                              .where(sku_references.c.file == row.file)).scalar_one()
+    if not shared:
+        (config.data_dir() / row.file).unlink(missing_ok=True)
+    return row.name
+
+
+def region_embeddings_of(engine: Engine, photo_id: int) -> np.ndarray:
+    """The stored embeddings of a photo's regions, in region order, as float32."""
+    query = (sa.select(region_embeddings.c.embedding).select_from(region_embeddings.join(regions))
+             .where(regions.c.photo_id == photo_id).order_by(regions.c.position))
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(regions.c.embedding).where(regions.c.photo_id == photo_id)
-                            .order_by(regions.c.position)).scalars().all()
-    return np.stack([np.frombuffer(r, dtype="<f4") for r in rows]) if rows else np.zeros((0, 512), "<f4")
+        return embedding_array(conn.execute(query).scalars().all())
 
 
 PREDICTION_COLUMNS = ["photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on",
-                      "region_id", "position",
-                      "x1", "y1", "x2", "y2", "rank", "class_index", "label", "probability", "run_id",
-                      "weights_verified", "weights_untrained"]
+                      "region_id", "position", "x1", "y1", "x2", "y2", "rank", "class_index", "label", "probability",
+                      "run_id", "weights_verified", "weights_untrained"]
 
 
 def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Sequence[int] | None = None
                       ) -> pd.DataFrame:
-    """Predictions joined with their region, photo and run: one row per (region, rank)."""
+    """The model's predictions joined with their region, photo and run: one row per (region, rank), for the
+    current regions of the given photos (or of every photo: small stores and tests only)."""
     query = (
         sa.select(photos.c.id.label("photo_id"), photos.c.name.label("photo"), photos.c.sha256, photos.c.file,
-                  photos.c.width, photos.c.height, photos.c.store,
-                  photos.c.aisle, photos.c.captured_on, regions.c.id.label("region_id"), regions.c.position,
-                  regions.c.x1, regions.c.y1, regions.c.x2, regions.c.y2, predictions.c.rank,
-                  predictions.c.class_index, predictions.c.label, predictions.c.probability,
+                  photos.c.width, photos.c.height, photos.c.store, photos.c.aisle, photos.c.captured_on,
+                  regions.c.id.label("region_id"), regions.c.position, regions.c.x1, regions.c.y1, regions.c.x2,
+                  regions.c.y2, predictions.c.rank, predictions.c.class_index, predictions.c.probability,
                   runs.c.id.label("run_id"), runs.c.weights_verified, runs.c.weights_untrained)
         .select_from(predictions.join(regions).join(photos).join(runs))
+        .where(regions.c.active)
         .order_by(photos.c.id, regions.c.position, predictions.c.rank)
     )
     if top1_only:
@@ -348,48 +340,83 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
     if photo_ids is not None:
         query = query.where(photos.c.id.in_(list(photo_ids)))
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).all(), columns=PREDICTION_COLUMNS)
+        frame = pd.DataFrame(conn.execute(query).mappings().all(),
+                             columns=[c for c in PREDICTION_COLUMNS if c != "label"])
+    frame.insert(PREDICTION_COLUMNS.index("label"), "label",
+                 [IMAGENET_CLASSES[int(i)] for i in frame["class_index"]])
     frame["captured_on"] = pd.to_datetime(frame["captured_on"]).dt.date
     return frame
 
 
 def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewer: str) -> int:
-    """Store reviewer labels: {region_id: (class_index, label)}. All or nothing. Returns how many were stored."""
+    """Store reviewer labels: {region_id: (class_index, label)}. All or nothing. Returns how many were stored.
+    The region's effective label and the rollups change in the same transaction."""
     reviewer = clean_text(reviewer)
     if not reviewer:
         raise ValueError("a reviewer name is required")
     if not changes:
         return 0
+    ids = list(changes)
     now = utc_now()
     with write_transaction(engine) as conn:
-        known = set(conn.execute(sa.select(regions.c.id).where(regions.c.id.in_(list(changes)))).scalars())
+        known = set(conn.execute(sa.select(regions.c.id).where(regions.c.id.in_(ids))).scalars())
         missing = sorted(set(changes) - known)
         if missing:
             raise ValueError(f"no such region(s): {', '.join(map(str, missing[:5]))}")
         conn.execute(corrections.insert(), [
             {"region_id": region_id, "class_index": index, "label": label, "reviewer": reviewer, "created_at": now}
             for region_id, (index, label) in changes.items()])
+        with rollup.changing(conn, regions.c.id.in_(ids)):
+            conn.execute(regions.update().where(regions.c.id == sa.bindparam("rid"))
+                         .values(class_index=sa.bindparam("index"), corrected=True),
+                         [{"rid": region_id, "index": index} for region_id, (index, _) in changes.items()])
     return len(changes)
 
 
-def latest_corrections(engine: Engine) -> pd.DataFrame:
-    """The correction that counts for each corrected region (the newest)."""
-    query = sa.select(corrections.c.region_id, corrections.c.class_index, corrections.c.label,
-                      corrections.c.reviewer, corrections.c.created_at, corrections.c.id).order_by(corrections.c.id)
+def latest_corrections(engine: Engine, region_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The correction that counts for each corrected region (the newest), for the given regions or all."""
+    newest = sa.select(sa.func.max(corrections.c.id)).group_by(corrections.c.region_id)
+    if region_ids is not None:
+        newest = newest.where(corrections.c.region_id.in_(list(region_ids)))
+    query = (sa.select(corrections.c.region_id, corrections.c.class_index, corrections.c.label,
+                       corrections.c.reviewer, corrections.c.created_at)
+             .where(corrections.c.id.in_(newest)).order_by(corrections.c.region_id))
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).mappings().all(),
-                             columns=["region_id", "class_index", "label", "reviewer", "created_at", "id"])
-    return frame.drop_duplicates("region_id", keep="last").drop(columns="id")
+        return pd.DataFrame(conn.execute(query).mappings().all(),
+                            columns=["region_id", "class_index", "label", "reviewer", "created_at"])
 
 
 def sku_match_frame(engine: Engine) -> pd.DataFrame:
-    """Region → matched SKU (name, brand, category) and similarity; sku_id is missing where it is unknown."""
-    query = (sa.select(sku_matches.c.region_id, sku_matches.c.sku_id, skus.c.name, skus.c.brand, skus.c.category,
-                       sku_matches.c.similarity)
-             .select_from(sku_matches.outerjoin(skus, skus.c.id == sku_matches.c.sku_id)))
+    """Region → matched SKU (name, brand, category) and similarity, for regions that were matched; sku_id is
+    missing where the catalog had nothing close enough (Unknown)."""
+    query = (sa.select(regions.c.id.label("region_id"), regions.c.sku_id, skus.c.name, skus.c.brand,
+                       skus.c.category, regions.c.sku_similarity)
+             .select_from(regions.outerjoin(skus, skus.c.id == regions.c.sku_id))
+             .where(regions.c.sku_similarity.is_not(None)))
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(query).all(), columns=["region_id", "sku_id", "sku", "brand",
                                                                 "sku_category", "sku_similarity"])
+
+
+def set_sku_matches(engine: Engine, matches: Sequence[tuple[int, int | None, float]]) -> None:
+    """Record catalog matches (region_id, sku_id or None, similarity) and keep the rollups in step."""
+    ids = [m[0] for m in matches]
+    with write_transaction(engine) as conn:
+        update = (regions.update().where(regions.c.id == sa.bindparam("rid"))
+                  .values(sku_id=sa.bindparam("sku"), sku_similarity=sa.bindparam("similarity")))
+        rows = [{"rid": r, "sku": s, "similarity": float(x)} for r, s, x in matches]
+        if len(ids) > rollup.MAX_KEYS_PER_REFRESH:  # a store-wide re-match: recompute the rollups once
+            conn.execute(update, rows)
+            rollup.rebuild(conn)
+            return
+        with rollup.changing(conn, regions.c.id.in_(ids)):
+            conn.execute(update, rows)
+
+
+def forget_sku(conn: Connection, sku_id: int) -> None:
+    """A removed SKU's regions become Unknown (their similarity stays); the rollups follow."""
+    rollup.move_sku(conn, sku_id, rollup.UNKNOWN_SKU_KEY)
+    conn.execute(regions.update().where(regions.c.sku_id == sku_id).values(sku_id=None))
 
 
 def category_overrides_map(engine: Engine) -> dict[int, str]:
@@ -407,6 +434,7 @@ def set_category_overrides(engine: Engine, overrides: dict[int, str | None], ana
                 conn.execute(category_overrides.insert().values(class_index=class_index, category=category,
                                                                 updated_by=clean_text(analyst) or "unknown",
                                                                 updated_at=now))
+        _sync_class_categories(conn)
 
 
 def get_setting(engine: Engine, key: str, default: str | None = None) -> str | None:
@@ -421,22 +449,24 @@ def set_setting(engine: Engine, key: str, value: str) -> None:
         conn.execute(settings.insert().values(key=key, value=value))
 
 
-def runs_frame(engine: Engine) -> pd.DataFrame:
+def runs_frame(engine: Engine, run_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    query = sa.select(runs).order_by(runs.c.id)
+    if run_ids is not None:
+        query = query.where(runs.c.id.in_(list(run_ids)))
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(sa.select(runs).order_by(runs.c.id)).mappings().all(),
-                             columns=[c.name for c in runs.columns])
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in runs.columns])
     frame["preprocessing"] = frame["preprocessing"].map(json.loads)
     return frame
 
 
-def fingerprint(engine: Engine) -> tuple:
-    """Changes whenever anything a detections frame is built from changes: a cheap key for caching it."""
+def version(engine: Engine) -> tuple:
+    """Changes whenever anything tallies are built from changes: a cheap key for caching what is derived from the
+    store (filter choices, thumbnails). Each part is an indexed max, so it costs the same at any size."""
+    parts = (sa.func.max(photos.c.id), sa.func.max(regions.c.id), sa.func.max(corrections.c.id),
+             sa.func.max(category_overrides.c.updated_at), sa.func.max(skus.c.id))
     with engine.connect() as conn:
-        return tuple(str(tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(table.c[key]))
-                                            .select_from(table)).one()))
-                     for table, key in ((photos, "id"), (regions, "id"), (corrections, "id"),
-                                        (category_overrides, "updated_at"), (sku_matches, "matched_at"),
-                                        (skus, "id")))
+        return tuple(conn.execute(sa.select(part)).scalar() for part in parts) + (
+            conn.execute(sa.select(sa.func.count()).select_from(skus)).scalar(),)
 
 
 def counts(engine: Engine) -> dict[str, int]:

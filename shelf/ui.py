@@ -74,27 +74,16 @@ def store() -> Engine:
     return _cached_store(config.database_url())
 
 
-@st.cache_data(max_entries=4, show_spinner="Loading detections …")
-def _cached_detections(url: str, fingerprint: tuple) -> pd.DataFrame:
-    from shelf.detections import load_detections
-    return load_detections(_cached_store(url))
-
-
-def detections() -> pd.DataFrame:
-    """The store's detections, rebuilt only when the store changed (filters and charts rerun on cached data)."""
-    from shelf.store import fingerprint
-    url = config.database_url()
-    return _cached_detections(url, fingerprint(_cached_store(url)))
-
-
-def stored_detections_or_stop() -> pd.DataFrame:
-    """The detections; on an empty store, a pointer to Recognize instead of the rest of the page."""
-    frame = detections()
-    if frame.empty:
+def facets_or_stop():
+    """What the filters can choose from (shelf.report.Facets); on an empty store, a pointer to Recognize instead of
+    the rest of the page."""
+    from shelf.report import facets
+    found = facets(store())
+    if not found.photos:
         st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
         st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
         st.stop()
-    return frame
+    return found
 
 
 def md_escape(text: str) -> str:
@@ -252,22 +241,61 @@ def thumbnails(rows: pd.DataFrame) -> list[str | None]:
     return uris
 
 
-def scope_filters(detections: pd.DataFrame, key: str):
+def scope_filters(facets, key: str):
     """Store, aisle, date and category pickers shared by Tallies and Review. Returns a TallyFilter."""
-    from shelf.categories import RETAIL_CATEGORIES
+    from shelf.labels import RETAIL_CATEGORIES
     from shelf.tally import TallyFilter
     c1, c2, c3, c4 = st.columns(4)
-    stores = c1.multiselect("Stores", sorted(set(detections["store"]) - {""}), key=f"{key}_stores",
-                            placeholder="All stores")
-    aisles = c2.multiselect("Aisles", sorted(set(detections["aisle"]) - {""}), key=f"{key}_aisles",
-                            placeholder="All aisles")
+    stores = c1.multiselect("Stores", [s for s in facets.stores if s], key=f"{key}_stores", placeholder="All stores")
+    aisles = c2.multiselect("Aisles", [a for a in facets.aisles if a], key=f"{key}_aisles", placeholder="All aisles")
     categories = c3.multiselect("Categories", RETAIL_CATEGORIES, key=f"{key}_categories",
                                 placeholder="All categories")
-    dates = sorted(detections["captured_on"].dropna().unique())
-    picked = c4.date_input("Dates", value=(dates[0], dates[-1]), key=f"{key}_dates", format="YYYY-MM-DD") \
-        if dates else ()
+    picked = c4.date_input("Dates", value=(facets.first_date, facets.last_date), key=f"{key}_dates",
+                           format="YYYY-MM-DD") if facets.first_date else ()
     date_from, date_to = (tuple(picked) + (None, None))[:2] if picked else (None, None)
     if date_from is not None and date_to is None:
         date_to = date_from  # a half-picked range means that one day
     return TallyFilter(stores, aisles, date_from, date_to, categories)
 
+
+LARGE_EXPORT = 100_000  # regions; larger selections are written to a compressed file first, with a progress bar
+EXPORT_FORMATS = {"csv": ("Detections (CSV)", "csv", "text/csv"), "coco": ("COCO (JSON)", "json", "application/json"),
+                  "sku110k": ("SKU-110K (CSV)", "csv", "text/csv")}
+
+
+def region_exports(engine: Engine, f, threshold: float, n_regions: int, description: dict, stamp: str) -> None:
+    """Download buttons for the selected regions in every export format, plus the provenance manifest."""
+    from shelf import export
+    columns = st.columns(4)
+    columns[3].download_button("Manifest (JSON)", lambda: export.manifest_json(engine, f, description),
+                               file_name=f"shelf-manifest-{stamp}.json", mime="application/json",
+                               key="download_manifest", on_click="ignore")
+    if n_regions <= LARGE_EXPORT:
+        for column, (fmt, (label, ext, mime)) in zip(columns, EXPORT_FORMATS.items()):
+            column.download_button(label, lambda fmt=fmt: export.regions_bytes(fmt, engine, f, threshold),
+                                   file_name=f"shelf-{fmt}-{stamp}.{ext}", mime=mime, key=f"download_{fmt}",
+                                   on_click="ignore")
+        return
+    fmt = columns[0].selectbox("Format", list(EXPORT_FORMATS), format_func=lambda k: EXPORT_FORMATS[k][0],
+                               key="large_export_format")
+    columns[1].caption(f"{n_regions:,} regions: the file is written first (compressed), then offered for download. "
+                       "`python -m shelf export detections` writes any size without the browser.")
+    if columns[2].button("Prepare the export", key="prepare_export", icon=":material/hourglass_top:"):
+        import gzip
+        import tempfile
+        progress = st.progress(0.0, text="Writing the export …")
+        previous = st.session_state.pop("large_export", None)
+        if previous:
+            Path(previous[0]).unlink(missing_ok=True)
+        handle, path = tempfile.mkstemp(prefix="shelf-export-", suffix=".gz")
+        with open(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) as out:
+            export.write_regions(fmt, engine, out, f, threshold, progress=lambda done: progress.progress(
+                min(1.0, done / n_regions), text=f"Writing the export … {done:,} of {n_regions:,} regions"))
+        progress.empty()
+        label, ext, _ = EXPORT_FORMATS[fmt]
+        st.session_state["large_export"] = (path, f"shelf-{fmt}-{stamp}.{ext}.gz", label)
+    if prepared := st.session_state.get("large_export"):
+        path, name, label = prepared
+        st.download_button(f"Download {label} ({Path(path).stat().st_size / 2**20:.1f} MB, gzip)",
+                           lambda: Path(path).read_bytes(), file_name=name, mime="application/gzip",
+                           key="download_large", on_click="ignore", icon=":material/download:")

@@ -101,11 +101,10 @@ def db_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'store.db'}"
     require_service(bool(POSTGRES_URL), "PostgreSQL (SHELF_TEST_POSTGRES_URL)")
     import sqlalchemy as sa
-
-    from shelf.store import metadata
     engine = sa.create_engine(POSTGRES_URL)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
+    with engine.begin() as conn:  # everything, also tables an older (or newer) schema had
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
     engine.dispose()
     return POSTGRES_URL
 

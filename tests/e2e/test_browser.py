@@ -3,7 +3,7 @@
 import pandas as pd
 
 from shelf import store
-from shelf.detections import build_detections
+from tests.reference import build_detections
 from shelf.tally import tally
 from tests.conftest import image_bytes, skimage_photo
 from tests.synthetic import make_product

@@ -91,7 +91,7 @@ def run_scenario(server, db_url, tmp_path, weights_file):
         photos = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(store.photos.c.sha256)))
                               .select_from(store.photos)).one()
         orphans = conn.execute(sa.select(sa.func.count()).select_from(store.regions.outerjoin(store.predictions))
-                               .where(store.predictions.c.id.is_(None))).scalar_one()
+                               .where(store.predictions.c.region_id.is_(None))).scalar_one()
         if engine.dialect.name == "sqlite":
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
     assert photos[0] - before == total and photos[0] == photos[1]  # each stored once

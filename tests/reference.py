@@ -1,5 +1,7 @@
-"""Detections: one row per stored region with its top-1 prediction, top-k, the reviewer's correction (if any) and
-its retail category — the frame that tallies, the review queue and the exports all start from."""
+"""The reference the database queries are checked against: the whole store as one pandas frame (one row per
+region with its top-1 prediction, top-k, the newest correction, category and SKU match), built only from the
+predictions and the corrections history — not from the denormalised columns and rollups the queries read — and the
+review queue as pandas over it. Tests only: the product never loads the whole store into pandas."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +10,8 @@ from sqlalchemy.engine import Engine
 
 from shelf import store
 from shelf.categories import NOT_A_PRODUCT, category_map
+from shelf.report import ReviewFilter
+from shelf.tally import filter_detections, in_confidence_range
 
 DETECTION_COLUMNS = [
     "photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on", "region_id",
@@ -60,3 +64,12 @@ def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categ
 def load_detections(engine: Engine) -> pd.DataFrame:
     return build_detections(store.predictions_frame(engine), store.latest_corrections(engine), category_map(engine),
                             store.sku_match_frame(engine))
+
+
+def review_queue(detections: pd.DataFrame, f: ReviewFilter) -> pd.DataFrame:
+    """Regions to review, least confident first (then by photo and position, so the order is stable)."""
+    rows = filter_detections(detections, f.scope)
+    rows = rows[in_confidence_range(rows["probability"], *f.confidence)]
+    if not f.include_reviewed:
+        rows = rows[~rows["corrected"].astype(bool)]
+    return rows.sort_values(["probability", "photo_id", "position"], ignore_index=True)

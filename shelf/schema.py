@@ -1,0 +1,212 @@
+"""The store's tables (SQLAlchemy Core): one schema for SQLite and PostgreSQL.
+
+Laid out for a chain's volume (millions of regions a month):
+- a region row carries what tallies need: its top-1 prediction and confidence bin, its *effective* label (the newest
+  correction, else the model's top-1; updated in the same transaction as a correction) and its SKU match, so no
+  query needs a window function or the corrections history;
+- embeddings (float16) live in their own table, so scans of regions stay narrow;
+- rollup tables (`tally_*`) hold count, sum and min of confidence per (context, class, SKU, corrected, bin) and are
+  kept in step on every write (shelf.rollup). Tallies, charts and the review count read them, never the regions.
+"""
+from __future__ import annotations
+
+import bisect
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("weights_sha256", sa.String(64), nullable=False),
+    sa.Column("weights_source", sa.String(40), nullable=False),
+    sa.Column("weights_verified", sa.Boolean, nullable=False),
+    sa.Column("weights_untrained", sa.Boolean, nullable=False),
+    sa.Column("torch_version", sa.String(40), nullable=False),
+    sa.Column("torchvision_version", sa.String(40), nullable=False),
+    sa.Column("shelf_version", sa.String(40), nullable=False),
+    sa.Column("preprocessing", sa.Text, nullable=False),  # JSON
+    sa.Column("backend", sa.String(60), nullable=False),
+    sa.Column("region_mode", sa.String(200), nullable=False),
+    sa.Column("top_k", sa.Integer, nullable=False),
+)
+
+photos = sa.Table(
+    "photos", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),  # cleaned display name; never a path
+    sa.Column("format", sa.String(20), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("n_bytes", sa.Integer, nullable=False),
+    sa.Column("file", sa.String(200), nullable=False),  # relative to the data dir, named by content hash
+    sa.Column("store", sa.String(100), nullable=False, server_default="", index=True),
+    sa.Column("aisle", sa.String(100), nullable=False, server_default="", index=True),
+    sa.Column("captured_on", sa.Date, nullable=True),
+    sa.Column("day", sa.Integer, nullable=False, server_default="0", index=True),  # captured_on as a day number
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+skus = sa.Table(
+    "skus", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("brand", sa.String(100), nullable=False, server_default=""),
+    sa.Column("category", sa.String(60), nullable=False),
+    sa.Column("gtin", sa.String(14), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+PRODUCT, GAP = "product", "gap"
+
+regions = sa.Table(
+    "regions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("x1", sa.Integer, nullable=False),
+    sa.Column("y1", sa.Integer, nullable=False),
+    sa.Column("x2", sa.Integer, nullable=False),
+    sa.Column("y2", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False, server_default=PRODUCT),  # product | gap (never classified)
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),  # false once a newer run replaced it
+    sa.Column("predicted_class_index", sa.SmallInteger, nullable=False),  # the model's top-1
+    sa.Column("probability", sa.Float, nullable=False),  # of the model's top-1
+    sa.Column("bin", sa.SmallInteger, nullable=False),  # confidence_bin(probability)
+    sa.Column("class_index", sa.SmallInteger, nullable=False),  # effective: the newest correction, else top-1
+    sa.Column("corrected", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id"), nullable=True),  # the catalog match
+    sa.Column("sku_similarity", sa.Float, nullable=True),  # NULL: never matched; with sku_id NULL: "Unknown"
+    sa.Index("ix_regions_probability", "probability"),  # the review queue, least confident first
+    sa.Index("ix_regions_sku_id", "sku_id", postgresql_where=sa.text("sku_id IS NOT NULL"),
+             sqlite_where=sa.text("sku_id IS NOT NULL")),
+)
+
+region_embeddings = sa.Table(
+    "region_embeddings", metadata,  # 512 float16, little-endian: for catalog matching, which tolerates fp16
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+)
+
+predictions = sa.Table(
+    "predictions", metadata,  # the model's top-k of each region; names come from shelf.labels
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("rank", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("class_index", sa.SmallInteger, nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sqlite_with_rowid=False,  # the primary key is the table: no second copy of it as an index
+)
+
+corrections = sa.Table(
+    "corrections", metadata,  # every reviewer label ever given (history); regions.class_index holds the newest
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("class_index", sa.Integer, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("reviewer", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+category_overrides = sa.Table(
+    "category_overrides", metadata,  # analysts' edits of the shipped class → retail category map
+    sa.Column("class_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("category", sa.String(60), nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+class_categories = sa.Table(
+    "class_categories", metadata,  # the map in force for all 1000 classes (shipped + overrides), for SQL joins
+    sa.Column("class_index", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("category", sa.String(60), nullable=False),
+)
+
+sku_references = sa.Table(
+    "sku_references", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("file", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),  # "upload: NAME" or "region 123"
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("sku_id", "sha256"),
+)
+
+reference_embeddings = sa.Table(
+    "reference_embeddings", metadata,  # computed once per weights file and crop mode
+    sa.Column("reference_id", sa.Integer, sa.ForeignKey("sku_references.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("weights_sha256", sa.String(64), primary_key=True),
+    sa.Column("crop_mode", sa.String(20), primary_key=True),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("key", sa.String(60), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+schema_version = sa.Table(
+    "schema_version", metadata,  # one row per migration step applied
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Confidence bins: thresholds move in steps of 0.05, so a bin is "how many steps the probability reaches".
+# bin(p) >= k  ⇔  p >= THRESHOLD_STEPS[k] exactly (the same floats on both sides), for every k in 0..20.
+
+THRESHOLD_STEPS: tuple[float, ...] = tuple(round(k * 0.05, 2) for k in range(21))
+HISTOGRAM_BINS = 20  # bin 20 (a probability of exactly 1.0) is drawn with bin 19
+
+
+def confidence_bin(probability: float) -> int:
+    return max(0, bisect.bisect_right(THRESHOLD_STEPS, probability) - 1)
+
+
+def threshold_step(threshold: float) -> int:
+    """The step index of a threshold from a slider (0.15000000000000002 → 3)."""
+    return min(20, max(0, round(float(threshold) * 20)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rollups: the same measures at several grains; a query reads the smallest grain that has every dimension it
+# filters or groups by. `dated` (day > 0) stands in for `day` when a date range covers every dated photo.
+
+ROLLUP_KEYS = ("class_index", "sku_key", "corrected", "bin")  # in every grain
+ROLLUP_MEASURES = ("n", "sum_p", "min_p")
+
+
+def _rollup(name: str, *context: str) -> sa.Table:
+    types = {"day": sa.Integer, "dated": sa.Boolean, "store": sa.String(100), "aisle": sa.String(100)}
+    return sa.Table(
+        name, metadata,
+        *(sa.Column(dim, types[dim], primary_key=True, autoincrement=False) for dim in context),
+        sa.Column("class_index", sa.SmallInteger, primary_key=True, autoincrement=False),
+        sa.Column("sku_key", sa.Integer, primary_key=True, autoincrement=False),  # SKU id; 0 unknown; -1 unmatched
+        sa.Column("corrected", sa.Boolean, primary_key=True, autoincrement=False),
+        sa.Column("bin", sa.SmallInteger, primary_key=True, autoincrement=False),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("sum_p", sa.Float, nullable=False),
+        sa.Column("min_p", sa.Float, nullable=False),
+    )
+
+
+ROLLUPS = (  # in order of preference (expected size, smallest first)
+    _rollup("tally_by_place", "dated", "store", "aisle"),
+    _rollup("tally_by_date", "day"),
+    _rollup("tally_by_day_and_place", "day", "store", "aisle"),
+)
+UNKNOWN_SKU_KEY, NOT_MATCHED_SKU_KEY = 0, -1
+
+
+def rollup_context(table: sa.Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.primary_key.columns if c.name not in ROLLUP_KEYS)

@@ -1,0 +1,195 @@
+"""Schema migrations: a database written by the first schema (version 1) is upgraded in place — regions gain their
+effective labels, bins and SKU matches, embeddings move to float16, rollups are built — and reports the same numbers
+as a store written by this Shelf; on SQLite and PostgreSQL."""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from shelf import report, store
+from shelf.labels import IMAGENET_CLASSES
+from shelf.schema import confidence_bin
+from tests.reference import load_detections
+
+# The version 1 tables, as Shelf 0.1 declared them.
+V1 = sa.MetaData()
+runs = sa.Table(
+    "runs", V1,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("weights_sha256", sa.String(64), nullable=False),
+    sa.Column("weights_source", sa.String(40), nullable=False),
+    sa.Column("weights_verified", sa.Boolean, nullable=False),
+    sa.Column("weights_untrained", sa.Boolean, nullable=False),
+    sa.Column("torch_version", sa.String(40), nullable=False),
+    sa.Column("torchvision_version", sa.String(40), nullable=False),
+    sa.Column("shelf_version", sa.String(40), nullable=False),
+    sa.Column("preprocessing", sa.Text, nullable=False),  # JSON
+    sa.Column("backend", sa.String(60), nullable=False),
+    sa.Column("region_mode", sa.String(200), nullable=False),
+    sa.Column("top_k", sa.Integer, nullable=False),
+)
+photos = sa.Table(
+    "photos", V1,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),  # cleaned display name; never a path
+    sa.Column("format", sa.String(20), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("n_bytes", sa.Integer, nullable=False),
+    sa.Column("file", sa.String(200), nullable=False),  # relative to the data dir, named by content hash
+    sa.Column("store", sa.String(100), nullable=False, server_default=""),
+    sa.Column("aisle", sa.String(100), nullable=False, server_default=""),
+    sa.Column("captured_on", sa.Date, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+regions = sa.Table(
+    "regions", V1,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("x1", sa.Integer, nullable=False),
+    sa.Column("y1", sa.Integer, nullable=False),
+    sa.Column("x2", sa.Integer, nullable=False),
+    sa.Column("y2", sa.Integer, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=True),  # 512 float32, for later similarity search
+)
+predictions = sa.Table(
+    "predictions", V1,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("class_index", sa.Integer, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.UniqueConstraint("region_id", "rank"),
+)
+corrections = sa.Table(
+    "corrections", V1,  # a reviewer's label for a region; the newest per region is the one that counts
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("class_index", sa.Integer, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("reviewer", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+category_overrides = sa.Table(
+    "category_overrides", V1,  # analysts' edits of the shipped class → retail category map
+    sa.Column("class_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("category", sa.String(60), nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+skus = sa.Table(
+    "skus", V1,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("brand", sa.String(100), nullable=False, server_default=""),
+    sa.Column("category", sa.String(60), nullable=False),
+    sa.Column("gtin", sa.String(14), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+sku_references = sa.Table(
+    "sku_references", V1,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("file", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),  # "upload: NAME" or "region 123"
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("sku_id", "sha256"),
+)
+reference_embeddings = sa.Table(
+    "reference_embeddings", V1,  # computed once per weights file and crop mode
+    sa.Column("reference_id", sa.Integer, sa.ForeignKey("sku_references.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("weights_sha256", sa.String(64), primary_key=True),
+    sa.Column("crop_mode", sa.String(20), primary_key=True),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+)
+sku_matches = sa.Table(
+    "sku_matches", V1,  # the catalog match of a region (sku_id NULL: nothing close enough, "unknown")
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("sku_id", sa.Integer, sa.ForeignKey("skus.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("similarity", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
+)
+settings = sa.Table(
+    "settings", V1,
+    sa.Column("key", sa.String(60), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+schema_version = sa.Table(
+    "schema_version", V1,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+NOW = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+
+
+def write_v1(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        V1.create_all(conn)
+        conn.execute(schema_version.insert().values(version=1, applied_at=NOW))
+        conn.execute(runs.insert().values(id=1, created_at=NOW, weights_sha256="x" * 64, weights_source="test",
+                                          weights_verified=False, weights_untrained=True, torch_version="t",
+                                          torchvision_version="tv", shelf_version="0.1.0", preprocessing="{}",
+                                          backend="b", region_mode="grid:1x3", top_k=2))
+        conn.execute(skus.insert().values(id=1, name="Cola", brand="Fizzy", category="Beverages", created_at=NOW))
+        rng = np.random.default_rng(0)
+        for p in range(1, 4):
+            conn.execute(photos.insert().values(id=p, sha256=f"{p:064x}", name=f"p{p}.jpg", format="JPEG", width=300,
+                                                height=100, n_bytes=1, file=f"photos/{p}.jpg", store=f"S{p % 2}",
+                                                aisle="A", captured_on=dt.date(2026, 10, p) if p < 3 else None,
+                                                created_at=NOW))
+            for position in range(3):
+                region_id = p * 10 + position
+                embedding = rng.normal(size=512).astype("<f4")
+                conn.execute(regions.insert().values(id=region_id, photo_id=p, run_id=1, position=position,
+                                                     x1=100 * position, y1=0, x2=100 * position + 100, y2=100,
+                                                     embedding=embedding.tobytes()))
+                top1 = [440, 737, 931][position]
+                probability = [0.15, 0.35, 0.95][(p + position) % 3]
+                conn.execute(predictions.insert(), [
+                    {"region_id": region_id, "rank": 1, "class_index": top1, "label": IMAGENET_CLASSES[top1],
+                     "probability": probability},
+                    {"region_id": region_id, "rank": 2, "class_index": 1, "label": IMAGENET_CLASSES[1],
+                     "probability": (1 - probability) / 2}])
+        conn.execute(corrections.insert(), [
+            {"region_id": 10, "class_index": 931, "label": "bagel", "reviewer": "Ana", "created_at": NOW},
+            {"region_id": 10, "class_index": 1, "label": "goldfish", "reviewer": "Ben", "created_at": NOW}])
+        conn.execute(sku_matches.insert(), [
+            {"region_id": 11, "sku_id": 1, "similarity": 0.9, "threshold": 0.8, "matched_at": NOW},
+            {"region_id": 12, "sku_id": None, "similarity": 0.4, "threshold": 0.8, "matched_at": NOW}])
+    engine.dispose()
+
+
+def test_a_version_1_store_is_migrated_in_place(db_url):
+    write_v1(db_url)  # into an empty database
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [1, store.SCHEMA_VERSION]
+        rows = {r.id: r for r in conn.execute(sa.select(store.regions))}
+        assert sa.inspect(conn).has_table("sku_matches") is False
+    assert (rows[10].class_index, rows[10].predicted_class_index, rows[10].corrected) == (1, 440, True)  # newest
+    assert (rows[11].sku_id, rows[11].sku_similarity, rows[12].sku_id, rows[12].sku_similarity) == (1, 0.9, None, 0.4)
+    assert all(r.bin == confidence_bin(r.probability) for r in rows.values())
+    assert store.region_embeddings_of(engine, 1).shape == (3, 512)
+    detections = load_detections(engine)
+    assert len(detections) == 9 and detections.set_index("region_id").loc[11, "sku"] == "Cola"
+    table = report.tally_table(engine, ["label"], 0.3)
+    from shelf.tally import tally
+    pd.testing.assert_frame_equal(table, tally(detections, ["label"], 0.3), check_dtype=False)
+    assert report.review_count(engine, report.ReviewFilter()) == 8
+    store.open_store(db_url)  # again: nothing left to do
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.schema_version)).scalar() == 2
