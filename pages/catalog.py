@@ -3,7 +3,7 @@ import streamlit as st
 
 from shelf import catalog, charts, report, ui
 from shelf.categories import RETAIL_CATEGORIES
-from shelf.images import UPLOAD_EXTENSIONS
+from shelf.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
 
 ui.use_router()
 st.title("SKU catalog")
@@ -25,17 +25,17 @@ with st.form("add_sku", clear_on_submit=True, border=True):
     category = c3.selectbox("Category", RETAIL_CATEGORIES)
     gtin = c4.text_input("GTIN (optional)", placeholder="8, 12, 13 or 14 digits")
     photos = st.file_uploader("Reference photos (a few views of the product)", type=UPLOAD_EXTENSIONS,
-                              accept_multiple_files=True, key="sku_photos")
+                              accept_multiple_files=True, key="sku_photos", max_upload_size=MAX_UPLOAD_MB)
     if st.form_submit_button("Add SKU", type="primary"):
         try:
             sku_id = catalog.add_sku(engine, name, brand, category, gtin)
         except catalog.CatalogError as exc:
-            st.error(str(exc))
+            st.error(ui.md_escape(str(exc)))
         else:
             added, problems = catalog.add_references(engine, sku_id, [(f.name, f.getvalue()) for f in photos or []])
             for problem in problems:
-                st.warning(problem)
-            st.session_state["catalog_message"] = f"Added {name} with {added} reference photo(s)."
+                st.warning(ui.md_escape(problem))
+            st.session_state["catalog_message"] = f"Added {ui.md_escape(name)} with {added} reference photo(s)."
             if not problems:
                 st.rerun()
 
@@ -45,17 +45,17 @@ if skus.empty:
     st.stop()
 
 st.subheader(f"{len(skus)} SKU(s)")
-st.dataframe(skus.drop(columns="id"), hide_index=True, width="stretch",
-             column_config={"name": "SKU", "brand": "Brand", "category": "Category", "gtin": "GTIN",
-                            "references": st.column_config.NumberColumn("Reference photos", format="%d")})
+ui.table(skus.drop(columns="id"), hide_index=True, width="stretch",
+         column_config={"name": "SKU", "brand": "Brand", "category": "Category", "gtin": "GTIN",
+                        "references": st.column_config.NumberColumn("Reference photos", format="%d")})
 c1, c2, c3 = st.columns([3, 3, 2])
 chosen = c1.selectbox("SKU", skus["id"], format_func=dict(zip(skus["id"], skus["name"])).get, key="sku_chosen")
 more = c2.file_uploader("Add reference photos", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
-                        key="sku_more")
+                        key="sku_more", max_upload_size=MAX_UPLOAD_MB)
 if more and c3.button("Add photos", key="sku_add_photos"):
     added, problems = catalog.add_references(engine, int(chosen), [(f.name, f.getvalue()) for f in more])
     for problem in problems:
-        st.warning(problem)
+        st.warning(ui.md_escape(problem))
     st.session_state["catalog_message"] = f"Added {added} reference photo(s)."
     st.rerun()
 reviewed = report.reviewed_regions(engine)
@@ -67,7 +67,7 @@ if not reviewed.empty:
         if picked and st.button(f"Add {len(picked)} crop(s) to the selected SKU", key="promote"):
             added, problems = catalog.promote_regions(engine, int(chosen), picked)
             for problem in problems:
-                st.warning(problem)
+                st.warning(ui.md_escape(problem))
             st.session_state["catalog_message"] = f"Added {added} crop(s) as reference photos."
             st.rerun()
 if c3.button("Remove this SKU", key="sku_remove"):
@@ -101,10 +101,11 @@ else:
         st.rerun()
     per_sku = report.per_sku.assign(sku=lambda t: t["sku"].map(names))
     left, right = st.columns([2, 3])
-    left.dataframe(per_sku, hide_index=True, width="stretch", column_config={
-        "sku": "SKU", "support": st.column_config.NumberColumn("Photos", format="%d"),
-        "precision": st.column_config.NumberColumn("Precision", format="percent"),
-        "recall": st.column_config.NumberColumn("Recall", format="percent")})
+    with left:
+        ui.table(per_sku, hide_index=True, width="stretch", column_config={
+            "sku": "SKU", "support": st.column_config.NumberColumn("Photos", format="%d"),
+            "precision": st.column_config.NumberColumn("Precision", format="percent"),
+            "recall": st.column_config.NumberColumn("Recall", format="percent")})
     right.altair_chart(charts.confusion_heatmap(report.confusion, names), width="stretch")
     if not report.worst.empty:
         st.markdown("**Worst confusions** — the most confident wrong matches (leave-one-out):")
@@ -117,20 +118,21 @@ else:
     with st.expander("Evaluate on a labelled set"):
         st.caption("A zip with one folder per SKU (folder name = SKU name). Folders named after products that are "
                    "not in the catalog test that they come out Unknown.")
-        labelled = st.file_uploader("Labelled set (.zip)", type=["zip"], key="labelled_zip")
+        labelled = st.file_uploader("Labelled set (.zip)", type=["zip"], key="labelled_zip",
+                                    max_upload_size=MAX_UPLOAD_MB)
         if labelled is not None:
             try:
                 items, problems = catalog.labelled_from_zip(labelled.getvalue(), labelled.name)
             except catalog.CatalogError as exc:
-                st.error(str(exc))
+                st.error(ui.md_escape(str(exc)))
             else:
                 evaluation, id_names, more = catalog.evaluate_labelled(engine, loaded, items, threshold)
                 for problem in problems + more:
-                    st.warning(problem)
+                    st.warning(ui.md_escape(problem))
                 st.metric("Accuracy on the labelled set", f"{evaluation.accuracy:.0%}",
                           help=f"{len(items)} photo(s), threshold {threshold:.3f}")
-                st.dataframe(evaluation.per_sku.assign(sku=lambda t: t["sku"].map(id_names)), hide_index=True,
-                             width="stretch")
+                ui.table(evaluation.per_sku.assign(sku=lambda t: t["sku"].map(id_names)), hide_index=True,
+                         width="stretch")
                 st.altair_chart(charts.confusion_heatmap(evaluation.confusion, id_names), width="stretch")
     if st.button("Match all stored regions against the catalog now", key="rematch"):
         n = catalog.match_stored_regions(engine, catalog.build_index(embeddings, sku_ids), loaded.weights.sha256,

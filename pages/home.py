@@ -1,12 +1,13 @@
 """Home & model: what Shelf does, which weights it runs, importing weights from the browser."""
 import os
 
-import sqlalchemy as sa
 import streamlit as st
 import torch
 import torchvision
 
 from shelf import config, model, report, store, ui
+
+DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 ui.use_router()
 st.title("Shelf")
@@ -26,11 +27,13 @@ if loaded is not None:
     w = loaded.weights
     (st.success if w.verified else st.warning)(f"**{w.kind}**", icon=":material/memory:")
     st.markdown(
-        f"- **Source:** {w.source} — `{w.path}`\n"
+        f"- **Source:** {w.source}\n"
         f"- **sha256:** `{w.sha256}`\n"
         f"- **Categories:** {len(loaded.categories)} ImageNet classes (kept by class index and name)\n"
         f"- **Runs on:** CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · "
         f"torchvision {torchvision.__version__}")
+    if status.skipped:
+        st.caption(f"Found and not used: {', '.join(status.skipped)}.")
 else:
     ui.require_model(link_to_model_page=False)
     if status.tried:
@@ -78,19 +81,20 @@ if loaded is not None:
 with st.expander("Import a weights file", expanded=loaded is None):
     st.caption(f"The official file is `{model.OFFICIAL_FILENAME}` (sha256 starting `{model.OFFICIAL_HASH_PREFIX}`). "
                "It is checked (safe loader, keys and shapes) before it is kept.")
-    upload = st.file_uploader("Weights file (.pth)", type=["pth", "pt", "bin"], key="weights_upload")
+    upload = st.file_uploader(f"Weights file (.pth, up to {model.MAX_WEIGHTS_MB} MB)", type=["pth", "pt", "bin"],
+                              key="weights_upload", max_upload_size=model.MAX_WEIGHTS_MB)
     if upload is not None and st.button("Import weights", type="primary"):
         try:
             info = model.import_weights(upload.getvalue(), upload.name)
         except model.WeightsError as exc:
-            st.error(str(exc))
+            st.error(ui.md_escape(str(exc)))
         else:
             message = f"Imported weights: {info.kind}, sha256 `{info.sha256[:16]}…`."
             if config.weights_file_from_env():
                 message += " Note: SHELF_WEIGHTS is set on the server and takes precedence over the imported file."
             elif not info.verified and not config.allow_unverified_weights():
                 message += (" This is not the ImageNet file; Shelf uses it only when the server runs with "
-                            "SHELF_ALLOW_UNVERIFIED_WEIGHTS=1.")
+                            "SHELF_ALLOW_UNVERIFIED_WEIGHTS=1, and never instead of the verified file.")
             st.session_state["weights_message"] = message
             ui.reload_model()
             st.rerun()
@@ -100,7 +104,7 @@ with st.expander("Import a weights file", expanded=loaded is None):
                 try:
                     model.download_weights()
                 except (OSError, model.WeightsError) as exc:
-                    st.error(f"Download failed: {exc}")
+                    st.error(f"Download failed: {ui.md_escape(str(exc))}")
                 else:
                     ui.reload_model()
                     st.rerun()
@@ -108,8 +112,8 @@ with st.expander("Import a weights file", expanded=loaded is None):
 st.header("Store")
 engine = ui.store()
 counts = report.overview(engine)
-url = sa.engine.make_url(config.database_url()).render_as_string(hide_password=True)
-st.caption(f"Database `{url}` · data folder `{config.data_dir()}` · process {os.getpid()}")
+# Where the data lives (URL, folders, process) is for administrators, once Shelf has sign-in; until then, the kind.
+st.caption(f"Database: {DATABASE_KINDS.get(engine.dialect.name, engine.dialect.name)}")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Photos", f"{counts.photos:,}")
 c2.metric("Regions", f"{counts.regions:,}", help="Current product regions: what the tallies count.")

@@ -4,8 +4,8 @@ import datetime as dt
 import streamlit as st
 
 from shelf import catalog, ui
-from shelf.boxfiles import BOX_FILE_EXTENSIONS, BoxFileError, parse_box_file
-from shelf.images import UPLOAD_EXTENSIONS
+from shelf.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB, BoxFileError
+from shelf.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
 from shelf.pipeline import Upload, recognize
 from shelf.regions import RegionMode
 from shelf.store import Context
@@ -38,20 +38,20 @@ if kind == "grid":
                       overlap=overlap_col.slider("Overlap", 0.0, 0.45, 0.0, 0.05, key="grid_overlap"))
 elif kind == "boxes":
     upload = options_col.file_uploader("Box file: SKU-110K CSV, COCO JSON or YOLO txt", type=BOX_FILE_EXTENSIONS,
-                                       key="box_file", help="Boxes are matched to photos by file name "
-                                       "(YOLO: photo.jpg ↔ photo.txt).")
+                                       key="box_file", max_upload_size=MAX_BOX_FILE_MB,
+                                       help="Boxes are matched to photos by file name (YOLO: photo.jpg ↔ photo.txt).")
     if upload is not None:
         try:
-            box_file = parse_box_file(upload.getvalue(), upload.name)
+            box_file = ui.box_file(upload)
         except BoxFileError as exc:
-            options_col.error(str(exc))
+            options_col.error(ui.md_escape(str(exc)))
         else:
             mode = RegionMode("boxes", source=box_file.source)
             options_col.caption(f"{box_file.format}: {box_file.n_boxes} boxes for {len(box_file.by_image)} "
                                 f"image(s)" + (f", {box_file.n_problems} line(s) skipped" if box_file.n_problems
                                                else ""))
             for message in box_file.messages:
-                options_col.warning(message, icon=":material/warning:")
+                options_col.warning(ui.md_escape(message), icon=":material/warning:")
 elif kind == "auto":
     options_col.caption("Finds shelf edges, then product boundaries and empty gaps in each row. Works best on "
                         "straight-on photos of one shelf section.")
@@ -68,7 +68,8 @@ use_catalog = st.toggle(f"Name SKUs from the catalog ({len(skus)} SKU{'' if len(
                              "reference photos; the ImageNet top-k stays beside it.")
 
 files = st.file_uploader("Shelf photos or product crops", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
-                         key="uploads", help="JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC/HEIF or AVIF; up to 50 MB each.")
+                         key="uploads", max_upload_size=MAX_UPLOAD_MB,
+                         help=f"JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC/HEIF or AVIF; up to {MAX_UPLOAD_MB} MB each.")
 camera_photo = st.camera_input("Take a photo", key="camera") if st.toggle("Use the camera", key="use_camera") \
     else None
 uploads = [Upload(f.name, f.getvalue()) for f in files or []]
@@ -83,7 +84,9 @@ if st.button(f"Recognize {len(uploads)} photo{'s' if len(uploads) != 1 else ''}"
     st.session_state["results"] = recognize(
         loaded, ui.store(), uploads, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
         crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
-        on_progress=lambda done, total, name: progress.progress(done / total, text=f"{done}/{total} · {name}"))
+        on_progress=lambda done, total, name: progress.progress(done / total,
+                                                                text=f"{done}/{total} · {ui.md_escape(name)}"),
+        previews=ui.RECENT_PREVIEWS)
     progress.empty()
 elif kind == "boxes" and box_file is None and uploads:
     st.caption("Add a box file to recognize with imported boxes.")
@@ -98,7 +101,7 @@ if results:
     st.caption(f"{len(stored)} new photo(s) stored · {len(again)} already in the store (shown from it) · "
                f"{len(failed)} could not be read")
     for r in failed:
-        st.error(r.error, icon=":material/broken_image:")
+        st.error(ui.md_escape(r.error), icon=":material/broken_image:")
     for r in (r for r in results if r.ok):
         ui.photo_result(r, colour_by, dict(zip(skus["id"], skus["name"])))
     st.page_link("pages/tallies.py", label="See the tallies", icon=":material/bar_chart:")

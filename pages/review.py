@@ -65,9 +65,9 @@ if not shown.empty:
         correct_to=[pending.get(int(r)) for r in shown["region_id"]],
     )[["crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store", "aisle",
        "captured_on"]]
-    edited = st.data_editor(
-        table, key=f"review_editor_{signature}", hide_index=True, width="stretch", row_height=100, height="content",
-        placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
+    edited = ui.table(
+        table, editable=True, key=f"review_editor_{signature}", hide_index=True, width="stretch", row_height=100,
+        height="content", placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
         column_config={
             "crop": st.column_config.ImageColumn("Region", width="small"),
             "where": st.column_config.TextColumn("Photo · region", help="Photo name, the start of its content "

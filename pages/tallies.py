@@ -71,7 +71,7 @@ if notes:
 if table.empty:
     st.warning("No region passes these filters. Widen the filters or clear the chart selections.")
     st.stop()
-st.dataframe(
+ui.table(
     table, hide_index=True, width="stretch",
     column_config={
         "class_index": st.column_config.NumberColumn("Class", format="%d", help="ImageNet class index"),

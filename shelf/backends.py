@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,6 +76,31 @@ class OnnxBackend:
 
 def models_dir(weights_sha256: str) -> Path:
     return config.data_dir() / "models" / weights_sha256[:16]
+
+
+PARTIAL_FILE = re.compile(r"\.(?:partial|pre)-(\d+)(?:\.onnx)?$")  # what export_onnx and quantize_int8 write first
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the half-written models of conversions whose process is gone (killed mid-export, say), so they do
+    not sit in the data dir forever; a conversion still running in another process keeps its file."""
+    removed = []
+    for path in folder.glob("*/*") if folder.is_dir() else ():
+        found = PARTIAL_FILE.search(path.name)
+        if found and not _process_alive(int(found[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid at all: leave the file alone
+    return True
 
 
 def export_onnx(model: torch.nn.Module, target: Path) -> Path:
@@ -147,6 +173,9 @@ def build_backend(kind: str, model: torch.nn.Module, weights_sha256: str,
         import onnxruntime  # noqa: F401
     except ImportError:
         raise BackendError("onnxruntime is not installed") from None
+    removed = remove_stale_partials(models_dir(weights_sha256).parent)
+    if removed:
+        log.info("removed %d half-written model file(s) left by interrupted conversions", len(removed))
     folder = models_dir(weights_sha256)
     fp32 = folder / "resnet18-fp32.onnx"
     if not fp32.exists():

@@ -2,7 +2,8 @@
 
 Untrusted input: every malformed line or annotation is skipped with a message that names the file and the line,
 and everything else still loads. Boxes are matched to photos by file name (YOLO: by file stem, since a YOLO file
-holds one image's boxes and is named after it).
+holds one image's boxes and is named after it). At most MAX_BOXES_PER_PHOTO boxes per photo are kept while parsing,
+so a file of millions of boxes for one photo costs no more memory than a normal one.
 """
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from shelf.export import FORMULA_PREFIXES
+from shelf.files import MB, size_problem
 from shelf.images import clean_filename
 from shelf.regions import Box
 
-MAX_BOX_FILE_BYTES = 64 * 1024 * 1024
+MAX_BOX_FILE_MB = 64  # the box-file uploader passes it to Streamlit as max_upload_size
+MAX_BOX_FILE_BYTES = MAX_BOX_FILE_MB * MB
 MAX_BOXES_PER_PHOTO = 2000
 MAX_MESSAGES = 20
+MAX_DECLARED_SIDE = 1_000_000  # pixels: a declared image size beyond this (or below 1) is not a photo's
+MAX_JSON_INTEGER_DIGITS = 30  # longer integers stay text: no box coordinate or id needs more digits
 BOX_FILE_EXTENSIONS = ["csv", "json", "txt"]
 
 
@@ -26,7 +32,7 @@ class BoxFileError(ValueError):
     """The file as a whole cannot be used (wrong format, too large, not text)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawBox:
     """A box as the file gives it: absolute pixels, or (YOLO) fractions of the image size."""
 
@@ -46,6 +52,14 @@ class BoxImport:
     by_image: dict[str, list[RawBox]] = field(default_factory=lambda: defaultdict(list))
     problems: list[str] = field(default_factory=list)
     n_problems: int = 0
+    over_cap: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # boxes beyond the cap, per image
+
+    def add(self, key: str, box: RawBox) -> None:
+        kept = self.by_image[key]
+        if len(kept) < MAX_BOXES_PER_PHOTO:
+            kept.append(box)
+        else:
+            self.over_cap[key] += 1
 
     def problem(self, where: str, text: str) -> None:
         self.n_problems += 1
@@ -71,8 +85,7 @@ def parse_box_file(data: bytes, name: str) -> BoxImport:
     """Parse a box file; its format comes from the extension (or, failing that, the content)."""
     source = clean_filename(name)
     if len(data) > MAX_BOX_FILE_BYTES:
-        raise BoxFileError(f"{source}: {len(data) / 2**20:.0f} MB is over the {MAX_BOX_FILE_BYTES // 2**20} MB "
-                           "limit for box files")
+        raise BoxFileError(f"{source}: {size_problem(len(data), MAX_BOX_FILE_BYTES)} for box files")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -85,14 +98,41 @@ def parse_box_file(data: bytes, name: str) -> BoxImport:
     return _parse_sku110k(text, source)
 
 
-def _number(value: str) -> float:
-    number = float(value)
+def _number(value) -> float:
+    """A finite float, or ValueError: for numbers beyond float's range too (float(10**400) raises OverflowError)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("not a finite number") from None
     if not math.isfinite(number):
         raise ValueError("not a finite number")
     return number
 
 
+def _declared_size(width, height) -> tuple[float, float] | None:
+    """The image size a file declares: None when it gives none (missing, not numbers, or 0 and below, as before);
+    ValueError when it gives one no photo has, such as 1e-310 (scaling by it would overflow)."""
+    try:
+        size = (_number(width), _number(height))
+    except (TypeError, ValueError):
+        return None
+    if min(size) <= 0:
+        return None
+    if not all(1 <= side <= MAX_DECLARED_SIDE for side in size):
+        raise ValueError(f"declared image size {size[0]:g}×{size[1]:g} is not a photo's (1 to "
+                         f"{MAX_DECLARED_SIDE:,} pixels a side)")
+    return size
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def _check(result: BoxImport, where: str, x1: float, y1: float, x2: float, y2: float) -> bool:
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        result.problem(where, "the box reaches beyond any number (x + width or y + height overflows)")
+        return False
     if x2 <= x1 or y2 <= y1:
         result.problem(where, f"degenerate box ({x1:g}, {y1:g}, {x2:g}, {y2:g}): it needs x2 > x1 and y2 > y1")
         return False
@@ -121,59 +161,77 @@ def _parse_sku110k(text: str, source: str) -> BoxImport:
                 continue  # a header line
             result.problem(where, "coordinates are not numbers")
             continue
-        declared = None
-        if len(row) >= 8:
-            try:
-                declared = (_number(row[6]), _number(row[7]))
-                if declared[0] <= 0 or declared[1] <= 0:
-                    declared = None
-            except ValueError:
-                declared = None
+        try:
+            declared = _declared_size(row[6], row[7]) if len(row) >= 8 else None
+        except ValueError as exc:
+            result.problem(where, str(exc))
+            continue
         if _check(result, where, x1, y1, x2, y2):
-            result.by_image[_key(row[0], by_stem=False)].append(RawBox(x1, y1, x2, y2, where,
-                                                                       declared_size=declared))
+            result.add(_key(_without_inert_prefix(row[0]), by_stem=False),
+                       RawBox(x1, y1, x2, y2, where, declared_size=declared))
     return result
+
+
+def _without_inert_prefix(name: str) -> str:
+    """Shelf's own SKU-110K export writes a name that starts like a formula as '=name: read it back as =name."""
+    return name[1:] if name.startswith("'") and name[1:].startswith(FORMULA_PREFIXES) else name
 
 
 def _parse_coco(text: str, source: str) -> BoxImport:
     result = BoxImport(source, "COCO JSON")
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_int=_json_integer)
     except json.JSONDecodeError as exc:
         raise BoxFileError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise BoxFileError(f"{source}: nested too deeply to be a COCO file") from None
     if not isinstance(document, dict) or not isinstance(document.get("images"), list) \
             or not isinstance(document.get("annotations"), list):
         raise BoxFileError(f"{source}: a COCO file needs 'images' and 'annotations' lists")
-    images = {}
+    images, unusable = {}, set()
     for index, image in enumerate(document["images"]):
         if isinstance(image, dict) and "id" in image and isinstance(image.get("file_name"), str):
-            size = None
             try:
-                size = (_number(image["width"]), _number(image["height"]))
-            except (KeyError, TypeError, ValueError):
-                pass
+                size = _declared_size(image.get("width"), image.get("height"))
+            except ValueError as exc:
+                result.problem(f"image {index}", f"{exc}; its annotations are skipped")
+                unusable.add(str(image["id"]))
+                continue
             images[str(image["id"])] = (_key(image["file_name"], by_stem=False), size)
         else:
             result.problem(f"image {index}", "needs an 'id' and a 'file_name'")
     for index, annotation in enumerate(document["annotations"]):
-        where = f"annotation {index}" + (f" (id {annotation.get('id')})" if isinstance(annotation, dict)
+        where = f"annotation {index}" + (f" (id {_short(annotation.get('id'))})" if isinstance(annotation, dict)
                                          and "id" in annotation else "")
         if not isinstance(annotation, dict):
             result.problem(where, "not an object")
             continue
-        image = images.get(str(annotation.get("image_id")))
+        image_id = str(annotation.get("image_id"))
+        if image_id in unusable:
+            continue  # its image was reported already
+        image = images.get(image_id)
         if image is None:
-            result.problem(where, f"refers to image_id {annotation.get('image_id')!r}, which is not in 'images'")
+            result.problem(where, f"refers to image_id {_short(annotation.get('image_id'))}, which is not in "
+                                  "'images'")
             continue
         bbox = annotation.get("bbox")
         try:
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise ValueError("not four values")
             x, y, w, h = (_number(v) for v in bbox)
         except (TypeError, ValueError):
             result.problem(where, "bbox must be four numbers [x, y, width, height]")
             continue
         if _check(result, where, x, y, x + w, y + h):
-            result.by_image[image[0]].append(RawBox(x, y, x + w, y + h, where, declared_size=image[1]))
+            result.add(image[0], RawBox(x, y, x + w, y + h, where, declared_size=image[1]))
     return result
+
+
+def _json_integer(digits: str) -> int | str:
+    """JSON integers as Python ints, except absurdly long ones, kept as text (int() refuses over 4 300 digits, and
+    float() of a 400-digit int overflows): as a coordinate such text is refused by _number; as an id it still
+    matches."""
+    return int(digits) if len(digits) <= MAX_JSON_INTEGER_DIGITS else digits
 
 
 def _parse_yolo(text: str, source: str) -> BoxImport:
@@ -197,8 +255,7 @@ def _parse_yolo(text: str, source: str) -> BoxImport:
             result.problem(where, "YOLO values are fractions of the image size (0–1); these are not")
             continue
         if _check(result, where, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2):
-            result.by_image[key].append(RawBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where,
-                                               normalised=True))
+            result.add(key, RawBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where, normalised=True))
     return result
 
 
@@ -209,7 +266,8 @@ def boxes_for_photo(imported: BoxImport, photo_name: str, width: int, height: in
     Returns (boxes, messages). A photo with no boxes in the file gets a message, not an error: the caller decides.
     """
     by_stem = imported.format == "YOLO txt"
-    raw = imported.by_image.get(_key(photo_name, by_stem), [])
+    key = _key(photo_name, by_stem)
+    raw = imported.by_image.get(key, [])
     messages = []
     if not raw:
         return [], [f"{imported.source}: no boxes for {clean_filename(photo_name)}"]
@@ -218,14 +276,18 @@ def boxes_for_photo(imported: BoxImport, photo_name: str, width: int, height: in
         sx, sy = (width, height) if r.normalised else (1.0, 1.0)
         if r.declared_size and r.declared_size != (width, height):
             sx, sy = width / r.declared_size[0], height / r.declared_size[1]  # a resized copy of the same photo
-        box = Box(math.floor(r.x1 * sx), math.floor(r.y1 * sy), math.ceil(r.x2 * sx), math.ceil(r.y2 * sy))
-        clipped = box.clipped(width, height)
-        if clipped.width <= 0 or clipped.height <= 0:
+        # Clamped to the photo before rounding: a far-out coordinate times a scale may overflow to infinity.
+        box = Box(math.floor(_clamp(r.x1 * sx, width)), math.floor(_clamp(r.y1 * sy, height)),
+                  math.ceil(_clamp(r.x2 * sx, width)), math.ceil(_clamp(r.y2 * sy, height)))
+        if box.width <= 0 or box.height <= 0:
             messages.append(f"{imported.source}, {r.where}: box lies outside the {width}×{height} photo")
             continue
-        boxes.append(clipped)
-    if len(boxes) > MAX_BOXES_PER_PHOTO:
-        messages.append(f"{imported.source}: {len(boxes)} boxes for {clean_filename(photo_name)}; only the first "
-                        f"{MAX_BOXES_PER_PHOTO} are used")
-        boxes = boxes[:MAX_BOXES_PER_PHOTO]
+        boxes.append(box)
+    if imported.over_cap.get(key):
+        messages.append(f"{imported.source}: {len(raw) + imported.over_cap[key]} boxes for "
+                        f"{clean_filename(photo_name)}; only the first {MAX_BOXES_PER_PHOTO} are used")
     return boxes, messages
+
+
+def _clamp(value: float, top: int) -> float:
+    return min(max(value, 0.0), float(top))

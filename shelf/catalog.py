@@ -8,9 +8,12 @@ similarity is below the threshold. Matching Q regions against N references is on
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,7 +22,8 @@ from sqlalchemy.engine import Engine
 
 from shelf import config, rollup, store
 from shelf.categories import RETAIL_CATEGORIES
-from shelf.images import ImageError, decode_image
+from shelf.files import MB, FileTooLarge, read_bounded, size_problem
+from shelf.images import MAX_BYTES, ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
 
 METHODS = ("knn", "prototype")
@@ -170,8 +174,8 @@ def evaluate(true: Sequence[int | None], predicted: Sequence[int | None], simila
     confusion = frame.groupby(["true", "predicted"]).size().rename("count").reset_index()
     worst = frame[(frame["best"] != frame["true"]) & (frame["best"] != UNKNOWN) & (frame["predicted"] != UNKNOWN)] \
         .sort_values("similarity", ascending=False)[["true", "predicted", "similarity"]]
-    return Evaluation(float(frame["correct"].mean()) if len(frame) else 0.0, pd.DataFrame(per_sku), confusion,
-                      worst)
+    return Evaluation(float(frame["correct"].mean()) if len(frame) else 0.0,
+                      pd.DataFrame(per_sku, columns=["sku", "support", "precision", "recall"]), confusion, worst)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,14 +204,28 @@ def add_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | No
 
 
 def remove_sku(engine: Engine, sku_id: int) -> None:
+    """Remove a SKU with its references; regions matched to it become unknown. A reference's photo file goes too,
+    unless another reference or a stored photo has the same content (files are named by content hash)."""
+    refs = store.sku_references
     with store.write_transaction(engine) as conn:
+        files = dict(conn.execute(sa.select(refs.c.sha256, refs.c.file).where(refs.c.sku_id == sku_id)).all())
         store.forget_sku(conn, sku_id)
+        conn.execute(refs.delete().where(refs.c.sku_id == sku_id))
         conn.execute(store.skus.delete().where(store.skus.c.id == sku_id))
+        hashes = list(files)
+        still_used = set(conn.execute(sa.select(refs.c.sha256).where(refs.c.sha256.in_(hashes))).scalars()) | \
+            set(conn.execute(sa.select(store.photos.c.sha256).where(store.photos.c.sha256.in_(hashes))).scalars())
+    root = config.data_dir()
+    for sha, file in files.items():
+        path = (root / file).resolve()
+        if sha not in still_used and path.is_relative_to(root):
+            path.unlink(missing_ok=True)
 
 
-def add_references(engine: Engine, sku_id: int, files: Sequence[tuple[str, bytes]], source: str = "upload"
+def add_references(engine: Engine, sku_id: int, files: Iterable[tuple[str, bytes]], source: str = "upload"
                    ) -> tuple[int, list[str]]:
-    """Decode each reference photo safely and keep it; returns (added, messages for the files that were not)."""
+    """Decode each reference photo safely and keep it; returns (added, messages for the files that were not).
+    `files` may be a generator, so a caller can read the photos one at a time."""
     added, messages = 0, []
     for name, data in files:
         try:
@@ -355,69 +373,129 @@ def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: st
 # Labelled sets: folder-per-SKU (a folder or a zip of one) or a CSV of file,sku
 
 MAX_LABELLED_FILES = 5000
-MAX_LABELLED_BYTES = 1024 * 1024 * 1024
+MAX_LABELLED_BYTES = 1000 * MB  # unpacked, per zip
+MAX_LABELLED_PIXELS = 2_000_000_000  # decoded, per evaluation: ~170 photos of 12 MP, thousands of product crops
+MAX_LABELLED_CSV_BYTES = 16 * MB
 
 
-def labelled_from_zip(data: bytes, name: str = "labelled.zip") -> tuple[list[tuple[str, bytes, str]], list[str]]:
-    """Images in SKU-named folders of a zip. Limits on count and unpacked size keep a zip bomb out."""
-    import zipfile
+class LabelledItem(NamedTuple):
+    """One photo of a labelled set. Its bytes are read only when it is evaluated, one photo at a time; `read`
+    raises ImageError (naming the file) when they cannot be."""
+
+    name: str
+    read: Callable[[], bytes]
+    sku: str
+
+
+def labelled_from_zip(data: bytes | Path, name: str = "labelled.zip") -> tuple[list[LabelledItem], list[str]]:
+    """Images in SKU-named folders of a zip (its bytes, or its path), read lazily: each entry streams out capped at
+    the per-photo limit, so neither a declared size of a gigabyte nor a bomb of one-colour photos is held in
+    memory."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+        entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         raise CatalogError(f"{name}: not a zip file") from None
     items, problems, total = [], [], 0
-    for info in archive.infolist():
+    for info in entries:
         parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
         if info.is_dir() or len(parts) < 2 or parts[0] == "__MACOSX" or parts[-1].startswith("."):
             continue
         if len(items) >= MAX_LABELLED_FILES:
             problems.append(f"{name}: only the first {MAX_LABELLED_FILES} files are used")
             break
+        photo = clean_filename(parts[-1])
+        if info.file_size > MAX_BYTES:
+            problems.append(f"{photo}: {size_problem(info.file_size, MAX_BYTES)}")
+            continue
         total += info.file_size
         if total > MAX_LABELLED_BYTES:
-            raise CatalogError(f"{name}: unpacks to more than {MAX_LABELLED_BYTES // 2**20} MB")
-        items.append((parts[-1], archive.read(info), parts[-2]))
+            raise CatalogError(f"{name}: unpacks to more than {MAX_LABELLED_BYTES // MB} MB")
+        items.append(LabelledItem(photo, _zip_entry_reader(archive, info, photo), parts[-2]))
     return items, problems
 
 
-def labelled_from_folder(root: Path) -> list[tuple[str, bytes, str]]:
-    return [(f.name, f.read_bytes(), f.parent.name) for f in sorted(root.glob("*/*")) if f.is_file()
+def _zip_entry_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            with archive.open(info) as entry:  # stops at the declared size (≤ MAX_BYTES), or fails its CRC
+                return entry.read(MAX_BYTES)
+        except NotImplementedError:  # before RuntimeError, its base class
+            raise ImageError(name, "is packed with a compression method Shelf cannot read (use deflate or "
+                                   "none)") from None
+        except RuntimeError:  # zipfile's word for "encrypted"
+            raise ImageError(name, "is encrypted in the zip; Shelf reads unencrypted zips only") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            raise ImageError(name, f"is damaged in the zip ({str(exc)[:100] or exc.__class__.__name__})") from None
+    return read
+
+
+def _file_reader(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            return read_bounded(path, MAX_BYTES)
+        except FileTooLarge:
+            raise ImageError(path.name, f"is larger than the limit of {MAX_BYTES / MB:g} MB") from None
+        except OSError as exc:
+            raise ImageError(path.name, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+    return read
+
+
+def labelled_from_folder(root: Path) -> list[LabelledItem]:
+    return [LabelledItem(f.name, _file_reader(f), f.parent.name) for f in sorted(root.glob("*/*")) if f.is_file()
             and not f.name.startswith(".")][:MAX_LABELLED_FILES]
 
 
-def labelled_from_csv(path: Path) -> tuple[list[tuple[str, bytes, str]], list[str]]:
+def labelled_from_csv(path: Path) -> tuple[list[LabelledItem], list[str]]:
     """Rows of file,sku; files relative to the CSV's folder and never outside it."""
     import csv
+    try:
+        text = read_bounded(path, MAX_LABELLED_CSV_BYTES).decode("utf-8-sig")
+    except FileTooLarge as exc:
+        raise CatalogError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not a text file (a labelled set is a CSV of file,sku, a folder of SKU "
+                           "folders, or a zip of one)") from None
     items, problems, base = [], [], path.parent.resolve()
-    for number, row in enumerate(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()), start=1):
-        if len(row) < 2 or (number == 1 and row[0].strip().lower() == "file"):
-            continue
-        target = (base / row[0].strip()).resolve()
-        if not target.is_relative_to(base) or not target.is_file():
-            problems.append(f"{path.name}, line {number}: {row[0]!r} is not a file beside the CSV")
-            continue
-        items.append((target.name, target.read_bytes(), row[1].strip()))
-    return items, problems
+    try:
+        for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+            if len(row) < 2 or (number == 1 and row[0].strip().lower() == "file"):
+                continue
+            target = (base / row[0].strip()).resolve()
+            if not target.is_relative_to(base) or not target.is_file():
+                problems.append(f"{path.name}, line {number}: {row[0][:80]!r} is not a file beside the CSV")
+                continue
+            items.append(LabelledItem(target.name, _file_reader(target), row[1].strip()))
+    except (csv.Error, OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: not a CSV of file,sku ({str(exc)[:100]})") from None
+    return items[:MAX_LABELLED_FILES], problems
 
 
-def evaluate_labelled(engine: Engine, loaded: LoadedModel, items: Sequence[tuple[str, bytes, str]],
+def evaluate_labelled(engine: Engine, loaded: LoadedModel, items: Iterable[LabelledItem],
                       threshold: float, crop_mode: str = "center") -> tuple[Evaluation, dict[int, str], list[str]]:
     """Match a labelled set against the catalog. Names not in the catalog are products that should be Unknown.
-    Returns (evaluation, sku id → name, problems)."""
+    Photos are read, decoded and embedded one at a time, and the evaluation stops once the photos decoded so far
+    add up to MAX_LABELLED_PIXELS. Returns (evaluation, sku id → name, problems)."""
     from shelf.classify import classify_images
     skus = skus_frame(engine)
     by_name = {n.lower(): i for i, n in zip(skus["id"], skus["name"])}
     index = load_index(engine, loaded, crop_mode)
-    images, truth, problems = [], [], []
-    for name, data, sku_name in items:
+    embeddings, truth, problems, pixels = [], [], [], 0
+    for done, item in enumerate(items):
+        if pixels > MAX_LABELLED_PIXELS:
+            problems.append(f"only the first {done} photo(s) were evaluated: together they decode to more than "
+                            f"{MAX_LABELLED_PIXELS / 1e6:,.0f} megapixels, the limit of one evaluation")
+            break
         try:
-            images.append(decode_image(data, name).image)
-            truth.append(by_name.get(sku_name.strip().lower()))
+            image = decode_image(item.read(), item.name).image
         except ImageError as exc:
             problems.append(str(exc))
-    embeddings = np.stack([r.embedding.numpy() for r in classify_images(loaded, images, top_k=1,
-                                                                        crop_mode=crop_mode)]) if images else \
-        np.zeros((0, 512), np.float32)
-    found = match(index, embeddings, -np.inf)
+            continue
+        pixels += image.width * image.height
+        (result,) = classify_images(loaded, [image], top_k=1, crop_mode=crop_mode)
+        del image  # before the next decode: one photo in memory at a time
+        embeddings.append(result.embedding.numpy())
+        truth.append(by_name.get(item.sku.strip().lower()))
+    found = match(index, np.stack(embeddings) if embeddings else np.zeros((0, 512), np.float32), -np.inf)
     evaluation = evaluate(truth, found.best_sku_ids or [None] * len(truth), found.similarity, threshold)
     return evaluation, dict(zip(skus["id"], skus["name"])) | {UNKNOWN: "Unknown"}, problems

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from shelf import config
+from shelf.files import FileTooLarge, read_bounded
 
 EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE, EXIT_NO_WEIGHTS = 0, 1, 2, 3
 
@@ -155,7 +156,7 @@ def _progress(total: int, description: str):
 
 def cmd_classify(args) -> int:
     from shelf.classify import classify_images
-    from shelf.images import ImageError, decode_image
+    from shelf.images import MAX_BYTES, ImageError, decode_image
 
     loaded = _load_model_or_explain()
     if loaded is None:
@@ -164,13 +165,13 @@ def cmd_classify(args) -> int:
     with _progress(len(args.images), "classify") as bar:
         for path in args.images:
             try:
-                data = Path(path).read_bytes()
+                data = read_bounded(path, MAX_BYTES)
                 decoded = decode_image(data, path)
                 (result,) = classify_images(loaded, [decoded.image], args.top_k)
                 records.append({"image": path, "predictions": [
                     {"rank": p.rank, "class_index": p.class_index, "label": p.label, "probability": p.probability}
                     for p in result.predictions]})
-            except ImageError as exc:
+            except (ImageError, FileTooLarge) as exc:
                 records.append({"image": path, "error": exc.problem})
             except OSError as exc:
                 records.append({"image": path, "error": f"cannot read the file ({exc.strerror or exc})"})
@@ -201,10 +202,13 @@ def _print_classifications(records: list[dict], fmt: str) -> None:
 
 def _box_file(mode):
     """The parsed box file of a boxes:FILE mode, with its problems printed; None and a message if unusable."""
-    from shelf.boxfiles import BoxFileError, parse_box_file
+    from shelf.boxfiles import MAX_BOX_FILE_BYTES, BoxFileError, parse_box_file
     path = Path(mode.source)
     try:
-        imported = parse_box_file(path.read_bytes(), path.name)
+        imported = parse_box_file(read_bounded(path, MAX_BOX_FILE_BYTES), path.name)
+    except FileTooLarge as exc:
+        print(f"error: box file {exc}", file=sys.stderr)
+        return None
     except (OSError, BoxFileError) as exc:
         print(f"error: box file {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return None
@@ -214,14 +218,15 @@ def _box_file(mode):
 
 
 def cmd_recognize(args) -> int:
-    from shelf.pipeline import Upload, recognize
-    from shelf.store import Context, open_store
-
     box_file = None
-    if args.regions.kind == "boxes":
+    if args.regions.kind == "boxes":  # before loading torch: a bad box file is a usage error, told at once
         box_file = _box_file(args.regions)
         if box_file is None:
             return EXIT_USAGE
+    from shelf.images import MAX_BYTES
+    from shelf.pipeline import Upload, recognize
+    from shelf.store import Context, open_store
+
     loaded = _load_model_or_explain(args.db)
     if loaded is None:
         return EXIT_NO_WEIGHTS
@@ -237,13 +242,18 @@ def cmd_recognize(args) -> int:
     with _progress(len(args.images), "recognize") as bar:
         for path in args.images:  # one at a time: a folder of photos never sits in memory at once
             try:
-                upload = Upload(path, Path(path).read_bytes())
+                upload = Upload(path, read_bounded(path, MAX_BYTES))
+            except FileTooLarge as exc:
+                unreadable.append(str(exc))
+                bar.update()
+                continue
             except OSError as exc:
                 unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
                 bar.update()
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
-                                     box_file=box_file, catalog=index, catalog_threshold=threshold))
+                                     box_file=box_file, catalog=index, catalog_threshold=threshold,
+                                     previews=0))
             bar.update()
     for r in results:
         if r.ok:
@@ -335,15 +345,15 @@ def cmd_catalog(args) -> int:
         try:
             sku_id = by_name.get(args.name.lower()) or catalog.add_sku(engine, args.name, args.brand, args.category,
                                                                        args.gtin)
-            files = [(p, Path(p).read_bytes()) for p in args.images]
-        except (catalog.CatalogError, OSError) as exc:
+        except catalog.CatalogError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
-        added, problems = catalog.add_references(engine, sku_id, files)
-        for problem in problems:
+        unreadable = []
+        added, problems = catalog.add_references(engine, sku_id, _readable(args.images, unreadable))
+        for problem in unreadable + problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{args.name}: {added} reference photo(s) added")
-        return EXIT_OK
+        return EXIT_NOTHING_DONE if args.images and not added else EXIT_OK
     loaded = _load_model_or_explain(args.db)
     if loaded is None:
         return EXIT_NO_WEIGHTS
@@ -359,15 +369,19 @@ def cmd_catalog(args) -> int:
         suggested, f1 = catalog.suggest_threshold(results)
         print(f"leave-one-out over {len(results)} reference photo(s) of {len(set(sku_ids))} SKU(s)")
     else:
-        if args.labelled.is_dir():
-            items, problems = catalog.labelled_from_folder(args.labelled), []
-        else:
-            items, problems = catalog.labelled_from_csv(args.labelled)
+        try:
+            items, problems = _labelled_set(args.labelled)
+        except (catalog.CatalogError, OSError) as exc:
+            print(f"error: labelled set {args.labelled}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
         report, names, more = catalog.evaluate_labelled(engine, loaded, items, threshold)
         for problem in problems + more:
             print(f"warning: {problem}", file=sys.stderr)
         suggested = f1 = None
         print(f"labelled set: {len(items)} photo(s)")
+        if not report.per_sku["support"].sum():
+            print(f"error: no photo of the labelled set {args.labelled} could be evaluated", file=sys.stderr)
+            return EXIT_NOTHING_DONE
     print(f"accuracy {report.accuracy:.1%} at threshold {threshold:.3f}")
     if suggested is not None:
         print(f"suggested threshold {suggested:.3f} (known-vs-unknown F1 {f1:.2f}); not applied")
@@ -377,13 +391,38 @@ def cmd_catalog(args) -> int:
     return EXIT_OK
 
 
+def _readable(paths, unreadable: list[str]):
+    """(path, bytes) of each photo given, read one at a time as they are used; the ones that cannot be read go to
+    `unreadable` as messages."""
+    from shelf.images import MAX_BYTES
+    for path in paths:
+        try:
+            yield path, read_bounded(path, MAX_BYTES)
+        except FileTooLarge as exc:
+            unreadable.append(str(exc))
+        except OSError as exc:
+            unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
+
+
+def _labelled_set(path: Path):
+    """(items, problems) of a folder of SKU folders, a zip of one, or a CSV of file,sku."""
+    from shelf import catalog
+    if not path.exists():
+        raise catalog.CatalogError("no such file or folder")
+    if path.is_dir():
+        return catalog.labelled_from_folder(path), []
+    if path.suffix.lower() == ".zip":
+        return catalog.labelled_from_zip(path, path.name)
+    return catalog.labelled_from_csv(path)
+
+
 def cmd_weights(args) -> int:
     from shelf import model
 
     if args.action == "import":
         try:
-            info = model.import_weights(args.path.read_bytes(), str(args.path))
-        except (OSError, model.WeightsError) as exc:
+            info = model.import_weights(read_bounded(args.path, model.MAX_WEIGHTS_BYTES), str(args.path))
+        except (OSError, FileTooLarge, model.WeightsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
         print(f"imported {args.path} → {info.path}\n  sha256 {info.sha256}\n  {info.kind}")
@@ -403,6 +442,8 @@ def cmd_weights(args) -> int:
         w = status.info
         print(f"weights: available\n  source   {w.source}\n  file     {w.path}\n  sha256   {w.sha256}\n"
               f"  kind     {w.kind}\n  classes  {len(model.CATEGORIES)}")
+        for line in status.skipped:
+            print(f"  not used {line}")
         return EXIT_OK
     print(f"weights: unavailable\n  {status.problem}")
     for line in status.tried:

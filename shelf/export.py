@@ -42,7 +42,8 @@ def inert(value):
 
 
 def inert_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """`inert` on every text cell and header, vectorised per column."""
+    """A copy whose text cells and headers are inert (vectorised per column): for CSV files, and for tables shown
+    in the browser, whose toolbar can download them as CSV."""
     safe = frame.copy()
     for column in safe.columns:
         values = safe[column]

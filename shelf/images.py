@@ -16,13 +16,18 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shelf.files import MB, size_problem
+
 pillow_heif.register_heif_opener()
 
 # Only formats a shelf photo comes in; Pillow must never guess its way into EPS (Ghostscript) and friends.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "HEIF", "AVIF")  # JPEG covers MPO
 UPLOAD_EXTENSIONS = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif"]
-MAX_BYTES = 50 * 1024 * 1024
+MAX_UPLOAD_MB = 50  # per photo; every photo uploader passes it to Streamlit as max_upload_size
+MAX_BYTES = MAX_UPLOAD_MB * MB
 MAX_PIXELS = 120_000_000  # a 108 MP phone photo fits; a decompression bomb does not
+# Pillow refuses images over its own limit (89.5 MP by default) before Shelf's check runs: make them the same.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 MAX_NAME_LENGTH = 120
 
 
@@ -75,7 +80,7 @@ def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
     if not data:
         raise ImageError(filename, "the file is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise ImageError(filename, f"the file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+        raise ImageError(filename, size_problem(len(data), max_bytes))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -107,7 +112,7 @@ def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
             problem = "truncated" if "truncated" in str(exc).lower() else "corrupt"
             raise ImageError(filename, f"the file is {problem} and cannot be decoded") from None
     try:
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright photo
     except Exception:  # a broken EXIF block should not cost the user the photo
         pass
     try:

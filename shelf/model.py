@@ -1,6 +1,6 @@
 """ResNet-18 weights: where they come from, whether they are the real ImageNet ones, and loading them safely.
 
-Resolution order (first hit wins):
+Resolution order (the first usable file wins):
   1. SHELF_WEIGHTS, a file the operator names;
   2. a file imported through the app or `python -m shelf weights import` (kept in the data dir);
   3. the torch hub cache (resnet18-f37072fd.pth), where torchvision itself keeps the file;
@@ -8,14 +8,19 @@ Resolution order (first hit wins):
   5. otherwise: "unavailable", with instructions. Offline is a normal state, not a crash.
 
 A file is *verified* when its sha256 starts with the prefix torchvision publishes for IMAGENET1K_V1. Anything else
-(an untrained checkpoint for tests or demos, someone's fine-tune) is used only with SHELF_ALLOW_UNVERIFIED_WEIGHTS=1,
-and every run made with it records that, so untrained weights never pass for ImageNet ones.
+(an untrained checkpoint for tests or demos, someone's fine-tune) is usable only with
+SHELF_ALLOW_UNVERIFIED_WEIGHTS=1, and every run made with it records that, so untrained weights never pass for
+ImageNet ones. Without that setting an unverified (or broken) file is skipped, with a note in `tried`, so a file
+someone imported can never take the verified weights away; when nothing usable is found, the first skipped file's
+problem is reported.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,14 +29,16 @@ import torch
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from shelf import config
-from shelf.files import write_atomically
+from shelf.files import MB, FileTooLarge, read_bounded, size_problem, write_atomically
 from shelf.labels import IMAGENET_CLASSES
 
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 OFFICIAL_FILENAME = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
 OFFICIAL_HASH_PREFIX = OFFICIAL_FILENAME.split("-")[1].split(".")[0]  # f37072fd
 IMPORTED_FILENAME = "imported-resnet18.pth"
-MAX_WEIGHTS_BYTES = 200 * 1024 * 1024
+MAX_WEIGHTS_MB = 200  # the weights uploader passes it to Streamlit as max_upload_size
+MAX_WEIGHTS_BYTES = MAX_WEIGHTS_MB * MB
+MAX_CHECKPOINT_RECORDS = 4096  # a ResNet-18 checkpoint has ~130
 DOWNLOAD_TIMEOUT_S = 20
 CATEGORIES: tuple[str, ...] = IMAGENET_CLASSES  # the weights' meta["categories"], as data (a test checks)
 
@@ -74,6 +81,7 @@ class WeightsStatus:
     info: WeightsInfo | None
     problem: str | None = None
     tried: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # files found and not used, short: "imported (not the verified ImageNet file)"
 
     @property
     def available(self) -> bool:
@@ -110,13 +118,13 @@ def parse_weights(data: bytes, name: str) -> dict[str, torch.Tensor]:
     if not data:
         raise WeightsError(f"{name}: the file is empty")
     if len(data) > MAX_WEIGHTS_BYTES:
-        raise WeightsError(f"{name}: {len(data) / 2**20:.0f} MB is too large for ResNet-18 weights")
+        raise WeightsError(f"{name}: {size_problem(len(data), MAX_WEIGHTS_BYTES)} for ResNet-18 weights")
+    check_checkpoint_container(data, name, MAX_WEIGHTS_BYTES)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise WeightsError(f"{name}: not a loadable PyTorch weights file (refused by the safe loader: "
-                           f"{first_line})") from None
+                           f"{_first_line(exc)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -124,6 +132,46 @@ def parse_weights(data: bytes, name: str) -> dict[str, torch.Tensor]:
     state = {str(k).removeprefix("module."): v for k, v in obj.items()}
     check_state_dict(state, name)
     return state
+
+
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    """The first line of an error, cut at a word (with an ellipsis) when it is long."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def check_checkpoint_container(data: bytes, name: str, limit: int) -> None:
+    """Refuse a checkpoint torch.load would inflate: it allocates the size a zip record *declares* before checking
+    anything, so a 50 MB file can declare gigabytes. torch.save writes a zip of stored (uncompressed) records; require
+    exactly that, with records the file really holds, adding up to at most `limit` bytes. (For detector files too.)"""
+    if _looks_like_safetensors(data):
+        raise WeightsError(f"{name}: this is a safetensors file. Shelf loads PyTorch checkpoints written by "
+                           "torch.save (.pth); convert it with torch.save(safetensors.torch.load_file(PATH), "
+                           "'resnet18.pth') and import that file.")
+    try:
+        records = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error):
+        raise WeightsError(f"{name}: not a PyTorch checkpoint (torch.save writes a zip archive, and this file is "
+                           "not one; a checkpoint in the legacy pre-1.6 format must be saved again with a current "
+                           "PyTorch).") from None
+    if len(records) > MAX_CHECKPOINT_RECORDS:
+        raise WeightsError(f"{name}: {len(records)} records is far more than a ResNet-18 checkpoint holds")
+    total = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.compress_size != record.file_size:
+            raise WeightsError(f"{name}: record {record.filename[:80]!r} is compressed. torch.save stores records "
+                               "uncompressed, and a compressed record can inflate to gigabytes, so the file is "
+                               "refused.")
+        if record.header_offset + record.file_size > len(data):
+            raise WeightsError(f"{name}: record {record.filename[:80]!r} declares more bytes than the file holds")
+        total += record.file_size
+    if total > limit:
+        raise WeightsError(f"{name}: its records add up to {total / MB:.0f} MB; the limit is {limit / MB:g} MB")
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header."""
+    return len(data) > 9 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < len(data)
 
 
 def check_state_dict(state: dict[str, torch.Tensor], name: str) -> None:
@@ -155,7 +203,9 @@ def looks_untrained(state: dict[str, torch.Tensor]) -> bool:
 
 def read_weights_file(path: Path, source: str) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_WEIGHTS_BYTES)
+    except FileTooLarge as exc:
+        raise WeightsError(str(exc)) from None
     except OSError as exc:
         raise WeightsError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
     state = parse_weights(data, str(path))
@@ -176,10 +226,14 @@ def _candidates() -> list[tuple[str, Path]]:
 
 
 def resolve_weights(download: bool | None = None) -> tuple[dict[str, torch.Tensor] | None, WeightsStatus]:
-    """Find weights in the documented order; return (state dict or None, status)."""
+    """Find weights in the documented order; return (state dict or None, status). A file that is there but not
+    usable here (broken, or unverified without SHELF_ALLOW_UNVERIFIED_WEIGHTS=1) is skipped with a note in `tried`,
+    never silently, and never at the cost of a usable file later in the order."""
     if download is None:
         download = not config.offline()
     tried: list[str] = []
+    skipped: list[str] = []
+    refused: tuple[WeightsInfo | None, str] | None = None  # the first file found and not usable, and why
     for source, path in _candidates():
         if source != "SHELF_WEIGHTS" and not path.exists():
             tried.append(f"{source}: {path} (not there)")
@@ -187,29 +241,37 @@ def resolve_weights(download: bool | None = None) -> tuple[dict[str, torch.Tenso
         try:
             state, info = read_weights_file(path, source)
         except WeightsError as exc:
-            # A file that is there but unusable is a problem to report, not to skip silently.
-            return None, WeightsStatus(info=None, problem=str(exc), tried=tuple(tried))
-        return _admit(state, info, tried)
+            refused = refused or (None, str(exc))
+            tried.append(f"{source}: skipped, {exc}")
+            skipped.append(f"{source} (cannot be loaded)")
+            continue
+        if usable(info):
+            return state, WeightsStatus(info=info, tried=tuple(tried), skipped=tuple(skipped))
+        refused = refused or (info, _unverified_problem(info))
+        tried.append(f"{source}: {path} skipped, not the verified ImageNet file (sha256 {info.sha256[:12]}…)")
+        skipped.append(f"{source} (not the verified ImageNet file)")
     if download:
         try:
             path = download_weights()
             state, info = read_weights_file(path, "download")
-            return _admit(state, info, tried)
+            return state, WeightsStatus(info=info, tried=tuple(tried), skipped=tuple(skipped))
         except (WeightsError, OSError) as exc:
             tried.append(f"download from {IMAGENET_WEIGHTS.url}: failed ({exc})")
     else:
         tried.append("download: skipped (SHELF_OFFLINE=1)")
-    return None, WeightsStatus(info=None, problem="No ResNet-18 weights found.", tried=tuple(tried))
+    info, problem = refused or (None, "No ResNet-18 weights found.")
+    return None, WeightsStatus(info=info, problem=problem, tried=tuple(tried), skipped=tuple(skipped))
 
 
-def _admit(state, info: WeightsInfo, tried: list[str]):
-    if info.verified or config.allow_unverified_weights():
-        return state, WeightsStatus(info=info, tried=tuple(tried))
-    problem = (f"{info.path} is not the torchvision ImageNet ResNet-18 file (sha256 {info.sha256[:12]}…, "
-               f"expected {OFFICIAL_HASH_PREFIX}…){'; it looks untrained' if info.untrained else ''}. "
-               "To use it anyway for a demo or a test, set SHELF_ALLOW_UNVERIFIED_WEIGHTS=1; "
-               "its predictions will be marked as unverified.")
-    return None, WeightsStatus(info=info, problem=problem, tried=tuple(tried))
+def usable(info: WeightsInfo) -> bool:
+    return info.verified or config.allow_unverified_weights()
+
+
+def _unverified_problem(info: WeightsInfo) -> str:
+    return (f"{info.path} is not the torchvision ImageNet ResNet-18 file (sha256 {info.sha256[:12]}…, "
+            f"expected {OFFICIAL_HASH_PREFIX}…){'; it looks untrained' if info.untrained else ''}. "
+            "To use it anyway for a demo or a test, set SHELF_ALLOW_UNVERIFIED_WEIGHTS=1; "
+            "its predictions will be marked as unverified.")
 
 
 def build_model(state: dict[str, torch.Tensor], info: WeightsInfo) -> LoadedModel:

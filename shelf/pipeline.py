@@ -111,10 +111,12 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               region_mode: str | RegionMode = "whole", top_k: int = DEFAULT_TOP_K, crop_mode: str = "center",
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
               catalog_threshold: float = DEFAULT_THRESHOLD,
-              on_progress: Callable[[int, int, str], None] | None = None) -> list[PhotoResult]:
+              on_progress: Callable[[int, int, str], None] | None = None,
+              previews: int | None = None) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called after each file. A photo already in the store (same bytes) is not
-    classified again: its stored result is returned, marked `already_stored`."""
+    classified again: its stored result is returned, marked `already_stored`. `previews`: keep the preview image of
+    only that many of the most recent results (a preview is up to ~5 MB; None keeps all)."""
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     results: list[PhotoResult] = []
@@ -156,6 +158,8 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
             result = PhotoResult(name=name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
                                                   f"{str(exc)[:200]})")
         results.append(result)
+        if previews is not None and len(results) > previews:
+            results[-previews - 1].preview = None
         if on_progress:
             on_progress(number, len(uploads), name)
     return results

@@ -17,6 +17,7 @@ from shelf.store import open_store
 from shelf.tally import tally
 
 MODEL_PAGE = "pages/home.py"
+RECENT_PREVIEWS = 10  # photos of a Recognize batch whose preview a session keeps (each up to ~5 MB)
 ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 
@@ -86,8 +87,38 @@ def facets_or_stop():
 
 
 def md_escape(text: str) -> str:
-    """Escape user-provided text (file names, store names) before it goes into Markdown."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$])", r"\\\1", text)
+    """Escape user-provided text (file names, SKU names, messages that quote them) before it goes into Markdown:
+    links, images and HTML stay text, and `&` too, so `&#47;` or `&#x202E;` show as typed, never as the
+    character they name."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$&])", r"\\\1", text)
+
+
+def table(frame: pd.DataFrame, *, editable: bool = False, **options):
+    """st.dataframe (or st.data_editor) for a table holding text users typed or uploaded: its text cells are made
+    inert the way CSV exports are, so the toolbar's "Download as CSV" gives no cell a spreadsheet would run as a
+    formula. Returns what Streamlit's call returns (the edited frame for an editor)."""
+    from shelf.export import inert_frame
+    return (st.data_editor if editable else st.dataframe)(inert_frame(frame), **options)
+
+
+def box_file(upload):
+    """The uploaded box file, parsed once per content: reruns (any click on the page) reuse the parse instead of
+    repeating it. Raises BoxFileError like parse_box_file."""
+    import hashlib
+
+    from shelf.boxfiles import BoxFileError, parse_box_file
+    data = upload.getvalue()
+    key = (hashlib.sha256(data).hexdigest(), upload.name)
+    cached = st.session_state.get("_parsed_box_file")
+    if cached is None or cached[0] != key:
+        try:
+            parsed = parse_box_file(data, upload.name)
+        except BoxFileError as exc:  # kept too: a refused file is not parsed again on every click either
+            parsed = exc
+        cached = st.session_state["_parsed_box_file"] = (key, parsed)
+    if isinstance(cached[1], Exception):
+        raise cached[1]
+    return cached[1]
 
 
 def weights_banner() -> None:
@@ -103,7 +134,7 @@ def require_model(link_to_model_page: bool = True) -> LoadedModel | None:
     loaded, status = model()
     if loaded is None:
         st.error(f"**The ResNet-18 weights are not available**, so nothing can be recognized yet. "
-                 f"{status.problem}", icon=":material/error:")
+                 f"{md_escape(status.problem or '')}", icon=":material/error:")
         st.markdown(HOW_TO_GET_WEIGHTS)
         if link_to_model_page:
             st.page_link(MODEL_PAGE, label="Import a weights file on the Home & model page",
@@ -130,17 +161,26 @@ def sku_line(region: RegionResult, sku_names: dict[int, str]) -> str:
 
 
 def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[int, str] | None = None) -> None:
-    """One recognised photo: a single crop shows its top-k; a shelf shows the overlay, facings and a region picker."""
+    """One recognised photo: a single crop shows its top-k; a shelf shows the overlay, facings and a region picker.
+    A result whose preview was not kept (older than the RECENT_PREVIEWS most recent) shows its tables only."""
     sku_names = sku_names or {}
     stored_note = " · *already stored*" if result.already_stored else ""
     with st.container(border=True):
         for note in result.notes:
             st.caption(f":material/info: {md_escape(note)}")
+        if result.preview is None:
+            st.caption(f":material/hide_image: No preview: this page keeps the pictures of the {RECENT_PREVIEWS} "
+                       "most recent photos only. The photo and its regions are stored (see Review and Tallies).")
         if len(result.regions) == 1:
-            picture, table = st.columns([1, 3])
-            picture.image(result.preview, caption=result.name, width=240)
+            if result.preview is not None:
+                picture, details = st.columns([1, 3])
+                picture.image(result.preview, caption=md_escape(result.name), width=240)
+            else:
+                details = st.container()
             best = result.regions[0].top1
-            with table:
+            with details:
+                if result.preview is None:
+                    st.markdown(f"**{md_escape(result.name)}**")
                 if line := sku_line(result.regions[0], sku_names):
                     st.markdown(line)
                 st.markdown(f"**{md_escape(best.label)}** · class {best.class_index} · {best.probability:.1%}"
@@ -148,13 +188,14 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                 top_k_table(result.regions[0])
             return
         st.markdown(f"**{md_escape(result.name)}** · {len(result.regions)} regions{stored_note}")
-        regions = [(r.box, sku_names.get(r.sku_id, r.top1.label), r.top1.class_index, r.top1.probability)
-                   for r in result.regions]
-        overlay = draw_overlay(result.preview, result.size, regions, colour_by)
-        st.image(overlay, width="stretch")
-        st.download_button("Download annotated PNG", data=lambda: png_bytes(overlay),
-                           file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
-                           icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
+        if result.preview is not None:
+            regions = [(r.box, sku_names.get(r.sku_id, r.top1.label), r.top1.class_index, r.top1.probability)
+                       for r in result.regions]
+            overlay = draw_overlay(result.preview, result.size, regions, colour_by)
+            st.image(overlay, width="stretch")
+            st.download_button("Download annotated PNG", data=lambda: png_bytes(overlay),
+                               file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
+                               icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
         facings_col, inspect_col = st.columns(2)
         facings = tally(pd.DataFrame([{"class_index": r.top1.class_index, "label": r.top1.label,
                                        "probability": r.top1.probability, "corrected": False}
@@ -169,10 +210,11 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                                   format_func=lambda i: f"{i + 1} · {result.regions[i].top1.label} "
                                                         f"{result.regions[i].top1.probability:.0%}")
             region = result.regions[chosen]
-            scale = result.preview.width / result.size[0]
-            crop = result.preview.crop(tuple(round(v * scale) for v in region.box.as_tuple))
             crop_col, table_col = st.columns([1, 3])
-            crop_col.image(crop, caption=f"{region.box.width}×{region.box.height} px", width="stretch")
+            if result.preview is not None:
+                scale = result.preview.width / result.size[0]
+                crop = result.preview.crop(tuple(round(v * scale) for v in region.box.as_tuple))
+                crop_col.image(crop, caption=f"{region.box.width}×{region.box.height} px", width="stretch")
             with table_col:
                 if line := sku_line(region, sku_names):
                     st.markdown(line)

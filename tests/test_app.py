@@ -78,7 +78,7 @@ def test_weights_can_be_imported_from_the_browser(monkeypatch, weights_file):
     at = start()
     upload(at, "weights_upload", ("resnet18.pth", b"definitely not weights", "application/octet-stream"))
     at.button[0].click().run()
-    assert "resnet18.pth: not a loadable PyTorch weights file" in texts(at.error)
+    assert ui_escape("resnet18.pth: not a PyTorch checkpoint") in texts(at.error)
     upload(at, "weights_upload", ("resnet18.pth", weights_file.read_bytes(), "application/octet-stream"))
     at.button[0].click().run()
     assert not at.exception
@@ -98,7 +98,7 @@ def test_recognize_two_photos_then_tallies_and_csv_match_the_store(loaded, downl
     assert at.button(key="recognize").label == "Recognize 3 photos"
     at.button(key="recognize").click().run()
     assert not at.exception, at.exception
-    assert "notes.jpg: not an image" in texts(at.error)
+    assert ui_escape("notes.jpg: not an image") in texts(at.error)
     assert "2 new photo(s) stored" in texts(at.caption)
     assert "Demo weights in use" in texts(at.warning)  # the page ran inside the router
     tables = [df.value for df in at.dataframe]
@@ -186,7 +186,7 @@ def test_boxes_mode_on_recognize(loaded):
     box_csv = b"shelf1.jpg,0,0,300,400\nshelf1.jpg,300,0,600,400\nshelf1.jpg,50,50,10,10\n"
     upload(at, "box_file", [("boxes.csv", box_csv, "text/csv")])
     assert "SKU-110K CSV: 2 boxes for 1 image(s), 1 line(s) skipped" in texts(at.caption)
-    assert "boxes.csv, line 3: degenerate box" in texts(at.warning)
+    assert ui_escape("boxes.csv, line 3: degenerate box") in texts(at.warning)
     at.button(key="recognize").click().run()
     assert not at.exception, at.exception
     assert "2 regions" in texts(at.markdown)
@@ -198,7 +198,7 @@ def test_a_broken_box_file_is_reported(loaded):
     at = start("pages/recognize.py")
     at.selectbox(key="region_kind").set_value("boxes").run()
     upload(at, "box_file", [("coco.json", b"{broken", "application/json")])
-    assert "coco.json: not valid JSON" in texts(at.error)
+    assert ui_escape("coco.json: not valid JSON") in texts(at.error)
 
 
 def test_correct_a_label_in_review_then_tallies_and_both_csvs_follow(loaded, downloads):
@@ -286,7 +286,7 @@ def test_add_a_sku_in_the_catalog_then_see_it_matched(loaded):
             [(f"{name}-{v}.png", image_bytes(make_product(sku, v), "PNG"), "image/png") for v in range(3)])
         next(b for b in at.button if b.label == "Add SKU").click().run()
         assert not at.exception, at.exception
-        assert f"Added {name} with 3 reference photo(s)." in texts(at.success)
+        assert f"Added {ui_escape(name)} with 3 reference photo(s)." in texts(at.success)
     assert at.dataframe[0].value["references"].tolist() == [3, 3]
     assert "Leave-one-out accuracy" in [m.label for m in at.metric]
 
