@@ -109,8 +109,8 @@ def _write_chunk(conn, a: dict, run_id: int, rng) -> None:
                                                        a["corrected"], a["sku"], a["similarity"]):
             sku = s if s > 0 else NULL
             sim = NULL if np.isnan(si) else repr(float(si))
-            text.write(f"{i}\t{p}\t{run_id}\t{pos}\t{pos * 100}\t0\t{pos * 100 + 100}\t600\tproduct\tt\t{pc}\t{float(pr)!r}\t"
-                       f"{b}\t{c}\t{'t' if co else 'f'}\t{sku}\t{sim}\n")
+            text.write(f"{i}\t{p}\t{run_id}\t{pos}\t{pos * 100}\t0\t{pos * 100 + 100}\t600\tproduct\tt\t{pc}\t"
+                       f"{float(pr)!r}\t{b}\t{c}\t{'t' if co else 'f'}\t{sku}\t{sim}\n")
         _copy_text(conn, "regions", ["id", "photo_id", "run_id", "position", "x1", "y1", "x2", "y2", "kind", "active",
                                      "predicted_class_index", "probability", "bin", "class_index", "corrected",
                                      "sku_id", "sku_similarity"], [text.getvalue()])

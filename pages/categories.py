@@ -1,10 +1,15 @@
-"""Categories: which retail category each ImageNet class counts under. Edits persist in the store."""
+"""Categories: which retail category each ImageNet class counts under. Edits persist in the store.
+
+Pending edits are kept by class index across searches and filters (never by row number), listed until saved or
+discarded."""
 import pandas as pd
 import streamlit as st
 
 from shelf import ui
 from shelf.categories import RETAIL_CATEGORIES, category_map, default_map, save_category_edits
-from shelf.model import CATEGORIES as IMAGENET_LABELS
+from shelf.labels import IMAGENET_CLASSES
+
+PENDING = "category_pending"
 
 ui.use_router()
 st.title("Categories")
@@ -13,16 +18,18 @@ st.caption("Tallies roll ImageNet labels up into these retail categories. The ma
 engine = ui.store()
 current = category_map(engine)
 shipped = default_map()
+if message := st.session_state.pop("category_message", None):
+    st.success(message, icon=":material/task_alt:")
 
 c1, c2, c3 = st.columns([3, 3, 2])
 search = c1.text_input("Find a class", key="category_search", placeholder="e.g. bottle, 737")
 shown_categories = c2.multiselect("Only these categories", RETAIL_CATEGORIES, key="category_filter",
                                   placeholder="All categories")
-analyst = c3.text_input("Your name", key="category_analyst", max_chars=100)
+analyst = c3.text_input("Your name (saved with each change)", key="category_analyst", max_chars=100)
 
-table = pd.DataFrame({"class_index": range(len(IMAGENET_LABELS)), "label": IMAGENET_LABELS,
-                      "category": [current[i] for i in range(len(IMAGENET_LABELS))],
-                      "edited": [current[i] != shipped[i] for i in range(len(IMAGENET_LABELS))]})
+table = pd.DataFrame({"class_index": range(len(IMAGENET_CLASSES)), "label": IMAGENET_CLASSES,
+                      "category": [current[i] for i in range(len(IMAGENET_CLASSES))],
+                      "edited": [current[i] != shipped[i] for i in range(len(IMAGENET_CLASSES))]})
 if search.strip():
     needle = search.strip().lower()
     table = table[table["label"].str.lower().str.contains(needle, regex=False)
@@ -30,16 +37,31 @@ if search.strip():
 if shown_categories:
     table = table[table["category"].isin(shown_categories)]
 table = table.reset_index(drop=True)
-st.caption(f"{len(table)} class(es) · {sum(current[i] != shipped[i] for i in shipped)} edited from the shipped map")
-edited = st.data_editor(
-    table, key="category_editor", hide_index=True, width="stretch", disabled=["class_index", "label", "edited"],
+st.caption(f"{len(table)} class(es) shown · {sum(current[i] != shipped[i] for i in shipped)} edited from the "
+           "shipped map")
+edits = ui.keyed_editor(
+    table, ids="class_index", column="category", state=PENDING, hide_index=True, width="stretch",
+    disabled=["class_index", "label", "edited"],
     column_config={"class_index": st.column_config.NumberColumn("Class", format="%d"), "label": "ImageNet label",
                    "category": st.column_config.SelectboxColumn("Retail category", options=RETAIL_CATEGORIES,
                                                                 required=True),
-                   "edited": st.column_config.CheckboxColumn("Edited")})
-edits = {int(i): c for i, c, before in zip(edited["class_index"], edited["category"], table["category"])
-         if c != before}
-if st.button(f"Save {len(edits)} change(s)", type="primary", disabled=not edits, key="save_categories"):
-    save_category_edits(engine, edits, analyst)
-    st.session_state.pop("category_editor", None)
+                   "edited": st.column_config.CheckboxColumn("Edited", help="Differs from the shipped map")})
+elsewhere = sorted(set(edits) - set(table["class_index"]))
+if elsewhere:
+    st.warning(f"{len(elsewhere)} change(s) to classes not shown with this search or filter are kept: "
+               + ", ".join(f"{IMAGENET_CLASSES[i]} ({i}) → {edits[i]}" for i in elsewhere[:5])
+               + (" …" if len(elsewhere) > 5 else "") + ". Save or discard them with the others.",
+               icon=":material/info:")
+save_col, discard_col = st.columns([2, 5])
+if save_col.button(f"Save {len(edits)} change(s)", type="primary", disabled=not edits, key="save_categories"):
+    if not analyst.strip():
+        st.error("Type your name first: every change records who made it.")
+    else:
+        save_category_edits(engine, edits, analyst)
+        ui.clear_edits(PENDING)
+        st.session_state["category_message"] = (f"Saved {len(edits)} change(s). Tallies, charts and exports use "
+                                                "them from now on.")
+        st.rerun()
+if edits and discard_col.button("Discard changes", key="discard_categories"):
+    ui.clear_edits(PENDING)
     st.rerun()

@@ -2,12 +2,10 @@
 
 Picks are kept per region id across pages and filter changes (never per row number), listed until saved or
 discarded, and the editor starts clean after a save."""
-import hashlib
-
 import streamlit as st
 
 from shelf import report, store, ui
-from shelf.review import LABEL_CHOICES, corrections_from_edits, label_choice, merge_page_edits
+from shelf.review import LABEL_CHOICES, corrections_from_edits, label_choice
 
 PAGE_SIZE = 25
 
@@ -32,7 +30,7 @@ pages = max(1, -(-total // PAGE_SIZE))
 page = st.columns(4)[0].number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, 1, key="review_page") \
     if pages > 1 else 1
 shown = report.review_rows(engine, review_filter, int(page), PAGE_SIZE)
-pending: dict[int, str] = st.session_state.setdefault("review_pending", {})
+PENDING = "review_pending"
 
 
 def save(changes: dict[int, tuple[int, str]], keep=()) -> None:
@@ -44,30 +42,29 @@ def save(changes: dict[int, tuple[int, str]], keep=()) -> None:
         st.error("Type your name first: every correction records who made it.")
         return
     saved = store.add_corrections(engine, changes, reviewer)
-    st.session_state["review_pending"] = {k: v for k, v in pending.items() if k in keep}
-    st.session_state["review_saves"] = st.session_state.get("review_saves", 0) + 1
+    kept = {k: v for k, v in st.session_state.get(PENDING, {}).items() if k in keep}
+    ui.clear_edits(PENDING)
+    st.session_state[PENDING] = kept
     st.session_state["review_message"] = f"Saved {saved} correction(s). Tallies now count them."
     st.rerun()
 
 
 st.caption(f"{total} region(s) to review, least confident first · page {page} of {pages}")
+pending: dict[int, str] = st.session_state.get(PENDING, {})
 if shown.empty:
     st.success("Nothing left to review with these filters.", icon=":material/task_alt:")
-
-if not shown.empty:
-    # One editor per page and filter: its row-numbered state can never apply to another page's regions.
-    signature = hashlib.sha256(repr((shown["region_id"].tolist(), st.session_state.get("review_saves", 0)))
-                               .encode()).hexdigest()[:12]
+else:
     table = shown.assign(
         crop=ui.thumbnails(shown),
         where=shown["photo"] + " (" + shown["sha256"].str[:6] + ") · #" + (shown["position"] + 1).astype(str),
         counts_as=[label_choice(i) for i in shown["class_index"]],
-        correct_to=[pending.get(int(r)) for r in shown["region_id"]],
-    )[["crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store", "aisle",
-       "captured_on"]]
-    edited = ui.table(
-        table, editable=True, key=f"review_editor_{signature}", hide_index=True, width="stretch", row_height=100,
-        height="content", placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
+        correct_to=None,
+    )[["region_id", "crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store",
+       "aisle", "captured_on"]]
+    pending = ui.keyed_editor(
+        table, ids="region_id", column="correct_to", state=PENDING, hide_index=True, width="stretch",
+        row_height=100, height="content", placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
+        column_order=[c for c in table.columns if c != "region_id"],
         column_config={
             "crop": st.column_config.ImageColumn("Region", width="small"),
             "where": st.column_config.TextColumn("Photo · region", help="Photo name, the start of its content "
@@ -82,8 +79,6 @@ if not shown.empty:
             "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium",
                                                            help="Pick the right label; leave empty to keep it"),
         })
-    pending = merge_page_edits(pending, shown, edited["correct_to"].tolist())
-    st.session_state["review_pending"] = pending
     with st.expander("Correct one region (keyboard-friendly)"):
         q1, q2, q3 = st.columns([3, 3, 1])
         names = dict(zip(shown["region_id"].astype(int), table["where"] + " — " + table["counts_as"]))
@@ -108,8 +103,7 @@ if save_col.button(f"Save {len(changes)} correction(s)", type="primary", disable
                    key="save_corrections"):
     save(changes)
 if pending and discard_col.button("Discard picks", key="discard_picks"):
-    st.session_state["review_pending"] = {}
-    st.session_state["review_saves"] = st.session_state.get("review_saves", 0) + 1
+    ui.clear_edits(PENDING)
     st.rerun()
 if message := st.session_state.pop("review_message", None):
     st.success(message, icon=":material/task_alt:")

@@ -53,13 +53,15 @@ def _empty(choice) -> bool:
     return choice is None or (isinstance(choice, float) and pd.isna(choice)) or choice == ""
 
 
-def merge_page_edits(pending: dict[int, str], page: pd.DataFrame, chosen: Sequence) -> dict[int, str]:
-    """Pending picks are keyed by region id, never by row number: a page's picks replace that page's regions'
-    entries (an emptied cell drops one); picks for regions on other pages or filters stay as they are."""
-    merged = {k: v for k, v in pending.items() if k not in set(page["region_id"].astype(int))}
-    for region_id, choice in zip(page["region_id"], chosen):
-        if not _empty(choice):
-            merged[int(region_id)] = choice
+def merge_page_edits(pending: dict, ids: Sequence, base: Sequence, chosen: Sequence) -> dict:
+    """Pending edits are kept by row id (a region, a class), never by row number: the rows shown replace their ids'
+    entries — a value that differs from the row's `base` value is pending, one set back to it (or emptied) is
+    not — and edits of rows not shown (another page, search or filter) stay as they are."""
+    shown = {int(i) for i in ids}
+    merged = {k: v for k, v in pending.items() if k not in shown}
+    for row_id, before, choice in zip(ids, base, chosen):
+        if not _empty(choice) and choice != before:
+            merged[int(row_id)] = choice
     return merged
 
 

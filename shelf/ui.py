@@ -101,6 +101,30 @@ def table(frame: pd.DataFrame, *, editable: bool = False, **options):
     return (st.data_editor if editable else st.dataframe)(inert_frame(frame), **options)
 
 
+def keyed_editor(frame: pd.DataFrame, *, ids: str, column: str, state: str, **options) -> dict:
+    """A data editor for one page of rows whose pending edits of `column` are kept by the row's id (`ids`) in
+    session state across pages, searches and filters — never by row number, which would move an edit to whatever
+    row takes that place. Returns every pending edit, {id: value}, shown or not."""
+    import hashlib
+
+    from shelf.review import merge_page_edits
+    pending = st.session_state.setdefault(state, {})
+    generation = st.session_state.get(f"{state}_generation", 0)
+    signature = hashlib.sha256(repr((frame[ids].tolist(), generation)).encode()).hexdigest()[:12]
+    base = frame[column].tolist()
+    shown = frame.assign(**{column: [pending.get(int(i), b) for i, b in zip(frame[ids], base)]})
+    st.session_state[f"{state}_editor"] = key = f"{state}_editor_{signature}"
+    edited = table(shown, editable=True, key=key, **options)
+    st.session_state[state] = merge_page_edits(pending, frame[ids].tolist(), base, edited[column].tolist())
+    return st.session_state[state]
+
+
+def clear_edits(state: str) -> None:
+    """Forget the pending edits of a keyed_editor (saved or discarded); its editor starts clean."""
+    st.session_state[state] = {}
+    st.session_state[f"{state}_generation"] = st.session_state.get(f"{state}_generation", 0) + 1
+
+
 def box_file(upload):
     """The uploaded box file, parsed once per content: reruns (any click on the page) reuse the parse instead of
     repeating it. Raises BoxFileError like parse_box_file."""

@@ -248,28 +248,75 @@ def test_correct_a_label_in_review_then_tallies_and_both_csvs_follow(loaded, dow
         (931, "bagel", "Ana", weakest.class_index)
 
 
-def review_editor_key(at: AppTest) -> str:
-    (key,) = [k for k in at.session_state if k.startswith("review_editor_")]
-    return key
+def edit_grid(at: AppTest, state: str, edited_rows: dict) -> None:
+    """Edit a page's keyed grid (ui.keyed_editor) as the browser would; AppTest cannot type into a data editor."""
+    at.session_state[at.session_state[f"{state}_editor"]] = {"edited_rows": edited_rows, "added_rows": [],
+                                                             "deleted_rows": []}
+    at.run()
+    assert not at.exception, at.exception
 
 
 def edit_review(at: AppTest, edited_rows: dict) -> None:
-    """Edit the Review page's grid as the browser would (AppTest cannot type into a data editor)."""
-    at.session_state[review_editor_key(at)] = {"edited_rows": edited_rows, "added_rows": [], "deleted_rows": []}
-    at.run()
+    edit_grid(at, "review_pending", edited_rows)
+
+
+def test_a_review_pick_stays_with_its_region_across_pages(loaded):
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value("grid").run()
+    at.number_input(key="grid_rows").set_value(5).run()
+    at.number_input(key="grid_cols").set_value(6).run()
+    photo, _ = _shelf_upload(seed=22)
+    upload(at, "uploads", [photo])
+    at.button(key="recognize").click().run()
+    at.switch_page("pages/review.py").run()
+    at.text_input(key="reviewer").input("Ana").run()
+    first_page = at.dataframe[0].value
+    edit_review(at, {0: {"correct_to": "bagel (931)"}})
+    at.number_input(key="review_page").set_value(2).run()
+    second_page = at.dataframe[0].value
+    assert set(second_page["where"]).isdisjoint(first_page["where"])
+    assert second_page["correct_to"].isna().all()  # page 2's first row did not inherit the pick
+    assert at.button(key="save_corrections").label == "Save 1 correction(s)"
+    assert "1 pick(s) are for regions not on this page" in texts(at.warning)
+    at.button(key="save_corrections").click().run()
     assert not at.exception, at.exception
+    (region,) = store.latest_corrections(store.open_store())["region_id"]
+    weakest = store.predictions_frame(store.open_store(), top1_only=True).sort_values(
+        ["probability", "position"]).iloc[0]
+    assert region == weakest.region_id  # the region that was row 1 of page 1
+    assert at.button(key="save_corrections").label == "Save 0 correction(s)"
+    at.number_input(key="review_page").set_value(1).run()
+    assert at.dataframe[0].value["correct_to"].isna().all()  # a clean editor after saving
 
 
 def test_categories_page_edits_persist(loaded):
     at = start("pages/categories.py")
     at.text_input(key="category_search").input("737").run()
-    at.session_state["category_editor"] = {"edited_rows": {0: {"category": "Household"}}, "added_rows": [],
-                                           "deleted_rows": []}
-    at.run()
+    edit_grid(at, "category_pending", {0: {"category": "Household"}})
+    at.button(key="save_categories").click().run()
+    assert "Type your name first" in texts(at.error)  # every change records who made it
+    at.text_input(key="category_analyst").input("Ana").run()
     at.button(key="save_categories").click().run()
     assert not at.exception, at.exception
+    assert "Saved 1 change(s)" in texts(at.success)
     from shelf.categories import category_map
     assert category_map(store.open_store())[737] == "Household"
+    assert at.button(key="save_categories").label == "Save 0 change(s)"  # a clean editor after saving
+
+
+def test_a_category_edit_stays_with_its_class_when_the_search_changes(loaded):
+    at = start("pages/categories.py")
+    at.text_input(key="category_analyst").input("Ana").run()
+    at.text_input(key="category_search").input("great white shark").run()
+    edit_grid(at, "category_pending", {0: {"category": "Produce"}})  # row 0: great white shark (2)
+    at.text_input(key="category_search").input("crane").run()  # row 0 is now a crane
+    assert at.button(key="save_categories").label == "Save 1 change(s)"
+    assert "great white shark (2) → Produce" in texts(at.warning)
+    assert "Produce" not in set(at.dataframe[0].value["category"])  # no crane took the pick
+    at.button(key="save_categories").click().run()
+    from shelf.categories import category_map
+    current = category_map(store.open_store())
+    assert current[2] == "Produce" and current[134] == "Not a product" and current[517] == "Not a product"
 
 
 def test_add_a_sku_in_the_catalog_then_see_it_matched(loaded):

@@ -30,7 +30,8 @@ def embedded_rows(chart) -> int:
 
 def test_every_chart_embeds_aggregates_not_regions(big):
     table = report.tally_table(big, ["label"], 0.3)
-    for chart in (charts.facings_bar_chart(table, ["label"]), charts.share_of_shelf_chart(report.share_by_store(big, 0.3)),
+    for chart in (charts.facings_bar_chart(table, ["label"]),
+                  charts.share_of_shelf_chart(report.share_by_store(big, 0.3)),
                   charts.confidence_histogram(report.confidence_histogram(big), 0.3),
                   charts.trend_chart(report.trend(big, 0.3))):
         assert embedded_rows(chart) < 500  # 3 600 regions in, Altair's 5 000-row limit never near

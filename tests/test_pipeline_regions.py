@@ -8,13 +8,13 @@ from PIL import Image
 from shelf import pipeline, store
 from shelf.boxfiles import parse_box_file
 from shelf.classify import classify_images
-from tests.reference import load_detections
 from shelf.images import decode_image
 from shelf.overlay import confidence_colour, draw_overlay, png_bytes, preview
 from shelf.pipeline import Upload, recognize
 from shelf.regions import Box
 from shelf.tally import facings_per_photo
 from tests.conftest import image_bytes
+from tests.reference import load_detections
 from tests.synthetic import shelf_jpeg
 
 CONTEXT = store.Context("North", "3")

@@ -4,9 +4,9 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from tests.reference import build_detections
 from shelf.export import to_csv_bytes
 from shelf.tally import TallyFilter, facings_per_photo, filter_detections, tally
+from tests.reference import build_detections
 
 D1, D2, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)
 CATEGORIES = {440: "Beverages", 737: "Beverages", 134: "Not a product", 517: "Not a product", 931: "Bakery"}

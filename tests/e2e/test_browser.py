@@ -3,9 +3,9 @@
 import pandas as pd
 
 from shelf import store
-from tests.reference import build_detections
 from shelf.tally import tally
 from tests.conftest import image_bytes, skimage_photo
+from tests.reference import build_detections
 from tests.synthetic import make_product
 
 
