@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torchvision.models import resnet18
 
-from tests.synthetic import make_shelf, precision_recall, shelf_jpeg
+from shelf.evaluation import precision_recall
+from tests.synthetic import make_shelf, shelf_jpeg
 
 FIRST_SEED = 1000  # held out from the seeds the tests use
 
