@@ -6,9 +6,13 @@ Modes (the same strings in the app, the CLI and provenance):
   auto         shelf rows first (long horizontal edges), then facings within each row (vertical boundaries and
                empty wall), empty gaps dropped — a heuristic for shelf photos, tuned by `AutoParams`
   boxes:FILE   boxes imported from an SKU-110K CSV, COCO JSON or YOLO txt file (see shelf.boxfiles)
+  detector:FILE[@conf=C,iou=I,tiles=auto|off|N]
+               boxes from a YOLO detector exported to ONNX (see shelf.detector); FILE is an .onnx path or the start
+               of an imported detector's sha256, and `detector` alone is the newest imported one
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -17,6 +21,8 @@ import numpy as np
 from PIL import Image
 
 MAX_GRID = 30
+DETECTOR_CONF, DETECTOR_IOU, DETECTOR_TILES = 0.25, 0.6, "auto"
+MAX_TILES_ACROSS = 16
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,14 @@ class Box:
 class RegionMode:
     """A parsed region mode. `text` is what provenance records."""
 
-    kind: str  # whole | grid | auto | boxes
+    kind: str  # whole | grid | auto | boxes | detector
     rows: int = 1
     cols: int = 1
     overlap: float = 0.0
-    source: str = ""  # boxes: the box file's name
+    source: str = ""  # boxes: the box file's name; detector: a path or the start of a sha256 ('' = newest import)
+    conf: float = DETECTOR_CONF  # detector: lowest score kept
+    iou: float = DETECTOR_IOU  # detector: NMS overlap
+    tiles: str = DETECTOR_TILES  # detector: auto | off | N tiles along the longer side
 
     @property
     def text(self) -> str:
@@ -61,6 +70,9 @@ class RegionMode:
             return f"grid:{self.rows}x{self.cols}" + (f"@{self.overlap:g}" if self.overlap else "")
         if self.kind == "boxes":
             return f"boxes:{self.source}"
+        if self.kind == "detector":
+            return f"detector{':' if self.source else ''}{self.source}@conf={self.conf:g},iou={self.iou:g}," \
+                   f"tiles={self.tiles}"
         return self.kind
 
 
@@ -74,6 +86,8 @@ def parse_region_mode(text: str) -> RegionMode:
         return RegionMode(text)
     if text.startswith("boxes:") and len(text) > len("boxes:"):
         return RegionMode("boxes", source=text[len("boxes:"):])
+    if text == "detector" or text.startswith(("detector:", "detector@")):
+        return _parse_detector(text)
     match = GRID_PATTERN.match(text)
     if match:
         rows, cols = int(match[1]), int(match[2])
@@ -83,8 +97,35 @@ def parse_region_mode(text: str) -> RegionMode:
         if not 0 <= overlap < 0.5:
             raise ValueError("grid overlap must be at least 0 and below 0.5")
         return RegionMode("grid", rows=rows, cols=cols, overlap=overlap)
-    raise ValueError(f"unknown region mode {text!r}; use whole, auto, grid:RxC (e.g. grid:3x4 or grid:3x4@0.1) "
-                     "or boxes:FILE")
+    raise ValueError(f"unknown region mode {text!r}; use whole, auto, grid:RxC (e.g. grid:3x4 or grid:3x4@0.1), "
+                     "boxes:FILE or detector[:FILE][@conf=0.25,iou=0.6,tiles=auto]")
+
+
+def _parse_detector(text: str) -> RegionMode:
+    body, options = text[len("detector"):], ""
+    if "@" in body and "=" in body.rsplit("@", 1)[1]:
+        body, options = body.rsplit("@", 1)
+    if body in (":", ""):
+        body = ""
+    source = body[1:].strip()
+    values = {"conf": DETECTOR_CONF, "iou": DETECTOR_IOU, "tiles": DETECTOR_TILES}
+    for item in filter(None, (part.strip() for part in options.split(","))):
+        key, _, value = item.partition("=")
+        if key not in values:
+            raise ValueError(f"unknown detector option {key!r}; use conf=, iou= and tiles=")
+        if key == "tiles":
+            if value not in ("auto", "off") and not (value.isdigit() and 1 <= int(value) <= MAX_TILES_ACROSS):
+                raise ValueError(f"tiles must be auto, off or a number of tiles from 1 to {MAX_TILES_ACROSS}")
+            values[key] = value
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"detector option {key} needs a number, not {value!r}") from None
+        if not 0 < number <= 1:
+            raise ValueError(f"detector option {key} must be above 0 and at most 1")
+        values[key] = number
+    return RegionMode("detector", source=source, **values)
 
 
 def whole_image(width: int, height: int) -> list[Box]:
@@ -240,7 +281,7 @@ def _shelf_bands(texture: np.ndarray, params: AutoParams) -> list[tuple[int, int
     valleys = _smooth(profile, max(3, pitch // 6))
     depth = (valleys.max() - valleys) / (np.ptp(valleys) + 1e-9)
     edges = [0] + _rhythmic_cuts(depth, pitch, (0.7, 1.4), 1.0) + [h]
-    return [(top, bottom, pitch) for top, bottom in zip(edges[:-1], edges[1:]) if bottom - top >= 0.4 * pitch]
+    return [(top, bottom, pitch) for top, bottom in itertools.pairwise(edges) if bottom - top >= 0.4 * pitch]
 
 
 def _product_rows(profile: np.ndarray, level: float) -> tuple[int, int] | None:
@@ -272,7 +313,7 @@ def _facings(rgb: np.ndarray, texture: np.ndarray, edge_level: float, top: int, 
     cuts = _rhythmic_cuts(boundary ** params.boundary_power, period, params.facing_spread, params.rhythm_penalty)
     boxes = []
     allowed_top = max(0, upper - int(0.15 * (lower - upper)))  # products in a row differ a little in height
-    for x1, x2 in zip(cuts[:-1], cuts[1:]):
+    for x1, x2 in itertools.pairwise(cuts):
         cell = product[:, x1:x2]
         filled = cell.mean(axis=1)
         filled[:allowed_top] = 0

@@ -3,8 +3,15 @@ import math
 
 import pytest
 
-from shelf.evaluation import (average_precision, average_precision_coco, evaluate_photo, greedy_matches, iou,
-                              precision_recall, summarise)
+from shelf.evaluation import (
+    average_precision,
+    average_precision_coco,
+    evaluate_photo,
+    greedy_matches,
+    iou,
+    precision_recall,
+    summarise,
+)
 from shelf.regions import Box
 
 TRUTH = [Box(0, 0, 10, 10), Box(20, 0, 30, 10), Box(40, 0, 50, 10)]
