@@ -161,6 +161,7 @@ def grid(width: int, height: int, rows: int, cols: int, overlap: float = 0.0) ->
 class AutoParams:
     work_width: int = 800  # the analysis runs on a copy this wide; boxes are scaled back
     max_tilt_degrees: float = 3.0  # search range for straightening the photo
+    max_band_tilt_degrees: float = 3.0  # ... and each shelf band after that (perspective)
     shelf_pitch: tuple[float, float] = (0.08, 0.5)  # distance between shelf edges searched, of the image height
     min_shelf_rhythm: float = 0.55  # autocorrelation at that pitch; below it the photo is not of shelves
     product_level: float = 0.25  # rows of a shelf band whose texture rises this far from its low to its high
@@ -190,21 +191,22 @@ def auto_regions(image: Image.Image, params: AutoParams = AutoParams()) -> list[
     texture = np.pad(np.abs(rgb[:, 2:] - rgb[:, :-2]).max(axis=2), ((0, 0), (1, 1)))  # horizontal colour change
     edge_level = max(10.0, float(np.percentile(texture, 75)))
     boxes = [box for top, bottom, pitch in _shelf_bands(texture, params)
-             for box in _facings(rgb, texture, edge_level, top, bottom, pitch, params)]
+             for box in _facings_along_the_shelf(rgb, texture, edge_level, top, bottom, pitch, params)]
     boxes = [_back_to_original(b, angle, (w, h), scale, image.size) for b in boxes]
     return [b for b in boxes if min(b.width, b.height) >= params.min_facing_pixels]
 
 
 def _edge_span(image: np.ndarray, threshold: float = 14.0) -> np.ndarray:
-    """Per row of an H×W×C image: the fraction of pixels on a strong horizontal colour edge."""
-    diff = np.abs(image[2:] - image[:-2]).max(axis=2)
+    """Per row of an H×W grey image: the fraction of pixels on a strong horizontal edge."""
+    diff = np.abs(image[2:] - image[:-2])
     diff = np.maximum(diff[:-1], diff[1:])  # tolerate one pixel of slant
     return np.pad((diff > threshold).mean(axis=1), (1, 2))
 
 
 def _straightening_angle(image: Image.Image, params: AutoParams) -> float:
     """The small rotation that makes shelf edges most horizontal (sharpest row-edge profile)."""
-    thumb = image.resize((min(400, image.width), max(1, round(image.height * min(400, image.width) / image.width))))
+    thumb = image.convert("L").resize((min(400, image.width),
+                                       max(1, round(image.height * min(400, image.width) / image.width))))
     best, best_score = 0.0, -1.0
     for angle in np.arange(-params.max_tilt_degrees, params.max_tilt_degrees + 1e-9, 0.25):
         turned = thumb.rotate(float(angle), resample=Image.BILINEAR, fillcolor=thumb.getpixel((0, 0)))
@@ -282,6 +284,38 @@ def _shelf_bands(texture: np.ndarray, params: AutoParams) -> list[tuple[int, int
     depth = (valleys.max() - valleys) / (np.ptp(valleys) + 1e-9)
     edges = [0] + _rhythmic_cuts(depth, pitch, (0.7, 1.4), 1.0) + [h]
     return [(top, bottom, pitch) for top, bottom in itertools.pairwise(edges) if bottom - top >= 0.4 * pitch]
+
+
+def _facings_along_the_shelf(rgb: np.ndarray, texture: np.ndarray, edge_level: float, top: int, bottom: int,
+                             pitch: int, params: AutoParams) -> list[Box]:
+    """The facings of one shelf band, following the shelf's own slant: in a photo taken at an angle the shelves
+    are not parallel (perspective), so each band is sheared straight before it is cut, and its boxes sheared back."""
+    h, w = texture.shape
+    margin = pitch // 3
+    y0, y1 = max(0, top - margin), min(h, bottom + margin)
+    slope = _band_slope(texture[y0:y1], params)
+    shift = np.round(slope * (np.arange(w) - w / 2)).astype(int)  # rows to move each column by
+    rows = np.clip(np.arange(y0, y1)[:, None] + shift[None, :], 0, h - 1)
+    columns = np.arange(w)[None, :]
+    boxes = _facings(rgb[rows, columns], texture[rows, columns], edge_level, top - y0, bottom - y0, pitch, params)
+    return [Box(b.x1, y0 + b.y1 + int(min(shift[b.x1], shift[b.x2 - 1])), b.x2,
+                y0 + b.y2 + int(max(shift[b.x1], shift[b.x2 - 1]))).clipped(w, h) for b in boxes]
+
+
+def _band_slope(texture: np.ndarray, params: AutoParams) -> float:
+    """The shear (rows per column) that makes a band's row texture profile sharpest: rails and product rows line
+    up with the image rows."""
+    h, w = texture.shape
+    sample = np.arange(0, w, 2)  # every other column is plenty for a profile
+    x = sample - w / 2
+    best, best_score = 0.0, -1.0
+    for angle in np.arange(-params.max_band_tilt_degrees, params.max_band_tilt_degrees + 1e-9, 0.25):
+        slope = math.tan(math.radians(angle))
+        rows = np.clip(np.arange(h)[:, None] + np.round(slope * x)[None, :].astype(int), 0, h - 1)
+        score = float(np.var(texture[rows, sample[None, :]].mean(axis=1)))
+        if score > best_score * (1 + 1e-3):
+            best, best_score = slope, score
+    return best
 
 
 def _product_rows(profile: np.ndarray, level: float) -> tuple[int, int] | None:
