@@ -41,5 +41,5 @@ def test_auto_finds_most_products_on_real_shelves(real_shelves):
 
 
 def test_auto_boxes_stay_inside_real_photos(real_shelves):
-    name, image, _ = real_shelves[0]
+    _, image, _ = real_shelves[0]
     assert all(0 <= b.x1 < b.x2 <= image.width and 0 <= b.y1 < b.y2 <= image.height for b in auto_regions(image))
