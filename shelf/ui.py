@@ -190,6 +190,23 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                 top_k_table(region)
 
 
+def parsed_box_file(upload, container=st):
+    """An uploaded box file, parsed, with its format and problems shown in `container`; None if none or unusable."""
+    from shelf.boxfiles import BoxFileError, parse_box_file
+    if upload is None:
+        return None
+    try:
+        box_file = parse_box_file(upload.getvalue(), upload.name)
+    except BoxFileError as exc:
+        container.error(str(exc))
+        return None
+    container.caption(f"{box_file.format}: {box_file.n_boxes} boxes for {len(box_file.by_image)} image(s)"
+                      + (f", {box_file.n_problems} line(s) skipped" if box_file.n_problems else ""))
+    for message in box_file.messages:
+        container.warning(message, icon=":material/warning:")
+    return box_file
+
+
 def colour_mode_picker() -> str:
     return st.segmented_control("Colour boxes by", COLOUR_MODES, default="label", key="colour_by") or "label"
 
@@ -229,3 +246,39 @@ def scope_filters(detections: pd.DataFrame, key: str):
         date_to = date_from  # a half-picked range means that one day
     return TallyFilter(stores, aisles, date_from, date_to, categories)
 
+
+
+def region_comparison(comparisons: list, mode_text: str) -> None:
+    """Regions against true boxes: overall figures, a table per photo, and each photo with both sets of boxes."""
+    from shelf.evaluation import greedy_matches, summarise
+    from shelf.overlay import draw_comparison
+    done = [c for c in comparisons if c.ok]
+    for c in comparisons:
+        if not c.ok:
+            st.error(c.error, icon=":material/broken_image:")
+    if not done:
+        return
+    per_photo, overall = summarise([(c.name, c.found, c.scores, c.truth) for c in done])
+    st.caption(f"`{md_escape(mode_text)}` on {len(done)} photo(s). A found box counts when it overlaps a true box "
+               "at IoU ≥ 0.5 (one to one, best overlaps first)"
+               + ("; AP is COCO-style (101 recall points)." if overall.ap50 is not None else "."))
+    figures = [("Precision", f"{overall.precision:.3f}"), ("Recall", f"{overall.recall:.3f}"),
+               ("F1", f"{overall.f1:.3f}"), ("Found − true", f"{overall.count_error:+d}")]
+    if overall.ap50 is not None:
+        figures += [("AP@0.5", f"{overall.ap50:.3f}"), ("AP@0.5:0.95", f"{overall.ap50_95:.3f}")]
+    for column, (label, value) in zip(st.columns(len(figures)), figures):
+        column.metric(label, value)
+    table = pd.DataFrame([e.as_row() for e in per_photo]).dropna(axis=1, how="all")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "photo": "Photo", "found": "Found", "true": "True", "matched": "Matched", "count_error": "Found − true",
+        **{c: st.column_config.NumberColumn(c.replace("ap50_95", "AP@0.5:0.95").replace("ap50", "AP@0.5").title()
+                                            if c.startswith("ap") else c.upper() if c == "f1" else c.title(),
+                                            format="%.3f") for c in ("precision", "recall", "f1", "ap50", "ap50_95")}})
+    st.caption(":blue[**Blue**]: found · :orange[**orange**]: true · tinted: no match (a false box or a missed "
+               "product)")
+    for c, e in zip(done, per_photo):
+        st.image(draw_comparison(c.preview, c.size, c.found, c.truth, greedy_matches(c.found, c.truth)),
+                 caption=f"{c.name} · found {e.found}, true {e.truth}, precision {e.precision:.2f}, "
+                         f"recall {e.recall:.2f}", width="stretch")
+        for note in c.notes:
+            st.caption(f":material/info: {md_escape(note)}")
