@@ -269,11 +269,12 @@ def region_comparison(comparisons: list, mode_text: str) -> None:
     for column, (label, value) in zip(st.columns(len(figures)), figures):
         column.metric(label, value)
     table = pd.DataFrame([e.as_row() for e in per_photo]).dropna(axis=1, how="all")
+    ratio = {column: st.column_config.NumberColumn(label, format="%.3f") for column, label in
+             (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("ap50", "AP@0.5"),
+              ("ap50_95", "AP@0.5:0.95"))}
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "photo": "Photo", "found": "Found", "true": "True", "matched": "Matched", "count_error": "Found − true",
-        **{c: st.column_config.NumberColumn(c.replace("ap50_95", "AP@0.5:0.95").replace("ap50", "AP@0.5").title()
-                                            if c.startswith("ap") else c.upper() if c == "f1" else c.title(),
-                                            format="%.3f") for c in ("precision", "recall", "f1", "ap50", "ap50_95")}})
+        **ratio})
     st.caption(":blue[**Blue**]: found · :orange[**orange**]: true · tinted: no match (a false box or a missed "
                "product)")
     for c, e in zip(done, per_photo):
