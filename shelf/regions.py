@@ -3,8 +3,8 @@
 Modes (the same strings in the app, the CLI and provenance):
   whole        the photo is one product crop
   grid:RxC     R rows × C columns of equal tiles; grid:RxC@F overlaps neighbouring tiles by the fraction F
-  auto         shelf rows first (long horizontal edges), then facings within each row (vertical boundaries and
-               empty wall), empty gaps dropped — a heuristic for shelf photos, tuned by `AutoParams`
+  auto         shelf rows from the shelves' regular spacing, then facings from each row's repeating pattern and
+               product edges, empty gaps dropped — a heuristic for shelf photos, tuned by `AutoParams`
   boxes:FILE   boxes imported from an SKU-110K CSV, COCO JSON or YOLO txt file (see shelf.boxfiles)
   detector:FILE[@conf=C,iou=I,tiles=auto|off|N]
                boxes from a YOLO detector exported to ONNX (see shelf.detector); FILE is an .onnx path or the start
@@ -105,9 +105,7 @@ def _parse_detector(text: str) -> RegionMode:
     body, options = text[len("detector"):], ""
     if "@" in body and "=" in body.rsplit("@", 1)[1]:
         body, options = body.rsplit("@", 1)
-    if body in (":", ""):
-        body = ""
-    source = body[1:].strip()
+    source = body[1:].strip()  # after the ':'; '' when there is none
     values = {"conf": DETECTOR_CONF, "iou": DETECTOR_IOU, "tiles": DETECTOR_TILES}
     for item in filter(None, (part.strip() for part in options.split(","))):
         key, _, value = item.partition("=")
@@ -367,7 +365,7 @@ def _facing_period(boundary: np.ndarray, product_height: int, w: int, params: Au
     shortest = int(max(params.facing_width[0] * w, params.min_facing_aspect * product_height))
     rhythm = _rhythm(boundary, shortest, int(params.facing_width[1] * w))
     if np.median(boundary) < params.plain_products:
-        window = int(0.06 * w) | 1
+        window = int(0.06 * w) | 1  # the neighbourhood a boundary must stand out from
         local = np.percentile(np.lib.stride_tricks.sliding_window_view(np.pad(boundary, window // 2, mode="edge"),
                                                                         window), 30, axis=1)
         rise = boundary - local
