@@ -1,5 +1,6 @@
-"""Regions benchmark: auto mode's precision/recall on generated shelves, and a 12 MP shelf photo from upload to
-stored predictions. Run from the project root:  python -m benchmarks.regions [--shelves N]
+"""Regions benchmark: auto mode's precision/recall on generated shelves and on the real shelf photos in
+../shared/data/real-shelves (per photo and overall), and a 12 MP shelf photo from upload to stored predictions.
+Run from the project root:  python -m benchmarks.regions [--shelves N] [--real DIR] [--regions MODE]
 
 Speed is printed, never asserted: timings on a shared 2-core machine are noisy. The weights are a random-init
 ResNet-18 (no ImageNet weights can be downloaded here); inference cost does not depend on the weight values.
@@ -15,9 +16,11 @@ from pathlib import Path
 import torch
 from torchvision.models import resnet18
 
-from tests.synthetic import make_shelf, precision_recall, shelf_jpeg
+from shelf.evaluation import precision_recall
+from tests.synthetic import make_shelf, shelf_jpeg
 
 FIRST_SEED = 1000  # held out from the seeds the tests use
+REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"
 
 
 def auto_quality(n_shelves: int) -> None:
@@ -34,6 +37,30 @@ def auto_quality(n_shelves: int) -> None:
     print(f"auto regions on {n_shelves} generated 1600×1200 shelves ({truth} products):")
     print(f"  precision@IoU0.5 {matched / found:.3f}   recall@IoU0.5 {matched / truth:.3f}   "
           f"{1000 * seconds / n_shelves:.0f} ms per photo")
+
+
+def real_shelves(folder: Path, mode: str) -> None:
+    """A region mode on real shelf photos with hand-drawn boxes (boxes_sku110k.csv), as `regions evaluate` does."""
+    from shelf.boxfiles import parse_box_file
+    from shelf.evaluation import summarise
+    from shelf.pipeline import Upload, compare_regions
+    photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    truth_file = folder / "boxes_sku110k.csv"
+    if not photos or not truth_file.is_file():
+        print(f"real shelf photos: none in {folder} (skipped)")
+        return
+    truth = parse_box_file(truth_file.read_bytes(), truth_file.name)
+    start = time.perf_counter()
+    compared = [c for p in photos for c in compare_regions([Upload(p.name, p.read_bytes())], mode, truth)]
+    seconds = time.perf_counter() - start
+    per_photo, overall = summarise([(c.name, c.found, c.scores, c.truth) for c in compared if c.ok])
+    print(f"{mode} regions on {len(per_photo)} real shelf photos in {folder} ({overall.truth} boxed products; "
+          "only front-facing packs are boxed, so precision reads low):")
+    for e in per_photo + [overall]:
+        ap = f"   AP@0.5 {e.ap50:.3f}   AP@0.5:0.95 {e.ap50_95:.3f}" if e.ap50 is not None else ""
+        print(f"  {e.name:24s} found {e.found:4d}  true {e.truth:4d}  precision {e.precision:.3f}  "
+              f"recall {e.recall:.3f}  F1 {e.f1:.3f}  count error {e.count_error:+d}{ap}")
+    print(f"  {1000 * seconds / len(photos):.0f} ms per photo (decode and regions)")
 
 
 def timed(into: dict, name: str, function, *args):
@@ -80,10 +107,13 @@ def twelve_megapixel_upload(tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shelves", type=int, default=24)
+    parser.add_argument("--real", type=Path, default=REAL_SHELVES, help="photos + boxes_sku110k.csv")
+    parser.add_argument("--regions", default="auto", help="the mode measured on the real photos")
     args = parser.parse_args()
+    auto_quality(args.shelves)
+    real_shelves(args.real, args.regions)  # in the user's data dir: a detector mode may name an imported detector
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SHELF_DATA_DIR"] = tmp
-        auto_quality(args.shelves)
         twelve_megapixel_upload(Path(tmp))
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 import torch
 import torchvision
 
-from shelf import config, model, report, store, ui
+from shelf import config, detector, model, report, store, ui
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -108,6 +108,35 @@ with st.expander("Import a weights file", expanded=loaded is None):
                 else:
                     ui.reload_model()
                     st.rerun()
+
+st.subheader("Product detector")
+detectors = detector.imported_detectors()
+if message := st.session_state.pop("detector_message", None):
+    st.success(message, icon=":material/upload:")
+if detectors:
+    st.dataframe([{"Detector": d.name, "sha256": d.sha256[:16], "Format": d.format, "Classes": d.classes}
+                  for d in detectors], hide_index=True, width="stretch")
+    st.caption("Choose *Detector* under Regions on the Recognize page, or `--regions detector` on the command line "
+               "(the first one listed).")
+else:
+    st.caption("No detector imported. A YOLO model trained on dense shelves (e.g. SKU-110K), exported with "
+               "`yolo export format=onnx`, finds the facings that are then classified.")
+with st.expander("Import a detector (.onnx)"):
+    st.caption("Checked before it is kept: the ONNX checker, a trial run, and the layout — "
+               f"{detector.SUPPORTED}. Uploads here stop at the server's upload limit; import a bigger file with "
+               "`python -m shelf detector import FILE.onnx`.")
+    upload = st.file_uploader(f"YOLOv5 / YOLOv8 / YOLO11 ONNX export (up to {model.MAX_WEIGHTS_MB} MB here; larger "
+                              "with `python -m shelf detector import`)", type=["onnx"], key="detector_upload",
+                              max_upload_size=model.MAX_WEIGHTS_MB)
+    if upload is not None and st.button("Import detector", key="import_detector"):
+        try:
+            info = detector.import_detector(upload.getvalue(), upload.name)
+        except detector.DetectorError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["detector_message"] = f"Imported detector {info.name}: {info.format}, sha256 " \
+                                                   f"`{info.sha256[:16]}…`."
+            st.rerun()
 
 st.header("Store")
 engine = ui.store()

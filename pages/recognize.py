@@ -3,11 +3,11 @@ import datetime as dt
 
 import streamlit as st
 
-from shelf import catalog, ui
-from shelf.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB, BoxFileError
+from shelf import catalog, detector, ui
+from shelf.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB
 from shelf.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
-from shelf.pipeline import Upload, recognize
-from shelf.regions import RegionMode
+from shelf.pipeline import Upload, compare_regions, recognize
+from shelf.regions import MAX_TILES_ACROSS, RegionMode
 from shelf.store import Context
 
 ui.use_router()
@@ -27,10 +27,13 @@ top_k = far.number_input("Top-k", min_value=1, max_value=10, value=3, key="top_k
 
 MODES = {"whole": "Whole photo (one product crop)", "auto": "Auto: shelf rows → facings",
          "grid": "Grid of tiles", "boxes": "Boxes from a file"}
+detectors = detector.imported_detectors()
+if detectors:
+    MODES["detector"] = "Detector (imported model)"
 mode_col, options_col, crop_col = st.columns([2, 3, 2])
 kind = mode_col.selectbox("Regions", list(MODES), format_func=MODES.get, key="region_kind",
                           help="How a photo is split into products before each part is classified.")
-box_file, mode = None, RegionMode(kind)
+box_file, mode, chosen_detector = None, RegionMode(kind), None
 if kind == "grid":
     rows_col, cols_col, overlap_col = options_col.columns(3)
     mode = RegionMode("grid", rows=rows_col.number_input("Rows", 1, 30, 4, key="grid_rows"),
@@ -40,21 +43,22 @@ elif kind == "boxes":
     upload = options_col.file_uploader("Box file: SKU-110K CSV, COCO JSON or YOLO txt", type=BOX_FILE_EXTENSIONS,
                                        key="box_file", max_upload_size=MAX_BOX_FILE_MB,
                                        help="Boxes are matched to photos by file name (YOLO: photo.jpg ↔ photo.txt).")
-    if upload is not None:
-        try:
-            box_file = ui.box_file(upload)
-        except BoxFileError as exc:
-            options_col.error(ui.md_escape(str(exc)))
-        else:
-            mode = RegionMode("boxes", source=box_file.source)
-            options_col.caption(f"{box_file.format}: {box_file.n_boxes} boxes for {len(box_file.by_image)} "
-                                f"image(s)" + (f", {box_file.n_problems} line(s) skipped" if box_file.n_problems
-                                               else ""))
-            for message in box_file.messages:
-                options_col.warning(ui.md_escape(message), icon=":material/warning:")
+    box_file = ui.parsed_box_file(upload, options_col)
+    if box_file is not None:
+        mode = RegionMode("boxes", source=box_file.source)
+elif kind == "detector":
+    chosen_detector = options_col.selectbox("Detector", detectors, key="detector_choice",
+                                            format_func=lambda d: f"{d.name} · {d.sha256[:12]}")
+    conf_col, iou_col, tiles_col = options_col.columns(3)
+    mode = RegionMode("detector", source=chosen_detector.sha256,
+                      conf=conf_col.slider("Min. score", 0.05, 0.95, 0.25, 0.05, key="detector_conf"),
+                      iou=iou_col.slider("NMS IoU", 0.3, 0.9, 0.6, 0.05, key="detector_iou"),
+                      tiles=tiles_col.selectbox("Tiles", ["auto", "off", *map(str, range(2, MAX_TILES_ACROSS + 1))],
+                                                key="detector_tiles", help="auto: tiles when products are small in "
+                                                "the model's input; N: N overlapping tiles along the longer side."))
 elif kind == "auto":
-    options_col.caption("Finds shelf edges, then product boundaries and empty gaps in each row. Works best on "
-                        "straight-on photos of one shelf section.")
+    options_col.caption("Finds the shelves from their regular spacing, then the facings from each row's repeating "
+                        "pattern and product edges; empty gaps are dropped. Needs two or more shelf rows in view.")
 crop_mode = crop_col.radio("Crop preprocessing", ["center", "pad"], key="crop_mode", horizontal=True,
                            format_func={"center": "Center crop (ImageNet)", "pad": "Pad to square"}.get,
                            help="Center crop is the model's own preprocessing. Pad to square keeps tall "
@@ -84,12 +88,27 @@ if st.button(f"Recognize {len(uploads)} photo{'s' if len(uploads) != 1 else ''}"
     st.session_state["results"] = recognize(
         loaded, ui.store(), uploads, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
         crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
+        detector=chosen_detector,
         on_progress=lambda done, total, name: progress.progress(done / total,
                                                                 text=f"{done}/{total} · {ui.md_escape(name)}"),
         previews=ui.RECENT_PREVIEWS)
     progress.empty()
 elif kind == "boxes" and box_file is None and uploads:
     st.caption("Add a box file to recognize with imported boxes.")
+
+with st.expander("Compare with these boxes: measure the regions against a labelled file"):
+    truth_upload = st.file_uploader("True boxes: SKU-110K CSV, COCO JSON or YOLO txt, matched to photos by name",
+                                    type=BOX_FILE_EXTENSIONS, key="truth_file")
+    truth = ui.parsed_box_file(truth_upload)
+    if st.button("Compare regions with these boxes", disabled=not (ready and truth), key="compare",
+                 help="Finds the regions of each photo with the mode above and matches them to the true boxes. "
+                      "Nothing is classified or stored."):
+        with st.spinner("Finding regions …"):
+            st.session_state["comparison"] = (mode.text, compare_regions(uploads, mode, truth, box_file,
+                                                                         chosen_detector, with_preview=True))
+if comparison := st.session_state.get("comparison"):
+    st.subheader("Regions vs true boxes")
+    ui.region_comparison(comparison[1], comparison[0])
 
 results = st.session_state.get("results", [])
 if results:

@@ -58,6 +58,10 @@ def _selection(args):
     return TallyFilter(args.stores, args.aisles, args.date_from, args.date_to, args.categories)
 
 
+REGIONS_HELP = ("whole | auto | grid:RxC[@OVERLAP] | boxes:FILE (SKU-110K CSV, COCO JSON, YOLO txt) | "
+                "detector[:FILE.onnx|SHA256][@conf=0.25,iou=0.6,tiles=auto|off|N]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shelf", description="Shelf: retail shelf recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recognize", help="recognize photos and store the results")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--regions", type=_regions, default="whole",
-                   help="whole | auto | grid:RxC[@OVERLAP] | boxes:FILE (SKU-110K CSV, COCO JSON, YOLO txt)")
+    p.add_argument("--regions", type=_regions, default="whole", help=REGIONS_HELP)
     p.add_argument("--crop", choices=["center", "pad"], default="center",
                    help="center: the model's own Resize+CenterCrop; pad: keep tall products whole")
     p.add_argument("--store", default="")
@@ -111,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, default=None, help="default: the catalog's threshold")
     for parser_ in (add, listing, rm, ev):
         parser_.add_argument("--db", default=None)
+
+    p = sub.add_parser("regions", help="measure a region mode against labelled boxes")
+    rsub = p.add_subparsers(dest="action", required=True)
+    ev = rsub.add_parser("evaluate", help="precision, recall, F1, AP and counting error per photo and overall")
+    ev.add_argument("images", nargs="+", metavar="PHOTO")
+    ev.add_argument("--truth", type=Path, required=True, help="the true boxes: SKU-110K CSV, COCO JSON or YOLO txt")
+    ev.add_argument("--regions", type=_regions, default="auto", help=REGIONS_HELP)
+    ev.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    p = sub.add_parser("detector", help="import a YOLO product detector (ONNX) or list the imported ones")
+    dsub = p.add_subparsers(dest="action", required=True)
+    dsub.add_parser("import").add_argument("path", type=Path)
+    dsub.add_parser("status")
 
     sub.add_parser("bench", help="inference benchmark: seed pipeline vs faithful and fast modes "
                                  "(python -m shelf bench --help)", add_help=False)
@@ -217,12 +233,30 @@ def _box_file(mode):
     return imported
 
 
+def _detector(mode):
+    """The detector a detector: mode names, or None and a message if it cannot be used."""
+    from shelf.detector import DetectorError, resolve_detector
+    try:
+        return resolve_detector(mode.source)
+    except DetectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _region_inputs(mode):
+    """(box file, detector) a region mode needs, or None when one of them cannot be used (message printed)."""
+    box_file = _box_file(mode) if mode.kind == "boxes" else None
+    found_detector = _detector(mode) if mode.kind == "detector" else None
+    if (mode.kind == "boxes" and box_file is None) or (mode.kind == "detector" and found_detector is None):
+        return None
+    return box_file, found_detector
+
+
 def cmd_recognize(args) -> int:
-    box_file = None
-    if args.regions.kind == "boxes":  # before loading torch: a bad box file is a usage error, told at once
-        box_file = _box_file(args.regions)
-        if box_file is None:
-            return EXIT_USAGE
+    inputs = _region_inputs(args.regions)  # before loading torch: a bad box file or detector is told at once
+    if inputs is None:
+        return EXIT_USAGE
+    box_file, detector = inputs
     from shelf.images import MAX_BYTES
     from shelf.pipeline import Upload, recognize
     from shelf.store import Context, open_store
@@ -253,7 +287,7 @@ def cmd_recognize(args) -> int:
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
                                      box_file=box_file, catalog=index, catalog_threshold=threshold,
-                                     previews=0))
+                                     detector=detector, previews=0))
             bar.update()
     for r in results:
         if r.ok:
@@ -452,6 +486,84 @@ def cmd_weights(args) -> int:
     return EXIT_NO_WEIGHTS
 
 
+def cmd_regions(args) -> int:
+    from shelf.boxfiles import BoxFileError, parse_box_file
+    from shelf.evaluation import summarise
+    from shelf.pipeline import Upload, compare_regions
+
+    try:
+        truth = parse_box_file(args.truth.read_bytes(), args.truth.name)
+    except (OSError, BoxFileError) as exc:
+        print(f"error: truth file {args.truth}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for message in truth.messages:
+        print(f"warning: {message}", file=sys.stderr)
+    inputs = _region_inputs(args.regions)
+    if inputs is None:
+        return EXIT_USAGE
+    compared, unreadable = [], []
+    with _progress(len(args.images), "evaluate") as bar:
+        for path in args.images:
+            try:
+                upload = Upload(path, Path(path).read_bytes())
+            except OSError as exc:
+                unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
+            else:
+                compared.extend(compare_regions([upload], args.regions, truth, *inputs))
+            bar.update()
+    for message in unreadable + [c.error for c in compared if not c.ok]:
+        print(f"error: {message}", file=sys.stderr)
+    done = [c for c in compared if c.ok]
+    if not done:
+        print("nothing evaluated", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    per_photo, overall = summarise([(c.name, c.found, c.scores, c.truth) for c in done])
+    _print_evaluation(per_photo + [overall], args.format, args.regions.text)
+    return EXIT_OK
+
+
+def _print_evaluation(evaluations, fmt: str, mode: str) -> None:
+    import pandas as pd
+    frame = pd.DataFrame([e.as_row() for e in evaluations])
+    if frame["ap50"].isna().all():
+        frame = frame.drop(columns=["ap50", "ap50_95"])
+    if fmt == "json":
+        print(json.dumps({"regions": mode, "iou_threshold": 0.5, "photos": frame.iloc[:-1].to_dict("records"),
+                          "overall": frame.iloc[-1].to_dict()}, indent=2, default=float))
+    elif fmt == "csv":
+        from shelf.export import to_csv_bytes
+        sys.stdout.write(to_csv_bytes(frame).decode())
+    else:
+        print(f"regions {mode}: matched at IoU ≥ 0.5" + (" (AP: COCO-style, 101-point)" if "ap50" in frame else ""))
+        ratio = "{:.3f}".format
+        print(frame.to_string(index=False, formatters={c: ratio for c in ("precision", "recall", "f1", "ap50",
+                                                                          "ap50_95")}))
+
+
+def cmd_detector(args) -> int:
+    from shelf import detector
+
+    if args.action == "import":
+        try:
+            info = detector.import_detector(args.path.read_bytes(), str(args.path))
+        except (OSError, detector.DetectorError) as exc:
+            print(f"error: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        print(f"imported {args.path} → {info.path}\n  sha256 {info.sha256}\n  format {info.format}, "
+              f"{info.classes} class(es)\n  use it with --regions detector (the newest import) or "
+              f"--regions detector:{info.sha256[:12]}")
+        return EXIT_OK
+    found = detector.imported_detectors()
+    if not found:
+        print(f"no detector imported (they are kept in {detector.detectors_dir()}); "
+              "import one with: python -m shelf detector import FILE.onnx")
+        return EXIT_NOTHING_DONE
+    for number, info in enumerate(found):
+        mark = "  ← --regions detector" if number == 0 else ""
+        print(f"{info.sha256[:12]}  {info.name}  {info.format}, {info.classes} class(es){mark}")
+    return EXIT_OK
+
+
 def cmd_bench(bench_args: list[str]) -> int:
     """Runs benchmarks/inference.py (a development tool: it needs the repository, not only the package)."""
     try:
@@ -464,7 +576,7 @@ def cmd_bench(bench_args: list[str]) -> int:
 
 
 COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "export": cmd_export,
-            "catalog": cmd_catalog, "weights": cmd_weights}
+            "catalog": cmd_catalog, "weights": cmd_weights, "regions": cmd_regions, "detector": cmd_detector}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,3 +70,25 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+FOUND_COLOUR, TRUE_COLOUR = (0, 114, 178), (230, 159, 0)  # Okabe–Ito blue and orange: apart for every eye
+
+
+def draw_comparison(image: Image.Image, full_size: tuple[int, int], found: Sequence[Box], truth: Sequence[Box],
+                    matches: Sequence[tuple[int, int]]) -> Image.Image:
+    """Found boxes in blue, true boxes in orange on a preview of a photo of `full_size`; a found box that matches
+    no true box, and a true box that no found box matches, are also tinted, so misses stand out."""
+    canvas = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    scale = canvas.width / full_size[0]
+    line = max(2, max(canvas.size) // 400)
+    matched_found, matched_truth = {i for i, _ in matches}, {j for _, j in matches}
+    for boxes, colour, matched, inset in ((truth, TRUE_COLOUR, matched_truth, 0),
+                                          (found, FOUND_COLOUR, matched_found, line)):
+        for index, box in enumerate(boxes):
+            x1, y1, x2, y2 = (round(v * scale) for v in box.as_tuple)
+            fill = None if index in matched else colour + (90,)
+            draw.rectangle((x1 + inset, y1 + inset, max(x1 + inset, x2 - 1 - inset), max(y1 + inset, y2 - 1 - inset)),
+                           outline=colour + (255,), width=line, fill=fill)
+    return canvas

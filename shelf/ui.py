@@ -245,6 +245,24 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                 top_k_table(region)
 
 
+def parsed_box_file(upload, container=st):
+    """An uploaded box file, parsed (once per content, see box_file), with its format and problems shown in
+    `container`; None if none or unusable."""
+    from shelf.boxfiles import BoxFileError
+    if upload is None:
+        return None
+    try:
+        parsed = box_file(upload)
+    except BoxFileError as exc:
+        container.error(md_escape(str(exc)))
+        return None
+    container.caption(f"{parsed.format}: {parsed.n_boxes} boxes for {len(parsed.by_image)} image(s)"
+                      + (f", {parsed.n_problems} line(s) skipped" if parsed.n_problems else ""))
+    for message in parsed.messages:
+        container.warning(md_escape(message), icon=":material/warning:")
+    return parsed
+
+
 def colour_mode_picker() -> str:
     return st.segmented_control("Colour boxes by", COLOUR_MODES, default="label", key="colour_by") or "label"
 
@@ -323,3 +341,39 @@ def region_exports(engine: Engine, f, threshold: float, n_regions: int, descript
         st.download_button(f"Download {label} ({Path(path).stat().st_size / 2**20:.1f} MB, gzip)",
                            lambda: Path(path).read_bytes(), file_name=name, mime="application/gzip",
                            key="download_large", on_click="ignore", icon=":material/download:")
+
+def region_comparison(comparisons: list, mode_text: str) -> None:
+    """Regions against true boxes: overall figures, a table per photo, and each photo with both sets of boxes."""
+    from shelf.evaluation import greedy_matches, summarise
+    from shelf.overlay import draw_comparison
+    done = [c for c in comparisons if c.ok]
+    for c in comparisons:
+        if not c.ok:
+            st.error(c.error, icon=":material/broken_image:")
+    if not done:
+        return
+    per_photo, overall = summarise([(c.name, c.found, c.scores, c.truth) for c in done])
+    st.caption(f"`{md_escape(mode_text)}` on {len(done)} photo(s). A found box counts when it overlaps a true box "
+               "at IoU ≥ 0.5 (one to one, best overlaps first)"
+               + ("; AP is COCO-style (101 recall points)." if overall.ap50 is not None else "."))
+    figures = [("Precision", f"{overall.precision:.3f}"), ("Recall", f"{overall.recall:.3f}"),
+               ("F1", f"{overall.f1:.3f}"), ("Found − true", f"{overall.count_error:+d}")]
+    if overall.ap50 is not None:
+        figures += [("AP@0.5", f"{overall.ap50:.3f}"), ("AP@0.5:0.95", f"{overall.ap50_95:.3f}")]
+    for column, (label, value) in zip(st.columns(len(figures)), figures):
+        column.metric(label, value)
+    per_photo_rows = pd.DataFrame([e.as_row() for e in per_photo]).dropna(axis=1, how="all")
+    ratio = {column: st.column_config.NumberColumn(label, format="%.3f") for column, label in
+             (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("ap50", "AP@0.5"),
+              ("ap50_95", "AP@0.5:0.95"))}
+    table(per_photo_rows, hide_index=True, width="stretch", column_config={
+        "photo": "Photo", "found": "Found", "true": "True", "matched": "Matched", "count_error": "Found − true",
+        **ratio})
+    st.caption(":blue[**Blue**]: found · :orange[**orange**]: true · tinted: no match (a false box or a missed "
+               "product)")
+    for c, e in zip(done, per_photo):
+        st.image(draw_comparison(c.preview, c.size, c.found, c.truth, greedy_matches(c.found, c.truth)),
+                 caption=f"{md_escape(c.name)} · found {e.found}, true {e.truth}, precision {e.precision:.2f}, "
+                         f"recall {e.recall:.2f}", width="stretch")
+        for note in c.notes:
+            st.caption(f":material/info: {md_escape(note)}")

@@ -105,28 +105,6 @@ def shelf_jpeg(seed: int, width: int = 1600, height: int = 1200, quality: int = 
     return buffer.getvalue(), truth
 
 
-def iou(a: Box, b: Box) -> float:
-    ix = max(0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = ix * iy
-    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
-    return inter / union if union else 0.0
-
-
-def precision_recall(found: list[Box], truth: list[Box], threshold: float = 0.5) -> tuple[float, float, int]:
-    """Greedy one-to-one matching by IoU, best pairs first. Returns (precision, recall, matches)."""
-    pairs = sorted(((iou(f, t), i, j) for i, f in enumerate(found) for j, t in enumerate(truth)), reverse=True)
-    used_f, used_t, matches = set(), set(), 0
-    for score, i, j in pairs:
-        if score < threshold:
-            break
-        if i not in used_f and j not in used_t:
-            used_f.add(i)
-            used_t.add(j)
-            matches += 1
-    return (matches / len(found) if found else 0.0), (matches / len(truth) if truth else 1.0), matches
-
-
 def make_product(sku: int, view: int, size: int = 224) -> Image.Image:
     """One photo of product `sku` (a distinct package design per SKU), seen as view `view`: another crop, light,
     blur and slight rotation, as repeated shelf photos of the same product look."""

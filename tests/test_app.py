@@ -347,3 +347,58 @@ def test_add_a_sku_in_the_catalog_then_see_it_matched(loaded):
     # Untrained embeddings all lie within cos 0.98 of each other, above the default 0.80: a SKU is always named.
     assert sku in {"Cola 1.5 L", "Lemonade 1 L"}
     assert f"**{ui_escape(sku)}** · SKU match" in texts(at.markdown)
+
+
+def test_a_detector_is_imported_on_home_then_offered_on_recognize(loaded):
+    from PIL import Image
+
+    from tests.conftest import image_bytes
+    from tests.detectors import classifier_model, fixed_detector
+    at = start()
+    assert "detector" not in start("pages/recognize.py").selectbox(key="region_kind").options
+    at = start()
+    upload(at, "detector_upload", ("resnet.onnx", classifier_model(), "application/octet-stream"))
+    at.button(key="import_detector").click().run()
+    assert "resnet.onnx: output (1, 1000) is not a YOLO detection layout" in texts(at.error)
+    # a 640×480 photo fills a 320×320 input at gain 0.5 with 40 px of grey above and below
+    model = fixed_detector([(20, 60, 100, 220), (150, 60, 230, 220)], [0.9, 0.8], "yolov8")
+    upload(at, "detector_upload", ("sku110k-yolov8n.onnx", model, "application/octet-stream"))
+    at.button(key="import_detector").click().run()
+    assert not at.exception, at.exception
+    assert "Imported detector sku110k-yolov8n.onnx" in texts(at.success)
+    assert at.dataframe[0].value["Detector"].tolist() == ["sku110k-yolov8n.onnx"]
+
+    at.switch_page("pages/recognize.py").run()
+    at.selectbox(key="region_kind").set_value("detector").run()
+    photo = ("shelf.png", image_bytes(Image.new("RGB", (640, 480), (90, 90, 90)), "PNG"), "image/png")
+    upload(at, "uploads", [photo])
+    at.button(key="recognize").click().run()
+    assert not at.exception, at.exception
+    assert "2 regions" in texts(at.markdown)
+    run = store.runs_frame(store.open_store()).iloc[0]
+    assert run["region_mode"].startswith("detector:") and run["preprocessing"]["detector"]["conf"] == 0.25
+
+    truth = b"shelf.png,40,40,200,360\nshelf.png,500,40,600,360\n"  # the first is found exactly, the second missed
+    upload(at, "truth_file", [("truth.csv", truth, "text/csv")])
+    at.button(key="compare").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Precision"], metrics["Recall"], metrics["Found − true"]) == ("0.500", "0.500", "+0")
+    assert metrics["AP@0.5"] == f"{51 * 1.0 / 101:.3f}"  # hit first (score 0.9): precision 1 up to recall 0.5
+    assert "found 2, true 2, precision 0.50, recall 0.50" in " ".join(c for i in at.get("image") for c in i.captions)
+
+
+def test_compare_auto_with_true_boxes_without_storing_anything(loaded):
+    at = start("pages/recognize.py")
+    at.selectbox(key="region_kind").set_value("auto").run()
+    photo, truth = _shelf_upload()
+    upload(at, "uploads", [photo])
+    csv = "".join(f"shelf1.jpg,{b.x1},{b.y1},{b.x2},{b.y2}\n" for b in truth).encode()
+    upload(at, "truth_file", [("truth.csv", csv, "text/csv")])
+    assert "SKU-110K CSV: " in texts(at.caption)
+    at.button(key="compare").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: float(m.value) for m in at.metric}
+    assert metrics["Recall"] >= 0.9 and metrics["Precision"] >= 0.9 and "AP@0.5" not in metrics
+    assert at.dataframe[0].value["true"].tolist() == [len(truth)]
+    assert store.counts(store.open_store())["photos"] == 0
