@@ -14,30 +14,38 @@ engine = ui.store()
 loaded = ui.require_model()
 if loaded is None:
     st.stop()
-if message := st.session_state.pop("catalog_message", None):
-    st.success(message, icon=":material/task_alt:")
+if outcome := st.session_state.pop("catalog_outcome", None):  # what the last action did, shown once
+    message, problems = outcome
+    (st.warning if problems else st.success)(message + "".join(f"\n- {ui.md_escape(p)}" for p in problems),
+                                             icon=":material/task_alt:")
 
-with st.form("add_sku", clear_on_submit=True, border=True):
+
+def done(message: str, problems=()) -> None:
+    """Report an action after the rerun that shows its result (with the files it could not use, if any)."""
+    st.session_state["catalog_outcome"] = (message, list(problems))
+    st.rerun()
+
+
+form = st.session_state.get("sku_form", 0)  # a new number after each SKU added: an empty form
+with st.form(f"add_sku_{form}", border=True):
     st.subheader("Add a SKU")
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    name = c1.text_input("Name", placeholder="Cola 1.5 L")
-    brand = c2.text_input("Brand", placeholder="Fizzy Co")
-    category = c3.selectbox("Category", RETAIL_CATEGORIES)
-    gtin = c4.text_input("GTIN (optional)", placeholder="8, 12, 13 or 14 digits")
-    photos = st.file_uploader("Reference photos (a few views of the product)", type=UPLOAD_EXTENSIONS,
-                              accept_multiple_files=True, key="sku_photos", max_upload_size=MAX_UPLOAD_MB)
+    name = c1.text_input("Name", placeholder="Cola 1.5 L", key=f"sku_name_{form}")
+    brand = c2.text_input("Brand", placeholder="Fizzy Co", key=f"sku_brand_{form}")
+    category = c3.selectbox("Category", RETAIL_CATEGORIES, key=f"sku_category_{form}")
+    gtin = c4.text_input("GTIN (optional)", placeholder="8, 12, 13 or 14 digits", key=f"sku_gtin_{form}")
+    photos = st.file_uploader("Reference photos (a few views of the product; at least one)", type=UPLOAD_EXTENSIONS,
+                              accept_multiple_files=True, key=f"sku_photos_{form}", max_upload_size=MAX_UPLOAD_MB)
     if st.form_submit_button("Add SKU", type="primary"):
         try:
-            sku_id = catalog.add_sku(engine, name, brand, category, gtin)
+            _, added, problems = catalog.create_sku(engine, name, brand, category, gtin,
+                                                    ((f.name, f.getvalue()) for f in photos or []))
         except catalog.CatalogError as exc:
-            st.error(ui.md_escape(str(exc)))
+            st.error(ui.md_escape(str(exc)), icon=":material/error:")  # the form keeps what was typed
         else:
-            added, problems = catalog.add_references(engine, sku_id, [(f.name, f.getvalue()) for f in photos or []])
-            for problem in problems:
-                st.warning(ui.md_escape(problem))
-            st.session_state["catalog_message"] = f"Added {ui.md_escape(name)} with {added} reference photo(s)."
-            if not problems:
-                st.rerun()
+            taken = f"{added} of {len(photos)}" if problems else f"{added}"
+            st.session_state["sku_form"] = form + 1
+            done(f"Added {ui.md_escape(name.strip())} with {taken} reference photo(s).", problems)
 
 skus = catalog.skus_frame(engine)
 if skus.empty:
@@ -54,10 +62,7 @@ more = c2.file_uploader("Add reference photos", type=UPLOAD_EXTENSIONS, accept_m
                         key="sku_more", max_upload_size=MAX_UPLOAD_MB)
 if more and c3.button("Add photos", key="sku_add_photos"):
     added, problems = catalog.add_references(engine, int(chosen), [(f.name, f.getvalue()) for f in more])
-    for problem in problems:
-        st.warning(ui.md_escape(problem))
-    st.session_state["catalog_message"] = f"Added {added} reference photo(s)."
-    st.rerun()
+    done(f"Added {added} of {len(more)} reference photo(s).", problems)
 reviewed = report.reviewed_regions(engine)
 if not reviewed.empty:
     with st.expander(f"Add references from reviewed regions ({len(reviewed)}, newest first)"):
@@ -66,14 +71,41 @@ if not reviewed.empty:
         picked = st.multiselect("Reviewed regions", list(labels), format_func=labels.get, key="promote_regions")
         if picked and st.button(f"Add {len(picked)} crop(s) to the selected SKU", key="promote"):
             added, problems = catalog.promote_regions(engine, int(chosen), picked)
-            for problem in problems:
-                st.warning(ui.md_escape(problem))
-            st.session_state["catalog_message"] = f"Added {added} crop(s) as reference photos."
-            st.rerun()
-if c3.button("Remove this SKU", key="sku_remove"):
-    catalog.remove_sku(engine, int(chosen))
-    st.session_state["catalog_message"] = "SKU removed; regions matched to it are now unknown."
-    st.rerun()
+            done(f"Added {added} crop(s) as reference photos.", problems)
+
+
+def forget_removal() -> None:
+    st.session_state.pop("sku_to_remove", None)
+
+
+@st.dialog("Remove this SKU?", on_dismiss=forget_removal)
+def confirm_removal(sku_id: int, name: str) -> None:
+    references, matched = catalog.sku_usage(engine, sku_id)
+    st.markdown(f"**{ui.md_escape(name)}** goes, with its {references} reference photo(s); {matched} stored "
+                "region(s) matched to it become *Unknown* (their ImageNet labels stay). This cannot be undone.")
+    yes, no = st.columns(2)
+    if yes.button("Remove", type="primary", key="sku_remove_confirm", icon=":material/delete:"):
+        catalog.remove_sku(engine, sku_id)
+        forget_removal()
+        done(f"Removed {ui.md_escape(name)}.")
+    if no.button("Keep it", key="sku_remove_cancel"):
+        forget_removal()
+        st.rerun()
+
+
+if c3.button("Remove this SKU …", key="sku_remove"):
+    st.session_state["sku_to_remove"] = int(chosen)
+if (to_remove := st.session_state.get("sku_to_remove")) in set(skus["id"]):
+    confirm_removal(to_remove, dict(zip(skus["id"], skus["name"]))[to_remove])
+
+def per_sku_table(evaluation: catalog.Evaluation, names: dict) -> None:
+    """Photos, precision and recall per SKU; "Unknown" only when the set holds products outside the catalog."""
+    rows = evaluation.per_sku[(evaluation.per_sku["sku"] != catalog.UNKNOWN) | (evaluation.per_sku["support"] > 0)]
+    ui.table(rows.assign(sku=rows["sku"].map(names)), hide_index=True, width="stretch", column_config={
+        "sku": "SKU", "support": st.column_config.NumberColumn("Photos", format="%d"),
+        "precision": st.column_config.NumberColumn("Precision", format="percent"),
+        "recall": st.column_config.NumberColumn("Recall", format="percent")})
+
 
 st.subheader("Matching")
 threshold = catalog.get_threshold(engine)
@@ -87,9 +119,9 @@ else:
     names = dict(zip(skus["id"], skus["name"])) | {catalog.UNKNOWN: "Unknown"}
     results = catalog.leave_one_out(embeddings, sku_ids)
     suggested, f1 = catalog.suggest_threshold(results)
-    report = catalog.evaluate(results["true"], results["predicted"], results["similarity"], threshold)
+    loo = catalog.evaluate(results["true"], results["predicted"], results["similarity"], threshold)
     m1, m2, m3 = st.columns(3)
-    m1.metric("Leave-one-out accuracy", f"{report.accuracy:.0%}", help="Each reference matched against all the "
+    m1.metric("Leave-one-out accuracy", f"{loo.accuracy:.0%}", help="Each reference matched against all the "
               "others, with the threshold in use (a known SKU called Unknown counts as wrong).")
     m2.metric("Suggested threshold", f"{suggested:.3f}", help="Maximises F1 of known-vs-unknown decisions, where "
               "each SKU's photos matched against the catalog without that SKU stand in for unknown products.")
@@ -97,19 +129,14 @@ else:
     if abs(suggested - threshold) > 1e-6 and st.button(f"Use {suggested:.3f} as the threshold",
                                                        key="apply_threshold"):
         catalog.set_threshold(engine, suggested)
-        st.session_state["catalog_message"] = f"Threshold set to {suggested:.3f}."
-        st.rerun()
-    per_sku = report.per_sku.assign(sku=lambda t: t["sku"].map(names))
+        done(f"Threshold set to {suggested:.3f}.")
     left, right = st.columns([2, 3])
     with left:
-        ui.table(per_sku, hide_index=True, width="stretch", column_config={
-            "sku": "SKU", "support": st.column_config.NumberColumn("Photos", format="%d"),
-            "precision": st.column_config.NumberColumn("Precision", format="percent"),
-            "recall": st.column_config.NumberColumn("Recall", format="percent")})
-    right.altair_chart(charts.confusion_heatmap(report.confusion, names), width="stretch")
-    if not report.worst.empty:
+        per_sku_table(loo, names)
+    right.altair_chart(charts.confusion_heatmap(loo.confusion, names), width="stretch")
+    if not loo.worst.empty:
         st.markdown("**Worst confusions** — the most confident wrong matches (leave-one-out):")
-        for column, (position, row) in zip(st.columns(5), report.worst.head(5).iterrows()):
+        for column, (position, row) in zip(st.columns(5), loo.worst.head(5).iterrows()):
             photo = catalog.reference_photo(engine, int(reference_ids[position]))
             if photo is not None:
                 column.image(photo, width="stretch")
@@ -131,11 +158,9 @@ else:
                     st.warning(ui.md_escape(problem))
                 st.metric("Accuracy on the labelled set", f"{evaluation.accuracy:.0%}",
                           help=f"{len(items)} photo(s), threshold {threshold:.3f}")
-                ui.table(evaluation.per_sku.assign(sku=lambda t: t["sku"].map(id_names)), hide_index=True,
-                         width="stretch")
+                per_sku_table(evaluation, id_names)
                 st.altair_chart(charts.confusion_heatmap(evaluation.confusion, id_names), width="stretch")
     if st.button("Match all stored regions against the catalog now", key="rematch"):
         n = catalog.match_stored_regions(engine, catalog.build_index(embeddings, sku_ids), loaded.weights.sha256,
                                          threshold)
-        st.session_state["catalog_message"] = f"Matched {n} stored region(s)."
-        st.rerun()
+        done(f"Matched {n} stored region(s).")

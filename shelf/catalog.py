@@ -203,6 +203,30 @@ def add_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | No
         raise CatalogError(f"a SKU named {name!r} already exists") from None
 
 
+def create_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | None,
+               files: Iterable[tuple[str, bytes]]) -> tuple[int, int, list[str]]:
+    """A new SKU with its reference photos, or nothing at all: a SKU is only kept when at least one of its photos
+    can be read (a SKU without references can never be matched). Returns (sku id, photos added, messages)."""
+    sku_id = add_sku(engine, name, brand, category, gtin)
+    added, messages = add_references(engine, sku_id, files)
+    if not added:
+        remove_sku(engine, sku_id)
+        raise CatalogError("a SKU needs at least one reference photo that can be read"
+                           + (f" ({'; '.join(messages[:3])})" if messages else
+                              " — add photos, and wait until they have finished uploading"))
+    return sku_id, added, messages
+
+
+def sku_usage(engine: Engine, sku_id: int) -> tuple[int, int]:
+    """(reference photos, stored regions matched to it) of a SKU: what removing it takes away."""
+    with engine.connect() as conn:
+        references = conn.execute(sa.select(sa.func.count()).select_from(store.sku_references)
+                                  .where(store.sku_references.c.sku_id == sku_id)).scalar_one()
+        regions = conn.execute(sa.select(sa.func.count()).select_from(store.regions)
+                               .where(store.regions.c.sku_id == sku_id)).scalar_one()
+    return references, regions
+
+
 def remove_sku(engine: Engine, sku_id: int) -> None:
     """Remove a SKU with its references; regions matched to it become unknown. A reference's photo file goes too,
     unless another reference or a stored photo has the same content (files are named by content hash)."""

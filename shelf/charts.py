@@ -124,7 +124,8 @@ def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]):
     return alt.Chart(frame).mark_rect().encode(
         x=alt.X("predicted:N", title="Matched as", axis=alt.Axis(labelOverlap=False, labelAngle=-30)),
         y=alt.Y("true:N", title="True SKU", axis=alt.Axis(labelOverlap=False)),
-        color=alt.Color("count:Q", title="Photos", scale=alt.Scale(scheme="blues")),
+        color=alt.Color("count:Q", title="Photos", scale=alt.Scale(scheme="blues"),
+                        legend=alt.Legend(format="d", tickMinStep=1)),
         tooltip=[alt.Tooltip("true:N", title="True"), alt.Tooltip("predicted:N", title="Matched as"),
                  alt.Tooltip("count:Q", title="Photos")],
     ).properties(height=max(160, 32 * frame["true"].nunique()))

@@ -319,21 +319,69 @@ def test_a_category_edit_stays_with_its_class_when_the_search_changes(loaded):
     assert current[2] == "Produce" and current[134] == "Not a product" and current[517] == "Not a product"
 
 
+def fill_sku_form(at: AppTest, form: int, name: str, brand: str, gtin: str, photos: list) -> None:
+    """Form widgets commit only with the submit button: set them all, then submit in one run."""
+    at.text_input(key=f"sku_name_{form}").input(name)
+    at.text_input(key=f"sku_brand_{form}").input(brand)
+    at.text_input(key=f"sku_gtin_{form}").input(gtin)
+    at.selectbox(key=f"sku_category_{form}").set_value("Beverages")
+    at.file_uploader(key=f"sku_photos_{form}").set_value(photos)
+    next(b for b in at.button if b.label == "Add SKU").click().run()
+    assert not at.exception, at.exception
+
+
+def test_the_sku_form_keeps_its_inputs_on_error_and_refuses_a_sku_without_photos(loaded):
+    from tests.conftest import image_bytes
+    from tests.synthetic import make_product
+    at = start("pages/catalog.py")
+    photos = [(f"cola-{v}.png", image_bytes(make_product(0, v), "PNG"), "image/png") for v in range(2)]
+    fill_sku_form(at, 0, "Cola 1.5 L", "Fizzy Co", "123", photos)
+    assert "a GTIN is 8, 12, 13 or 14 digits" in texts(at.error)
+    assert (at.text_input(key="sku_name_0").value, at.text_input(key="sku_brand_0").value) == ("Cola 1.5 L",
+                                                                                               "Fizzy Co")
+    fill_sku_form(at, 0, "Cola 1.5 L", "Fizzy Co", "", [])  # Add pressed before any photo arrived
+    assert "needs at least one reference photo" in texts(at.error)
+    assert "The catalog is empty" in texts(at.info) and catalog_skus() == []
+    fill_sku_form(at, 0, "Cola 1.5 L", "Fizzy Co", "", photos + [("notes.png", b"not a photo", "image/png")])
+    assert f"Added {ui_escape('Cola 1.5 L')} with 2 of 3 reference photo(s)." in texts(at.warning)
+    assert ui_escape("notes.png: not an image") in texts(at.warning) and catalog_skus() == ["Cola 1.5 L"]
+
+
+def catalog_skus() -> list[str]:
+    from shelf.catalog import skus_frame
+    return skus_frame(store.open_store())["name"].tolist()
+
+
+def test_removing_a_sku_asks_first_and_names_what_goes(loaded):
+    from shelf import catalog
+    from tests.conftest import image_bytes
+    from tests.synthetic import make_product
+    engine = store.open_store()
+    for sku, name in [(0, "Cola"), (1, "Lemonade")]:
+        catalog.create_sku(engine, name, "", "Beverages", None, [(f"{v}.png", image_bytes(make_product(sku, v), "PNG"))
+                                                                 for v in range(2)])
+    at = start("pages/catalog.py")
+    at.button(key="sku_remove").click().run()
+    assert "**Cola** goes, with its 2 reference photo(s); 0 stored region(s)" in texts(at.markdown)
+    assert catalog_skus() == ["Cola", "Lemonade"]  # nothing removed by the first click
+    at.button(key="sku_remove_cancel").click().run()
+    assert catalog_skus() == ["Cola", "Lemonade"]
+    at.button(key="sku_remove").click().run()
+    at.button(key="sku_remove_confirm").click().run()
+    assert not at.exception, at.exception
+    assert catalog_skus() == ["Lemonade"] and "Removed Cola." in texts(at.success)
+
+
 def test_add_a_sku_in_the_catalog_then_see_it_matched(loaded):
     from tests.conftest import image_bytes
     from tests.synthetic import make_product
     at = start("pages/catalog.py")
     assert "The catalog is empty" in texts(at.info)
-    for sku, name in [(0, "Cola 1.5 L"), (1, "Lemonade 1 L")]:
-        # Form widgets commit only with the submit button: set them all, then submit in one run.
-        at.text_input[0].input(name)
-        at.text_input[1].input("Fizzy Co")
-        at.selectbox[0].set_value("Beverages")
-        at.file_uploader(key="sku_photos").set_value(
-            [(f"{name}-{v}.png", image_bytes(make_product(sku, v), "PNG"), "image/png") for v in range(3)])
-        next(b for b in at.button if b.label == "Add SKU").click().run()
-        assert not at.exception, at.exception
+    for form, (sku, name) in enumerate([(0, "Cola 1.5 L"), (1, "Lemonade 1 L")]):
+        fill_sku_form(at, form, name, "Fizzy Co", "",
+                      [(f"{name}-{v}.png", image_bytes(make_product(sku, v), "PNG"), "image/png") for v in range(3)])
         assert f"Added {ui_escape(name)} with 3 reference photo(s)." in texts(at.success)
+        assert at.text_input(key=f"sku_name_{form + 1}").value == ""  # a fresh form for the next SKU
     assert at.dataframe[0].value["references"].tolist() == [3, 3]
     assert "Leave-one-out accuracy" in [m.label for m in at.metric]
 
