@@ -1,18 +1,17 @@
-"""Shelf dashboard router: `streamlit run streamlit_app.py`. All logic lives in the `shelf` package.
-"""
+"""Shelf dashboard router: `streamlit run streamlit_app.py`. All logic lives in the `shelf` package."""
 import streamlit as st
-
-from shelf import ui
 
 st.set_page_config(page_title="Shelf", page_icon=":material/shelves:", layout="wide")
 
+home = st.Page("pages/home.py", title="Home & model", icon=":material/home:", url_path="start", default=True)
 navigation = st.navigation([
-    st.Page("pages/home.py", title="Home & model", icon=":material/home:", url_path="home", default=True),
+    home,
     st.Page("pages/recognize.py", title="Recognize", icon=":material/photo_camera:", url_path="recognize"),
     st.Page("pages/review.py", title="Review", icon=":material/rule:", url_path="review"),
     st.Page("pages/tallies.py", title="Tallies", icon=":material/bar_chart:", url_path="tallies"),
     st.Page("pages/catalog.py", title="SKU catalog", icon=":material/inventory_2:", url_path="catalog"),
     st.Page("pages/categories.py", title="Categories", icon=":material/category:", url_path="categories"),
-])
-ui.weights_banner()
+    # The home page is served at /; /home (a natural guess, as every other page has a name) leads there too.
+    st.Page(lambda: st.switch_page(home), title="Home", url_path="home", visibility="hidden"),
+], position="top")  # the top bar leaves the page's full width to tables and filters, even at 800 px
 navigation.run()

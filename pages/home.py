@@ -2,10 +2,8 @@
 import os
 
 import streamlit as st
-import torch
-import torchvision
 
-from shelf import config, detector, model, report, store, ui
+from shelf import config, detector, report, store, ui
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -19,8 +17,22 @@ st.markdown(
 )
 st.page_link("pages/recognize.py", label="Start recognizing photos", icon=":material/arrow_forward:")
 
+st.header("Store")
+engine = ui.store()
+counts = report.overview(engine)
+# Where the data lives (URL, folders, process) is for administrators, once Shelf has sign-in; until then, the kind.
+st.caption(f"Database: {DATABASE_KINDS.get(engine.dialect.name, engine.dialect.name)}")
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Photos", f"{counts.photos:,}")
+c2.metric("Regions", f"{counts.regions:,}", help="Current product regions: what the tallies count.")
+c3.metric("Corrected by reviewers", f"{counts.corrected:,}")
+c4.metric("Recognition runs", f"{counts.runs:,}")
+
 st.header("Model")
-loaded, status = ui.model()
+loaded, status = ui.model()  # loads torch and the model (once per server process), with a spinner
+ui.weights_banner(loaded)
+from shelf import model  # noqa: E402  (after the page's first paint: it imports torch, which takes seconds)
+
 if message := st.session_state.pop("weights_message", None):
     st.info(message, icon=":material/upload:")
 if loaded is not None:
@@ -30,8 +42,7 @@ if loaded is not None:
         f"- **Source:** {w.source}\n"
         f"- **sha256:** `{w.sha256}`\n"
         f"- **Categories:** {len(loaded.categories)} ImageNet classes (kept by class index and name)\n"
-        f"- **Runs on:** CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · "
-        f"torchvision {torchvision.__version__}")
+        f"- **Runs on:** {model.runtime_summary()}")
     if status.skipped:
         st.caption(f"Found and not used: {', '.join(status.skipped)}.")
 else:
@@ -138,13 +149,3 @@ with st.expander("Import a detector (.onnx)"):
                                                    f"`{info.sha256[:16]}…`."
             st.rerun()
 
-st.header("Store")
-engine = ui.store()
-counts = report.overview(engine)
-# Where the data lives (URL, folders, process) is for administrators, once Shelf has sign-in; until then, the kind.
-st.caption(f"Database: {DATABASE_KINDS.get(engine.dialect.name, engine.dialect.name)}")
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Photos", f"{counts.photos:,}")
-c2.metric("Regions", f"{counts.regions:,}", help="Current product regions: what the tallies count.")
-c3.metric("Corrected by reviewers", f"{counts.corrected:,}")
-c4.metric("Recognition runs", f"{counts.runs:,}")

@@ -16,6 +16,7 @@ st.caption("The regions the model is least sure of come first. Pick the right la
            "exports from then on, whatever the confidence threshold, and the model's own prediction is kept beside "
            "it.")
 engine = ui.store()
+ui.stored_results_banner()
 facets = ui.facets_or_stop()
 
 scope = ui.scope_filters(facets, "review")

@@ -11,12 +11,15 @@ from shelf.tally import GROUPINGS
 ui.use_router()
 st.title("Tallies")
 engine = ui.store()
+ui.stored_results_banner()
 facets = ui.facets_or_stop()
 
 scope = ui.scope_filters(facets, "tallies")
 c1, c2 = st.columns([1, 1])
 by = c1.multiselect("Group by", list(GROUPINGS), default=["label"], key="group_by",
-                    help="Share of shelf is computed within each store / aisle / date you group by.") or ["label"]
+                    help="Share of shelf is computed within each store / aisle / date you group by together with "
+                         "a label, category, SKU or brand; grouped by store, aisle or date alone, it is each "
+                         "row's share of the selection.") or ["label"]
 threshold = c2.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", key="min_confidence",
                       help="Regions whose top-1 probability is lower are not counted as facings, unless a "
                            "reviewer corrected them.")
@@ -24,12 +27,13 @@ threshold = c2.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", 
 tab_facings, tab_share, tab_confidence, tab_trend = st.tabs(["Facings", "Share of shelf by store", "Confidence",
                                                             "Trend"])
 share = report.share_by_store(engine, threshold, scope)
+charts_key = st.session_state.get("tallies_charts", 0)  # a new number clears the charts' selections
 with tab_share:
     share_event = st.altair_chart(charts.share_of_shelf_chart(share), width="stretch", on_select="rerun",
-                                  key="share_chart")
+                                  key=f"share_chart_{charts_key}")
 with tab_confidence:
     brush_event = st.altair_chart(charts.confidence_histogram(report.confidence_histogram(engine, scope), threshold),
-                                  width="stretch", on_select="rerun", key="confidence_chart")
+                                  width="stretch", on_select="rerun", key=f"confidence_chart_{charts_key}")
 with tab_trend:
     trend = report.trend(engine, threshold, scope) if facets.first_date else None
     if trend is not None and not trend.empty:
@@ -54,10 +58,12 @@ with tab_facings:
 
 totals = report.totals(engine, threshold, selected)
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Photos", report.photo_count(engine, selected), help="Photos of the selected stores, aisles and dates.")
-m2.metric("Facings counted", totals.facings)
-m3.metric("Below threshold (not counted)", totals.below_threshold)
-m4.metric("Corrected by reviewers", totals.corrected)
+m1.metric("Photos", f"{report.photo_count(engine, selected):,}", help="Photos of the selected stores, aisles and "
+          "dates.")
+m2.metric("Facings", f"{totals.facings:,}", help="Regions counted as facings: confidence at least the minimum, or "
+          "corrected by a reviewer.")
+m3.metric("Below threshold", f"{totals.below_threshold:,}", help="Regions under the minimum confidence: not counted.")
+m4.metric("Corrected", f"{totals.corrected:,}", help="Regions a reviewer gave a label; they always count.")
 notes = []
 if picked:
     notes.append(f"categories picked in the chart legend: {', '.join(picked)}")
@@ -66,17 +72,22 @@ if brushed:
 if totals.corrected:
     notes.append(f"{totals.corrected} region(s) use a reviewer's label")
 if notes:
-    st.caption("Table: " + "; ".join(notes) + ".")
+    note_col, clear_col = st.columns([5, 1])
+    note_col.caption("Table: " + "; ".join(ui.md_escape(n) for n in notes) + ".")
+    if (picked or brushed) and clear_col.button("Clear chart selections", key="clear_chart_selections"):
+        st.session_state["tallies_charts"] = charts_key + 1
+        st.rerun()
 
 if table.empty:
     st.warning("No region passes these filters. Widen the filters or clear the chart selections.")
     st.stop()
+shown = table.assign(**{c: table[c].map(charts.blank_as_dash) for c in ("store", "aisle") if c in table})
 ui.table(
-    table, hide_index=True, width="stretch",
+    shown, hide_index=True, width="stretch",
     column_config={
         "class_index": st.column_config.NumberColumn("Class", format="%d", help="ImageNet class index"),
         "label": st.column_config.TextColumn("Label", width="medium"),
-        "category": "Category", "store": "Store", "aisle": "Aisle",
+        "category": "Category", "store": "Store", "aisle": "Aisle", "sku": "SKU", "brand": "Brand",
         "captured_on": st.column_config.DateColumn("Date"),
         "facings": st.column_config.NumberColumn("Facings", format="%d"),
         "share": st.column_config.ProgressColumn("Share of shelf", format="percent", min_value=0, max_value=1),

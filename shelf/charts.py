@@ -15,6 +15,14 @@ CATEGORY_PICK = "category_pick"  # legend selection on the share chart
 CONFIDENCE_BRUSH = "confidence_brush"  # interval selection on the histogram
 
 
+BLANK = "—"  # how an empty store or aisle reads, in charts and tables alike
+
+
+def blank_as_dash(value) -> str:
+    return BLANK if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) in ("", "NaT") \
+        else str(value)
+
+
 def group_name(table: pd.DataFrame, by: Sequence[str]) -> pd.Series:
     """A readable name per tally row: 'pop bottle (737) · North'."""
     parts = []
@@ -22,7 +30,7 @@ def group_name(table: pd.DataFrame, by: Sequence[str]) -> pd.Series:
         if g == "label":
             parts.append(table["label"].astype(str) + " (" + table["class_index"].astype(str) + ")")
         else:
-            parts.append(table[GROUPINGS[g][0]].astype(str).replace({"": "—", "None": "—", "NaT": "—"}))
+            parts.append(table[GROUPINGS[g][0]].map(blank_as_dash))
     name = parts[0]
     for part in parts[1:]:
         name = name + " · " + part
@@ -53,13 +61,15 @@ def facings_bar_chart(table: pd.DataFrame, by: Sequence[str], max_bars: int = MA
 def share_of_shelf_chart(table: pd.DataFrame) -> alt.Chart:
     """Stacked 100 % bars from shelf.report.share_by_store: each store's facings split by category. Clicking a
     legend entry picks a category."""
-    table = table.assign(store=table["store"].replace("", "—"))
-    pick = alt.selection_point(fields=["category"], bind="legend", name=CATEGORY_PICK)
+    table = table.assign(store=table["store"].map(blank_as_dash))
+    # toggle: clicking a picked entry again unpicks it (Vega-Lite's default only toggles with shift held)
+    pick = alt.selection_point(fields=["category"], bind="legend", name=CATEGORY_PICK, toggle="true")
     return (
         alt.Chart(table)
         .mark_bar()
         .encode(
-            y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=200)),
+            y=alt.Y("store:N", title="Store", sort="ascending",
+                    axis=alt.Axis(labelLimit=260, labelOverlap=False, labelFontSize=12)),
             x=alt.X("facings:Q", stack="normalize", title="Share of shelf", axis=alt.Axis(format="%")),
             color=alt.Color("category:N", title="Category (click to filter)"),
             opacity=alt.condition(pick, alt.value(1.0), alt.value(0.25)),
@@ -68,7 +78,7 @@ def share_of_shelf_chart(table: pd.DataFrame) -> alt.Chart:
                      alt.Tooltip("share:Q", format=".1%", title="Share of shelf")],
         )
         .add_params(pick)
-        .properties(height=max(100, 36 * table["store"].nunique()))
+        .properties(height=max(120, 40 * table["store"].nunique()))
     )
 
 
@@ -96,9 +106,13 @@ def trend_chart(table: pd.DataFrame) -> alt.Chart:
     return (
         alt.Chart(table)
         .mark_line(point=True)
-        .encode(x=alt.X("date:T", title="Photo date"), y=alt.Y("facings:Q", title="Facings"),
+        .encode(x=alt.X("yearmonthdate(date):T", title="Photo date",  # whole days: no "12 PM" ticks
+                        axis=alt.Axis(format="%d %b %Y", tickCount={"interval": "day", "step": 1},
+                                      labelAngle=-30, labelOverlap=True)),
+                y=alt.Y("facings:Q", title="Facings"),
                 color=alt.Color("category:N", title="Category"),
-                tooltip=[alt.Tooltip("date:T", title="Date"), alt.Tooltip("category:N", title="Category"),
+                tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"),
+                         alt.Tooltip("category:N", title="Category"),
                          alt.Tooltip("facings:Q", title="Facings")])
         .properties(height=260)
     )

@@ -100,6 +100,11 @@ class LoadedModel:
         return getattr(self.backend, "name", "torch eager fp32")
 
 
+def runtime_summary() -> str:
+    import torchvision
+    return f"CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · torchvision {torchvision.__version__}"
+
+
 def imported_weights_path() -> Path:
     return config.data_dir() / "weights" / IMPORTED_FILENAME
 

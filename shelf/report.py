@@ -78,6 +78,13 @@ def overview(engine: Engine) -> Overview:
     return Overview(n_photos, int(sums["regions"] or 0), int(sums["corrected"] or 0), n_runs)
 
 
+def unverified_runs(engine: Engine) -> tuple[int, int]:
+    """(runs whose weights were not the verified ImageNet file, all runs)."""
+    with engine.connect() as conn:
+        return tuple(conn.execute(sa.select(sa.func.count().filter(sa.not_(runs.c.weights_verified)),
+                                            sa.func.count())).one())
+
+
 def _dated_range(conn: Connection) -> tuple[dt.date | None, dt.date | None]:
     dated = photos.c.day > 0
     first = conn.execute(sa.select(sa.func.min(photos.c.day)).where(dated)).scalar()

@@ -7,7 +7,8 @@ tallies are tested against.
 A region is *counted* (a facing) when its top-1 probability reaches the threshold, or when a reviewer corrected
 it — a person has looked at it. Thresholds and confidence ranges move in steps of 0.05 (shelf.schema.THRESHOLD_STEPS).
 Share of shelf is a group's facings over all facings in the same scope: the store/aisle/date values of the group
-when the grouping has them, else everything selected.
+when the grouping has them and something else besides (label, category, SKU, brand), else everything selected — so
+grouped by store alone, each row is that store's share of the selection.
 """
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def group_columns(by: Sequence[str]) -> list[str]:
 
 
 def scope_columns(by: Sequence[str]) -> list[str]:
+    """The columns share of shelf is computed within: the grouping's store/aisle/date, unless that is all it has."""
+    if all(g in SCOPE_GROUPINGS for g in by):
+        return []
     return [column for g in dict.fromkeys(by) if g in SCOPE_GROUPINGS for column in GROUPINGS[g]]
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 import re
 import runpy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
 from shelf import config
-from shelf.model import HOW_TO_GET_WEIGHTS, LoadedModel, WeightsStatus, load_model
 from shelf.overlay import COLOUR_MODES, draw_overlay, png_bytes
-from shelf.pipeline import PhotoResult, RegionResult
 from shelf.store import open_store
 from shelf.tally import tally
+
+if TYPE_CHECKING:  # torch is imported only by the pages that classify (Tallies, Review … open without it)
+    from shelf.model import LoadedModel, WeightsStatus
+    from shelf.pipeline import PhotoResult, RegionResult
 
 MODEL_PAGE = "pages/home.py"
 RECENT_PREVIEWS = 10  # photos of a Recognize batch whose preview a session keeps (each up to ~5 MB)
@@ -25,6 +28,7 @@ ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 def _cached_model(backend: str) -> tuple[LoadedModel | None, WeightsStatus, str | None]:
     # Shared by every session and thread: the model is used read-only under inference_mode.
     from shelf.backends import BackendError, with_backend
+    from shelf.model import load_model
     loaded, status = load_model()
     if loaded is None:
         return None, status, None
@@ -145,17 +149,30 @@ def box_file(upload):
     return cached[1]
 
 
-def weights_banner() -> None:
-    """A banner on every page while the weights are not the verified ImageNet file."""
-    loaded, _ = model()
+def weights_banner(loaded: LoadedModel | None) -> None:
+    """On pages that classify: a banner while the weights are not the verified ImageNet file."""
     if loaded is not None and not loaded.weights.verified:
         st.warning(f"**Demo weights in use — {loaded.weights.kind}.** Labels below are not ImageNet predictions; "
                    "every result stored now is marked unverified in its provenance.", icon=":material/warning:")
 
 
+def stored_results_banner() -> None:
+    """On pages that report stored results: a banner when some came from weights that are not the verified
+    ImageNet file (read from the runs' provenance: no model needs loading)."""
+    from shelf.report import unverified_runs
+    unverified, total = unverified_runs(store())
+    if unverified:
+        st.warning(f"**Results from demo weights are included** ({unverified} of {total} recognition runs used "
+                   "weights that are not the verified ImageNet file, e.g. an untrained model): their labels are not "
+                   "ImageNet predictions. Each run's provenance says which.", icon=":material/warning:")
+
+
 def require_model(link_to_model_page: bool = True) -> LoadedModel | None:
-    """The loaded model, or a plain explanation of what to do when there is none."""
+    """The loaded model (with the demo-weights banner when it applies), or a plain explanation of what to do when
+    there is none."""
+    from shelf.model import HOW_TO_GET_WEIGHTS
     loaded, status = model()
+    weights_banner(loaded)
     if loaded is None:
         st.error(f"**The ResNet-18 weights are not available**, so nothing can be recognized yet. "
                  f"{md_escape(status.problem or '')}", icon=":material/error:")
@@ -287,7 +304,7 @@ def scope_filters(facets, key: str):
     """Store, aisle, date and category pickers shared by Tallies and Review. Returns a TallyFilter."""
     from shelf.labels import RETAIL_CATEGORIES
     from shelf.tally import TallyFilter
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])  # the date range needs the most room
     stores = c1.multiselect("Stores", [s for s in facets.stores if s], key=f"{key}_stores", placeholder="All stores")
     aisles = c2.multiselect("Aisles", [a for a in facets.aisles if a], key=f"{key}_aisles", placeholder="All aisles")
     categories = c3.multiselect("Categories", RETAIL_CATEGORIES, key=f"{key}_categories",

@@ -315,7 +315,7 @@ def test_review_and_grouped_tallies_show_user_text_inert(loaded, eager):
     assert not _formula_cells(table) and table["aisle"].tolist() == ["'=1+2"]
     at.switch_page("pages/review.py").run()
     assert not at.exception
-    shown = next(d for d in at.dataframe if (d.key or "").startswith("review_editor")).value
+    shown = next(d for d in at.dataframe if (d.key or "").startswith("review_pending_editor")).value
     assert not _formula_cells(shown) and shown["where"].str.startswith("'=cmd.png").all()
 
 

@@ -1,11 +1,14 @@
 """The storing and reporting side needs no torch, and the class names it uses are the weights' own."""
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from torchvision.models import ResNet18_Weights
 
 from shelf.labels import IMAGENET_CLASSES
 
+ROOT = Path(__file__).resolve().parents[1]
 TORCH_FREE = ["shelf.store", "shelf.tally", "shelf.report", "shelf.rollup", "shelf.schema", "shelf.migrations",
               "shelf.charts", "shelf.export", "shelf.review", "shelf.categories", "shelf.labels"]
 
@@ -19,3 +22,17 @@ def test_reporting_modules_import_without_torch():
 
 def test_class_names_are_the_weights_own():
     assert IMAGENET_CLASSES == tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def test_the_reporting_pages_open_without_loading_torch(tmp_path):
+    """Tallies and Review need no model: a fresh server process shows them without importing torch (seconds)."""
+    code = ("import sys; from streamlit.testing.v1 import AppTest\n"
+            "for page in ('pages/tallies.py', 'pages/review.py', 'pages/categories.py'):\n"
+            "    at = AppTest.from_file('streamlit_app.py', default_timeout=60)\n"
+            "    at.switch_page(page).run()\n"
+            "    assert not at.exception, at.exception\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'onnxruntime') if m in sys.modules))")
+    env = {**os.environ, "SHELF_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

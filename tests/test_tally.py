@@ -83,6 +83,13 @@ def test_share_of_shelf_is_within_each_store(shelf):
     assert table.groupby("store")["share"].sum().tolist() == pytest.approx([1.0, 1.0])
 
 
+def test_grouped_by_store_alone_each_row_is_its_share_of_the_selection(shelf):
+    table = tally(shelf, ["store"]).set_index("store")
+    assert table.loc["North", "share"] == pytest.approx(3 / 6) and table.loc["South", "share"] == pytest.approx(3 / 6)
+    by_store_and_date = tally(shelf, ["store", "date"])
+    assert by_store_and_date["share"].sum() == pytest.approx(1.0)  # scope columns only: shares of the selection
+
+
 def test_group_by_date_keeps_undated_photos_as_their_own_group(shelf):
     table = tally(shelf, ["date"])
     assert table["facings"].sum() == 6 and len(table) == 4
