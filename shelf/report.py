@@ -78,6 +78,11 @@ def overview(engine: Engine) -> Overview:
     return Overview(n_photos, int(sums["regions"] or 0), int(sums["corrected"] or 0), n_runs)
 
 
+def newest_photo(engine: Engine) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.max(photos.c.id))).scalar()
+
+
 def unverified_runs(engine: Engine) -> tuple[int, int]:
     """(runs whose weights were not the verified ImageNet file, all runs)."""
     with engine.connect() as conn:

@@ -218,18 +218,21 @@ class Grain:
         return names | ({"category"} if self.by_category else {"class_index", "sku_key", "category"})
 
 
-def _grain(name: str, context: tuple[str, ...], keys: tuple[str, ...]) -> Grain:
+def _grain(name: str, context: tuple[str, ...], keys: tuple[str, ...], *indexes: tuple[str, ...]) -> Grain:
     table = sa.Table(name, metadata,
                      *(sa.Column(c, _TYPES[c], primary_key=True, autoincrement=False) for c in context + keys),
                      sa.Column("n", sa.Integer, nullable=False), sa.Column("sum_p", sa.Float, nullable=False),
-                     sa.Column("min_p", sa.Float, nullable=False))
+                     sa.Column("min_p", sa.Float, nullable=False),
+                     *(sa.Index(f"ix_{name}_{'_'.join(columns)}", *columns) for columns in indexes))
     return Grain(table, context, keys)
 
 
 ROLLUPS = (  # in order of preference: smallest expected first
     _grain("tally_day_categories", ("day",), CATEGORY_KEYS),
-    _grain("tally_place_categories", ("store", "aisle", "dated"), CATEGORY_KEYS),
     _grain("tally_classes", ("dated",), CLASS_KEYS),
-    _grain("tally_day_classes", ("day",), CLASS_KEYS),
+    _grain("tally_place_categories", ("store", "aisle", "dated"), CATEGORY_KEYS),
     _grain("tally_place_classes", ("store", "aisle", "dated"), CLASS_KEYS),
+    # stores over time (a store filter with the trend, a date range with share by store): ~2 M rows at 10 M regions
+    _grain("tally_day_store_categories", ("day", "store"), CATEGORY_KEYS, ("store", "day")),
+    _grain("tally_day_classes", ("day",), CLASS_KEYS),
 )

@@ -78,11 +78,18 @@ def store() -> Engine:
     return _cached_store(config.database_url())
 
 
-def facets_or_stop():
-    """What the filters can choose from (shelf.report.Facets); on an empty store, a pointer to Recognize instead of
-    the rest of the page."""
+@st.cache_data(ttl=60, max_entries=8, show_spinner=False)
+def _facets(url: str, newest_photo: int | None):  # newest_photo: part of the key, so a new photo shows at once
     from shelf.report import facets
-    found = facets(store())
+    return facets(_cached_store(url))
+
+
+def facets_or_stop():
+    """What the filters can choose from (shelf.report.Facets; cached per newest photo, and for a minute at most,
+    as an edited photo context changes them too); on an empty store, a pointer to Recognize instead of the rest
+    of the page."""
+    from shelf.report import newest_photo
+    found = _facets(config.database_url(), newest_photo(store()))
     if not found.photos:
         st.info("Nothing is stored yet. Recognize some photos first.", icon=":material/info:")
         st.page_link("pages/recognize.py", label="Go to Recognize", icon=":material/photo_camera:")
