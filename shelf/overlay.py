@@ -2,17 +2,32 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
 from shelf.regions import Box
 
 PREVIEW_SIDE = 1280
-# Distinct, colour-blind-friendly hues (Okabe–Ito, extended); a label's colour is picked by its class index.
-PALETTE = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0),
-           (240, 228, 66), (117, 112, 179), (27, 158, 119), (217, 95, 2), (102, 166, 30), (166, 118, 29)]
 COLOUR_MODES = ("label", "confidence")
+# Paul Tol's "muted" qualitative scheme: nine colours told apart with every kind of colour vision. The labels with
+# the most facings in the photo get them, in that order; any further labels share a light grey.
+LABEL_PALETTE = [(204, 102, 119), (51, 34, 136), (221, 204, 119), (17, 119, 51), (136, 204, 238), (136, 34, 85),
+                 (68, 170, 153), (153, 153, 51), (170, 68, 153)]
+OTHER_COLOUR = (187, 187, 187)
+# Confidence in three bands, Okabe–Ito vermillion, orange and blue (not red-to-green, which many cannot tell apart).
+CONFIDENCE_BANDS = ((0.0, 0.5, "under 50 %", (213, 94, 0)), (0.5, 0.8, "50 – 80 %", (230, 159, 0)),
+                    (0.8, 1.01, "80 % and more", (0, 114, 178)))
+Region = tuple[Box, str, int, float]  # box in full-size pixels, label, class index, top-1 probability
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    colour: tuple[int, int, int]
+    text: str
+    count: int
 
 
 def preview(image: Image.Image, side: int = PREVIEW_SIDE) -> Image.Image:
@@ -23,47 +38,91 @@ def preview(image: Image.Image, side: int = PREVIEW_SIDE) -> Image.Image:
 
 
 def confidence_colour(p: float) -> tuple[int, int, int]:
-    """Red below 30 %, amber around 50 %, green from 80 %."""
-    p = min(max((p - 0.3) / 0.5, 0.0), 1.0)
-    if p < 0.5:
-        return (213, int(94 + (180 - 94) * p * 2), 0)
-    return (int(213 - 213 * (p - 0.5) * 2), int(180 - 22 * (p - 0.5) * 2), int(115 * (p - 0.5) * 2))
+    return next(colour for low, high, _, colour in CONFIDENCE_BANDS if low <= p < high)
 
 
-def draw_overlay(image: Image.Image, full_size: tuple[int, int], regions: Sequence[tuple[Box, str, int, float]],
+def colours(regions: Sequence[Region], colour_by: str = "label") -> tuple[list[tuple[int, int, int]],
+                                                                         list[LegendEntry]]:
+    """The colour of each region, and the legend that explains them."""
+    if colour_by == "confidence":
+        picked = [confidence_colour(p) for *_, p in regions]
+        return picked, [LegendEntry(colour, f"confidence {text}", picked.count(colour))
+                        for _, _, text, colour in CONFIDENCE_BANDS]
+    counts = Counter((class_index, label) for _, label, class_index, _ in regions)
+    ranked = sorted(counts, key=lambda key: (-counts[key], key[0]))
+    palette = {key: LABEL_PALETTE[i] for i, key in enumerate(ranked[:len(LABEL_PALETTE)])}
+    legend = [LegendEntry(palette[key], f"{key[1]} ({key[0]})", counts[key]) for key in ranked[:len(palette)]]
+    rest = ranked[len(palette):]
+    if rest:
+        legend.append(LegendEntry(OTHER_COLOUR, f"{len(rest)} other labels", sum(counts[k] for k in rest)))
+    return [palette.get((class_index, label), OTHER_COLOUR) for _, label, class_index, _ in regions], legend
+
+
+def _ink(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white text, whichever reads better on `colour` (relative luminance)."""
+    r, g, b = colour
+    return (0, 0, 0) if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else (255, 255, 255)
+
+
+def draw_overlay(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
                  colour_by: str = "label") -> Image.Image:
-    """Draw numbered boxes with 'n · label p%' on `image` (a preview of a photo of `full_size`).
-
-    `regions` holds (box in full-size pixels, label, class index, probability) in region order."""
+    """Draw numbered boxes with '#n label p%' tags on `image` (a preview of a photo of `full_size`). A tag stays
+    inside its box's width (shortened to '#n p%', then '#n') and inside the picture."""
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas, "RGBA")
     scale = canvas.width / full_size[0]
     side = max(canvas.size)
     line = max(2, side // 400)
-    font = ImageFont.load_default(size=max(12, side // 45))
-    for number, (box, label, class_index, probability) in enumerate(regions, start=1):
-        colour = PALETTE[class_index % len(PALETTE)] if colour_by == "label" else confidence_colour(probability)
+    font = ImageFont.load_default(size=max(12, side // 50))
+    for number, ((box, label, _, probability), colour) in enumerate(zip(regions, colours(regions, colour_by)[0]),
+                                                                     start=1):
         x1, y1, x2, y2 = (round(v * scale) for v in box.as_tuple)
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour + (255,), width=line)
-        text = _fitting_label(draw, font, number, label, probability, max(x2 - x1, 3 * font.size))
+        text = _fitting_tag(draw, font, number, label, probability, x2 - x1 - 2 * line)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left, bottom - top
-        ty = y1 + line  # inside the box's top edge: neighbours in a row never cover each other's tags
-        draw.rectangle((x1, ty, x1 + tw + 2 * line, ty + th + 2 * line), fill=colour + (225,))
-        dark = sum(colour) / 3 > 140
-        draw.text((x1 + line - left, ty + line - top), text, font=font, fill=(0, 0, 0) if dark else (255, 255, 255))
+        tw, th = right - left + 2 * line, bottom - top + 2 * line
+        tx, ty = max(0, min(x1, canvas.width - tw)), min(y1 + line, canvas.height - th)
+        draw.rectangle((tx, ty, tx + tw, ty + th), fill=colour + (235,))
+        draw.text((tx + line - left, ty + line - top), text, font=font, fill=_ink(colour))
     return canvas
 
 
-def _fitting_label(draw: ImageDraw.ImageDraw, font, number: int, label: str, probability: float,
-                   width: int) -> str:
-    """'n label p%' shortened until it fits the box width; at least 'n p%'."""
-    tail = f" {probability:.0%}"
-    for length in range(min(len(label), 18), min(len(label), 6) - 1, -1):  # a stub of a label helps nobody
-        text = f"{number} {label[:length]}{'…' if length < len(label) else ''}{tail}"
+def _fitting_tag(draw: ImageDraw.ImageDraw, font, number: int, label: str, probability: float, width: int) -> str:
+    """'#n label p%' with the label shortened until it fits `width`; else '#n p%'; at least '#n'."""
+    head, tail = f"#{number} ", f" {probability:.0%}"
+    for length in range(min(len(label), 18), min(len(label), 5) - 1, -1):  # a stub of a label helps nobody
+        text = f"{head}{label[:length]}{'…' if length < len(label) else ''}{tail}"
         if draw.textlength(text, font=font) <= width:
             return text
-    return f"{number}{tail}"
+    short = f"#{number}{tail}"
+    return short if draw.textlength(short, font=font) <= width else f"#{number}"
+
+
+def draw_legend(entries: Sequence[LegendEntry], width: int = 320, font_size: int = 18) -> Image.Image:
+    """The legend as a picture: a swatch and 'label (class) · n' per line."""
+    font = ImageFont.load_default(size=font_size)
+    pitch = round(font_size * 1.6)
+    legend = Image.new("RGB", (width, pitch * len(entries) + font_size), (255, 255, 255))
+    draw = ImageDraw.Draw(legend)
+    for row, entry in enumerate(entries):
+        y = font_size // 2 + row * pitch
+        draw.rectangle((8, y, 8 + font_size, y + font_size), fill=entry.colour, outline=(90, 90, 90))
+        text = f"{entry.text} · {entry.count}"
+        while draw.textlength(text, font=font) > width - font_size - 24 and len(text) > 4:
+            text = text[:-2] + "…"
+        draw.text((font_size + 16, y), text, font=font, fill=(31, 41, 51))
+    return legend
+
+
+def annotated(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
+              colour_by: str = "label") -> Image.Image:
+    """The overlay with its legend beside it, in one picture (what "Download annotated PNG" gives)."""
+    overlay = draw_overlay(image, full_size, regions, colour_by)
+    legend = draw_legend(colours(regions, colour_by)[1], font_size=max(14, max(overlay.size) // 60))
+    both = Image.new("RGB", (overlay.width + legend.width, max(overlay.height, legend.height)), (255, 255, 255))
+    both.paste(overlay, (0, 0))
+    both.paste(legend, (overlay.width, 0))
+    return both
 
 
 def png_bytes(image: Image.Image) -> bytes:

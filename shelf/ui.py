@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from shelf import config
-from shelf.overlay import COLOUR_MODES, draw_overlay, png_bytes
+from shelf.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, png_bytes
 from shelf.store import open_store
 from shelf.tally import tally
 
@@ -221,8 +221,8 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                        "most recent photos only. The photo and its regions are stored (see Review and Tallies).")
         if len(result.regions) == 1:
             if result.preview is not None:
-                picture, details = st.columns([1, 3])
-                picture.image(result.preview, caption=md_escape(result.name), width=240)
+                picture, details = st.columns([1, 2])  # the picture fits its column at any width
+                picture.image(result.preview, caption=md_escape(result.name), width="stretch")
             else:
                 details = st.container()
             best = result.regions[0].top1
@@ -239,11 +239,15 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
         if result.preview is not None:
             regions = [(r.box, sku_names.get(r.sku_id, r.top1.label), r.top1.class_index, r.top1.probability)
                        for r in result.regions]
-            overlay = draw_overlay(result.preview, result.size, regions, colour_by)
-            st.image(overlay, width="stretch")
-            st.download_button("Download annotated PNG", data=lambda: png_bytes(overlay),
-                               file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
-                               icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
+            picture, key = st.columns([4, 1])
+            picture.image(draw_overlay(result.preview, result.size, regions, colour_by), width="stretch")
+            key.image(draw_legend(colours(regions, colour_by)[1], width=300, font_size=16), width="stretch",
+                      caption="Colours: " + ("labels with the most facings first" if colour_by == "label"
+                                             else "top-1 confidence"))
+            key.download_button("Download annotated PNG",
+                                data=lambda: png_bytes(annotated(result.preview, result.size, regions, colour_by)),
+                                file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
+                                icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
         facings_col, inspect_col = st.columns(2)
         facings = tally(pd.DataFrame([{"class_index": r.top1.class_index, "label": r.top1.label,
                                        "probability": r.top1.probability, "corrected": False}

@@ -3,13 +3,23 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from shelf import pipeline, store
 from shelf.boxfiles import parse_box_file
 from shelf.classify import classify_images
 from shelf.images import decode_image
-from shelf.overlay import confidence_colour, draw_overlay, png_bytes, preview
+from shelf.overlay import (
+    LABEL_PALETTE,
+    OTHER_COLOUR,
+    _fitting_tag,
+    colours,
+    confidence_colour,
+    draw_legend,
+    draw_overlay,
+    png_bytes,
+    preview,
+)
 from shelf.pipeline import Upload, recognize
 from shelf.regions import Box
 from shelf.tally import facings_per_photo
@@ -107,6 +117,32 @@ def test_overlay_draws_each_box_in_its_colour():
     assert Image.open(io.BytesIO(png_bytes(drawn))).size == small.size
 
 
-def test_confidence_colours_run_from_red_to_green():
-    low, high = confidence_colour(0.1), confidence_colour(0.95)
-    assert low[0] > low[1] and high[1] > high[0]
+def test_label_colours_are_distinct_most_frequent_first_and_explained_by_a_legend():
+    counts = {737: 5, 440: 3, **{c: 1 for c in range(100, 112)}}  # 14 labels: 9 colours, then "other"
+    regions = [(Box(0, 0, 10, 10), f"class {c}", c, 0.5) for c, n in counts.items() for _ in range(n)]
+    picked, legend = colours(regions, "label")
+    assert picked[0] == LABEL_PALETTE[0] and picked[5] == LABEL_PALETTE[1]  # 737 (5 facings), then 440 (3)
+    assert len(set(LABEL_PALETTE)) == 9 and len({c for c in picked if c != OTHER_COLOUR}) == 9
+    assert [e.count for e in legend] == [5, 3, 1, 1, 1, 1, 1, 1, 1, 5]
+    assert legend[-1].text == "5 other labels" and legend[-1].colour == OTHER_COLOUR
+    assert draw_legend(legend).height > 10 * 18
+
+
+def test_tags_stay_inside_the_picture_and_read_as_numbers():
+    image = Image.new("RGB", (400, 300), (255, 255, 255))
+    regions = [(Box(0, 0, 390, 100), "pop bottle", 737, 0.91), (Box(390, 0, 400, 100), "crane", 134, 0.5)]
+    drawn = draw_overlay(image, image.size, regions)
+    assert drawn.size == image.size
+    font = ImageFont.load_default(size=12)
+    draw = ImageDraw.Draw(image)
+    assert _fitting_tag(draw, font, 22, "pop bottle", 0.91, 400) == "#22 pop bottle 91%"
+    assert _fitting_tag(draw, font, 22, "pop bottle", 0.91, 60) == "#22 91%"
+    assert _fitting_tag(draw, font, 22, "pop bottle", 0.91, 5) == "#22"
+    # the narrow box at the right edge: its tag is moved left into the picture, not cut off
+    assert drawn.getpixel((399, 4)) != (255, 255, 255)
+
+
+def test_confidence_bands_are_told_apart_without_red_green():
+    low, mid, high = (confidence_colour(p) for p in (0.1, 0.6, 0.95))
+    assert len({low, mid, high}) == 3 and high[2] > high[0]  # blue for confident, vermillion for doubtful
+    assert confidence_colour(1.0) == high and confidence_colour(0.5) == mid
