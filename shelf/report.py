@@ -8,6 +8,7 @@ against it on random stores).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -109,13 +110,24 @@ def _region_cells() -> sa.Subquery:
             .select_from(rollup.REGIONS_WITH_CONTEXT).where(rollup.COUNTED).subquery("region_cells"))
 
 
+def normalised(conn: Connection, f: TallyFilter) -> TallyFilter:
+    """A date range covering every dated photo (the pickers' default) is "dated photos, any date": queries then
+    read a grain without days, and the review queue walks the confidence index instead of every dated photo."""
+    if f.dated_only or not f.dated:
+        return f
+    first, last = _dated_range(conn)
+    if first is None or ((f.date_from or first) <= first and (f.date_to or last) >= last):
+        return dataclasses.replace(f, date_from=None, date_to=None, dated_only=True)
+    return f
+
+
 class _Cells:
     """One aggregate query over the first rollup grain that has the dimensions a filter and a grouping need (else
     over the regions)."""
 
     def __init__(self, conn: Connection, f: TallyFilter, needs: Sequence[str] = ()):
-        self.f = f
-        self.date_range = self._date_condition_kind(conn)
+        self.f = f = normalised(conn, f)
+        self.date_range = "dated" if f.dated_only else "days" if f.dated else None
         wanted = set(needs) | {"bin", "corrected"}
         wanted |= {name for name, used in (("store", f.stores), ("aisle", f.aisles), ("category", f.categories),
                                            ("class_index", f.class_indices), ("day", self.date_range == "days"),
@@ -123,15 +135,6 @@ class _Cells:
         self.grain = next((g for g in ROLLUPS if wanted - {"bin", "corrected"} <= g.dimensions), None)
         self.t = self.grain.table if self.grain else _region_cells()
         self.computes_category = self.grain is not None and not self.grain.by_category
-
-    def _date_condition_kind(self, conn: Connection) -> str | None:
-        """None: no date filter; "dated": the range covers every dated photo; "days": a real range."""
-        if not self.f.dated:
-            return None
-        first, last = _dated_range(conn)
-        if first is None or ((self.f.date_from or first) <= first and (self.f.date_to or last) >= last):
-            return "dated"
-        return "days"
 
     def column(self, dim: str):
         t = self.t
@@ -351,7 +354,9 @@ def _region_query(f: TallyFilter) -> sa.Select:
         query = query.where(regions.c.class_index.in_([int(i) for i in f.class_indices]))
     if f.categories:
         query = query.where(category.in_(list(f.categories)))
-    if f.dated:
+    if f.dated_only:
+        query = query.where(photos.c.day != 0)  # not "> 0": no index range over every photo
+    elif f.dated:
         query = query.where(photos.c.day > 0)
         if f.date_from is not None:
             query = query.where(photos.c.day >= f.date_from.toordinal())
@@ -418,12 +423,12 @@ def review_count(engine: Engine, rf: ReviewFilter) -> int:
 
 def review_rows(engine: Engine, rf: ReviewFilter, page: int = 1, size: int = 25) -> pd.DataFrame:
     """One page of the review queue, least confident first (then by photo and position: a stable order)."""
-    query = _region_query(rf.regions())
-    if not rf.include_reviewed:
-        query = query.where(sa.not_(regions.c.corrected))
-    query = query.order_by(regions.c.probability, photos.c.id, regions.c.position) \
-        .limit(size).offset(max(0, page - 1) * size)
     with engine.connect() as conn:
+        query = _region_query(normalised(conn, rf.regions()))
+        if not rf.include_reviewed:
+            query = query.where(sa.not_(regions.c.corrected))
+        query = query.order_by(regions.c.probability, regions.c.photo_id, regions.c.position) \
+            .limit(size).offset(max(0, page - 1) * size)
         return _complete(conn, _frame(conn, query))
 
 
@@ -438,6 +443,8 @@ def region_labels(engine: Engine, region_ids: Sequence[int]) -> pd.DataFrame:
 
 def region_chunks(engine: Engine, f: TallyFilter = TallyFilter(), chunk: int = 20_000) -> Iterator[pd.DataFrame]:
     """Every selected region, in region order, `chunk` rows at a time (exports of any size in bounded memory)."""
+    with engine.connect() as conn:
+        f = normalised(conn, f)
     last = 0
     while True:
         with engine.connect() as conn:

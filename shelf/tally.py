@@ -35,10 +35,11 @@ class TallyFilter:
     categories: Sequence[str] = ()
     class_indices: Sequence[int] = ()
     confidence: tuple[float, float] | None = None  # top-1 probability range, in steps of 0.05: low ≤ p < high
+    dated_only: bool = False  # photos with a date, any date (what a date range covering every photo means)
 
     @property
     def dated(self) -> bool:
-        return self.date_from is not None or self.date_to is not None
+        return self.date_from is not None or self.date_to is not None or self.dated_only
 
 
 def confidence_steps(low: float, high: float) -> tuple[int, int]:
