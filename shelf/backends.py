@@ -23,7 +23,9 @@ import torch
 
 from shelf import config
 
-BACKENDS = {"eager": "torch eager fp32", "onnx": "onnxruntime fp32", "int8": "onnxruntime int8 (fast mode)"}
+BACKENDS = {"eager": "torch eager fp32", "onnx": "onnxruntime fp32", "int8": "onnxruntime int8 (fast mode)"}  # runs
+CHOICE_NAMES = {"onnx": "Faithful (ONNX Runtime)", "eager": "Faithful (PyTorch, reference)",  # record BACKENDS; the
+                "int8": "Fast mode (int8)"}  # app says CHOICE_NAMES: one name per thing for people
 FAITHFUL = {"eager", "onnx"}
 DEFAULT_BACKEND = "onnx"
 log = logging.getLogger(__name__)
@@ -267,7 +269,8 @@ def check_fidelity(loaded, engine, limit: int = CALIBRATION_REGIONS) -> dict | N
     expected = np.concatenate([reference.run(b)[1].softmax(1).numpy() for b in batches])
     actual = np.concatenate([current.run(b)[1].softmax(1).numpy() for b in batches])
     diff, top1 = agreement(expected, actual)
-    return {"backend": current.name, "crops": len(expected), "max_prob_diff": diff, "top1_agreement": top1}
+    return {"backend": current.name, "kind": current.kind, "crops": len(expected), "max_prob_diff": diff,
+            "top1_agreement": top1}
 
 
 def bench_cache() -> Path:

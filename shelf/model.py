@@ -70,7 +70,7 @@ class WeightsInfo:
         if self.verified:
             return "ImageNet-1K (verified torchvision file)"
         if self.untrained:
-            return "UNTRAINED (random initialisation) — predictions are meaningless"
+            return "UNTRAINED (random initialization) — predictions are meaningless"
         return "unverified (not the torchvision ImageNet file)"
 
 

@@ -242,7 +242,7 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
             picture, key = st.columns([4, 1])
             picture.image(draw_overlay(result.preview, result.size, regions, colour_by), width="stretch")
             key.image(draw_legend(colours(regions, colour_by)[1], width=300, font_size=16), width="stretch",
-                      caption="Colours: " + ("labels with the most facings first" if colour_by == "label"
+                      caption="Colors: " + ("labels with the most facings first" if colour_by == "label"
                                              else "top-1 confidence"))
             key.download_button("Download annotated PNG",
                                 data=lambda: png_bytes(annotated(result.preview, result.size, regions, colour_by)),
@@ -292,7 +292,7 @@ def parsed_box_file(upload, container=st):
 
 
 def colour_mode_picker() -> str:
-    return st.segmented_control("Colour boxes by", COLOUR_MODES, default="label", key="colour_by") or "label"
+    return st.segmented_control("Color boxes by", COLOUR_MODES, default="label", key="colour_by") or "label"
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
