@@ -98,7 +98,8 @@ elif kind == "boxes" and box_file is None and uploads:
 
 with st.expander("Compare with these boxes: measure the regions against a labelled file"):
     truth_upload = st.file_uploader("True boxes: SKU-110K CSV, COCO JSON or YOLO txt, matched to photos by name",
-                                    type=BOX_FILE_EXTENSIONS, key="truth_file")
+                                    type=BOX_FILE_EXTENSIONS, key="truth_file",
+                                    max_upload_size=MAX_BOX_FILE_MB)
     truth = ui.parsed_box_file(truth_upload)
     if st.button("Compare regions with these boxes", disabled=not (ready and truth), key="compare",
                  help="Finds the regions of each photo with the mode above and matches them to the true boxes. "

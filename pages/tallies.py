@@ -66,14 +66,14 @@ m3.metric("Below threshold", f"{totals.below_threshold:,}", help="Regions under 
 m4.metric("Corrected", f"{totals.corrected:,}", help="Regions a reviewer gave a label; they always count.")
 notes = []
 if picked:
-    notes.append(f"categories picked in the chart legend: {', '.join(picked)}")
+    notes.append(f"categories picked in the chart legend: {ui.md_escape(', '.join(picked))}")
 if brushed:
     notes.append(f"confidence {brushed[0]:.0%}–{brushed[1]:.0%} selected on the histogram")
 if totals.corrected:
     notes.append(f"{totals.corrected} region(s) use a reviewer's label")
 if notes:
     note_col, clear_col = st.columns([5, 1])
-    note_col.caption("Table: " + "; ".join(ui.md_escape(n) for n in notes) + ".")
+    note_col.caption("Table: " + "; ".join(notes) + ".")
     if (picked or brushed) and clear_col.button("Clear chart selections", key="clear_chart_selections"):
         st.session_state["tallies_charts"] = charts_key + 1
         st.rerun()

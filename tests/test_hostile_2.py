@@ -374,7 +374,7 @@ def test_hostile_names_reach_no_markdown_live(loaded, eager, weights_file):
 
     at.switch_page("pages/catalog.py").run()
     at.text_input[0].input(hostile)
-    at.file_uploader(key="sku_photos").set_value([(hostile + ".gif", b"GIF89a broken", "image/gif")])
+    at.file_uploader(key="sku_photos_0").set_value([(hostile + ".gif", b"GIF89a broken", "image/gif")])
     next(b for b in at.button if b.label == "Add SKU").click().run()
     sources += markdown_sources(at)
     at.text_input[0].input(hostile)  # the same name again: refused, with the name quoted
@@ -401,7 +401,8 @@ def test_upload_limits_are_one_number_each_for_streamlit_and_shelf(loaded, eager
     from shelf.boxfiles import MAX_BOX_FILE_BYTES, MAX_BOX_FILE_MB
     server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
     expected = {"uploads": MAX_UPLOAD_MB, "box_file": MAX_BOX_FILE_MB, "weights_upload": model.MAX_WEIGHTS_MB,
-                "sku_photos": MAX_UPLOAD_MB, "labelled_zip": MAX_UPLOAD_MB, "sku_more": MAX_UPLOAD_MB}
+                "sku_photos_0": MAX_UPLOAD_MB, "labelled_zip": MAX_UPLOAD_MB, "sku_more": MAX_UPLOAD_MB,
+                "detector_upload": model.MAX_WEIGHTS_MB, "truth_file": MAX_BOX_FILE_MB}
     at = start()
     found = {u.key: u.proto.max_upload_size_mb for u in at.file_uploader}
     at.switch_page("pages/recognize.py").run()

@@ -54,15 +54,18 @@ def test_review_pages_cover_the_queue_once_in_order(stored):
 
 
 def test_picks_are_kept_per_region_not_per_row():
-    page1 = pd.DataFrame({"region_id": [5, 6, 7]})
-    page2 = pd.DataFrame({"region_id": [8, 9, 10]})
-    pending = merge_page_edits({}, page1, ["pop bottle (737)", None, None])
+    page1, page2 = [5, 6, 7], [8, 9, 10]
+    nothing = [None, None, None]
+    pending = merge_page_edits({}, page1, nothing, ["pop bottle (737)", None, None])
     assert pending == {5: "pop bottle (737)"}
-    pending = merge_page_edits(pending, page2, [None, None, None])  # another page: row 1 there is region 8
+    pending = merge_page_edits(pending, page2, nothing, nothing)  # another page: row 1 there is region 8
     assert pending == {5: "pop bottle (737)"}
-    pending = merge_page_edits(pending, page2, ["bagel (931)", None, None])
+    pending = merge_page_edits(pending, page2, nothing, ["bagel (931)", None, None])
     assert pending == {5: "pop bottle (737)", 8: "bagel (931)"}
-    assert merge_page_edits(pending, page1, [None, None, None]) == {8: "bagel (931)"}  # emptied on its own page
+    assert merge_page_edits(pending, page1, nothing, nothing) == {8: "bagel (931)"}  # emptied on its own page
+    categories = merge_page_edits({}, [737, 440], ["Beverages", "Beverages"], ["Produce", "Beverages"])
+    assert categories == {737: "Produce"}  # a value equal to the row's own is no edit
+    assert merge_page_edits(categories, [737], ["Beverages"], ["Beverages"]) == {}  # set back: no longer pending
 
 
 def test_corrections_record_who_and_when_and_the_newest_wins(stored):

@@ -96,3 +96,10 @@ def page(browser, request):
         tab.screenshot(path=str(path), full_page=True)
         print(f"screenshot of the failure: {path}")
     context.close()
+
+
+def settled(page, timeout_ms: int = 60_000) -> None:
+    """Wait until the app has finished its current run (Streamlit shows its running status widget meanwhile), so
+    a popover opened next is not closed by a rerun that was still on its way."""
+    page.wait_for_timeout(300)  # a rerun starts a moment after the event that causes it
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=timeout_ms)
