@@ -40,12 +40,14 @@ table = table.reset_index(drop=True)
 st.caption(f"{len(table)} class(es) shown · {sum(current[i] != shipped[i] for i in shipped)} edited from the "
            "shipped map")
 edits = ui.keyed_editor(
-    table, ids="class_index", column="category", state=PENDING, hide_index=True, width="stretch",
+    table, ids="class_index", column="category", state=PENDING, hide_index=True, width="content",
     disabled=["class_index", "label", "edited"],
-    column_config={"class_index": st.column_config.NumberColumn("Class", format="%d"), "label": "ImageNet label",
+    column_config={"class_index": st.column_config.NumberColumn("Class", format="%d", width="small"),
+                   "label": st.column_config.TextColumn("ImageNet label", width="medium"),
                    "category": st.column_config.SelectboxColumn("Retail category", options=RETAIL_CATEGORIES,
-                                                                required=True),
-                   "edited": st.column_config.CheckboxColumn("Edited", help="Differs from the shipped map")})
+                                                                required=True, width="medium"),
+                   "edited": st.column_config.CheckboxColumn("Edited", help="Differs from the shipped map",
+                                                             width="small")})
 elsewhere = sorted(set(edits) - set(table["class_index"]))
 if elsewhere:
     st.warning(f"{len(elsewhere)} change(s) to classes not shown with this search or filter are kept: "

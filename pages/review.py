@@ -67,16 +67,16 @@ else:
         row_height=100, height="content", placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
         column_order=[c for c in table.columns if c != "region_id"],
         column_config={
-            "crop": st.column_config.ImageColumn("Region", width="small"),
+            "crop": st.column_config.ImageColumn("Region", width="small"),  # fixed widths: columns stay put
             "where": st.column_config.TextColumn("Photo · region", help="Photo name, the start of its content "
                                                                         "hash (two photos may share a name) and "
                                                                         "the region's number"),
             "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
             "top_k": st.column_config.TextColumn("Model's top-k", width="medium"),
             "probability": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0,
-                                                           max_value=1),
+                                                           max_value=1, width="small"),
             "category": "Category", "sku": "SKU",
-            "counts_as": st.column_config.TextColumn("Counts as"),
+            "counts_as": st.column_config.TextColumn("Counts as", width="medium"),
             "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium",
                                                            help="Pick the right label; leave empty to keep it"),
         })
