@@ -6,6 +6,7 @@ it, and the batch goes on.
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,14 +17,15 @@ from PIL import Image
 from sqlalchemy.engine import Engine
 
 import shelf
-from shelf import store
-from shelf.boxfiles import BoxImport, boxes_for_photo
-from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex, match
-from shelf.classify import DEFAULT_TOP_K, Prediction, classify_images, preprocessing_provenance
+from shelf import stages, store
+from shelf.boxfiles import BoxImport
+from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex
+from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
 from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
 from shelf.overlay import preview
-from shelf.regions import Box, RegionMode, parse_region_mode, regions_for, whole_image
+from shelf.regions import Box, RegionMode, parse_region_mode
+from shelf.stages import crops, photo_regions  # noqa: F401  (the stages' helpers, as callers knew them here)
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,6 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
-def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
-    return [image if (b.x1, b.y1, b.x2, b.y2) == (0, 0, image.width, image.height) else image.crop(b.as_tuple)
-            for b in boxes]
-
-
 def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     frame = store.predictions_frame(engine, photo_ids=[photo_id])
     result = PhotoResult(name=name, photo_id=photo_id, already_stored=True)
@@ -91,22 +88,6 @@ def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     return result
 
 
-def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None
-                  ) -> tuple[list[Box], list[str]]:
-    """The regions of one photo, with notes for the user. Raises ImageError when the photo cannot be done."""
-    if mode.kind == "boxes":
-        if box_file is None:
-            raise ImageError(name, "region mode 'boxes' needs a box file")
-        boxes, notes = boxes_for_photo(box_file, name, image.width, image.height)
-        if not boxes:
-            raise ImageError(name, f"the box file {box_file.source} has no usable boxes for this photo")
-        return boxes, notes
-    boxes = regions_for(mode, image)
-    if not boxes:  # auto found no shelf rows: a close-up of one product, most likely
-        return whole_image(image.width, image.height), ["no shelf rows found; the whole photo was classified"]
-    return boxes, []
-
-
 def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], context: store.Context,
               region_mode: str | RegionMode = "whole", top_k: int = DEFAULT_TOP_K, crop_mode: str = "center",
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
@@ -117,8 +98,12 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     classified again: its stored result is returned, marked `already_stored`."""
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
+    settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
+                               backend=getattr(loaded.backend, "kind", "eager"))
+    classifier = stages.Classifier(settings, loaded)
+    row_context = {"store": context.store, "aisle": context.aisle,
+                   "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
     results: list[PhotoResult] = []
-    run_id: int | None = None
     for number, upload in enumerate(uploads, start=1):
         name = clean_filename(upload.name)
         try:
@@ -127,27 +112,16 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
             if existing is not None:
                 result = stored_result(engine, name, existing)
             else:
-                boxes, notes = photo_regions(mode, decoded.image, name, box_file)
-                classified = classify_images(loaded, crops(decoded.image, boxes), top_k, crop_mode=crop_mode)
-                matched = None
-                if catalog is not None and catalog.size:
-                    found = match(catalog, torch.stack([c.embedding for c in classified]).numpy(),
-                                  catalog_threshold)
-                    matched = list(zip(found.sku_ids, map(float, found.similarity)))
-                if run_id is None:
+                row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
+                (row,) = stages.rows(classifier(stages.batch([row])))
+                if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
                     catalog_info = {"skus": catalog.size, "references": len(catalog.references),
                                     "method": "knn", "threshold": catalog_threshold,
                                     "embedding": "L2-normalised 512-d pooled features, same preprocessing"} \
-                        if matched is not None else None
-                    run_id = store.create_run(engine, run_provenance(loaded, mode.text, top_k, crop_mode,
-                                                                     catalog_info))
-                photo_id, created = store.save_photo(engine, run_id, decoded, upload.data, context, boxes,
-                                                     classified, matched)
-                result = PhotoResult(name=name, photo_id=photo_id, sha256=decoded.sha256,
-                                     already_stored=not created, notes=notes,
-                                     regions=[RegionResult(b, c.predictions, *(matched[i] if matched else
-                                                                               (None, None)))
-                                              for i, (b, c) in enumerate(zip(boxes, classified))])
+                        if settings.matching else None
+                    settings = dataclasses.replace(settings, run_id=store.create_run(
+                        engine, run_provenance(loaded, mode.text, top_k, crop_mode, catalog_info)))
+                result = _stored_result(row, engine, settings)
             result.size = decoded.image.size
             result.preview = preview(decoded.image)
         except ImageError as exc:
@@ -159,3 +133,16 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
         if on_progress:
             on_progress(number, len(uploads), name)
     return results
+
+
+def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> PhotoResult:
+    """Store one classified row and say what became of it."""
+    outcome = row if row["status"] == stages.FAILED else stages.store_row(row, engine, settings)
+    if outcome["status"] == stages.FAILED:
+        return PhotoResult(name=row["name"], error=outcome["error"])
+    matched = stages.matches(row, settings) or [(None, None)] * len(row["boxes"])
+    return PhotoResult(name=row["name"], photo_id=outcome["photo_id"], sha256=row["sha256"],
+                       already_stored=outcome["status"] == stages.ALREADY_STORED,
+                       notes=[note for note in row["notes"].split("\n") if note],
+                       regions=[RegionResult(box, c.predictions, *m) for box, c, m in
+                                zip(stages.boxes(row), stages.classifications(row), matched)])
