@@ -74,6 +74,15 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
+def catalog_provenance(settings: stages.Settings) -> dict | None:
+    """How SKUs were matched, for the run's provenance (None: they were not)."""
+    if not settings.matching:
+        return None
+    return {"skus": settings.catalog.size, "references": len(settings.catalog.references), "method": "knn",
+            "threshold": settings.catalog_threshold,
+            "embedding": "L2-normalised 512-d pooled features, same preprocessing"}
+
+
 def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     frame = store.predictions_frame(engine, photo_ids=[photo_id])
     result = PhotoResult(name=name, photo_id=photo_id, already_stored=True)
@@ -115,12 +124,8 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                 row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
                 (row,) = stages.rows(classifier(stages.batch([row])))
                 if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
-                    catalog_info = {"skus": catalog.size, "references": len(catalog.references),
-                                    "method": "knn", "threshold": catalog_threshold,
-                                    "embedding": "L2-normalised 512-d pooled features, same preprocessing"} \
-                        if settings.matching else None
-                    settings = dataclasses.replace(settings, run_id=store.create_run(
-                        engine, run_provenance(loaded, mode.text, top_k, crop_mode, catalog_info)))
+                    settings = dataclasses.replace(settings, run_id=store.create_run(engine, run_provenance(
+                        loaded, mode.text, top_k, crop_mode, catalog_provenance(settings))))
                 result = _stored_result(row, engine, settings)
             result.size = decoded.image.size
             result.preview = preview(decoded.image)
@@ -139,7 +144,7 @@ def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> Phot
     """Store one classified row and say what became of it."""
     outcome = row if row["status"] == stages.FAILED else stages.store_row(row, engine, settings)
     if outcome["status"] == stages.FAILED:
-        return PhotoResult(name=row["name"], error=outcome["error"])
+        return PhotoResult(name=row["name"], error=f"{row['name']}: {outcome['error']}")
     matched = stages.matches(row, settings) or [(None, None)] * len(row["boxes"])
     return PhotoResult(name=row["name"], photo_id=outcome["photo_id"], sha256=row["sha256"],
                        already_stored=outcome["status"] == stages.ALREADY_STORED,

@@ -50,7 +50,8 @@ class Settings:
     backend: str = "onnx"  # the backend kind every classifier must run (the run's provenance says so)
     weights_sha256: str = ""  # the weights every classifier must load ("" in-process, where the model is given)
     run_id: int = 0
-    db_pool: int = 2  # connections each worker process may hold
+    db_pool: int = 1  # connections each worker process may hold
+    environment: tuple[tuple[str, str], ...] = ()  # SHELF_* settings for workers (see `adopt_environment`)
 
     @property
     def mode(self) -> RegionMode:
@@ -71,6 +72,18 @@ class PhotoHeader:
     width: int
     height: int
     n_bytes: int
+
+
+def adopt_environment(settings: Settings) -> None:
+    """Take the batch's SHELF_* settings (data dir, weights file, backend) into this worker process. A Ray worker
+    runs one task at a time and may serve batches started with other settings, so this happens on every call;
+    carrying them in the settings instead of a Ray runtime_env lets every batch reuse the cluster's warm workers."""
+    if not settings.environment:  # in-process: the process's own environment is the batch's
+        return
+    wanted = dict(settings.environment)
+    for key in [k for k in os.environ if k.startswith("SHELF_") and k not in wanted]:
+        del os.environ[key]
+    os.environ.update(wanted)
 
 
 @cache
@@ -140,15 +153,16 @@ def prepare(job: Mapping, engine: Engine, settings: Settings) -> dict:
             return {**row, "status": ALREADY_STORED, "photo_id": int(existing), "sha256": sha256_hex(data)}
         return cut(row, decode_image(data, row["name"]), data, settings)
     except SourceError as exc:
-        return failed(row, f"{row['source']}: {exc}")
+        return failed(row, str(exc))
     except ImageError as exc:
-        return failed(row, f"{row['source']}: {exc.problem}")
+        return failed(row, exc.problem)
     except Exception as exc:  # one photo's failure must not end the batch
-        return failed(row, f"{row['source']}: could not be prepared ({exc.__class__.__name__}: {str(exc)[:200]})")
+        return failed(row, f"could not be prepared ({exc.__class__.__name__}: {str(exc)[:200]})")
 
 
-def failed(row: dict, message: str) -> dict:
-    return {**row, "status": FAILED, "error": message, "data": b"", "boxes": np.zeros((0, 4), np.int32),
+def failed(row: dict, problem: str) -> dict:
+    """The row of a photo that cannot be done; `problem` says why (the source is in the row)."""
+    return {**row, "status": FAILED, "error": problem, "data": b"", "boxes": np.zeros((0, 4), np.int32),
             "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
 
 
@@ -160,6 +174,7 @@ def load_worker_model(settings: Settings) -> LoadedModel:
     """The model this worker runs: the run's weights (checked by hash) on the run's backend, converted once."""
     from shelf.backends import with_backend
     from shelf.model import load_model
+    adopt_environment(settings)
     loaded, status = load_model(download=False)
     if loaded is None:
         raise RuntimeError(f"worker on {socket.gethostname()}: ResNet-18 weights unavailable: {status.problem}")
@@ -201,9 +216,8 @@ class Classifier:
                 similarity = np.asarray(found.similarity, np.float32)
         except Exception as exc:  # a batch the model cannot do fails its photos, not the whole run
             out["status"] = np.array([FAILED if s == PENDING else s for s in batch["status"]], dtype=object)
-            out["error"] = np.array([f"{src}: could not be classified ({exc.__class__.__name__}: {str(exc)[:200]})"
-                                     if s == PENDING else e
-                                     for src, s, e in zip(batch["source"], batch["status"], batch["error"])],
+            problem = f"could not be classified ({exc.__class__.__name__}: {str(exc)[:200]})"
+            out["error"] = np.array([problem if s == PENDING else e for s, e in zip(batch["status"], batch["error"])],
                                     dtype=object)
             arrays = ClassifiedArrays(np.zeros((0, self.settings.top_k), np.int64),
                                       np.zeros((0, len(CATEGORIES)), np.float32), np.zeros((0, 512), np.float32))
@@ -281,7 +295,6 @@ def store_row(row: Mapping, engine: Engine, settings: Settings) -> dict:
                                              boxes(row), classifications(row), matches(row, settings))
         seconds = time.perf_counter() - start
     except Exception as exc:
-        return result | {"status": FAILED,
-                         "error": f"{row['source']}: could not be stored ({exc.__class__.__name__}: {str(exc)[:200]})"}
+        return result | {"status": FAILED, "error": f"could not be stored ({exc.__class__.__name__}: {str(exc)[:200]})"}
     return result | {"status": STORED if created else ALREADY_STORED, "photo_id": int(photo_id),
                      "regions": len(row["boxes"]), "store_seconds": seconds}

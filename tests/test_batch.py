@@ -1,0 +1,184 @@
+"""`python -m shelf batch` in this process (--engine local), and what the Ray engine shares with it: listing
+folders, globs and manifests, context from folder layouts, the batch's row and error list, bounded pools."""
+import csv
+import datetime as dt
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from shelf import batches, store
+from shelf.cli import main as cli
+from shelf.sources import Job, list_jobs, parse_layout, parse_manifest
+from tests.synthetic import shelf_jpeg
+
+
+def write_photos(folder, count, first_seed=0, size=(800, 600)):
+    """`count` generated shelf photos (distinct bytes) under `folder`; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(first_seed, first_seed + count):
+        path = folder / f"IMG_{seed:04d}.jpg"
+        path.write_bytes(shelf_jpeg(seed, *size)[0])
+        paths.append(path)
+    return paths
+
+
+def read_errors(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_manifest_bad_rows_are_reported_by_line_and_the_rest_kept(tmp_path):
+    text = ("path,store,aisle,date\n"
+            "a.jpg,S1,A1,2026-11-02\n"
+            "b.jpg,,,\n"                      # empty cells take the defaults
+            ",S1,A1,2026-11-02\n"             # line 4: no path
+            "c.jpg,S1,A1,2026-13-40\n"        # line 5: no such date
+            "d.jpg,S1\n"                      # line 6: too few cells
+            "\n"
+            f"{tmp_path / 'e.jpg'},S2,A9,\n")
+    jobs, problems = parse_manifest(text.encode(), "m.csv", str(tmp_path), Job("", "S0", "A0", "2026-01-01"))
+    assert [(p.line, p.problem.split(" ")[0]) for p in problems] == [(4, "the"), (5, "'2026-13-40'"), (6, "2")]
+    assert [j.source for j in jobs] == [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "e.jpg")]
+    assert (jobs[0].store, jobs[0].aisle, jobs[0].captured_on, jobs[0].line) == ("S1", "A1", "2026-11-02", 2)
+    assert (jobs[1].store, jobs[1].aisle, jobs[1].captured_on) == ("S0", "A0", "2026-01-01")
+    assert (jobs[2].store, jobs[2].aisle, jobs[2].captured_on, jobs[2].line) == ("S2", "A9", "2026-01-01", 8)
+
+
+@pytest.mark.parametrize("text, problem", [
+    (b"", "empty"), (b"file,store\nx.jpg,S\n", "header"), (b"path,path\n", "header"), (b"\xff\xfe\x00", "UTF-8")])
+def test_unusable_manifests_say_why(text, problem):
+    jobs, problems = parse_manifest(text, "m.csv", ".")
+    assert jobs == [] and len(problems) == 1 and problem in problems[0].problem
+
+
+def test_layout_fills_the_fields_its_folder_levels_match(tmp_path):
+    for relative in ("S014/A03/2026-11-02/x.jpg", "S014/A03/not-a-date/y.jpg", "S015/z.jpg", "top.jpg",
+                     "S016/A01/2026-02-30/w.png", "S016/A01/2026-11-03/notes.txt"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    jobs, problems = list_jobs([str(tmp_path)], Job("", "default", "", ""), parse_layout("{store}/{aisle}/{date}/"))
+    found = {j.source.removeprefix(str(tmp_path) + "/"): (j.store, j.aisle, j.captured_on) for j in jobs}
+    assert problems == [] and found == {
+        "S014/A03/2026-11-02/x.jpg": ("S014", "A03", "2026-11-02"),
+        "S014/A03/not-a-date/y.jpg": ("S014", "A03", ""),
+        "S015/z.jpg": ("S015", "", ""),
+        "top.jpg": ("default", "", ""),
+        "S016/A01/2026-02-30/w.png": ("S016", "A01", ""),  # no such day: that level does not match
+    }
+    layout = parse_layout("store-{store}/{date}")
+    assert layout.context(("store-7", "2026-01-05"), Job("x")).store == "7"
+    assert layout.context(("shop-7", "2026-01-05"), Job("x")) == Job("x", captured_on="2026-01-05")
+
+
+@pytest.mark.parametrize("text", ["{shop}/", "plain/folders", "{store}/{store}/", "{store/"])
+def test_bad_layouts_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_layout(text)
+
+
+def test_sources_globs_files_and_missing_are_listed_once(tmp_path):
+    paths = write_photos(tmp_path / "day1", 2) + write_photos(tmp_path / "day2", 1, first_seed=5)
+    jobs, problems = list_jobs([str(tmp_path / "day*" / "*.jpg"), str(paths[0]), str(tmp_path / "missing"),
+                                str(tmp_path / "day*" / "*.png")])
+    assert [j.source for j in jobs] == [str(p) for p in paths]
+    assert [(p.source.rsplit("/", 1)[-1], p.problem) for p in problems] == [
+        ("missing", "no such file or folder"), ("*.png", "the pattern matches no image files")]
+
+
+def test_local_batch_stores_each_photo_once_with_context_errors_and_a_batch_row(tmp_path, capsys):
+    root = tmp_path / "archive"
+    write_photos(root / "S1" / "A1" / "2026-11-02", 3)
+    write_photos(root / "S2" / "A7" / "2026-11-03", 2, first_seed=10)
+    (root / "S2" / "A7" / "2026-11-03" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    db = f"sqlite:///{tmp_path / 'batch.db'}"
+    args = ["batch", str(root), "--layout", "{store}/{aisle}/{date}/", "--regions", "grid:2x3", "--db", db]
+    assert cli(args) == 0
+    out = capsys.readouterr()
+    assert "6 photo(s): 5 stored, 0 already stored, 1 error(s)" in out.out and "broken.jpg" in out.err
+    engine = store.open_store(db)
+    frame = store.predictions_frame(engine, top1_only=True)
+    per_photo = frame.groupby("photo").agg(store=("store", "first"), aisle=("aisle", "first"),
+                                            date=("captured_on", "first"), regions=("region_id", "nunique"))
+    assert per_photo["regions"].tolist() == [6] * 5
+    assert dict(zip(per_photo.index, per_photo["store"])) == {
+        "IMG_0000.jpg": "S1", "IMG_0001.jpg": "S1", "IMG_0002.jpg": "S1", "IMG_0010.jpg": "S2", "IMG_0011.jpg": "S2"}
+    assert set(per_photo["date"]) == {dt.date(2026, 11, 2), dt.date(2026, 11, 3)}
+
+    recent = batches.recent_batches(engine)
+    row = recent.iloc[0]
+    assert (row.engine, row.state, row.total, row.done, row.stored, row.errors) == ("local", "finished", 6, 6, 5, 1)
+    assert "in-process" in row.place and row.progress == 1.0
+    errors = read_errors(row.errors_file)
+    assert len(errors) == 1 and errors[0]["source"].endswith("broken.jpg")
+    assert errors[0]["problem"].startswith("not an image Shelf can read")
+
+    assert cli(args) == 0  # again: nothing new, nothing classified twice
+    assert "6 photo(s): 0 stored, 5 already stored, 1 error(s)" in capsys.readouterr().out
+    assert store.counts(engine)["photos"] == 5 and store.counts(engine)["regions"] == 30
+    assert batches.recent_batches(engine)["id"].tolist() == [2, 1]
+
+
+def test_local_batch_from_a_manifest_with_bad_rows(tmp_path, capsys):
+    paths = write_photos(tmp_path / "photos", 3)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,store,aisle,date\n"
+                        f"photos/{paths[0].name},S1,A1,2026-11-02\n"
+                        "photos/missing.jpg,S1,A1,2026-11-02\n"
+                        f"photos/{paths[1].name},S1,A1,yesterday\n"
+                        f"{paths[2]},=HYPERLINK(1),A2,\n")
+    db = f"sqlite:///{tmp_path / 'batch.db'}"
+    assert cli(["batch", str(manifest), "--db", db]) == 0
+    out = capsys.readouterr()
+    assert "4 photo(s): 2 stored, 0 already stored, 2 error(s)" in out.out
+    assert "manifest.csv, line 4: 'yesterday' is not a date" in out.err and "missing.jpg (manifest line 3): cannot read" in out.err
+    engine = store.open_store(db)
+    errors = read_errors(batches.recent_batches(engine).iloc[0].errors_file)
+    assert sorted((e["line"], e["source"].rsplit("/", 1)[-1]) for e in errors) == [
+        ("3", "missing.jpg"), ("4", "manifest.csv")]
+    stored = store.predictions_frame(engine, top1_only=True).set_index("photo")
+    assert stored.loc[paths[0].name, "store"] == "S1" and stored.loc[paths[2].name, "store"] == "=HYPERLINK(1)"
+    assert stored.loc[paths[0].name, "captured_on"] == dt.date(2026, 11, 2)
+
+
+def test_a_batch_where_nothing_can_be_read_exits_1(tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    assert cli(["batch", str(bad), str(tmp_path / "absent"), "--db", f"sqlite:///{tmp_path / 'b.db'}"]) == 1
+    assert "2 error(s)" in capsys.readouterr().out
+
+
+def test_recent_batches_shows_progress_and_stalled_runs(engine):
+    first = batches.start_batch(engine, "archive/", "ray", "me@here", 200, None)
+    batches.update_batch(engine, first, done=50, stored=48, errors=2)
+    second = batches.start_batch(engine, "other/", "local", "me@here", 0, None)
+    batches.update_batch(engine, second, status=batches.FINISHED)
+    now = store.utc_now()
+    frame = batches.recent_batches(engine, now=now).set_index("id")
+    assert frame.loc[first, "state"] == "running" and frame.loc[first, "progress"] == 0.25
+    assert frame.loc[second, "state"] == "finished" and frame.loc[second, "progress"] == 1.0
+    assert batches.any_running(frame.reset_index())
+    later = batches.recent_batches(engine, now=now + dt.timedelta(minutes=10)).set_index("id")
+    assert later.loc[first, "state"] == "stalled" and not batches.any_running(later.reset_index())
+
+
+def test_worker_pools_are_bounded(tmp_path):
+    """--db-pool N: a worker process never holds more than N connections to PostgreSQL; the next one waits."""
+    from shelf.stages import worker_store
+    from tests.conftest import POSTGRES_URL, require_service
+    require_service(bool(POSTGRES_URL), "PostgreSQL (SHELF_TEST_POSTGRES_URL)")
+    engine = worker_store(POSTGRES_URL, 1)
+    held = engine.connect()
+    got = threading.Event()
+
+    def second():
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            got.set()
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    assert not got.wait(1.0), "a second connection was opened beyond the pool's bound"
+    held.close()
+    assert got.wait(30)
+    waiter.join()
