@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ CLASSIFIER_CPUS = 0.75
 TASK_CPUS = 0.25
 PHOTOS_PER_CALL = 4  # photos per classifier call: enough crops for a full batch, small enough to retry cheaply
 PHOTOS_PER_BLOCK = 2  # photos per reading task
+CLIENT_POLL_S = 0.5
 
 
 class ClusterError(RuntimeError):
@@ -69,6 +72,11 @@ class Cluster:
     started_here: bool
 
     @property
+    def client(self) -> bool:
+        """Connected through Ray Client (ray://HOST:10001)."""
+        return self.address.startswith("ray://")
+
+    @property
     def description(self) -> str:
         return f"Ray {self.address}: {self.nodes} node(s), {self.cpus:g} CPU(s)"
 
@@ -78,6 +86,7 @@ def connect(address: str | None) -> Cluster:
     this process already runs, or start one sized to this machine (stopped again by `disconnect`)."""
     import ray
     started_here = False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Shelf does not report usage anywhere unless asked
     if not ray.is_initialized():
         options = {"include_dashboard": False, "logging_level": "warning", "log_to_driver": True}
         if address:  # the workers run the driver's own Shelf code, whatever the nodes have installed
@@ -137,6 +146,13 @@ def _prepare(job: dict, settings: stages.Settings) -> dict:
 
 def run_ray(jobs: Sequence[Job], settings: stages.Settings, cluster: Cluster, workers: int) -> Iterator[dict]:
     """The stages on the cluster; yields each photo's result as it is stored."""
+    if cluster.client:
+        yield from _run_through_client(jobs, settings, workers)
+    else:
+        yield from _pipeline(jobs, settings, workers)
+
+
+def _pipeline(jobs: Sequence[Job], settings: stages.Settings, workers: int) -> Iterator[dict]:
     import ray
     import ray.data
 
@@ -151,3 +167,45 @@ def run_ray(jobs: Sequence[Job], settings: stages.Settings, cluster: Cluster, wo
                      num_cpus=CLASSIFIER_CPUS)
     )
     yield from dataset.iter_rows()
+
+
+class RemoteDriver:
+    """Runs the pipeline inside the cluster for a driver connected through Ray Client (ray://), which cannot run
+    Ray Data itself; the client collects the results by polling `take`."""
+
+    def __init__(self, jobs: Sequence[Job], settings: stages.Settings, workers: int):
+        self.lock = threading.Lock()
+        self.results: list[dict] = []
+        self.finished, self.error = False, ""
+        threading.Thread(target=self._run, args=(jobs, settings, workers), daemon=True).start()
+
+    def _run(self, jobs, settings, workers) -> None:
+        try:
+            for row in _pipeline(jobs, settings, workers):
+                with self.lock:
+                    self.results.append(dict(row))
+        except BaseException as exc:  # reported to the client, which raises it there
+            self.error = f"{exc.__class__.__name__}: {str(exc)[:2000]}"
+        finally:
+            self.finished = True
+
+    def take(self) -> tuple[list[dict], bool, str]:
+        with self.lock:
+            taken, self.results = self.results, []
+            return taken, self.finished, self.error
+
+
+def _run_through_client(jobs: Sequence[Job], settings: stages.Settings, workers: int) -> Iterator[dict]:
+    import ray
+    driver = ray.remote(num_cpus=0, max_concurrency=2)(RemoteDriver).remote(jobs, settings, workers)
+    try:
+        while True:
+            rows, finished, error = ray.get(driver.take.remote())
+            yield from rows
+            if error:
+                raise ClusterError(f"the batch failed on the cluster: {error}")
+            if finished:
+                return
+            time.sleep(CLIENT_POLL_S)
+    finally:
+        ray.kill(driver)
