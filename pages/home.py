@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 import torchvision
 
-from shelf import config, model, report, store, ui
+from shelf import batches, config, model, report, store, ui
 
 ui.use_router()
 st.title("Shelf")
@@ -115,3 +115,28 @@ c1.metric("Photos", f"{counts.photos:,}")
 c2.metric("Regions", f"{counts.regions:,}", help="Current product regions: what the tallies count.")
 c3.metric("Corrected by reviewers", f"{counts.corrected:,}")
 c4.metric("Recognition runs", f"{counts.runs:,}")
+
+st.header("Batches")
+BATCH_REFRESH_S = 2
+
+
+@st.fragment(run_every=BATCH_REFRESH_S if batches.any_running(batches.recent_batches(engine)) else None)
+def batch_progress():
+    """Running and recent `python -m shelf batch` runs; refreshes on its own while one runs."""
+    recent = batches.recent_batches(ui.store())
+    if recent.empty:
+        st.caption("No batches yet. `python -m shelf batch FOLDER` recognizes a whole archive (see the README).")
+        return
+    for row in recent[recent["state"].isin([batches.RUNNING, "stalled"])].itertuples():
+        stalled = " — no news for a while: stalled, or its driver was stopped" if row.state == "stalled" else ""
+        st.progress(float(row.progress), text=ui.md_escape(batches.progress_line(row)) + stalled)
+    st.dataframe(batches.batch_table(recent), hide_index=True, width="stretch", column_config={
+        "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),
+        "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm")})
+    if not batches.any_running(recent) and st.session_state.get("batch_running"):
+        st.session_state["batch_running"] = False
+        st.rerun()  # the last one finished: redraw the page so this block stops refreshing
+    st.session_state["batch_running"] = batches.any_running(recent)
+
+
+batch_progress()

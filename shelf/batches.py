@@ -56,3 +56,19 @@ def recent_batches(engine: Engine, limit: int = 10, now: dt.datetime | None = No
 
 def any_running(frame: pd.DataFrame) -> bool:
     return bool((frame["state"] == RUNNING).any())
+
+
+def batch_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The recent batches as the Home page shows them."""
+    return pd.DataFrame({
+        "Batch": frame["id"], "State": frame["state"], "Progress": frame["progress"],
+        "Photos": frame["done"].astype(str) + " / " + frame["total"].astype(str), "Stored": frame["stored"],
+        "Errors": frame["errors"], "Photos/s": frame["rate"].round(2), "Source": frame["source"],
+        "Engine": frame["engine"], "Where": frame["place"], "Started": frame["started_at"],
+        "Error list": frame["errors_file"]})
+
+
+def progress_line(row) -> str:
+    """One running batch, in words: what it reads, how far it is, how fast."""
+    return (f"Batch {row.id} ({row.engine}) — {row.done} of {row.total} photos, {row.rate:.2f} photos/s, "
+            f"{row.errors} error(s) — {row.source}")

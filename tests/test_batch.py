@@ -182,3 +182,29 @@ def test_worker_pools_are_bounded(tmp_path):
     held.close()
     assert got.wait(30)
     waiter.join()
+
+
+def test_home_lists_running_and_recent_batches_and_refreshes_while_one_runs(engine):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, TIMEOUT
+    st.cache_resource.clear()
+    done = batches.start_batch(engine, "archive/2026-10", "local", "me@box · in-process", 40, None)
+    batches.update_batch(engine, done, status=batches.FINISHED, done=40, stored=38, errors=2)
+    running = batches.start_batch(engine, "s3://photos/night", "ray", "me@box · Ray local: 1 node(s)", 200, None)
+    batches.update_batch(engine, running, done=50, stored=50)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    bar = [e for e in at.get("progress")]
+    assert len(bar) == 1 and bar[0].value == 25
+    assert "Batch 2 (ray) — 50 of 200 photos" in bar[0].proto.text.replace("\\", "")  # Markdown-escaped
+    table = at.dataframe[-1].value
+    assert table["Batch"].tolist() == [running, done] and table["State"].tolist() == ["running", "finished"]
+    assert table["Photos"].tolist() == ["50 / 200", "40 / 40"] and table["Errors"].tolist() == [0, 2]
+
+    batches.update_batch(engine, running, status=batches.FINISHED, done=200, stored=198, errors=2)
+    at.run()
+    assert not at.exception and len(at.get("progress")) == 0
+    assert at.dataframe[-1].value["State"].tolist() == ["finished", "finished"]
+    st.cache_resource.clear()
