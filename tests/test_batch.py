@@ -208,3 +208,44 @@ def test_home_lists_running_and_recent_batches_and_refreshes_while_one_runs(engi
     assert not at.exception and len(at.get("progress")) == 0
     assert at.dataframe[-1].value["State"].tolist() == ["finished", "finished"]
     st.cache_resource.clear()
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A local S3-compatible server (moto in server mode) on loopback, with throwaway credentials."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.raycluster import free_ports
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)  # never look for credentials anywhere else
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+def test_batch_reads_an_s3_prefix_and_an_s3_manifest_through_pyarrow(s3_server, tmp_path, capsys):
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=f"http://{s3_server}", region_name="us-east-1")
+    s3.create_bucket(Bucket="chain-photos")
+    photos = write_photos(tmp_path / "local", 3)
+    for folder, photo in zip(["S1/A1/2026-11-02", "S1/A2/2026-11-02", "S2/A1/2026-11-03"], photos):
+        s3.put_object(Bucket="chain-photos", Key=f"night/{folder}/{photo.name}", Body=photo.read_bytes())
+    s3.put_object(Bucket="chain-photos", Key="night/S2/A1/2026-11-03/empty.jpg", Body=b"")
+    options = f"?endpoint_override={s3_server}&scheme=http&region=us-east-1"  # credentials: the environment
+    db = f"sqlite:///{tmp_path / 'batch.db'}"
+    assert cli(["batch", f"s3://chain-photos/night{options}", "--layout", "{store}/{aisle}/{date}", "--db", db]) == 0
+    out = capsys.readouterr()
+    assert "4 photo(s): 3 stored, 0 already stored, 1 error(s)" in out.out
+    assert "empty.jpg" in out.err and "the file is empty" in out.err
+    frame = store.predictions_frame(store.open_store(db), top1_only=True)
+    assert sorted(zip(frame["store"], frame["aisle"], frame["captured_on"].astype(str))) == [
+        ("S1", "A1", "2026-11-02"), ("S1", "A2", "2026-11-02"), ("S2", "A1", "2026-11-03")]
+
+    s3.put_object(Bucket="chain-photos", Key="lists/again.csv",
+                  Body=f"path,store\n../night/S1/A1/2026-11-02/{photos[0].name},S9\nnope.jpg,S9\n".encode())
+    assert cli(["batch", f"s3://chain-photos/lists/again.csv{options}", "--db", db]) == 0
+    out = capsys.readouterr()
+    assert "2 photo(s): 0 stored, 1 already stored, 1 error(s)" in out.out and "(manifest line 3)" in out.err
