@@ -133,13 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     local, ray_ = rows
     file_ms = photo_file_ms(jobs[0].source)
     ratio = ray_["photos_s"] / local["photos_s"]
-    print(f"\nRay / local photos/s: {ratio:.2f} (target ≥ {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
-          f"; Ray's first result after {ray_['first_s']:.1f} s (actors start and load the model)")
+    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+    print(f"\nRay / local photos/s: {ratio:.2f} (target ≥ {TARGET_RATIO}: {verdict}); Ray's first result after "
+          f"{ray_['first_s']:.1f} s (actors start and load the model)")
     per_worker_s = ray_["workers"] / ray_["photos_s"]  # seconds one classifier spends per photo
     write_s = max(local["store_ms"] - file_ms, 1.0) / 1000
-    print(f"Storing a photo ({local['regions']} regions): {local['store_ms']:.1f} ms median (local engine), of which "
-          f"≈ {file_ms:.1f} ms write and fsync its original bytes to the photo folder and ≈ {1000 * write_s:.1f} ms "
-          f"are the database transaction; one classifier here needs {per_worker_s:.2f} s per photo.")
+    print(f"Storing a photo ({local['regions']} regions): {local['store_ms']:.1f} ms median (local engine), of "
+          f"which ≈ {file_ms:.1f} ms write and fsync its original bytes to the photo folder and "
+          f"≈ {1000 * write_s:.1f} ms are the database transaction; one classifier here needs {per_worker_s:.2f} s per photo.")
     print(f"One database that did every write one after another would keep up with ≈ {per_worker_s / write_s:.0f} "
           "classifiers like these before the writes become the bottleneck (PostgreSQL writes in parallel on "
           "several cores, so this is a floor).")

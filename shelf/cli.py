@@ -544,7 +544,8 @@ def cmd_bench(bench_args: list[str]) -> int:
     return bench(bench_args)
 
 
-COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "batch": cmd_batch, "tallies": cmd_tallies, "export": cmd_export,
+COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "batch": cmd_batch, "tallies": cmd_tallies,
+            "export": cmd_export,
             "catalog": cmd_catalog, "weights": cmd_weights}
 
 

@@ -1,10 +1,10 @@
 """Engines for a batch: the same three stages (`shelf.stages`) in this process, or on a Ray cluster.
 
-Ray: jobs → `map(prepare)` tasks (read, decode, regions) → `map_batches(ClassifyAndStore)` on a pool of actors, one
-model each, which classify and then store each photo in its own transaction, from the workers. A task whose worker dies is run again
-(Ray retries tasks on system failures), and an actor that dies is restarted with its calls retried (Ray Data's
-default for actor pools). Exactly once lives in the store (unique content hash, one transaction per photo), not
-here: a stage may run again for a photo that was already stored.
+Ray: jobs → `map(prepare)` tasks (read, decode, regions) → `map_batches(ClassifyAndStore)` on a pool of actors,
+one model each, which classify and then store each photo in its own transaction, from the workers. A task whose
+worker dies is run again (Ray retries tasks on system failures), and an actor that dies is restarted with its calls
+retried (Ray Data's default for actor pools). Exactly once lives in the store (unique content hash, one transaction
+per photo), not here: a stage may run again for a photo that was already stored.
 
 On a small machine the actors must leave CPU to the reading tasks, or nothing feeds them: each classifier asks for
 `CLASSIFIER_CPUS` of a core, each reading task for `TASK_CPUS`.

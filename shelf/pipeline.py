@@ -25,7 +25,7 @@ from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
 from shelf.overlay import preview
 from shelf.regions import Box, RegionMode, parse_region_mode
-from shelf.stages import crops, photo_regions  # noqa: F401  (the stages' helpers, as callers knew them here)
+from shelf.stages import crops  # noqa: F401  (moved to the stages; benchmarks know it here)
 
 
 @dataclass(frozen=True)

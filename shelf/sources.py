@@ -135,8 +135,8 @@ class Layout:
                 found.update({k: v for k, v in match.groupdict().items() if v})
         if "date" in found and _iso_date(found["date"]) is None:
             del found["date"]  # 2026-02-30 is no date: the level does not match
-        return replace(job, store=clean_text(found.get("store", job.store)), aisle=clean_text(found.get("aisle", job.aisle)),
-                       captured_on=found.get("date", job.captured_on))
+        return replace(job, store=clean_text(found.get("store", job.store)),
+                       aisle=clean_text(found.get("aisle", job.aisle)), captured_on=found.get("date", job.captured_on))
 
 
 def parse_layout(text: str) -> Layout:
@@ -158,7 +158,8 @@ def parse_layout(text: str) -> Layout:
             raise ValueError(f"unbalanced braces in the layout level {level!r}")
         levels.append(re.compile(pattern + re.escape(level[position:])))
     if not seen:
-        raise ValueError("the layout names no field; use {store}, {aisle} and/or {date}, e.g. '{store}/{aisle}/{date}/'")
+        raise ValueError("the layout names no field; use {store}, {aisle} and/or {date}, "
+                         "e.g. '{store}/{aisle}/{date}/'")
     return Layout(tuple(levels))
 
 

@@ -132,7 +132,8 @@ def test_local_batch_from_a_manifest_with_bad_rows(tmp_path, capsys):
     assert cli(["batch", str(manifest), "--db", db]) == 0
     out = capsys.readouterr()
     assert "4 photo(s): 2 stored, 0 already stored, 2 error(s)" in out.out
-    assert "manifest.csv, line 4: 'yesterday' is not a date" in out.err and "missing.jpg (manifest line 3): cannot read" in out.err
+    assert "manifest.csv, line 4: 'yesterday' is not a date" in out.err
+    assert "missing.jpg (manifest line 3): cannot read" in out.err
     engine = store.open_store(db)
     errors = read_errors(batches.recent_batches(engine).iloc[0].errors_file)
     assert sorted((e["line"], e["source"].rsplit("/", 1)[-1]) for e in errors) == [
