@@ -99,7 +99,8 @@ def model_input(image: Image.Image, crop_mode: str = "center") -> np.ndarray:
 def normalise(inputs: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 model inputs → the (N, 3, H, W) float batch the network takes."""
     reference = IMAGENET_WEIGHTS.transforms()
-    batch = TF.convert_image_dtype(torch.from_numpy(np.ascontiguousarray(inputs)).permute(0, 3, 1, 2), torch.float32)
+    writable = np.require(inputs, requirements=["C", "W"])  # PIL hands out read-only arrays
+    batch = TF.convert_image_dtype(torch.from_numpy(writable).permute(0, 3, 1, 2), torch.float32)
     return TF.normalize(batch, list(reference.mean), list(reference.std))
 
 
