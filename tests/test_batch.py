@@ -250,3 +250,35 @@ def test_batch_reads_an_s3_prefix_and_an_s3_manifest_through_pyarrow(s3_server, 
     assert cli(["batch", f"s3://chain-photos/lists/again.csv{options}", "--db", db]) == 0
     out = capsys.readouterr()
     assert "2 photo(s): 0 stored, 1 already stored, 1 error(s)" in out.out and "(manifest line 3)" in out.err
+
+
+def test_ctrl_c_interrupts_a_batch_and_running_it_again_resumes(tmp_path, weights_file):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    write_photos(tmp_path / "photos", 16, size=(640, 480))
+    db = f"sqlite:///{tmp_path / 'batch.db'}"
+    env = {**os.environ, "SHELF_DATA_DIR": str(tmp_path / "data"), "SHELF_WEIGHTS": str(weights_file),
+           "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1", "SHELF_OFFLINE": "1", "SHELF_BACKEND": "eager"}
+    command = [sys.executable, "-m", "shelf", "batch", str(tmp_path / "photos"), "--regions", "grid:2x3", "--db", db]
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    engine = store.open_store(db)
+    deadline = time.monotonic() + 240
+    while store.counts(engine)["photos"] < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "the batch ended before Ctrl-C"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Run the same command again to resume" in err
+    first = batches.recent_batches(engine).iloc[0]
+    stored_before = store.counts(engine)["photos"]
+    assert first.state == "interrupted" and 3 <= first.stored <= stored_before < 16
+
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"16 photo(s): {16 - stored_before} stored, {stored_before} already stored, 0 error(s)" in again.stdout
+    assert store.counts(engine)["photos"] == 16 and store.counts(engine)["regions"] == 16 * 6
