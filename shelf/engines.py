@@ -69,7 +69,7 @@ class Cluster:
     address: str  # as given, or "local" for an instance started here
     nodes: int
     cpus: float
-    started_here: bool
+    initialized_here: bool  # this process joined or started it, and leaves it again in `disconnect`
 
     @property
     def client(self) -> bool:
@@ -85,7 +85,7 @@ def connect(address: str | None) -> Cluster:
     """Join the Ray cluster at `address` (auto, host:port, ray://host:10001); without one, use the Ray instance
     this process already runs, or start one sized to this machine (stopped again by `disconnect`)."""
     import ray
-    started_here = False
+    initialized_here = not ray.is_initialized()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Shelf does not report usage anywhere unless asked
     if not ray.is_initialized():
         options = {"include_dashboard": False, "logging_level": "warning", "log_to_driver": True}
@@ -94,14 +94,13 @@ def connect(address: str | None) -> Cluster:
             ray.init(address=address, runtime_env={"py_modules": [str(Path(shelf.__file__).parent)]}, **options)
         else:
             ray.init(num_cpus=os.cpu_count(), **options)
-            started_here = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return Cluster(address or "local", len(nodes), float(ray.cluster_resources().get("CPU", 0)), started_here)
+    return Cluster(address or "local", len(nodes), float(ray.cluster_resources().get("CPU", 0)), initialized_here)
 
 
 def disconnect(cluster: Cluster) -> None:
     import ray
-    if cluster.started_here:
+    if cluster.initialized_here:
         ray.shutdown()
 
 

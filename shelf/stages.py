@@ -206,30 +206,31 @@ class Classifier:
         counts = [len(x) for x in inputs]
         out = {key: value for key, value in batch.items() if key != "inputs"}
         try:
-            arrays = classify_inputs(self.loaded, np.concatenate(inputs) if sum(counts) else
-                                     np.zeros((0, *INPUT_SHAPE), np.uint8), self.settings.top_k)
-            sku_ids = np.full(len(arrays.indices), -1, np.int64)
-            similarity = np.zeros(len(arrays.indices), np.float32)
-            if self.settings.matching and len(arrays.indices):
-                found = match(self.settings.catalog, arrays.embeddings, self.settings.catalog_threshold)
-                sku_ids = np.array([-1 if s is None else s for s in found.sku_ids], np.int64)
-                similarity = np.asarray(found.similarity, np.float32)
+            columns = self.classify(np.concatenate(inputs) if sum(counts) else np.zeros((0, *INPUT_SHAPE), np.uint8))
         except Exception as exc:  # a batch the model cannot do fails its photos, not the whole run
-            out["status"] = np.array([FAILED if s == PENDING else s for s in batch["status"]], dtype=object)
             problem = f"could not be classified ({exc.__class__.__name__}: {str(exc)[:200]})"
             out["error"] = np.array([problem if s == PENDING else e for s, e in zip(batch["status"], batch["error"])],
                                     dtype=object)
-            arrays = ClassifiedArrays(np.zeros((0, self.settings.top_k), np.int64),
-                                      np.zeros((0, len(CATEGORIES)), np.float32), np.zeros((0, 512), np.float32))
+            out["status"] = np.array([FAILED if s == PENDING else s for s in batch["status"]], dtype=object)
             counts = [0] * len(counts)
-            sku_ids, similarity = np.zeros(0, np.int64), np.zeros(0, np.float32)
+            columns = self.classify(np.zeros((0, *INPUT_SHAPE), np.uint8))  # nothing to run: empty columns
         bounds = np.cumsum([0, *counts])
-        for key, values in (("indices", arrays.indices), ("probabilities", arrays.probabilities),
-                            ("embeddings", arrays.embeddings), ("sku_ids", sku_ids),
-                            ("sku_similarity", similarity)):
+        for key, values in columns.items():
             out[key] = per_row([values[bounds[i]:bounds[i + 1]] for i in range(len(counts))])
         out["classified_on"] = np.array([self.node] * len(counts), dtype=object)
         return out
+
+    def classify(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """All the crops of a batch at once → one array per output, a row per crop."""
+        arrays = classify_inputs(self.loaded, inputs, self.settings.top_k)
+        sku_ids = np.full(len(inputs), -1, np.int64)
+        similarity = np.zeros(len(inputs), np.float32)
+        if self.settings.matching and len(inputs):
+            found = match(self.settings.catalog, arrays.embeddings, self.settings.catalog_threshold)
+            sku_ids = np.array([-1 if s is None else s for s in found.sku_ids], np.int64)
+            similarity = np.asarray(found.similarity, np.float32)
+        return {"indices": arrays.indices, "probabilities": arrays.probabilities, "embeddings": arrays.embeddings,
+                "sku_ids": sku_ids, "sku_similarity": similarity}
 
 
 def batch(rows: Sequence[Mapping]) -> dict[str, list]:

@@ -282,3 +282,29 @@ def test_ctrl_c_interrupts_a_batch_and_running_it_again_resumes(tmp_path, weight
     assert again.returncode == 0, again.stderr
     assert f"16 photo(s): {16 - stored_before} stored, {stored_before} already stored, 0 error(s)" in again.stdout
     assert store.counts(engine)["photos"] == 16 and store.counts(engine)["regions"] == 16 * 6
+
+
+def test_a_batch_the_model_cannot_classify_fails_its_photos_not_the_run(loaded, tmp_path):
+    import dataclasses
+
+    from shelf import stages
+    from shelf.images import decode_image
+
+    class Broken:
+        kind, name = "eager", "broken"
+
+        def run(self, batch):
+            raise RuntimeError("out of memory")
+
+    settings = stages.Settings("", "grid:1x2")
+    (photo,) = write_photos(tmp_path, 1)
+    good = stages.cut(stages.new_row({"source": str(photo)}), decode_image(photo.read_bytes(), photo.name),
+                      photo.read_bytes(), settings)
+    unreadable = stages.failed(stages.new_row({"source": "x.jpg"}), "the file is empty (0 bytes)")
+    working = stages.rows(stages.Classifier(settings, loaded)(stages.batch([good, unreadable])))
+    assert [len(r["indices"]) for r in working] == [2, 0] and working[0]["status"] == stages.PENDING
+    broken = stages.rows(stages.Classifier(settings, dataclasses.replace(loaded, backend=Broken()))(
+        stages.batch([good, unreadable])))
+    assert [r["status"] for r in broken] == [stages.FAILED, stages.FAILED]
+    assert broken[0]["error"] == "could not be classified (RuntimeError: out of memory)"
+    assert broken[1]["error"] == "the file is empty (0 bytes)" and len(broken[0]["indices"]) == 0
