@@ -79,7 +79,8 @@ def run_engine(name: str, jobs, url: str, grid: str, loaded, workers: int | None
     stored = [r for r in rows if r["status"] == stages.STORED]
     assert len(stored) == len(jobs), f"{name}: {len(stored)} of {len(jobs)} stored"
     return {"engine": name, "workers": workers or 1, "seconds": seconds, "first_s": first - start,
-            "photos_s": len(stored) / seconds, "crops_s": sum(int(r["regions"]) for r in stored) / seconds,
+            "photos_s": len(stored) / seconds,
+            "crops_s": sum(int(r["regions"]) for r in stored) / seconds,
             "store_ms": 1000 * statistics.median(float(r["store_seconds"]) for r in stored),
             "store_ms_p90": 1000 * statistics.quantiles([float(r["store_seconds"]) for r in stored], n=10)[-1],
             "regions": int(stored[0]["regions"])}
@@ -135,12 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     ratio = ray_["photos_s"] / local["photos_s"]
     verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
     print(f"\nRay / local photos/s: {ratio:.2f} (target ≥ {TARGET_RATIO}: {verdict}); Ray's first result after "
-          f"{ray_['first_s']:.1f} s (actors start and load the model)")
-    per_worker_s = ray_["workers"] / ray_["photos_s"]  # seconds one classifier spends per photo
+          f"{ray_['first_s']:.1f} s (actors start and load the model; Ray hands results back in blocks)")
+    per_worker_s = ray_["workers"] / ray_["photos_s"]  # seconds one classifier spends per photo, start-up included
     write_s = max(local["store_ms"] - file_ms, 1.0) / 1000
     print(f"Storing a photo ({local['regions']} regions): {local['store_ms']:.1f} ms median (local engine), of "
           f"which ≈ {file_ms:.1f} ms write and fsync its original bytes to the photo folder and "
-          f"≈ {1000 * write_s:.1f} ms are the database transaction; one classifier here needs {per_worker_s:.2f} s per photo.")
+          f"≈ {1000 * write_s:.1f} ms are the database transaction; one classifier here needs {per_worker_s:.2f} s "
+          "per photo.")
     print(f"One database that did every write one after another would keep up with ≈ {per_worker_s / write_s:.0f} "
           "classifiers like these before the writes become the bottleneck (PostgreSQL writes in parallel on "
           "several cores, so this is a floor).")
