@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +60,9 @@ class LocalCluster:
 
     def _ray_start(self, *args: str) -> None:
         env = {**os.environ, **self.environment, MARKER: self.temp_dir}
-        done = subprocess.run(["ray", "start", *args], env=env, capture_output=True, text=True, timeout=120)
+        # Ray's own CLI, from the Python that runs the tests (a fresh install may not have it on PATH yet).
+        command = [sys.executable, "-m", "ray.scripts.scripts", "start", *args]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
