@@ -3,7 +3,7 @@ import os
 
 import streamlit as st
 
-from shelf import config, detector, report, store, ui
+from shelf import batches, config, detector, report, store, ui
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -167,3 +167,27 @@ with st.expander("Import a detector (.onnx)"):
                                                    f"`{info.sha256[:16]}…`."
             st.rerun()
 
+st.header("Batches")
+BATCH_REFRESH_S = 2
+
+
+@st.fragment(run_every=BATCH_REFRESH_S if batches.any_running(batches.recent_batches(engine)) else None)
+def batch_progress():
+    """Running and recent `python -m shelf batch` runs; refreshes on its own while one runs."""
+    recent = batches.recent_batches(ui.store())
+    if recent.empty:
+        st.caption("No batches yet. `python -m shelf batch FOLDER` recognizes a whole archive (see the README).")
+        return
+    for row in recent[recent["state"].isin([batches.RUNNING, "stalled"])].itertuples():
+        stalled = " — no news for a while: stalled, or its driver was stopped" if row.state == "stalled" else ""
+        st.progress(float(row.progress), text=ui.md_escape(batches.progress_line(row)) + stalled)
+    st.dataframe(batches.batch_table(recent), hide_index=True, width="stretch", column_config={
+        "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),
+        "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm")})
+    if not batches.any_running(recent) and st.session_state.get("batch_running"):
+        st.session_state["batch_running"] = False
+        st.rerun()  # the last one finished: redraw the page so this block stops refreshing
+    st.session_state["batch_running"] = batches.any_running(recent)
+
+
+batch_progress()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import functional as TF
@@ -19,6 +20,7 @@ from shelf.model import IMAGENET_WEIGHTS, LoadedModel
 
 DEFAULT_TOP_K = 3
 BATCH_SIZE = 16
+EMBEDDING_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,8 @@ CROP_MODES = ("center", "pad")
 class PadToSquare:
     """Fit the whole crop into the model's input square, padding with the mean colour (which normalises to 0)."""
 
-    def __init__(self, reference):
-        self.size = reference.crop_size[0]
-        self.mean, self.std = list(reference.mean), list(reference.std)
-        self.fill = tuple(round(255 * m) for m in self.mean)
-
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        square = ImageOps.pad(image, (self.size, self.size), method=Image.BILINEAR, color=self.fill)
-        return TF.normalize(TF.convert_image_dtype(TF.pil_to_tensor(square), torch.float32), self.mean, self.std)
+        return normalise(model_input(image, "pad")[None])[0]
 
 
 def preprocessing(crop_mode: str = "center"):
@@ -61,7 +57,7 @@ def preprocessing(crop_mode: str = "center"):
     if crop_mode == "center":
         return reference
     if crop_mode == "pad":
-        return PadToSquare(reference)
+        return PadToSquare()
     raise ValueError(f"unknown crop mode {crop_mode!r}; use one of {', '.join(CROP_MODES)}")
 
 
@@ -84,27 +80,80 @@ def pooled_features(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor
     return torch.flatten(m.avgpool(x), 1)
 
 
+def model_input(image: Image.Image, crop_mode: str = "center") -> np.ndarray:
+    """An RGB image → the model's (224, 224, 3) uint8 input before normalisation: the first half of
+    `preprocessing(crop_mode)`, step for step, so `normalise(model_input(x))` equals `preprocessing(crop_mode)(x)`.
+    Small and plain, so it can be made where the photo is decoded and shipped to wherever the model runs."""
+    reference = IMAGENET_WEIGHTS.transforms()
+    if crop_mode == "pad":
+        size = reference.crop_size[0]
+        fill = tuple(round(255 * m) for m in reference.mean)
+        return np.asarray(ImageOps.pad(image, (size, size), method=Image.BILINEAR, color=fill))
+    if crop_mode != "center":
+        preprocessing(crop_mode)  # raises, naming the modes
+    resized = TF.resize(image, reference.resize_size, interpolation=reference.interpolation,
+                        antialias=reference.antialias)
+    return np.asarray(TF.center_crop(resized, reference.crop_size))
+
+
+def normalise(inputs: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 model inputs → the (N, 3, H, W) float batch the network takes."""
+    reference = IMAGENET_WEIGHTS.transforms()
+    writable = np.require(inputs, requirements=["C", "W"])  # PIL hands out read-only arrays
+    batch = TF.convert_image_dtype(torch.from_numpy(writable).permute(0, 3, 1, 2), torch.float32)
+    return TF.normalize(batch, list(reference.mean), list(reference.std))
+
+
+@dataclass(frozen=True)
+class ClassifiedArrays:
+    """Classifications of N inputs as plain arrays (what crosses process and machine boundaries)."""
+
+    indices: np.ndarray  # (N, k) int64 class indices, best first
+    probabilities: np.ndarray  # (N, 1000) float32 softmax
+    embeddings: np.ndarray  # (N, 512) float32 pooled features
+
+    def classifications(self, categories: Sequence[str]) -> list[Classification]:
+        return [Classification([Prediction(rank + 1, int(index), categories[int(index)], float(probabilities[index]))
+                                for rank, index in enumerate(indices)],
+                               torch.from_numpy(probabilities.copy()), torch.from_numpy(embedding.copy()))
+                for indices, probabilities, embedding in zip(self.indices, self.probabilities, self.embeddings)]
+
+
+def check_top_k(loaded: LoadedModel, top_k: int) -> None:
+    if not 1 <= top_k <= len(loaded.categories):
+        raise ValueError(f"top_k must be between 1 and {len(loaded.categories)}")
+
+
+def classify_inputs(loaded: LoadedModel, inputs: np.ndarray, top_k: int = DEFAULT_TOP_K,
+                    batch_size: int = BATCH_SIZE) -> ClassifiedArrays:
+    """Classify (N, 224, 224, 3) uint8 model inputs (see `model_input`) in batches."""
+    check_top_k(loaded, top_k)
+    from shelf.backends import EagerBackend
+    backend = loaded.backend or EagerBackend(loaded.model)
+    indices, probabilities, embeddings = [], [], []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            features, logits = backend.run(normalise(inputs[start:start + batch_size]))
+            softmax = logits.softmax(dim=1)
+            indices.append(softmax.topk(top_k, dim=1).indices.numpy())
+            probabilities.append(softmax.numpy())
+            embeddings.append(features.numpy())
+    if not indices:
+        return ClassifiedArrays(np.zeros((0, top_k), np.int64), np.zeros((0, len(loaded.categories)), np.float32),
+                                np.zeros((0, EMBEDDING_SIZE), np.float32))
+    return ClassifiedArrays(np.concatenate(indices), np.concatenate(probabilities), np.concatenate(embeddings))
+
+
 def classify_images(loaded: LoadedModel, images: Sequence[Image.Image], top_k: int = DEFAULT_TOP_K,
                     batch_size: int = BATCH_SIZE, crop_mode: str = "center",
                     on_batch: Callable[[int], None] | None = None) -> list[Classification]:
     """Classify RGB images (whole photos or region crops) in batches. `on_batch(n_done)` reports progress."""
-    if not 1 <= top_k <= len(loaded.categories):
-        raise ValueError(f"top_k must be between 1 and {len(loaded.categories)}")
-    from shelf.backends import EagerBackend
-    backend = loaded.backend or EagerBackend(loaded.model)
-    transform = preprocessing(crop_mode)
+    check_top_k(loaded, top_k)
+    preprocessing(crop_mode)  # an unknown crop mode fails before any work
     results: list[Classification] = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([transform(image) for image in images[start:start + batch_size]])
-            features, logits = backend.run(batch)
-            probabilities = logits.softmax(dim=1)
-            values, indices = probabilities.topk(top_k, dim=1)
-            for row in range(batch.shape[0]):
-                predictions = [Prediction(rank=r + 1, class_index=int(i), label=loaded.categories[int(i)],
-                                          probability=float(p))
-                               for r, (p, i) in enumerate(zip(values[row], indices[row]))]
-                results.append(Classification(predictions, probabilities[row].clone(), features[row].clone()))
-            if on_batch:
-                on_batch(len(results))
+    for start in range(0, len(images), batch_size):
+        inputs = np.stack([model_input(image, crop_mode) for image in images[start:start + batch_size]])
+        results += classify_inputs(loaded, inputs, top_k, batch_size).classifications(loaded.categories)
+        if on_batch:
+            on_batch(len(results))
     return results

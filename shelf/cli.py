@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 nothing could be processed (every input failed); 2 usag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 from shelf import config
 from shelf.files import FileTooLarge, read_bounded
 
-EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE, EXIT_NO_WEIGHTS = 0, 1, 2, 3
+EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE, EXIT_NO_WEIGHTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _top_k(value: str) -> int:
@@ -62,6 +63,35 @@ REGIONS_HELP = ("whole | auto | grid:RxC[@OVERLAP] | boxes:FILE (SKU-110K CSV, C
                 "detector[:FILE.onnx|SHA256][@conf=0.25,iou=0.6,tiles=auto|off|N]")
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _layout(value: str):
+    from shelf.sources import parse_layout
+    try:
+        return parse_layout(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_recognition_options(p: argparse.ArgumentParser) -> None:
+    """What `recognize` and `batch` share."""
+    p.add_argument("--regions", type=_regions, default="whole",
+                   help=REGIONS_HELP)
+    p.add_argument("--crop", choices=["center", "pad"], default="center",
+                   help="center: the model's own Resize+CenterCrop; pad: keep tall products whole")
+    p.add_argument("--store", default="")
+    p.add_argument("--aisle", default="")
+    p.add_argument("--date", type=dt.date.fromisoformat, default=None, help="capture date, YYYY-MM-DD")
+    p.add_argument("--top-k", type=_top_k, default=3)
+    p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
+    p.add_argument("--catalog", action="store_true", help="also name SKUs from the catalog by similarity")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shelf", description="Shelf: retail shelf recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,15 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recognize", help="recognize photos and store the results")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--regions", type=_regions, default="whole", help=REGIONS_HELP)
-    p.add_argument("--crop", choices=["center", "pad"], default="center",
-                   help="center: the model's own Resize+CenterCrop; pad: keep tall products whole")
-    p.add_argument("--store", default="")
-    p.add_argument("--aisle", default="")
-    p.add_argument("--date", type=dt.date.fromisoformat, default=None, help="capture date, YYYY-MM-DD")
-    p.add_argument("--top-k", type=_top_k, default=3)
-    p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
-    p.add_argument("--catalog", action="store_true", help="also name SKUs from the catalog by similarity")
+    add_recognition_options(p)
+
+    p = sub.add_parser("batch", help="recognize a photo archive (folders, globs, manifest CSVs, URIs), in this "
+                                     "process or on a Ray cluster; exactly once, resumable")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a folder (walked recursively), a glob, a manifest CSV (path,store,aisle,date) or a file; "
+                        "any may be a pyarrow filesystem URI such as s3://bucket/prefix")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: a Ray cluster")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: start Ray on this machine)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="classifier actors, one model each (default: as many as the cluster's CPUs allow)")
+    p.add_argument("--db-pool", type=_positive, default=1,
+                   help="database connections each worker process may hold (default 1)")
+    p.add_argument("--layout", type=_layout, default=None,
+                   help="context from folder names below each SOURCE folder, e.g. '{store}/{aisle}/{date}/'")
+    add_recognition_options(p)
 
     p = sub.add_parser("tallies", help="facings, share of shelf and confidence from the store, as CSV")
     p.add_argument("--by", action="append", choices=["label", "category", "sku", "brand", "store", "aisle", "date"],
@@ -252,6 +291,17 @@ def _region_inputs(mode):
     return box_file, found_detector
 
 
+def _catalog_index(args, engine, loaded):
+    """The SKU catalog's index and threshold when --catalog is given, else (None, 0.0)."""
+    if not args.catalog:
+        return None, 0.0
+    from shelf import catalog
+    index = catalog.load_index(engine, loaded, args.crop)
+    if not index.size:
+        print("warning: the SKU catalog is empty; no SKUs will be named", file=sys.stderr)
+    return index, catalog.get_threshold(engine)
+
+
 def cmd_recognize(args) -> int:
     inputs = _region_inputs(args.regions)  # before loading torch: a bad box file or detector is told at once
     if inputs is None:
@@ -266,12 +316,7 @@ def cmd_recognize(args) -> int:
         return EXIT_NO_WEIGHTS
     engine = open_store(args.db)
     context = Context(args.store, args.aisle, args.date)
-    index, threshold = None, 0.0
-    if args.catalog:
-        from shelf import catalog
-        index, threshold = catalog.load_index(engine, loaded, args.crop), catalog.get_threshold(engine)
-        if not index.size:
-            print("warning: the SKU catalog is empty; no SKUs will be named", file=sys.stderr)
+    index, threshold = _catalog_index(args, engine, loaded)
     results, unreadable = [], []
     with _progress(len(args.images), "recognize") as bar:
         for path in args.images:  # one at a time: a folder of photos never sits in memory at once
@@ -300,6 +345,86 @@ def cmd_recognize(args) -> int:
     stored = sum(r.ok for r in results)
     print(f"{stored} of {len(args.images)} photo(s) recognized and stored.")
     return EXIT_OK if stored else EXIT_NOTHING_DONE
+
+
+def cmd_batch(args) -> int:
+    from shelf import engines, sources
+    from shelf.store import Context
+
+    inputs = _region_inputs(args.regions)
+    if inputs is None:
+        return EXIT_USAGE
+    db_url = engines.absolute_url(args.db or config.database_url())
+    context = Context(args.store, args.aisle, args.date).cleaned()
+    jobs, problems = sources.list_jobs(args.sources, sources.Job("", context.store, context.aisle, args.date.isoformat()
+                                                                 if args.date else ""), args.layout)
+    cluster = None
+    if args.engine == "ray":
+        try:
+            cluster = engines.connect(args.address)
+            engines.check_store_for(cluster, db_url)
+        except Exception as exc:  # ray.init raises ConnectionError, ValueError, RuntimeError … for a bad address
+            print(f"error: {exc}" if isinstance(exc, engines.ClusterError) else
+                  f"error: cannot use the Ray cluster at {args.address or 'this machine'}: {exc}", file=sys.stderr)
+            if cluster is not None:
+                engines.disconnect(cluster)
+            return EXIT_USAGE
+    elif args.workers or args.address:
+        print("note: --workers and --address apply to --engine ray; running in this process", file=sys.stderr)
+    try:
+        return _run_batch(args, db_url, jobs, problems, inputs, cluster)
+    finally:
+        if cluster is not None:
+            engines.disconnect(cluster)
+
+
+def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, cluster) -> int:
+    from tqdm import tqdm
+
+    from shelf import batch, batches, engines, stages
+    from shelf.pipeline import catalog_provenance, mode_provenance, run_provenance
+    from shelf.store import create_run, open_store
+
+    loaded = _load_model_or_explain(db_url)
+    if loaded is None:
+        return EXIT_NO_WEIGHTS
+    engine = open_store(db_url)
+    index, threshold = _catalog_index(args, engine, loaded)
+    box_file, detector = region_inputs
+    settings = stages.Settings(db_url, args.regions.text, args.crop, args.top_k, box_file, index, threshold,
+                               backend=getattr(loaded.backend, "kind", "eager"), weights_sha256=loaded.weights.sha256,
+                               db_pool=args.db_pool, environment=engines.worker_environment(), detector=detector)
+    mode_text, detector_info = mode_provenance(args.regions, detector)
+    settings = dataclasses.replace(settings, run_id=create_run(engine, run_provenance(
+        loaded, mode_text, args.top_k, args.crop, catalog_provenance(settings), detector_info)))
+    workers = (args.workers or engines.default_workers(cluster)) if cluster else 1
+    place = batch.who_and_where() + (f" · {cluster.description}, {workers} classifier(s)" if cluster
+                                     else " · in-process")
+    tally = batch.Tally(total=len(jobs) + len(problems))
+    batch_id = batches.start_batch(engine, batch.describe_sources(args.sources), args.engine, place, tally.total,
+                                   settings.run_id)
+    errors = batch.ErrorList(batch.errors_path(batch_id))
+    batches.update_batch(engine, batch_id, errors_file=str(errors.path))
+    batch.report_listing(problems, errors, tally)
+    results = engines.run_ray(jobs, settings, cluster, workers) if cluster else \
+        engines.run_local(jobs, settings, loaded)
+    try:
+        with tqdm(total=tally.total, initial=len(problems), desc=f"batch {batch_id}", unit="photo",
+                  file=sys.stderr, disable=None) as bar:
+            for result in batch.run(results, tally, engine, batch_id, errors, bar):
+                if result["status"] == stages.FAILED:
+                    line = f" (manifest line {result['line']})" if result["line"] else ""
+                    bar.write(f"error: {result['source']}{line}: {result['error']}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: batch {batch_id} did {tally.done} of {tally.total}. Run the same command again to "
+              "resume; photos already stored are skipped.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        errors.close()
+    where = f" on {len(tally.nodes)} node(s)" if cluster else ""
+    print(f"batch {batch_id} ({args.engine}{where}): {tally.summary()}")
+    print(f"errors listed in {errors.path}" if tally.counts[stages.FAILED] else "no errors")
+    return EXIT_OK if tally.total == 0 or tally.done > tally.counts[stages.FAILED] else EXIT_NOTHING_DONE
 
 
 def _facings_summary(result, most: int = 3) -> str:
@@ -575,8 +700,9 @@ def cmd_bench(bench_args: list[str]) -> int:
     return bench(bench_args)
 
 
-COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "tallies": cmd_tallies, "export": cmd_export,
-            "catalog": cmd_catalog, "weights": cmd_weights, "regions": cmd_regions, "detector": cmd_detector}
+COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "batch": cmd_batch, "tallies": cmd_tallies,
+            "export": cmd_export, "catalog": cmd_catalog, "weights": cmd_weights, "regions": cmd_regions,
+            "detector": cmd_detector}
 
 
 def main(argv: list[str] | None = None) -> int:

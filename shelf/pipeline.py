@@ -9,7 +9,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
 
 import torch
 import torchvision
@@ -17,16 +16,20 @@ from PIL import Image
 from sqlalchemy.engine import Engine
 
 import shelf
-from shelf import store
+from shelf import stages, store
 from shelf.boxfiles import BoxImport, boxes_for_photo
-from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex, match
-from shelf.classify import DEFAULT_TOP_K, Prediction, classify_images, preprocessing_provenance
-from shelf.detector import DetectorInfo, detect, resolve_detector
+from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex
+from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
+from shelf.detector import DetectorInfo, resolve_detector
 from shelf.detector import provenance as detector_provenance
 from shelf.images import ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
 from shelf.overlay import preview
-from shelf.regions import Box, RegionMode, parse_region_mode, regions_for, whole_image
+from shelf.regions import Box, RegionMode, parse_region_mode
+from shelf.stages import (
+    crops,  # noqa: F401  (moved to the stages; benchmarks know it here)
+    find_regions,
+)
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,13 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
-def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
-    return [image if (b.x1, b.y1, b.x2, b.y2) == (0, 0, image.width, image.height) else image.crop(b.as_tuple)
-            for b in boxes]
+def catalog_provenance(settings: stages.Settings) -> dict | None:
+    """How SKUs were matched, for the run's provenance (None: they were not)."""
+    if not settings.matching:
+        return None
+    return {"skus": settings.catalog.size, "references": len(settings.catalog.references), "method": "knn",
+            "threshold": settings.catalog_threshold,
+            "embedding": "L2-normalised 512-d pooled features, same preprocessing"}
 
 
 def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
@@ -92,39 +99,6 @@ def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
     return result
-
-
-class FoundRegions(NamedTuple):
-    boxes: list[Box]
-    notes: list[str]  # for the user
-    scores: list[float] | None = None  # one per box, from modes that score their boxes (detector)
-
-
-def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
-                 detector: DetectorInfo | None = None) -> FoundRegions:
-    """What a region mode finds on one photo, possibly nothing. Raises ImageError when the photo cannot be done."""
-    if mode.kind == "boxes":
-        if box_file is None:
-            raise ImageError(name, "region mode 'boxes' needs a box file")
-        boxes, notes = boxes_for_photo(box_file, name, image.width, image.height)
-        if not boxes:
-            raise ImageError(name, f"the box file {box_file.source} has no usable boxes for this photo")
-        return FoundRegions(boxes, notes)
-    if mode.kind == "detector":
-        boxes, scores = detect(detector or resolve_detector(mode.source), image, mode.conf, mode.iou, mode.tiles)
-        return FoundRegions(boxes, [], scores)
-    return FoundRegions(regions_for(mode, image), [])
-
-
-def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
-                  detector: DetectorInfo | None = None) -> FoundRegions:
-    """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing."""
-    found = find_regions(mode, image, name, box_file, detector)
-    if found.boxes:
-        return found
-    why = f"the detector found no products at conf {mode.conf:g}" if mode.kind == "detector" \
-        else "no shelf rows found"  # a close-up of one product, most likely
-    return FoundRegions(whole_image(image.width, image.height), [f"{why}; the whole photo was classified"])
 
 
 def mode_provenance(mode: RegionMode, detector: DetectorInfo | None) -> tuple[str, dict | None]:
@@ -149,8 +123,12 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
         detector = resolve_detector(mode.source)
+    settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
+                               backend=getattr(loaded.backend, "kind", "eager"), detector=detector)
+    classifier = stages.Classifier(settings, loaded)
+    row_context = {"store": context.store, "aisle": context.aisle,
+                   "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
     results: list[PhotoResult] = []
-    run_id: int | None = None
     for number, upload in enumerate(uploads, start=1):
         name = clean_filename(upload.name)
         try:
@@ -159,28 +137,13 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
             if existing is not None:
                 result = stored_result(engine, name, existing)
             else:
-                boxes, notes, _ = photo_regions(mode, decoded.image, name, box_file, detector)
-                classified = classify_images(loaded, crops(decoded.image, boxes), top_k, crop_mode=crop_mode)
-                matched = None
-                if catalog is not None and catalog.size:
-                    found = match(catalog, torch.stack([c.embedding for c in classified]).numpy(),
-                                  catalog_threshold)
-                    matched = list(zip(found.sku_ids, map(float, found.similarity)))
-                if run_id is None:
-                    catalog_info = {"skus": catalog.size, "references": len(catalog.references),
-                                    "method": "knn", "threshold": catalog_threshold,
-                                    "embedding": "L2-normalised 512-d pooled features, same preprocessing"} \
-                        if matched is not None else None
+                row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
+                (row,) = stages.rows(classifier(stages.batch([row])))
+                if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
                     mode_text, detector_info = mode_provenance(mode, detector)
-                    run_id = store.create_run(engine, run_provenance(loaded, mode_text, top_k, crop_mode,
-                                                                     catalog_info, detector_info))
-                photo_id, created = store.save_photo(engine, run_id, decoded, upload.data, context, boxes,
-                                                     classified, matched)
-                result = PhotoResult(name=name, photo_id=photo_id, sha256=decoded.sha256,
-                                     already_stored=not created, notes=notes,
-                                     regions=[RegionResult(b, c.predictions, *(matched[i] if matched else
-                                                                               (None, None)))
-                                              for i, (b, c) in enumerate(zip(boxes, classified))])
+                    settings = replace(settings, run_id=store.create_run(engine, run_provenance(
+                        loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info)))
+                result = _stored_result(row, engine, settings)
             result.size = decoded.image.size
             result.preview = preview(decoded.image)
         except ImageError as exc:
@@ -243,3 +206,16 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
         if on_progress:
             on_progress(number, len(uploads), name)
     return results
+
+
+def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> PhotoResult:
+    """Store one classified row and say what became of it."""
+    outcome = row if row["status"] == stages.FAILED else stages.store_row(row, engine, settings)
+    if outcome["status"] == stages.FAILED:
+        return PhotoResult(name=row["name"], error=f"{row['name']}: {outcome['error']}")
+    matched = stages.matches(row, settings) or [(None, None)] * len(row["boxes"])
+    return PhotoResult(name=row["name"], photo_id=outcome["photo_id"], sha256=row["sha256"],
+                       already_stored=outcome["status"] == stages.ALREADY_STORED,
+                       notes=[note for note in row["notes"].split("\n") if note],
+                       regions=[RegionResult(box, c.predictions, *m) for box, c, m in
+                                zip(stages.boxes(row), stages.classifications(row), matched)])

@@ -236,3 +236,21 @@ ROLLUPS = (  # in order of preference: smallest expected first
     _grain("tally_day_store_categories", ("day", "store"), CATEGORY_KEYS, ("store", "day")),
     _grain("tally_day_classes", ("day",), CLASS_KEYS),
 )
+
+batches = sa.Table(
+    "batches", metadata,  # one row per `python -m shelf batch`: what it read, where it ran, how far it got
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String(500), nullable=False),
+    sa.Column("engine", sa.String(20), nullable=False),  # local | ray
+    sa.Column("place", sa.String(200), nullable=False),  # who and where: user@host, Ray nodes and workers
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),  # running | finished | interrupted | failed
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("done", sa.Integer, nullable=False, server_default="0"),  # stored + already stored + errors
+    sa.Column("stored", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("errors", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("errors_file", sa.String(500), nullable=False, server_default=""),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),  # heartbeat while running
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+)

@@ -99,3 +99,25 @@ def test_top_k_bounds(loaded):
 
 def test_real_photo_list_is_what_we_think():
     assert all(skimage_photo(n).exists() for n in REAL_PHOTOS)
+
+
+def padded_reference(image: Image.Image) -> torch.Tensor:
+    """Pad mode written out independently: fit into 224×224 on the mean colour, then the weights' normalisation."""
+    from PIL import ImageOps
+    from torchvision.transforms import functional as TF
+    t = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    square = ImageOps.pad(image, (224, 224), method=Image.BILINEAR, color=tuple(round(255 * m) for m in t.mean))
+    return TF.normalize(TF.convert_image_dtype(TF.pil_to_tensor(square), torch.float32), list(t.mean), list(t.std))
+
+
+@pytest.mark.parametrize("crop_mode", ["center", "pad"])
+def test_uint8_model_input_is_the_exact_first_half_of_preprocessing(crop_mode, photo_bytes):
+    """Batch workers ship crops as uint8 model inputs; normalising them must give the very tensor the weights'
+    own transform gives, bit for bit, or a distributed run would not be faithful."""
+    from shelf.classify import model_input, normalise
+    reference = {"center": ResNet18_Weights.IMAGENET1K_V1.transforms(), "pad": padded_reference}[crop_mode]
+    for name in ("chelsea.png", "rocket.jpg"):
+        image = decode_image(photo_bytes[name], name).image.crop((10, 20, 200, 420))  # a tall crop
+        inputs = model_input(image, crop_mode)
+        assert inputs.shape == (224, 224, 3) and inputs.dtype.name == "uint8"
+        assert torch.equal(normalise(inputs[None])[0], reference(image))
