@@ -164,12 +164,12 @@ def test_recent_batches_shows_progress_and_stalled_runs(engine):
     assert later.loc[first, "state"] == "stalled" and not batches.any_running(later.reset_index())
 
 
-def test_worker_pools_are_bounded(tmp_path):
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_worker_pools_are_bounded(db_url):
     """--db-pool N: a worker process never holds more than N connections to PostgreSQL; the next one waits."""
     from shelf.stages import worker_store
-    from tests.conftest import POSTGRES_URL, require_service
-    require_service(bool(POSTGRES_URL), "PostgreSQL (SHELF_TEST_POSTGRES_URL)")
-    engine = worker_store(POSTGRES_URL, 1)
+    worker_store.cache_clear()  # a fresh engine for the emptied database
+    engine = worker_store(db_url, 1)
     held = engine.connect()
     got = threading.Event()
 
