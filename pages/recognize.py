@@ -1,5 +1,6 @@
 """Recognize: upload shelf photos or product crops (or take one), split into regions, classify, store, show."""
 import datetime as dt
+import hashlib
 
 import streamlit as st
 
@@ -81,18 +82,28 @@ if camera_photo is not None:
     uploads.append(Upload(f"camera-{dt.datetime.now():%Y%m%d-%H%M%S}.jpg", camera_photo.getvalue()))
 
 ready = bool(uploads) and (kind != "boxes" or box_file is not None)
+
+
+def run(chosen: list[Upload], again: bool = False) -> list:
+    """Recognize `chosen` with the settings above, showing which file is being worked on."""
+    progress = st.progress(0.0, text=f"0/{len(chosen)} done · starting …")
+
+    def show(done: int, total: int, name: str) -> None:
+        progress.progress(done / total, text=f"{done}/{total} done" + (f" · recognizing {ui.md_escape(name)} …"
+                                                                          if name else ""))
+
+    index = catalog.load_index(ui.store(), loaded, crop_mode) if use_catalog and not skus.empty else None
+    results = recognize(
+        loaded, ui.store(), chosen, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
+        crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
+        detector=chosen_detector, on_progress=show, previews=ui.RECENT_PREVIEWS, again=again)
+    progress.empty()
+    return results
+
+
 if st.button(f"Recognize {len(uploads)} photo{'s' if len(uploads) != 1 else ''}", type="primary",
              disabled=not ready, key="recognize"):
-    progress = st.progress(0.0, text="Starting …")
-    index = catalog.load_index(ui.store(), loaded, crop_mode) if use_catalog and not skus.empty else None
-    st.session_state["results"] = recognize(
-        loaded, ui.store(), uploads, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
-        crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
-        detector=chosen_detector,
-        on_progress=lambda done, total, name: progress.progress(done / total,
-                                                                text=f"{done}/{total} · {ui.md_escape(name)}"),
-        previews=ui.RECENT_PREVIEWS)
-    progress.empty()
+    st.session_state["results"] = run(uploads)
 elif kind == "boxes" and box_file is None and uploads:
     st.caption("Add a box file to recognize with imported boxes.")
 
@@ -120,8 +131,20 @@ if results:
     colour_by = ui.colour_mode_picker() if any(len(r.regions) > 1 for r in results) else "label"
     st.caption(f"{len(stored)} new photo(s) stored · {len(again)} already in the store (shown from it) · "
                f"{len(failed)} could not be read")
+    stored_before = {r.sha256 for r in again}
+    to_redo = [u for u in uploads if hashlib.sha256(u.data).hexdigest() in stored_before]
+    if to_redo:
+        if st.button(f"Recognize the {len(to_redo)} stored photo{'s' if len(to_redo) != 1 else ''} again with "
+                     "these settings", key="recognize_again", icon=":material/refresh:", disabled=not ready,
+                     help="A new run with the regions mode, crop, catalog, top-k and store/aisle/date above. Its "
+                          "regions replace the photo's previous ones in Review, Tallies and exports; the old "
+                          "ones stay in the store as history, and the run's provenance says so."):
+            redone = {r.sha256: r for r in run(to_redo, again=True) if r.ok}
+            st.session_state["results"] = [redone.get(r.sha256, r) for r in results]
+            st.rerun()
     for r in failed:
         st.error(ui.md_escape(r.error), icon=":material/broken_image:")
     for r in (r for r in results if r.ok):
         ui.photo_result(r, colour_by, dict(zip(skus["id"], skus["name"])))
+    ui.confirm_photo_deletion("results")
     st.page_link("pages/tallies.py", label="See the tallies", icon=":material/bar_chart:")

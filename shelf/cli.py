@@ -70,6 +70,15 @@ def _positive(value: str) -> int:
     return n
 
 
+def _date_or_none(value: str) -> dt.date | None:
+    if value.strip().lower() in {"", "none"}:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD) or 'none': {value!r}") from None
+
+
 def _layout(value: str):
     from shelf.sources import parse_layout
     try:
@@ -104,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recognize", help="recognize photos and store the results")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_recognition_options(p)
+    p.add_argument("--again", action="store_true",
+                   help="recognize photos that are already stored again with these options (and this store, aisle "
+                        "and date): their new regions count from now on, the old ones stay as history")
+
+    p = sub.add_parser("photo", help="list stored photos, correct a photo's store/aisle/date, or delete a photo")
+    psub = p.add_subparsers(dest="action", required=True)
+    listing = psub.add_parser("list", help="the newest stored photos")
+    listing.add_argument("--store", default=None, help="only this store's photos")
+    listing.add_argument("--limit", type=_positive, default=50)
+    edit = psub.add_parser("edit", help="set the store, aisle or date of a stored photo (what is not given stays)")
+    edit.add_argument("photo_id", type=int, metavar="PHOTO_ID")
+    edit.add_argument("--store", default=None)
+    edit.add_argument("--aisle", default=None)
+    edit.add_argument("--date", type=_date_or_none, default=argparse.SUPPRESS,
+                      help="capture date YYYY-MM-DD, or 'none' to clear it")
+    delete = psub.add_parser("delete", help="delete a photo with its regions, predictions and corrections")
+    delete.add_argument("photo_id", type=int, metavar="PHOTO_ID")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for q in (listing, edit, delete):
+        q.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
 
     p = sub.add_parser("batch", help="recognize a photo archive (folders, globs, manifest CSVs, URIs), in this "
                                      "process or on a Ray cluster; exactly once, resumable")
@@ -332,11 +361,11 @@ def cmd_recognize(args) -> int:
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
                                      box_file=box_file, catalog=index, catalog_threshold=threshold,
-                                     detector=detector, previews=0))
+                                     detector=detector, previews=0, again=args.again))
             bar.update()
     for r in results:
         if r.ok:
-            note = " (already stored)" if r.already_stored else ""
+            note = " (already stored)" if r.already_stored else " (recognized again)" if r.recognized_again else ""
             print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s){note}; {_facings_summary(r)}")
             for message in r.notes:
                 print(f"  note: {message}", file=sys.stderr)
@@ -434,6 +463,38 @@ def _facings_summary(result, most: int = 3) -> str:
         top = result.regions[0].top1
         return f"top-1 {top.label} [{top.class_index}] {top.probability:.1%}"
     return "facings " + ", ".join(f"{label} [{index}] ×{n}" for (index, label), n in counts.most_common(most))
+
+
+def cmd_photo(args) -> int:
+    from shelf import store
+
+    engine = store.open_store(args.db)
+    if args.action == "list":
+        page = store.photos_page(engine, args.store, args.limit)
+        print(page.drop(columns="created_at").to_string(index=False) if len(page) else "No photos stored.")
+        return EXIT_OK
+    try:
+        context = store.photo_context(engine, args.photo_id)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    if args.action == "edit":
+        changes = {field: value for field, value in (("store", args.store), ("aisle", args.aisle))
+                   if value is not None}
+        if "date" in args:
+            changes["captured_on"] = args.date
+        new = dataclasses.replace(context, **changes).cleaned()
+        store.set_photo_context(engine, args.photo_id, new)
+        print(f"photo {args.photo_id}: store {new.store or '—'}, aisle {new.aisle or '—'}, "
+              f"date {new.captured_on or '—'}")
+        return EXIT_OK
+    if not args.yes:
+        answer = input(f"Delete photo {args.photo_id} with its regions, predictions and corrections? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("kept")
+            return EXIT_NOTHING_DONE
+    print(f"deleted photo {args.photo_id} ({store.delete_photo(engine, args.photo_id)})")
+    return EXIT_OK
 
 
 def cmd_tallies(args) -> int:
@@ -700,7 +761,8 @@ def cmd_bench(bench_args: list[str]) -> int:
     return bench(bench_args)
 
 
-COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "batch": cmd_batch, "tallies": cmd_tallies,
+COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "photo": cmd_photo, "batch": cmd_batch,
+            "tallies": cmd_tallies,
             "export": cmd_export, "catalog": cmd_catalog, "weights": cmd_weights, "regions": cmd_regions,
             "detector": cmd_detector}
 

@@ -58,8 +58,11 @@ class DecodedImage:
 
 
 def clean_filename(name: str | None) -> str:
-    """A file name fit for display and CSV: no directories, no control characters, bounded length."""
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    """A file name fit for display and CSV: no directories, no control characters, bounded length. A slash inside
+    something that is no directory name ('<b>x</b>.jpg') is kept: only real path parts are dropped."""
+    parts = (name or "").replace("\\", "/").split("/")
+    last_directory = max((i for i, part in enumerate(parts[:-1]) if "<" not in part and ">" not in part), default=-1)
+    base = "/".join(parts[last_directory + 1:])
     # Control/format characters (incl. bidi overrides) go; every kind of space or line separator becomes " ".
     base = "".join(" " if unicodedata.category(ch)[0] == "Z" else ch for ch in base
                    if unicodedata.category(ch)[0] != "C").strip()

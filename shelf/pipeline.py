@@ -61,6 +61,7 @@ class PhotoResult:
     notes: list[str] = field(default_factory=list)  # things the user should know that did not stop the photo
     size: tuple[int, int] = (0, 0)  # of the decoded (EXIF-rotated) photo; boxes are in these pixels
     preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
+    recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
 
     @property
     def ok(self) -> bool:
@@ -68,13 +69,15 @@ class PhotoResult:
 
 
 def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
-                   catalog: dict | None = None, detector: dict | None = None) -> dict:
+                   catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False) -> dict:
+    """What a run records. `recognized_again`: its regions replace those of photos that were stored before."""
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
-                              "catalog": catalog, **({"detector": detector} if detector else {})},
+                              "catalog": catalog, **({"detector": detector} if detector else {}),
+                              **({"recognized_again": True} if recognized_again else {})},
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
@@ -113,10 +116,12 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              previews: int | None = None) -> list[PhotoResult]:
+              previews: int | None = None, again: bool = False) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
-    `on_progress(done, total, name)` is called after each file. A photo already in the store (same bytes) is not
-    classified again: its stored result is returned, marked `already_stored`. A detector mode uses `detector`, or
+    `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
+    A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
+    `already_stored` — unless `again`: then it is recognised with these settings, its new regions count from now on
+    (the old ones stay as history) and its store/aisle/date become `context`. A detector mode uses `detector`, or
     resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all)."""
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
@@ -131,10 +136,12 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     results: list[PhotoResult] = []
     for number, upload in enumerate(uploads, start=1):
         name = clean_filename(upload.name)
+        if on_progress:
+            on_progress(number - 1, len(uploads), name)
         try:
             decoded = decode_image(upload.data, name)
             existing = store.find_photo(engine, decoded.sha256)
-            if existing is not None:
+            if existing is not None and not again:
                 result = stored_result(engine, name, existing)
             else:
                 row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
@@ -142,8 +149,10 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                 if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
                     mode_text, detector_info = mode_provenance(mode, detector)
                     settings = replace(settings, run_id=store.create_run(engine, run_provenance(
-                        loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info)))
-                result = _stored_result(row, engine, settings)
+                        loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
+                        recognized_again=again)))
+                result = _stored_result(row, engine, settings) if existing is None else \
+                    _replaced_result(row, engine, settings, existing, context)
             result.size = decoded.image.size
             result.preview = preview(decoded.image)
         except ImageError as exc:
@@ -154,8 +163,8 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
         results.append(result)
         if previews is not None and len(results) > previews:
             results[-previews - 1].preview = None
-        if on_progress:
-            on_progress(number, len(uploads), name)
+    if on_progress:
+        on_progress(len(uploads), len(uploads), "")
     return results
 
 
@@ -206,6 +215,21 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
         if on_progress:
             on_progress(number, len(uploads), name)
     return results
+
+
+def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo_id: int,
+                     context: store.Context) -> PhotoResult:
+    """A stored photo recognised again: its regions replaced by this run's, its context by this one."""
+    if row["status"] == stages.FAILED:
+        return PhotoResult(name=row["name"], error=f"{row['name']}: {row['error']}")
+    matched = stages.matches(row, settings)
+    store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched)
+    store.set_photo_context(engine, photo_id, context)
+    return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
+                       notes=[note for note in row["notes"].split("\n") if note],
+                       regions=[RegionResult(box, c.predictions, *m) for box, c, m in
+                                zip(stages.boxes(row), stages.classifications(row),
+                                    matched or [(None, None)] * len(row["boxes"]))])
 
 
 def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> PhotoResult:

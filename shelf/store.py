@@ -284,6 +284,31 @@ def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results)
 
 
+def photo_context(engine: Engine, photo_id: int) -> Context:
+    """Where and when a stored photo was taken (ValueError if there is no such photo)."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(photos.c.store, photos.c.aisle, photos.c.captured_on)
+                           .where(photos.c.id == photo_id)).one_or_none()
+    if row is None:
+        raise ValueError(f"no such photo: {photo_id}")
+    return Context(row.store, row.aisle, row.captured_on)
+
+
+def photos_page(engine: Engine, store_name: str | None = None, limit: int = 50) -> pd.DataFrame:
+    """The newest stored photos (optionally of one store) with their current region count: one page, for listing."""
+    counted = (sa.select(regions.c.photo_id, sa.func.count().label("regions")).where(regions.c.active)
+               .group_by(regions.c.photo_id).subquery())
+    query = (sa.select(photos.c.id, photos.c.name, photos.c.store, photos.c.aisle, photos.c.captured_on,
+                       sa.func.coalesce(counted.c.regions, 0).label("regions"), photos.c.created_at)
+             .outerjoin(counted, counted.c.photo_id == photos.c.id)
+             .order_by(photos.c.id.desc()).limit(limit))
+    if store_name is not None:
+        query = query.where(photos.c.store == store_name)
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).mappings().all(),
+                            columns=["id", "name", "store", "aisle", "captured_on", "regions", "created_at"])
+
+
 def set_photo_context(engine: Engine, photo_id: int, context: Context) -> None:
     """Correct where and when a stored photo was taken; its regions move in the tallies with it."""
     context = context.cleaned()

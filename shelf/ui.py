@@ -212,8 +212,11 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
     """One recognised photo: a single crop shows its top-k; a shelf shows the overlay, facings and a region picker.
     A result whose preview was not kept (older than the RECENT_PREVIEWS most recent) shows its tables only."""
     sku_names = sku_names or {}
-    stored_note = " · *already stored*" if result.already_stored else ""
+    stored_note = " · *already stored*" if result.already_stored else \
+        " · *recognized again*" if result.recognized_again else ""
     with st.container(border=True):
+        if result.photo_id is not None:
+            photo_actions(result)
         for note in result.notes:
             st.caption(f":material/info: {md_escape(note)}")
         if result.preview is None:
@@ -271,6 +274,71 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                 if line := sku_line(region, sku_names):
                     st.markdown(line)
                 top_k_table(region)
+
+
+def _context_text(context) -> str:
+    return " · ".join([md_escape(context.store) or "no store", md_escape(context.aisle) or "no aisle",
+                       str(context.captured_on or "no date")])
+
+
+def photo_actions(result: PhotoResult) -> None:
+    """Where and when a stored photo was taken, editable; and a way to delete it (confirmed in a dialog)."""
+    from shelf import store as stored
+    try:
+        context = stored.photo_context(store(), result.photo_id)
+    except ValueError:  # deleted since (in another tab or by the CLI)
+        st.caption(f":material/delete: {md_escape(result.name)} is no longer stored.")
+        return
+    fields = [f"photo-{field}-{result.photo_id}" for field in ("store", "aisle", "date")]
+    if st.session_state.get(f"photo-shown-{result.photo_id}") != context:  # changed elsewhere: show what is stored
+        for field in fields:
+            st.session_state.pop(field, None)
+        st.session_state[f"photo-shown-{result.photo_id}"] = context
+    with st.popover(_context_text(context), icon=":material/edit:",
+                    help="Where and when this photo was taken: correct it, or delete the photo"):
+        with st.form(f"photo-context-{result.photo_id}", border=False, enter_to_submit=False):
+            store_name = st.text_input("Store", context.store, key=fields[0])
+            aisle = st.text_input("Aisle", context.aisle, key=fields[1])
+            captured_on = st.date_input("Photo date", context.captured_on, format="YYYY-MM-DD", key=fields[2])
+            if st.form_submit_button("Save", type="primary"):
+                new = stored.Context(store_name, aisle, captured_on).cleaned()
+                stored.set_photo_context(store(), result.photo_id, new)
+                st.toast(f"Saved: {md_escape(result.name)} is now {_context_text(new)}.", icon=":material/check:")
+                st.rerun()
+        if st.button("Delete this photo …", key=f"photo-delete-{result.photo_id}", icon=":material/delete:"):
+            st.session_state["photo_to_delete"] = (result.photo_id, result.name)
+            st.rerun()
+
+
+def _forget_deletion() -> None:
+    st.session_state.pop("photo_to_delete", None)
+
+
+@st.dialog("Delete this photo?", on_dismiss=_forget_deletion)
+def _confirm_photo_deletion(photo_id: int, name: str, results_key: str) -> None:
+    from shelf import store as stored
+    st.markdown(f"**{md_escape(name)}** goes from the store with its regions, predictions and corrections; the "
+                "tallies and exports no longer count it. This cannot be undone.")
+    yes, no = st.columns(2)
+    if yes.button("Delete", type="primary", key="photo_delete_confirm", icon=":material/delete:"):
+        try:
+            stored.delete_photo(store(), photo_id)
+        except ValueError:
+            pass  # already gone: what the user wanted
+        st.session_state[results_key] = [r for r in st.session_state.get(results_key, [])
+                                         if r.photo_id != photo_id]
+        _forget_deletion()
+        st.toast(f"Deleted {md_escape(name)}.", icon=":material/delete:")
+        st.rerun()
+    if no.button("Keep it", key="photo_delete_cancel"):
+        _forget_deletion()
+        st.rerun()
+
+
+def confirm_photo_deletion(results_key: str = "results") -> None:
+    """Ask before deleting the photo a result card's "Delete this photo …" chose (one dialog per run)."""
+    if chosen := st.session_state.get("photo_to_delete"):
+        _confirm_photo_deletion(*chosen, results_key)
 
 
 def parsed_box_file(upload, container=st):

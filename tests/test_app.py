@@ -133,6 +133,45 @@ def test_reuploading_shows_the_stored_result(loaded):
     assert store.counts(store.open_store())["photos"] == 1
 
 
+def test_a_stored_photo_is_recognized_again_moved_and_deleted_from_recognize(loaded):
+    engine = store.open_store()
+    at = start("pages/recognize.py")
+    photo = ("coffee.png", skimage_photo("coffee.png").read_bytes(), "image/png")
+    upload(at, "uploads", [photo])
+    at.button(key="recognize").click().run()
+    assert "recognize_again" not in keys(at.button)  # nothing was stored before: nothing to do again
+    at.selectbox(key="region_kind").set_value("grid").run()
+    at.number_input(key="grid_rows").set_value(2).run()
+    at.number_input(key="grid_cols").set_value(2).run()
+    at.text_input(key="store").set_value("Uptown").run()
+    at.button(key="recognize").click().run()  # the stored result, settings ignored …
+    assert "1 already in the store" in texts(at.caption)
+    assert store.photos_page(engine)["regions"].tolist() == [1]
+    at.button(key="recognize_again").click().run()  # … until asked
+    assert not at.exception, at.exception
+    assert "*recognized again*" in texts(at.markdown) and "recognize_again" not in keys(at.button)
+    page = store.photos_page(engine)
+    assert page["regions"].tolist() == [4] and page["store"].tolist() == ["Uptown"]
+
+    photo_id = int(page["id"][0])
+    at.text_input(key=f"photo-aisle-{photo_id}").set_value("7 – Beverages")
+    at.date_input(key=f"photo-date-{photo_id}").set_value(None)
+    at.button(key=f"FormSubmitter:photo-context-{photo_id}-Save").click().run()
+    assert store.photo_context(engine, photo_id) == store.Context("Uptown", "7 – Beverages", None)
+    at.button(key=f"photo-delete-{photo_id}").click().run()
+    assert "This cannot be undone" in texts(at.markdown) and len(store.photos_page(engine)) == 1
+    at.button(key="photo_delete_cancel").click().run()
+    assert len(store.photos_page(engine)) == 1
+    at.button(key=f"photo-delete-{photo_id}").click().run()
+    at.button(key="photo_delete_confirm").click().run()
+    assert not at.exception, at.exception
+    assert store.photos_page(engine).empty and "coffee.png" not in texts(at.markdown)
+
+
+def keys(elements) -> set:
+    return {e.key for e in elements}
+
+
 def test_tallies_filters_and_empty_states(loaded):
     at = start("pages/tallies.py")
     assert "Nothing is stored yet" in texts(at.info)

@@ -93,3 +93,25 @@ def test_recognize_with_regions_and_box_files(tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:
         cli(["recognize", str(photo), "--regions", "tiles"])
     assert usage.value.code == 2
+
+
+def test_photo_list_edit_delete_and_recognize_again(photos, tmp_path, capsys, monkeypatch):
+    (good1, good2), _ = photos
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert cli(["recognize", str(good1), str(good2), "--store", "A", "--date", "2026-11-02", "--db", db]) == 0
+    engine = store.open_store(db)
+    first, second = store.photos_page(engine).sort_values("id")["id"].tolist()
+    assert cli(["recognize", str(good1), "--regions", "grid:2x2", "--again", "--store", "B", "--db", db]) == 0
+    assert "4 region(s) (recognized again)" in capsys.readouterr().out
+    assert store.photo_context(engine, first) == store.Context("B", "", None)
+    assert cli(["photo", "edit", str(second), "--aisle", "7", "--date", "none", "--db", db]) == 0
+    assert store.photo_context(engine, second) == store.Context("A", "7", None)  # the store was not given: kept
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert cli(["photo", "delete", str(second), "--db", db]) == 1
+    assert cli(["photo", "delete", str(second), "--yes", "--db", db]) == 0
+    assert cli(["photo", "delete", str(second), "--yes", "--db", db]) == 1
+    assert "no such photo" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli(["photo", "list", "--db", db]) == 0
+    listing = capsys.readouterr().out
+    assert "chelsea.png" in listing and "rocket.jpg" not in listing

@@ -121,6 +121,8 @@ def test_content_hash_identifies_the_photo_not_the_name():
 @pytest.mark.parametrize("raw,clean", [
     ("../../etc/passwd", "passwd"),
     ("C:\\Users\\me\\shelf.jpg", "shelf.jpg"),
+    ("<b>x</b>.jpg", "<b>x</b>.jpg"),  # a tag is no directory: shown as typed (and escaped wherever it is shown)
+    ("shots/<b>x</b>.jpg", "<b>x</b>.jpg"),
     ("evil\x00name\r\n.jpg", "evilname.jpg"),
     ("", "unnamed"),
     (None, "unnamed"),

@@ -153,3 +153,45 @@ def test_schema_is_versioned_and_creation_is_idempotent(db_url):
                                                           applied_at=store.utc_now()))
     with pytest.raises(store.SchemaError, match="newer|knows up to"):
         store.open_store(db_url)
+
+
+def test_recognizing_a_stored_photo_again_replaces_its_regions_and_keeps_history(loaded, any_engine, photo_bytes):
+    from shelf.report import tally_table
+    engine = any_engine
+    data = photo_bytes["coffee.png"]
+    first = recognize(loaded, engine, [Upload("coffee.png", data)], CONTEXT, region_mode="whole")
+    elsewhere = store.Context("Store 2", "Aisle 1", dt.date(2026, 11, 3))
+    again = recognize(loaded, engine, [Upload("coffee.png", data)], elsewhere, region_mode="grid:2x2", again=True)
+    assert again[0].ok and again[0].recognized_again and not again[0].already_stored
+    assert again[0].photo_id == first[0].photo_id and len(again[0].regions) == 4
+    assert store.counts(engine)["photos"] == 1
+    tallies = tally_table(engine, by=("store",))
+    assert tallies["store"].tolist() == ["Store 2"] and tallies["facings"].sum() == 4  # only the new regions count
+    with engine.connect() as conn:
+        active = conn.execute(sa.select(store.regions.c.active, sa.func.count()).group_by(store.regions.c.active))
+        assert dict(active.all()) == {True: 4, False: 1}  # the first run's region stays as history
+        runs = conn.execute(sa.select(store.runs.c.region_mode, store.runs.c.preprocessing)
+                            .order_by(store.runs.c.id)).all()
+    assert [r.region_mode for r in runs] == ["whole", "grid:2x2"]
+    assert json.loads(runs[1].preprocessing)["recognized_again"] is True
+    assert "recognized_again" not in json.loads(runs[0].preprocessing)
+    shown = recognize(loaded, engine, [Upload("coffee.png", data)], CONTEXT)  # without `again`: the stored result
+    assert shown[0].already_stored and len(shown[0].regions) == 4
+
+
+def test_a_photo_can_be_moved_and_deleted(loaded, any_engine, photo_bytes, shelf_env):
+    from shelf.report import tally_table
+    engine = any_engine
+    kept, gone = recognize(loaded, engine, [Upload("a.png", photo_bytes["coffee.png"]),
+                                            Upload("b.jpg", photo_bytes["rocket.jpg"])], CONTEXT)
+    store.set_photo_context(engine, kept.photo_id, store.Context(" Store 9 ", "", None))
+    assert store.photo_context(engine, kept.photo_id) == store.Context("Store 9", "", None)
+    assert sorted(tally_table(engine, by=("store",))["store"]) == ["Store 1", "Store 9"]
+    with engine.connect() as conn:
+        file = conn.execute(sa.select(store.photos.c.file).where(store.photos.c.id == gone.photo_id)).scalar_one()
+    assert store.delete_photo(engine, gone.photo_id) == "b.jpg"
+    assert not (shelf_env / "data" / file).exists()
+    assert tally_table(engine, by=("store",))["store"].tolist() == ["Store 9"]
+    assert store.photos_page(engine)["id"].tolist() == [kept.photo_id]
+    with pytest.raises(ValueError, match="no such photo"):
+        store.photo_context(engine, gone.photo_id)
