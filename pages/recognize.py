@@ -124,13 +124,16 @@ if comparison := st.session_state.get("comparison"):
 
 results = st.session_state.get("results", [])
 if results:
-    stored = [r for r in results if r.ok and not r.already_stored]
     again = [r for r in results if r.ok and r.already_stored]
-    failed = [r for r in results if not r.ok]
+    skipped = [r for r in results if r.skipped]
+    failed = [r for r in results if not r.ok and not r.skipped]
     st.subheader("Results")
     colour_by = ui.colour_mode_picker() if any(len(r.regions) > 1 for r in results) else "label"
-    st.caption(f"{len(stored)} new photo(s) stored · {len(again)} already in the store (shown from it) · "
-               f"{len(failed)} could not be read")
+    counts = [(sum(r.ok and not r.already_stored and not r.recognized_again for r in results), "new photo(s) stored"),
+              (sum(r.recognized_again for r in results), "recognized again"),
+              (len(again), "already in the store (shown from it)"),
+              (len(skipped), "skipped (no boxes for them in the box file)"), (len(failed), "could not be read")]
+    st.caption(" · ".join(f"{n} {what}" for n, what in counts if n or what == "new photo(s) stored"))
     stored_before = {r.sha256 for r in again}
     to_redo = [u for u in uploads if hashlib.sha256(u.data).hexdigest() in stored_before]
     if to_redo:
@@ -142,6 +145,8 @@ if results:
             redone = {r.sha256: r for r in run(to_redo, again=True) if r.ok}
             st.session_state["results"] = [redone.get(r.sha256, r) for r in results]
             st.rerun()
+    for r in skipped:
+        st.info(ui.md_escape(r.error), icon=":material/skip_next:")
     for r in failed:
         st.error(ui.md_escape(r.error), icon=":material/broken_image:")
     for r in (r for r in results if r.ok):

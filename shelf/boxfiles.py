@@ -12,11 +12,10 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from shelf.export import FORMULA_PREFIXES
 from shelf.files import MB, size_problem
-from shelf.images import clean_filename
+from shelf.images import clean_filename, renamed_for_export, stem_and_suffix
 from shelf.regions import Box
 
 MAX_BOX_FILE_MB = 64  # the box-file uploader passes it to Streamlit as max_upload_size
@@ -77,8 +76,8 @@ class BoxImport:
 
 
 def _key(name: str, by_stem: bool) -> str:
-    base = PurePosixPath(clean_filename(name)).name.lower()
-    return PurePosixPath(base).stem if by_stem else base
+    base = clean_filename(name).lower()
+    return stem_and_suffix(base)[0] if by_stem else base
 
 
 def parse_box_file(data: bytes, name: str) -> BoxImport:
@@ -90,7 +89,7 @@ def parse_box_file(data: bytes, name: str) -> BoxImport:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BoxFileError(f"{source}: not a text file (box files are CSV, JSON or YOLO txt)") from None
-    suffix = PurePosixPath(source).suffix.lower()
+    suffix = stem_and_suffix(source)[1].lower()
     if suffix == ".json" or (suffix not in (".csv", ".txt") and text.lstrip().startswith("{")):
         return _parse_coco(text, source)
     if suffix == ".txt":
@@ -259,14 +258,18 @@ def _parse_yolo(text: str, source: str) -> BoxImport:
     return result
 
 
-def boxes_for_photo(imported: BoxImport, photo_name: str, width: int, height: int
+def boxes_for_photo(imported: BoxImport, photo_name: str, width: int, height: int, sha256: str | None = None
                     ) -> tuple[list[Box], list[str]]:
-    """The imported boxes of one photo in its pixel coordinates: scaled, clipped, and checked.
+    """The imported boxes of one photo in its pixel coordinates: scaled, clipped, and checked. With the photo's
+    `sha256`, boxes filed under the name Shelf's own exports give it when names clash ('shelf0-d389a26e.jpg') are
+    found too.
 
     Returns (boxes, messages). A photo with no boxes in the file gets a message, not an error: the caller decides.
     """
     by_stem = imported.format == "YOLO txt"
     key = _key(photo_name, by_stem)
+    if key not in imported.by_image and sha256:
+        key = _key(renamed_for_export(clean_filename(photo_name), sha256), by_stem)
     raw = imported.by_image.get(key, [])
     messages = []
     if not raw:

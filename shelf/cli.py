@@ -369,7 +369,10 @@ def cmd_recognize(args) -> int:
             print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s){note}; {_facings_summary(r)}")
             for message in r.notes:
                 print(f"  note: {message}", file=sys.stderr)
-    for message in unreadable + [r.error for r in results if not r.ok]:
+    for r in results:
+        if r.skipped:
+            print(f"note: {r.error}", file=sys.stderr)
+    for message in unreadable + [r.error for r in results if not r.ok and not r.skipped]:
         print(f"error: {message}", file=sys.stderr)
     stored = sum(r.ok for r in results)
     print(f"{stored} of {len(args.images)} photo(s) recognized and stored.")

@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable
-from pathlib import PurePosixPath
 from typing import BinaryIO
 
 import pandas as pd
@@ -21,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 import shelf
 from shelf import report
+from shelf.images import renamed_for_export
 from shelf.schema import THRESHOLD_STEPS, photos, threshold_step
 from shelf.tally import TallyFilter
 
@@ -103,8 +103,7 @@ def export_names(engine: Engine, f: TallyFilter = TallyFilter()) -> Callable[[in
     def name(_photo_id: int, photo: str, sha256: str) -> str:
         if photo.lower() not in clashes:
             return photo
-        path = PurePosixPath(photo)
-        return f"{path.stem}-{sha256[:8]}{path.suffix}"
+        return renamed_for_export(photo, sha256)
     return name
 
 

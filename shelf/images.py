@@ -40,6 +40,10 @@ class ImageError(ValueError):
         super().__init__(f"{filename}: {problem}")
 
 
+class Skipped(ImageError):
+    """A photo that was read but that this run leaves out (the box file has no boxes for it)."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     name: str  # display name only; never used as a path
@@ -55,6 +59,18 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return self.image.height
+
+
+def stem_and_suffix(name: str) -> tuple[str, str]:
+    """'shelf0.jpg' -> ('shelf0', '.jpg') for a cleaned name, which may hold a slash ('<b>x</b>.jpg')."""
+    stem, dot, suffix = name.rpartition(".")
+    return (stem, dot + suffix) if stem and "/" not in suffix else (name, "")
+
+
+def renamed_for_export(name: str, sha256: str) -> str:
+    """How exports name a photo whose name another photo in the export shares: 'shelf0-d389a26e.jpg'."""
+    stem, suffix = stem_and_suffix(name)
+    return f"{stem}-{sha256[:8]}{suffix}"
 
 
 def clean_filename(name: str | None) -> str:

@@ -22,7 +22,7 @@ from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex
 from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
 from shelf.detector import DetectorInfo, resolve_detector
 from shelf.detector import provenance as detector_provenance
-from shelf.images import ImageError, clean_filename, decode_image
+from shelf.images import ImageError, Skipped, clean_filename, decode_image
 from shelf.model import LoadedModel
 from shelf.overlay import preview
 from shelf.regions import Box, RegionMode, parse_region_mode
@@ -62,6 +62,7 @@ class PhotoResult:
     size: tuple[int, int] = (0, 0)  # of the decoded (EXIF-rotated) photo; boxes are in these pixels
     preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
     recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
+    skipped: bool = False  # read, but left out by this run (`error` says why): not a broken file
 
     @property
     def ok(self) -> bool:
@@ -156,7 +157,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
             result.size = decoded.image.size
             result.preview = preview(decoded.image)
         except ImageError as exc:
-            result = PhotoResult(name=name, error=str(exc))
+            result = PhotoResult(name=name, error=str(exc), skipped=isinstance(exc, Skipped))
         except Exception as exc:  # one file's failure must not end the batch or lose what is stored
             result = PhotoResult(name=name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
                                                   f"{str(exc)[:200]})")
@@ -199,11 +200,12 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
     for number, upload in enumerate(uploads, start=1):
         name = clean_filename(upload.name)
         try:
-            image = decode_image(upload.data, name).image
-            true_boxes, notes = boxes_for_photo(truth, name, image.width, image.height)
+            decoded = decode_image(upload.data, name)
+            image = decoded.image
+            true_boxes, notes = boxes_for_photo(truth, name, image.width, image.height, decoded.sha256)
             if not true_boxes:
-                raise ImageError(name, f"the truth file {truth.source} has no boxes for this photo")
-            found = find_regions(mode, image, name, box_file, detector)
+                raise Skipped(name, f"skipped: the truth file {truth.source} has no boxes for this photo")
+            found = find_regions(mode, image, name, box_file, detector, decoded.sha256)
             result = RegionComparison(name, found.boxes, found.scores, true_boxes, notes + found.notes,
                                       size=image.size, preview=preview(image) if with_preview else None)
         except ImageError as exc:

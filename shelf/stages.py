@@ -38,6 +38,7 @@ from shelf.detector import DetectorInfo, detect, resolve_detector
 from shelf.images import (
     DecodedImage,
     ImageError,
+    Skipped,
     clean_filename,
     decode_image,
     sha256_hex,
@@ -140,14 +141,15 @@ class FoundRegions(NamedTuple):
 
 
 def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
-                 detector: DetectorInfo | None = None) -> FoundRegions:
-    """What a region mode finds on one photo, possibly nothing. Raises ImageError when the photo cannot be done."""
+                 detector: DetectorInfo | None = None, sha256: str | None = None) -> FoundRegions:
+    """What a region mode finds on one photo, possibly nothing. Raises ImageError when the photo cannot be done,
+    Skipped when the box file has no boxes for it."""
     if mode.kind == "boxes":
         if box_file is None:
             raise ImageError(name, "region mode 'boxes' needs a box file")
-        boxes, notes = boxes_for_photo(box_file, name, image.width, image.height)
+        boxes, notes = boxes_for_photo(box_file, name, image.width, image.height, sha256)
         if not boxes:
-            raise ImageError(name, f"the box file {box_file.source} has no usable boxes for this photo")
+            raise Skipped(name, f"skipped: the box file {box_file.source} has no usable boxes for this photo")
         return FoundRegions(boxes, notes)
     if mode.kind == "detector":
         boxes, scores = detect(detector or resolve_detector(mode.source), image, mode.conf, mode.iou, mode.tiles)
@@ -156,9 +158,9 @@ def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxI
 
 
 def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
-                  detector: DetectorInfo | None = None) -> FoundRegions:
+                  detector: DetectorInfo | None = None, sha256: str | None = None) -> FoundRegions:
     """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing."""
-    found = find_regions(mode, image, name, box_file, detector)
+    found = find_regions(mode, image, name, box_file, detector, sha256)
     if found.boxes:
         return found
     why = f"the detector found no products at conf {mode.conf:g}" if mode.kind == "detector" \
@@ -168,7 +170,8 @@ def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: Box
 
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:
     """`row` with the decoded photo's regions and the model inputs of their crops. Raises ImageError."""
-    boxes, notes, _ = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file, settings.detector)
+    boxes, notes, _ = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file, settings.detector,
+                                    decoded.sha256)
     inputs = np.stack([model_input(crop, settings.crop_mode) for crop in crops(decoded.image, boxes)])
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
             "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),

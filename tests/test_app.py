@@ -220,7 +220,8 @@ def test_boxes_mode_on_recognize(loaded):
     at = start("pages/recognize.py")
     at.selectbox(key="region_kind").set_value("boxes").run()
     photo, _ = _shelf_upload()
-    upload(at, "uploads", [photo])
+    absent = ("not-in-the-file.png", skimage_photo("coffee.png").read_bytes(), "image/png")
+    upload(at, "uploads", [photo, absent])
     assert at.button(key="recognize").disabled  # no box file yet
     box_csv = b"shelf1.jpg,0,0,300,400\nshelf1.jpg,300,0,600,400\nshelf1.jpg,50,50,10,10\n"
     upload(at, "box_file", [("boxes.csv", box_csv, "text/csv")])
@@ -229,6 +230,9 @@ def test_boxes_mode_on_recognize(loaded):
     at.button(key="recognize").click().run()
     assert not at.exception, at.exception
     assert "2 regions" in texts(at.markdown)
+    assert "1 new photo(s) stored · 1 skipped (no boxes for them in the box file)" in texts(at.caption)
+    assert "could not be read" not in texts(at.caption) and not at.error
+    assert ui_escape("not-in-the-file.png: skipped: the box file boxes.csv has no usable boxes") in texts(at.info)
     frame = store.predictions_frame(store.open_store(), top1_only=True)
     assert sorted(zip(frame.x1, frame.x2)) == [(0, 300), (300, 600)]
 

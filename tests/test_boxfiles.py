@@ -108,3 +108,13 @@ def test_problem_messages_are_bounded():
     imported = parse_box_file(data, "bad.csv")
     assert imported.n_problems == 500 and len(imported.messages) == 21
     assert imported.messages[-1] == "bad.csv: … and 480 more problems"
+
+
+def test_boxes_filed_under_the_exports_clash_name_are_found_by_the_photos_hash():
+    sha = "d389a26e" + "0" * 56
+    imported = parse_box_file(b"shelf0-d389a26e.jpg,0,0,10,10,x,100,100\n<b>x</b>.jpg,5,5,20,20,x,100,100\n",
+                              "export.csv")
+    assert boxes_for_photo(imported, "shelf0.jpg", 100, 100, sha)[0] == [Box(0, 0, 10, 10)]
+    assert boxes_for_photo(imported, "shelf0.jpg", 100, 100, "f" * 64)[0] == []  # another photo of that name
+    assert boxes_for_photo(imported, "shelf0.jpg", 100, 100)[0] == []
+    assert boxes_for_photo(imported, "<b>x</b>.jpg", 100, 100)[0] == [Box(5, 5, 20, 20)]

@@ -84,7 +84,8 @@ def test_boxes_mode_matches_photos_by_name_and_reports_the_rest(loaded, engine):
                         region_mode=f"boxes:{box_file.source}", box_file=box_file)
     assert [r.box for r in results[0].regions] == [Box(0, 0, 100, 200), Box(100, 0, 300, 200),
                                                    Box(250, 150, 300, 200)]
-    assert results[1].error == "b.png: the box file boxes.csv has no usable boxes for this photo"
+    assert results[1].error == "b.png: skipped: the box file boxes.csv has no usable boxes for this photo"
+    assert results[1].skipped and not any(r.skipped for r in results if r is not results[1])
     with engine.connect() as conn:
         assert conn.execute(sa.select(store.runs.c.region_mode)).scalar_one() == "boxes:boxes.csv"
     assert store.counts(engine)["photos"] == 1
