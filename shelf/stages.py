@@ -168,10 +168,26 @@ def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: Box
     return FoundRegions(whole_image(image.width, image.height), [f"{why}; the whole photo was classified"])
 
 
+SMALL_CROP = 64  # px on the short side: below this a crop is blown up ≥ 3.5× to the model's 224 px
+
+
+def small_crop_notes(size: tuple[int, int], boxes: Sequence[Box]) -> list[str]:
+    """A warning when the photo, or some of its regions, is too small for a prediction to mean much."""
+    small = sum(min(b.width, b.height) < SMALL_CROP for b in boxes)
+    if not small:
+        return []
+    if min(size) < SMALL_CROP:
+        return [f"tiny image ({size[0]}×{size[1]} px): blown up to the model's 224 px, its predictions are not "
+                "reliable whatever their confidence"]
+    return [f"{small} of {len(boxes)} region(s) are under {SMALL_CROP} px on a side: blown up to the model's 224 px, "
+            "their predictions are not reliable whatever their confidence"]
+
+
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:
     """`row` with the decoded photo's regions and the model inputs of their crops. Raises ImageError."""
     boxes, notes, _ = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file, settings.detector,
                                     decoded.sha256)
+    notes = [*small_crop_notes(decoded.image.size, boxes), *notes]
     inputs = np.stack([model_input(crop, settings.crop_mode) for crop in crops(decoded.image, boxes)])
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
             "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),

@@ -147,3 +147,21 @@ def test_confidence_bands_are_told_apart_without_red_green():
     low, mid, high = (confidence_colour(p) for p in (0.1, 0.6, 0.95))
     assert len({low, mid, high}) == 3 and high[2] > high[0]  # blue for confident, vermillion for doubtful
     assert confidence_colour(1.0) == high and confidence_colour(0.5) == mid
+
+
+def test_non_shelf_photos_are_classified_whole_and_tiny_ones_are_flagged(loaded, engine):
+    from tests.conftest import skimage_photo
+    cat = Upload("chelsea.png", skimage_photo("chelsea.png").read_bytes())
+    cup = Upload("coffee.png", skimage_photo("coffee.png").read_bytes())
+    tiny = Upload("tiny.png", image_bytes(Image.new("RGB", (4, 4), (200, 30, 30)), "PNG"))
+    results = recognize(loaded, engine, [cat, cup, tiny], CONTEXT, region_mode="auto")
+    assert [len(r.regions) for r in results] == [1, 1, 1]  # no shelf: one product, not dozens of "facings"
+    assert all("no shelf rows found; the whole photo was classified" in r.notes for r in results[:2])
+    assert not any("tiny image" in n for r in results[:2] for n in r.notes)
+    assert any(n.startswith("tiny image (4×4 px)") for n in results[2].notes)
+    strip = Upload("strip.png", image_bytes(Image.new("RGB", (400, 100), (10, 120, 200)), "PNG"))
+    gridded = recognize(loaded, engine, [strip], CONTEXT, region_mode="grid:1x4")[0]
+    assert gridded.notes == []  # 100×100 px tiles are fine
+    gridded = recognize(loaded, engine, [strip], CONTEXT, region_mode="grid:2x4", again=True)[0]
+    assert gridded.notes == ["8 of 8 region(s) are under 64 px on a side: blown up to the model's 224 px, "
+                             "their predictions are not reliable whatever their confidence"]
