@@ -151,5 +151,5 @@ if results:
         st.error(ui.md_escape(r.error), icon=":material/broken_image:")
     for r in (r for r in results if r.ok):
         ui.photo_result(r, colour_by, dict(zip(skus["id"], skus["name"])))
-    ui.confirm_photo_deletion("results")
     st.page_link("pages/tallies.py", label="See the tallies", icon=":material/bar_chart:")
+ui.confirm_photo_deletion("results")

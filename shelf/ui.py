@@ -297,17 +297,21 @@ def photo_actions(result: PhotoResult) -> None:
     with st.popover(_context_text(context), icon=":material/edit:",
                     help="Where and when this photo was taken: correct it, or delete the photo"):
         with st.form(f"photo-context-{result.photo_id}", border=False, enter_to_submit=False):
-            store_name = st.text_input("Store", context.store, key=fields[0])
-            aisle = st.text_input("Aisle", context.aisle, key=fields[1])
-            captured_on = st.date_input("Photo date", context.captured_on, format="YYYY-MM-DD", key=fields[2])
-            if st.form_submit_button("Save", type="primary"):
-                new = stored.Context(store_name, aisle, captured_on).cleaned()
-                stored.set_photo_context(store(), result.photo_id, new)
-                st.toast(f"Saved: {md_escape(result.name)} is now {_context_text(new)}.", icon=":material/check:")
-                st.rerun()
-        if st.button("Delete this photo …", key=f"photo-delete-{result.photo_id}", icon=":material/delete:"):
-            st.session_state["photo_to_delete"] = (result.photo_id, result.name)
-            st.rerun()
+            st.text_input("Store", context.store, key=fields[0])
+            st.text_input("Aisle", context.aisle, key=fields[1])
+            st.date_input("Photo date", context.captured_on, format="YYYY-MM-DD", key=fields[2])
+            st.form_submit_button("Save", type="primary", on_click=_save_photo_context,
+                                  args=(result.photo_id, result.name, fields))
+        st.button("Delete this photo …", key=f"photo-delete-{result.photo_id}", icon=":material/delete:",
+                  on_click=st.session_state.__setitem__, args=("photo_to_delete", (result.photo_id, result.name)))
+
+
+def _save_photo_context(photo_id: int, name: str, fields: list[str]) -> None:
+    """The photo card's form, saved before the page reruns (so the card shows the new context at once)."""
+    from shelf import store as stored
+    new = stored.Context(*(st.session_state[field] for field in fields)).cleaned()
+    stored.set_photo_context(store(), photo_id, new)
+    st.toast(f"Saved: {md_escape(name)} is now {_context_text(new)}.", icon=":material/check:")
 
 
 def _forget_deletion() -> None:
@@ -320,23 +324,26 @@ def _confirm_photo_deletion(photo_id: int, name: str, results_key: str) -> None:
     st.markdown(f"**{md_escape(name)}** goes from the store with its regions, predictions and corrections; the "
                 "tallies and exports no longer count it. This cannot be undone.")
     yes, no = st.columns(2)
-    if yes.button("Delete", type="primary", key="photo_delete_confirm", icon=":material/delete:"):
+    delete = yes.button("Delete", type="primary", key="photo_delete_confirm", icon=":material/delete:")
+    keep = no.button("Keep it", key="photo_delete_cancel")
+    if delete:
         try:
             stored.delete_photo(store(), photo_id)
         except ValueError:
             pass  # already gone: what the user wanted
         st.session_state[results_key] = [r for r in st.session_state.get(results_key, [])
                                          if r.photo_id != photo_id]
+        st.session_state["photo_deleted"] = name
+    if delete or keep:
         _forget_deletion()
-        st.toast(f"Deleted {md_escape(name)}.", icon=":material/delete:")
-        st.rerun()
-    if no.button("Keep it", key="photo_delete_cancel"):
-        _forget_deletion()
-        st.rerun()
+        st.rerun()  # closes the dialog
 
 
 def confirm_photo_deletion(results_key: str = "results") -> None:
-    """Ask before deleting the photo a result card's "Delete this photo …" chose (one dialog per run)."""
+    """Ask before deleting the photo a result card's "Delete this photo …" chose (one dialog per run); say when
+    one was deleted."""
+    if deleted := st.session_state.pop("photo_deleted", None):
+        st.toast(f"Deleted {md_escape(deleted)}.", icon=":material/delete:")
     if chosen := st.session_state.get("photo_to_delete"):
         _confirm_photo_deletion(*chosen, results_key)
 

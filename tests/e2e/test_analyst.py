@@ -124,3 +124,50 @@ def test_removing_a_sku_asks_first(server, page):
     page.get_by_role("dialog").get_by_role("button", name="Remove").click()
     page.get_by_text("Removed").first.wait_for()
     assert len(catalog.skus_frame(engine)) == len(names) - 1
+
+
+def test_a_stored_photo_is_recognized_again_moved_and_deleted(server, page, tmp_path):
+    from tests.conftest import skimage_photo
+    engine = engine_of(server)
+    photo = tmp_path / "coffee.png"
+    photo.write_bytes(skimage_photo("coffee.png").read_bytes())
+    page.goto(f"{server.url}/recognize")
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files([str(photo)])
+    page.get_by_text("coffee.png").first.wait_for()
+    page.get_by_role("button", name="Recognize 1 photo").click()
+    page.get_by_text("1 new photo(s) stored").wait_for()
+    page.get_by_label("Store").first.fill("Uptown")
+    page.keyboard.press("Enter")
+    settled(page)
+    page.get_by_role("button", name="Recognize 1 photo").click()
+    page.get_by_text("1 already in the store (shown from it)").wait_for()
+    page.get_by_role("button", name="Recognize the 1 stored photo again with these settings").click()
+    page.get_by_text("1 recognized again").wait_for()
+    photos = store.photos_page(engine)
+    assert photos["store"].tolist() == ["Uptown"] and len(photos) == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.runs)).scalar() == 2
+
+    page.get_by_role("button", name="Uptown · no aisle").click()  # the card's store · aisle · date
+    popover = page.get_by_test_id("stPopoverBody")
+    popover.get_by_label("Aisle").fill("7 – Beverages")
+    popover.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Uptown · 7 – Beverages").wait_for()
+    settled(page)
+    assert store.photo_context(engine, int(photos["id"][0])).aisle == "7 – Beverages"
+
+    page.get_by_role("button", name="Delete this photo …").click()  # the popover stays open after Save
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("This cannot be undone").wait_for()
+    dialog.get_by_role("button", name="Keep it").click()
+    settled(page)
+    assert len(store.photos_page(engine)) == 1  # nothing deleted without a confirmation
+    delete = page.get_by_role("button", name="Delete this photo …")
+    if not delete.is_visible():
+        page.get_by_role("button", name="Uptown · 7 – Beverages").click()
+    delete.click()
+    dialog.get_by_text("This cannot be undone").wait_for()
+    settled(page)
+    dialog.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text("Deleted coffee.png").wait_for()
+    assert store.photos_page(engine).empty
