@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shelf import report, rollup
 from shelf.planogram import ANY_STORE, product_name, product_text, sku_names
-from shelf.schema import CLASS_PRODUCT, SKU_PRODUCT, photos, planograms, regions, threshold_step
+from shelf.schema import CLASS_PRODUCT, GAP, SKU_PRODUCT, photos, planograms, regions, threshold_step
 from shelf.tally import TallyFilter
 
 OK, UNDER, MISSING, EXTRA = "ok", "under", "missing", "extra"
@@ -223,3 +223,54 @@ def photo_regions(engine: Engine, photo_id: int) -> pd.DataFrame:
              .where(regions.c.photo_id == int(photo_id), regions.c.active).order_by(regions.c.position))
     with engine.connect() as conn:
         return _frame(conn, query)
+
+
+def photo_days(engine: Engine) -> list[int]:
+    """The dates photos were taken (day numbers, newest first; 0 for undated photos, last)."""
+    with engine.connect() as conn:
+        days = conn.execute(sa.select(photos.c.day).distinct().order_by(photos.c.day.desc())).scalars().all()
+    return [d for d in days if d] + [d for d in days if not d]
+
+
+def overall(table: pd.DataFrame) -> dict[str, float | None]:
+    """OSA, compliance and empty shelf share over the rows of a summary (sums of its counts, not a mean of
+    ratios)."""
+    if table.empty:
+        return {"osa": None, "compliance": None, "empty_share": None}
+    shares = table["empty_share"].dropna()
+    return {"osa": table["found_products"].sum() / table["planned_products"].sum(),
+            "compliance": table["found_facings"].sum() / table["expected_facings"].sum(),
+            "empty_share": float(shares.mean()) if len(shares) else None}
+
+
+def by_store_and_aisle(table: pd.DataFrame) -> pd.DataFrame:
+    """A summary over several dates folded to store × aisle (for the heat map): compliance and OSA from the sums."""
+    if table.empty:
+        return pd.DataFrame(columns=["store", "aisle", "compliance", "osa", "missing", "dates"])
+    sums = table.groupby(["store", "aisle"], as_index=False).agg(
+        expected_facings=("expected_facings", "sum"), found_facings=("found_facings", "sum"),
+        planned_products=("planned_products", "sum"), found_products=("found_products", "sum"),
+        missing=("missing", "sum"), dates=("captured_on", "size"))
+    return sums.assign(compliance=sums["found_facings"] / sums["expected_facings"],
+                       osa=sums["found_products"] / sums["planned_products"])
+
+
+def overlay_of(engine: Engine, photo: pd.Series):
+    """The stored photo (photos_of row) with its facings labelled and its gaps hatched; None if its file cannot
+    be read."""
+    from shelf.labels import IMAGENET_CLASSES
+    from shelf.overlay import draw_overlay
+    from shelf.regions import Box
+    from shelf.review import photo_for_thumbnails
+    loaded = photo_for_thumbnails(photo["file"], int(photo["width"]))
+    if loaded is None:
+        return None
+    image, _ = loaded
+    found = photo_regions(engine, int(photo["photo_id"]))
+    names = sku_names(engine)
+    facings = [(Box(r.x1, r.y1, r.x2, r.y2),
+                names.get(int(r.sku_id)) if r.sku_id is not None and not pd.isna(r.sku_id) and not r.corrected
+                else IMAGENET_CLASSES[int(r.class_index)], int(r.class_index), float(r.probability))
+               for r in found.itertuples() if r.kind != GAP]
+    gaps = [Box(r.x1, r.y1, r.x2, r.y2) for r in found.itertuples() if r.kind == GAP]
+    return draw_overlay(image, (int(photo["width"]), int(photo["height"])), facings, gaps=gaps)

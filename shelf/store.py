@@ -495,6 +495,11 @@ def version(engine: Engine) -> tuple:
 
 
 def counts(engine: Engine) -> dict[str, int]:
+    """Rows per table; "regions" are product regions (what is classified), "gaps" the empty gaps auto mode found."""
     with engine.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                for t in (photos, regions, predictions, runs, corrections, skus)}
+        found = {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                 for t in (photos, regions, predictions, runs, corrections, skus)}
+        found["gaps"] = conn.execute(sa.select(sa.func.count()).select_from(regions)
+                                     .where(regions.c.kind == GAP)).scalar_one()
+    found["regions"] -= found["gaps"]
+    return found
