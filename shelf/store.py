@@ -495,11 +495,8 @@ def version(engine: Engine) -> tuple:
 
 
 def counts(engine: Engine) -> dict[str, int]:
-    """Rows per table; "regions" are product regions (what is classified), "gaps" the empty gaps auto mode found."""
+    """Rows per table; "regions" counts product regions (what is classified), not the empty gaps auto mode found."""
     with engine.connect() as conn:
-        found = {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                 for t in (photos, regions, predictions, runs, corrections, skus)}
-        found["gaps"] = conn.execute(sa.select(sa.func.count()).select_from(regions)
-                                     .where(regions.c.kind == GAP)).scalar_one()
-    found["regions"] -= found["gaps"]
-    return found
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)
+                                     .where(*([regions.c.kind == PRODUCT] if t is regions else []))).scalar_one()
+                for t in (photos, regions, predictions, runs, corrections, skus)}
