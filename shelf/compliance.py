@@ -81,19 +81,24 @@ def _parts(f: TallyFilter, threshold: float) -> Parts:
 
     line_columns = [plan.c.store, plan.c.aisle, plan.c.day, plan.c.product_kind, plan.c.product_id,
                     plan.c.expected_facings, plan.c.shelf_row]
-    lines = (sa.select(*line_columns, sa.func.coalesce(sa.func.sum(found.c.n), 0).label("found"))
+    lines = (sa.select(*line_columns, _whole(sa.func.coalesce(sa.func.sum(found.c.n), 0)).label("found"))
              .select_from(plan.outerjoin(found, planned(plan, found))).group_by(*line_columns).cte("lines"))
     other = plan.alias("other")
     kind = sa.case((found.c.sku_id.is_not(None), SKU_PRODUCT), else_=CLASS_PRODUCT)
     product = sa.func.coalesce(found.c.sku_id, found.c.class_index)
     extras = (sa.select(found.c.store, found.c.aisle, found.c.day, kind.label("product_kind"),
-                        product.label("product_id"), sa.func.sum(found.c.n).label("found"))
+                        product.label("product_id"), _whole(sa.func.sum(found.c.n)).label("found"))
               .where(sa.exists().where(other.c.store == found.c.store, other.c.aisle == found.c.aisle,
                                        other.c.day == found.c.day),
                      sa.not_(sa.exists().where(planned(other, found))))
               .group_by(found.c.store, found.c.aisle, found.c.day, kind, product)
               .cte("extras"))
     return Parts(lines, extras)
+
+
+def _whole(total):
+    """A sum of counts as an integer (PostgreSQL sums bigints as numeric: Decimal in Python)."""
+    return sa.cast(total, sa.Integer)
 
 
 def _status(found, expected):

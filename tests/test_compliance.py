@@ -45,10 +45,10 @@ def add_shelf(engine, run_id: int, number: int, store_name: str, aisle: str, dat
 
 
 @pytest.fixture
-def chain(tmp_path):
+def chain(tmp_path, db_url):
     """North (the '*' planogram of aisle 7) on two dates, South (its own planogram of aisle 7), and an aisle
-    without a planogram."""
-    db = f"sqlite:///{tmp_path / 'chain.db'}"
+    without a planogram; on SQLite and on PostgreSQL."""
+    db = db_url
     engine = store.open_store(db)
     cola = catalog.add_sku(engine, "Cola", "Fizz", "Beverages")
     run = store.create_run(engine, {**TEST_RUN, "region_mode": "auto"})
