@@ -24,8 +24,8 @@ threshold = c2.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", 
                       help="Regions whose top-1 probability is lower are not counted as facings, unless a "
                            "reviewer corrected them.")
 
-tab_facings, tab_share, tab_confidence, tab_trend = st.tabs(["Facings", "Share of shelf by store", "Confidence",
-                                                            "Trend"])
+tab_facings, tab_share, tab_confidence, tab_trend, tab_empty = st.tabs(
+    ["Facings", "Share of shelf by store", "Confidence", "Trend", "Empty shelf"])
 share = report.share_by_store(engine, threshold, scope)
 charts_key = st.session_state.get("tallies_charts", 0)  # a new number clears the charts' selections
 with tab_share:
@@ -40,6 +40,18 @@ with tab_trend:
         st.altair_chart(charts.trend_chart(trend), width="stretch")
     else:
         st.caption("No photo in the selection has a date.")
+
+with tab_empty:
+    empty = report.empty_shelf(engine, scope, ["store", "aisle", "date"])
+    if empty.empty:
+        st.caption("No photo in the selection was recognized in auto mode, the mode that finds empty gaps.")
+    else:
+        ui.table(empty.assign(**{c: empty[c].map(charts.blank_as_dash) for c in ("store", "aisle")})
+                 .sort_values("empty_share", ascending=False)[["store", "aisle", "captured_on", "empty_share"]],
+                 hide_index=True, width="stretch", key="empty_shelf_table", column_config={
+                     "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
+                     "empty_share": st.column_config.ProgressColumn("Empty shelf", format="percent", min_value=0,
+                                                                    max_value=1)})
 
 picked = charts.picked_categories(share_event.selection if share_event else {})
 brushed = charts.brushed_range(brush_event.selection if brush_event else {})
@@ -57,13 +69,18 @@ with tab_facings:
         st.altair_chart(charts.facings_bar_chart(table, by), width="stretch")
 
 totals = report.totals(engine, threshold, selected)
-m1, m2, m3, m4 = st.columns(4)
+m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Photos", f"{report.photo_count(engine, selected):,}", help="Photos of the selected stores, aisles and "
           "dates.")
 m2.metric("Facings", f"{totals.facings:,}", help="Regions counted as facings: confidence at least the minimum, or "
           "corrected by a reviewer.")
 m3.metric("Below threshold", f"{totals.below_threshold:,}", help="Regions under the minimum confidence: not counted.")
 m4.metric("Corrected", f"{totals.corrected:,}", help="Regions a reviewer gave a label; they always count.")
+whole = report.empty_shelf(engine, scope)
+m5.metric("Empty shelf", f"{whole['empty_share'].iloc[0]:.1%}" if not whole.empty else "—",
+          help="Width of the empty gaps as a share of the shelf width, in photos recognized in auto mode (the "
+               "mode that finds gaps; other photos are not measured). Stores, aisles and dates apply; categories "
+               "do not (a gap has none).")
 notes = []
 if picked:
     notes.append(f"categories picked in the chart legend: {ui.md_escape(', '.join(picked))}")

@@ -225,7 +225,8 @@ def calibration_from_store(engine, crop_mode: str = "center", limit: int = CALIB
     from shelf.images import ImageError, decode_image
     query = (sa.select(store.regions.c.x1, store.regions.c.y1, store.regions.c.x2, store.regions.c.y2,
                        store.photos.c.file, store.photos.c.width)
-             .select_from(store.regions.join(store.photos)).order_by(store.regions.c.id))
+             .select_from(store.regions.join(store.photos)).where(store.regions.c.kind == store.PRODUCT)
+             .order_by(store.regions.c.id))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     if len(rows) > limit:

@@ -379,7 +379,8 @@ def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: st
         for chunk in result.partitions():
             keys = [(r.photo_id, r.run_id) for r in chunk]
             ids = conn.execute(sa.select(regions.c.id, regions.c.photo_id, regions.c.run_id, regions.c.position)
-                               .where(sa.tuple_(regions.c.photo_id, regions.c.run_id).in_(keys), regions.c.active)
+                               .where(sa.tuple_(regions.c.photo_id, regions.c.run_id).in_(keys), regions.c.active,
+                                      regions.c.kind == store.PRODUCT)
                                ).all()
             vectors = {(r.photo_id, r.run_id): store.embedding_array(r.vectors) for r in chunk}
             if not ids:

@@ -143,3 +143,37 @@ def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]):
         tooltip=[alt.Tooltip("true:N", title="True"), alt.Tooltip("predicted:N", title="Matched as"),
                  alt.Tooltip("count:Q", title="Photos")],
     ).properties(height=max(160, 32 * frame["true"].nunique()))
+
+
+def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
+    """Store × aisle cells coloured by planogram compliance (shelf.compliance.by_store_and_aisle), red to blue
+    through yellow (told apart with every kind of colour vision), the figure written in each cell."""
+    table = table.assign(store=table["store"].map(blank_as_dash), aisle=table["aisle"].map(blank_as_dash))
+    base = alt.Chart(table).encode(
+        x=alt.X("aisle:N", title="Aisle", axis=alt.Axis(labelAngle=-30, labelLimit=200)),
+        y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=220)))
+    cells = base.mark_rect().encode(
+        color=alt.Color("compliance:Q", title="Compliance", scale=alt.Scale(domain=[0, 1], scheme="redyellowblue"),
+                        legend=alt.Legend(format="%")),
+        tooltip=[alt.Tooltip("store:N", title="Store"), alt.Tooltip("aisle:N", title="Aisle"),
+                 alt.Tooltip("compliance:Q", format=".0%", title="Compliance"),
+                 alt.Tooltip("osa:Q", format=".0%", title="On-shelf availability"),
+                 alt.Tooltip("missing:Q", title="Missing products")])
+    labels = base.mark_text(fontSize=11).encode(
+        text=alt.Text("compliance:Q", format=".0%"),
+        color=alt.condition("datum.compliance > 0.3 && datum.compliance < 0.75", alt.value("black"),
+                            alt.value("white")))
+    return (cells + labels).properties(height=max(120, 30 * table["store"].nunique()))
+
+
+def compliance_trend_chart(table: pd.DataFrame) -> alt.Chart:
+    """OSA and compliance per photo date (shelf.compliance.trend)."""
+    long = table.melt(id_vars="date", value_vars=["compliance", "osa"], var_name="measure", value_name="value")
+    long["measure"] = long["measure"].map({"compliance": "Compliance", "osa": "On-shelf availability"})
+    return (alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("yearmonthdate(date):T", title="Photo date", axis=alt.Axis(format="%d %b %Y", labelAngle=-30)),
+        y=alt.Y("value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("measure:N", title=None),
+        tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"), alt.Tooltip("measure:N", title="Measure"),
+                 alt.Tooltip("value:Q", format=".1%", title="Value")])
+        .properties(height=240))

@@ -64,15 +64,34 @@ def _ink(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else (255, 255, 255)
 
 
+GAP_COLOUR = (0, 0, 0)  # gaps: black hatching, unlike any label or confidence colour
+
+
+def draw_gaps(draw: ImageDraw.ImageDraw, gaps: Sequence[Box], scale: float, line: int) -> None:
+    """Empty stretches of shelf: a dashed-looking outline and diagonal hatching, so they read as "nothing here"
+    in any colour mode and to every eye."""
+    for box in gaps:
+        x1, y1, x2, y2 = (round(v * scale) for v in box.as_tuple)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            continue
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=GAP_COLOUR + (40,), outline=GAP_COLOUR + (255,), width=line)
+        step = max(6, 4 * line)
+        for offset in range(-(y2 - y1), x2 - x1, step):  # 45° lines clipped to the box
+            ax, ay = x1 + max(offset, 0), y1 + max(-offset, 0)
+            length = min(x2 - ax, y2 - ay)
+            draw.line((ax, ay, ax + length, ay + length), fill=GAP_COLOUR + (200,), width=max(1, line // 2))
+
+
 def draw_overlay(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
-                 colour_by: str = "label") -> Image.Image:
-    """Draw numbered boxes with '#n label p%' tags on `image` (a preview of a photo of `full_size`). A tag stays
-    inside its box's width (shortened to '#n p%', then '#n') and inside the picture."""
+                 colour_by: str = "label", gaps: Sequence[Box] = ()) -> Image.Image:
+    """Draw numbered boxes with '#n label p%' tags on `image` (a preview of a photo of `full_size`), and the empty
+    `gaps` hatched. A tag stays inside its box's width (shortened to '#n p%', then '#n') and inside the picture."""
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas, "RGBA")
     scale = canvas.width / full_size[0]
     side = max(canvas.size)
     line = max(2, side // 400)
+    draw_gaps(draw, gaps, scale, line)
     font = ImageFont.load_default(size=max(12, side // 50))
     for number, ((box, label, _, probability), colour) in enumerate(zip(regions, colours(regions, colour_by)[0]),
                                                                      start=1):
@@ -114,11 +133,16 @@ def draw_legend(entries: Sequence[LegendEntry], width: int = 320, font_size: int
     return legend
 
 
+def gap_legend(gaps: Sequence[Box]) -> list[LegendEntry]:
+    return [LegendEntry(GAP_COLOUR, "empty shelf (hatched)", len(gaps))] if gaps else []
+
+
 def annotated(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
-              colour_by: str = "label") -> Image.Image:
+              colour_by: str = "label", gaps: Sequence[Box] = ()) -> Image.Image:
     """The overlay with its legend beside it, in one picture (what "Download annotated PNG" gives)."""
-    overlay = draw_overlay(image, full_size, regions, colour_by)
-    legend = draw_legend(colours(regions, colour_by)[1], font_size=max(14, max(overlay.size) // 60))
+    overlay = draw_overlay(image, full_size, regions, colour_by, gaps)
+    legend = draw_legend(colours(regions, colour_by)[1] + gap_legend(gaps),
+                         font_size=max(14, max(overlay.size) // 60))
     both = Image.new("RGB", (overlay.width + legend.width, max(overlay.height, legend.height)), (255, 255, 255))
     both.paste(overlay, (0, 0))
     both.paste(legend, (overlay.width, 0))

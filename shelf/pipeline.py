@@ -57,6 +57,7 @@ class PhotoResult:
     sha256: str | None = None
     already_stored: bool = False
     regions: list[RegionResult] = field(default_factory=list)
+    gaps: list[Box] = field(default_factory=list)  # empty stretches of shelf (auto mode): not classified
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # things the user should know that did not stop the photo
     size: tuple[int, int] = (0, 0)  # of the decoded (EXIF-rotated) photo; boxes are in these pixels
@@ -225,9 +226,11 @@ def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo
     if row["status"] == stages.FAILED:
         return PhotoResult(name=row["name"], error=f"{row['name']}: {row['error']}")
     matched = stages.matches(row, settings)
-    store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched)
+    store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched,
+                          gaps=stages.boxes(row, "gaps"))
     store.set_photo_context(engine, photo_id, context)
     return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
+                       gaps=stages.boxes(row, "gaps"),
                        notes=[note for note in row["notes"].split("\n") if note],
                        regions=[RegionResult(box, c.predictions, *m) for box, c, m in
                                 zip(stages.boxes(row), stages.classifications(row),
@@ -244,4 +247,5 @@ def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> Phot
                        already_stored=outcome["status"] == stages.ALREADY_STORED,
                        notes=[note for note in row["notes"].split("\n") if note],
                        regions=[RegionResult(box, c.predictions, *m) for box, c, m in
-                                zip(stages.boxes(row), stages.classifications(row), matched)])
+                                zip(stages.boxes(row), stages.classifications(row), matched)],
+                       gaps=stages.boxes(row, "gaps"))

@@ -4,7 +4,8 @@ Modes (the same strings in the app, the CLI and provenance):
   whole        the photo is one product crop
   grid:RxC     R rows × C columns of equal tiles; grid:RxC@F overlaps neighbouring tiles by the fraction F
   auto         shelf rows from the shelves' regular spacing, then facings from each row's repeating pattern and
-               product edges, empty gaps dropped — a heuristic for shelf photos, tuned by `AutoParams`
+               product edges; empty gaps are kept apart (stored as regions of kind gap, never classified) — a
+               heuristic for shelf photos, tuned by `AutoParams`
   boxes:FILE   boxes imported from an SKU-110K CSV, COCO JSON or YOLO txt file (see shelf.boxfiles)
   detector:FILE[@conf=C,iou=I,tiles=auto|off|N]
                boxes from a YOLO detector exported to ONNX (see shelf.detector); FILE is an .onnx path or the start
@@ -176,8 +177,22 @@ class AutoParams:
     wall_brightness: tuple[float, float] = (0.7, 1.4)  # brightness ratio to the background that still counts as it
 
 
+@dataclass(frozen=True)
+class ShelfLayout:
+    """What auto mode reads off a shelf photo: the facings, and the empty gaps between them (stretches of a shelf
+    row the facing rhythm says should hold a product, but that show the shelf or the back wall instead)."""
+
+    facings: list[Box]
+    gaps: list[Box]
+
+
 def auto_regions(image: Image.Image, params: AutoParams = AutoParams()) -> list[Box]:
     """Product facings on a shelf photo, row by row, left to right; [] when the photo shows no shelf rows."""
+    return auto_layout(image, params).facings
+
+
+def auto_layout(image: Image.Image, params: AutoParams = AutoParams()) -> ShelfLayout:
+    """Facings and empty gaps on a shelf photo, row by row, left to right; both empty without shelf rows."""
     scale = min(1.0, params.work_width / image.width)
     small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.BILINEAR) if scale < 1 else image
@@ -188,10 +203,14 @@ def auto_regions(image: Image.Image, params: AutoParams = AutoParams()) -> list[
     h, w = rgb.shape[:2]
     texture = np.pad(np.abs(rgb[:, 2:] - rgb[:, :-2]).max(axis=2), ((0, 0), (1, 1)))  # horizontal colour change
     edge_level = max(10.0, float(np.percentile(texture, 75)))
-    boxes = [box for top, bottom, pitch in _shelf_bands(texture, params)
-             for box in _facings_along_the_shelf(rgb, texture, edge_level, top, bottom, pitch, params)]
-    boxes = [_back_to_original(b, angle, (w, h), scale, image.size) for b in boxes]
-    return [b for b in boxes if min(b.width, b.height) >= params.min_facing_pixels]
+    rows = [_facings_along_the_shelf(rgb, texture, edge_level, top, bottom, pitch, params)
+            for top, bottom, pitch in _shelf_bands(texture, params)]
+
+    def original(boxes: list[Box]) -> list[Box]:
+        moved = [_back_to_original(b, angle, (w, h), scale, image.size) for b in boxes]
+        return [b for b in moved if min(b.width, b.height) >= params.min_facing_pixels]
+    return ShelfLayout(original([b for facings, _ in rows for b in facings]), original([b for _, gaps in rows
+                                                                                         for b in gaps]))
 
 
 def _edge_span(image: np.ndarray, threshold: float = 14.0) -> np.ndarray:
@@ -285,8 +304,8 @@ def _shelf_bands(texture: np.ndarray, params: AutoParams) -> list[tuple[int, int
 
 
 def _facings_along_the_shelf(rgb: np.ndarray, texture: np.ndarray, edge_level: float, top: int, bottom: int,
-                             pitch: int, params: AutoParams) -> list[Box]:
-    """The facings of one shelf band, following the shelf's own slant: in a photo taken at an angle the shelves
+                             pitch: int, params: AutoParams) -> tuple[list[Box], list[Box]]:
+    """The facings and gaps of one shelf band, following the shelf's own slant: in a photo taken at an angle the shelves
     are not parallel (perspective), so each band is sheared straight before it is cut, and its boxes sheared back."""
     h, w = texture.shape
     margin = pitch // 3
@@ -295,9 +314,10 @@ def _facings_along_the_shelf(rgb: np.ndarray, texture: np.ndarray, edge_level: f
     shift = np.round(slope * (np.arange(w) - w / 2)).astype(int)  # rows to move each column by
     rows = np.clip(np.arange(y0, y1)[:, None] + shift[None, :], 0, h - 1)
     columns = np.arange(w)[None, :]
-    boxes = _facings(rgb[rows, columns], texture[rows, columns], edge_level, top - y0, bottom - y0, pitch, params)
-    return [Box(b.x1, y0 + b.y1 + int(min(shift[b.x1], shift[b.x2 - 1])), b.x2,
-                y0 + b.y2 + int(max(shift[b.x1], shift[b.x2 - 1]))).clipped(w, h) for b in boxes]
+    found = _facings(rgb[rows, columns], texture[rows, columns], edge_level, top - y0, bottom - y0, pitch, params)
+    return tuple([Box(b.x1, y0 + b.y1 + int(min(shift[b.x1], shift[b.x2 - 1])), b.x2,
+                      y0 + b.y2 + int(max(shift[b.x1], shift[b.x2 - 1]))).clipped(w, h) for b in boxes]
+                 for boxes in found)
 
 
 def _band_slope(texture: np.ndarray, params: AutoParams) -> float:
@@ -324,11 +344,13 @@ def _product_rows(profile: np.ndarray, level: float) -> tuple[int, int] | None:
 
 
 def _facings(rgb: np.ndarray, texture: np.ndarray, edge_level: float, top: int, bottom: int, pitch: int,
-             params: AutoParams) -> list[Box]:
+             params: AutoParams) -> tuple[list[Box], list[Box]]:
+    """(facings, gaps) of a straightened band: the cells between cuts that hold a product, and the ones that
+    do not (their box spans the row's product height)."""
     w = rgb.shape[1]
     rows = _product_rows(_smooth(texture[top:bottom].mean(axis=1), 3), params.product_level)
     if rows is None or rows[1] - rows[0] < 0.15 * pitch:
-        return []
+        return [], []
     upper, lower = rows  # of the products, within the band
     band = rgb[top:bottom]
     product = texture[top:bottom] > edge_level
@@ -341,9 +363,9 @@ def _facings(rgb: np.ndarray, texture: np.ndarray, edge_level: float, top: int, 
     boundary = np.maximum(boundary, 2 * np.abs(np.gradient(occupancy)))  # where product gives way to empty shelf
     period = _facing_period(boundary, lower - upper, w, params)
     if period is None:
-        return []
+        return [], []
     cuts = _rhythmic_cuts(boundary ** params.boundary_power, period, params.facing_spread, params.rhythm_penalty)
-    boxes = []
+    boxes, gaps = [], []
     allowed_top = max(0, upper - int(0.15 * (lower - upper)))  # products in a row differ a little in height
     for x1, x2 in itertools.pairwise(cuts):
         cell = product[:, x1:x2]
@@ -351,12 +373,12 @@ def _facings(rgb: np.ndarray, texture: np.ndarray, edge_level: float, top: int, 
         filled[:allowed_top] = 0
         filled[lower:] = 0
         runs = _runs(filled > 0.5)
-        if not runs:
-            continue
-        y1, y2 = max(runs, key=lambda run: filled[run[0]:run[1]].sum())
+        y1, y2 = max(runs, key=lambda run: filled[run[0]:run[1]].sum()) if runs else (0, 0)
         if y2 - y1 >= 0.3 * (lower - upper) and cell[y1:y2].mean() >= params.min_fill:
             boxes.append(Box(x1, top + y1, x2, top + y2))
-    return boxes
+        else:
+            gaps.append(Box(x1, top + upper, x2, top + lower))
+    return boxes, gaps
 
 
 def _facing_period(boundary: np.ndarray, product_height: int, w: int, params: AutoParams) -> float | None:

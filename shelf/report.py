@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from shelf import rollup
 from shelf.labels import IMAGENET_CLASSES
 from shelf.schema import (
+    GAP,
     ROLLUPS,
     THRESHOLD_STEPS,
     UNKNOWN_SKU_KEY,
@@ -252,8 +253,8 @@ def totals(engine: Engine, threshold: float = 0.0, f: TallyFilter = TallyFilter(
     return Totals(int(row["regions"] or 0), int(row["facings"] or 0), int(row["corrected"] or 0))
 
 
-def photo_count(engine: Engine, f: TallyFilter = TallyFilter()) -> int:
-    """Photos in the selected stores, aisles and dates."""
+def photo_scope(f: TallyFilter) -> list:
+    """Conditions on photos for the selected stores, aisles and dates."""
     conditions = []
     if f.stores:
         conditions.append(photos.c.store.in_(list(f.stores)))
@@ -265,8 +266,48 @@ def photo_count(engine: Engine, f: TallyFilter = TallyFilter()) -> int:
             conditions.append(photos.c.day >= f.date_from.toordinal())
         if f.date_to is not None:
             conditions.append(photos.c.day <= f.date_to.toordinal())
+    return conditions
+
+
+def photo_count(engine: Engine, f: TallyFilter = TallyFilter()) -> int:
+    """Photos in the selected stores, aisles and dates."""
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(photos).where(*conditions)).scalar_one()
+        return conn.execute(sa.select(sa.func.count()).select_from(photos).where(*photo_scope(f))).scalar_one()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Empty shelf: the gaps auto mode finds (regions of kind gap), as a share of the shelf's width
+
+GAP_FINDING_MODES = ("auto",)  # region modes that look for gaps; other photos are "not measured", not "full"
+EMPTY_SHELF_GROUPS = {"store": photos.c.store, "aisle": photos.c.aisle, "date": photos.c.day}
+
+
+def shelf_widths(f: TallyFilter, by: Sequence[str]) -> sa.Select:
+    """Per group: gap_width and shelf_width (gaps + facings, in pixels) of the current regions of photos
+    recognised in a gap-finding mode. Empty shelf share = gap_width / shelf_width: in auto mode a shelf row is
+    cut into cells that are either a facing or a gap, so their widths add up to the row's."""
+    width = regions.c.x2 - regions.c.x1
+    groups = [EMPTY_SHELF_GROUPS[g].label("day" if g == "date" else g) for g in by]
+    return (sa.select(*groups, sa.func.sum(sa.case((regions.c.kind == GAP, width), else_=0)).label("gap_width"),
+                      sa.func.sum(width).label("shelf_width"))
+            .select_from(regions.join(photos, photos.c.id == regions.c.photo_id).join(runs))
+            .where(regions.c.active, runs.c.region_mode.in_(GAP_FINDING_MODES), *photo_scope(f))
+            .group_by(*groups))
+
+
+def empty_shelf(engine: Engine, f: TallyFilter = TallyFilter(), by: Sequence[str] = ()) -> pd.DataFrame:
+    """Empty shelf share per store / aisle / date (any of them, or none: the whole selection). Rows only for
+    groups with photos from a gap-finding mode."""
+    unknown = [g for g in by if g not in EMPTY_SHELF_GROUPS]
+    if unknown:
+        raise ValueError(f"empty shelf share groups by store, aisle or date, not {', '.join(unknown)}")
+    with engine.connect() as conn:
+        frame = _frame(conn, shelf_widths(f, list(dict.fromkeys(by))))
+    frame = frame[frame["shelf_width"].fillna(0) > 0]
+    frame = frame.assign(empty_share=frame["gap_width"].astype(float) / frame["shelf_width"].astype(float))
+    if "day" in frame:
+        frame = frame.rename(columns={"day": "captured_on"}).assign(captured_on=lambda t: _dates(t["captured_on"]))
+    return frame.reset_index(drop=True)
 
 
 def _fold_small(frame: pd.DataFrame, column: str, keep: int = MAX_SERIES) -> pd.DataFrame:

@@ -152,6 +152,21 @@ reference_embeddings = sa.Table(
     sa.Column("embedding", sa.LargeBinary, nullable=False),
 )
 
+SKU_PRODUCT, CLASS_PRODUCT = "sku", "imagenet"
+
+planograms = sa.Table(
+    "planograms", metadata,  # what should be on the shelf: per store ('*': every store without its own) and aisle
+    sa.Column("store", sa.String(100), primary_key=True),
+    sa.Column("aisle", sa.String(100), primary_key=True),
+    sa.Column("product_kind", sa.String(10), primary_key=True),  # sku | imagenet
+    sa.Column("product_id", sa.Integer, primary_key=True, autoincrement=False),  # a SKU id or an ImageNet class
+    sa.Column("expected_facings", sa.Integer, nullable=False),
+    sa.Column("shelf_row", sa.Integer, nullable=True),  # 1 = top shelf; informative
+    sa.Column("changed_by", sa.String(100), nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_planograms_aisle_store", "aisle", "store"),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("key", sa.String(60), primary_key=True),

@@ -44,7 +44,7 @@ from shelf.images import (
     sha256_hex,
 )
 from shelf.model import CATEGORIES, LoadedModel
-from shelf.regions import Box, RegionMode, parse_region_mode, regions_for, whole_image
+from shelf.regions import Box, RegionMode, auto_layout, parse_region_mode, regions_for, whole_image
 from shelf.sources import SourceError, read_source
 
 PENDING, STORED, ALREADY_STORED, FAILED = "pending", "stored", "already stored", "error"
@@ -126,7 +126,8 @@ def new_row(job: Mapping) -> dict:
             "aisle": str(job.get("aisle", "")), "captured_on": str(job.get("captured_on", "")),
             "name": clean_filename(str(job["source"]).split("?", 1)[0]), "status": PENDING, "error": "",
             "photo_id": -1, "sha256": "", "format": "", "width": 0, "height": 0, "n_bytes": 0, "data": b"",
-            "notes": "", "boxes": np.zeros((0, 4), np.int32), "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
+            "notes": "", "boxes": np.zeros((0, 4), np.int32), "gaps": np.zeros((0, 4), np.int32),
+            "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
 
 
 def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
@@ -138,6 +139,7 @@ class FoundRegions(NamedTuple):
     boxes: list[Box]
     notes: list[str]  # for the user
     scores: list[float] | None = None  # one per box, from modes that score their boxes (detector)
+    gaps: tuple[Box, ...] = ()  # empty stretches of shelf (auto mode): stored as gap regions, never classified
 
 
 def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
@@ -154,6 +156,9 @@ def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxI
     if mode.kind == "detector":
         boxes, scores = detect(detector or resolve_detector(mode.source), image, mode.conf, mode.iou, mode.tiles)
         return FoundRegions(boxes, [], scores)
+    if mode.kind == "auto":
+        layout = auto_layout(image)
+        return FoundRegions(layout.facings, [], None, tuple(layout.gaps))
     return FoundRegions(regions_for(mode, image), [])
 
 
@@ -165,7 +170,8 @@ def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: Box
         return found
     why = f"the detector found no products at conf {mode.conf:g}" if mode.kind == "detector" \
         else "no shelf rows found"  # a close-up of one product, most likely
-    return FoundRegions(whole_image(image.width, image.height), [f"{why}; the whole photo was classified"])
+    return FoundRegions(whole_image(image.width, image.height), [f"{why}; the whole photo was classified"],
+                        gaps=found.gaps)
 
 
 SMALL_CROP = 64  # px on the short side: below this a crop is blown up ≥ 3.5× to the model's 224 px
@@ -185,13 +191,17 @@ def small_crop_notes(size: tuple[int, int], boxes: Sequence[Box]) -> list[str]:
 
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:
     """`row` with the decoded photo's regions and the model inputs of their crops. Raises ImageError."""
-    boxes, notes, _ = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file, settings.detector,
-                                    decoded.sha256)
+    boxes, notes, _, gaps = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file,
+                                          settings.detector, decoded.sha256)
     notes = [*small_crop_notes(decoded.image.size, boxes), *notes]
     inputs = np.stack([model_input(crop, settings.crop_mode) for crop in crops(decoded.image, boxes)])
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
             "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
-            "boxes": np.array([b.as_tuple for b in boxes], np.int32).reshape(-1, 4), "inputs": inputs}
+            "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
+
+
+def box_array(boxes: Sequence[Box]) -> np.ndarray:
+    return np.array([b.as_tuple for b in boxes], np.int32).reshape(-1, 4)
 
 
 def prepare(job: Mapping, engine: Engine, settings: Settings) -> dict:
@@ -214,7 +224,7 @@ def prepare(job: Mapping, engine: Engine, settings: Settings) -> dict:
 def failed(row: dict, problem: str) -> dict:
     """The row of a photo that cannot be done; `problem` says why (the source is in the row)."""
     return {**row, "status": FAILED, "error": problem, "data": b"", "boxes": np.zeros((0, 4), np.int32),
-            "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
+            "gaps": np.zeros((0, 4), np.int32), "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,8 +328,9 @@ def matches(row: Mapping, settings: Settings) -> list[tuple[int | None, float]] 
             for sku, similarity in zip(row["sku_ids"], row["sku_similarity"])]
 
 
-def boxes(row: Mapping) -> list[Box]:
-    return [Box(*map(int, b)) for b in np.asarray(row["boxes"]).reshape(-1, 4)]
+def boxes(row: Mapping, column: str = "boxes") -> list[Box]:
+    """The product boxes of a row (or, with column="gaps", its empty gaps)."""
+    return [Box(*map(int, b)) for b in np.asarray(row.get(column, ())).reshape(-1, 4)]
 
 
 def context(row: Mapping) -> store.Context:
@@ -344,7 +355,8 @@ def store_row(row: Mapping, engine: Engine, settings: Settings) -> dict:
                              int(row["n_bytes"]))
         start = time.perf_counter()
         photo_id, created = store.save_photo(engine, settings.run_id, header, bytes(row["data"]), context(row),
-                                             boxes(row), classifications(row), matches(row, settings))
+                                             boxes(row), classifications(row), matches(row, settings),
+                                             gaps=boxes(row, "gaps"))
         seconds = time.perf_counter() - start
     except Exception as exc:
         return result | {"status": FAILED, "error": f"could not be stored ({exc.__class__.__name__}: {str(exc)[:200]})"}

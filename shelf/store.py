@@ -219,8 +219,21 @@ def region_rows(photo_id: int, run_id: int, boxes: Sequence[Box], results: Seque
     return rows
 
 
-def insert_regions(conn: Connection, rows: Sequence[dict], results: Sequence) -> list[int]:
-    """Insert region rows with their top-k and embeddings; returns the new region ids (rollups not touched)."""
+def gap_rows(photo_id: int, run_id: int, gaps: Sequence[Box], first_position: int) -> list[dict]:
+    """Region rows for a photo's empty gaps: never classified, never counted as facings (kind gap), numbered after
+    the products so product positions keep indexing the embeddings."""
+    return [{"photo_id": photo_id, "run_id": run_id, "position": first_position + i, "x1": box.x1, "y1": box.y1,
+             "x2": box.x2, "y2": box.y2, "kind": GAP, "active": True, "predicted_class_index": 0, "probability": 0.0,
+             "bin": 0, "class_index": 0, "corrected": False, "sku_id": None, "sku_similarity": None}
+            for i, box in enumerate(gaps)]
+
+
+def insert_regions(conn: Connection, rows: Sequence[dict], results: Sequence, gaps: Sequence[dict] = ()
+                   ) -> list[int]:
+    """Insert region rows with their top-k and embeddings, and gap rows; returns the new product region ids
+    (rollups not touched)."""
+    if gaps:
+        conn.execute(regions.insert(), list(gaps))
     if not rows:
         return []
     ids = conn.execute(regions.insert().returning(regions.c.id, sort_by_parameter_order=True), list(rows)
@@ -235,14 +248,15 @@ def insert_regions(conn: Connection, rows: Sequence[dict], results: Sequence) ->
 
 
 def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, context: Context,
-               boxes: Sequence[Box], results: Sequence, matches: Sequence[tuple[int | None, float]] | None = None
-               ) -> tuple[int, bool]:
+               boxes: Sequence[Box], results: Sequence, matches: Sequence[tuple[int | None, float]] | None = None,
+               gaps: Sequence[Box] = ()) -> tuple[int, bool]:
     """Store one photo with its regions and predictions in one transaction.
 
     `results` are classifications (`.predictions` best first, `.embedding`), one per box; `matches` the catalog's
     (sku_id or None, similarity) per box when the run used the catalog. Returns (photo id, created). If the same
     photo (by content hash) is already stored, nothing is written and the existing id is returned with
-    created=False — also when another session stored it a moment ago.
+    created=False — also when another session stored it a moment ago. `gaps`: empty stretches of shelf (auto mode),
+    stored as gap regions.
     """
     if len(boxes) != len(results) or (matches is not None and len(matches) != len(results)):
         raise ValueError("one classification (and one match) per region is required")
@@ -260,7 +274,8 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
                 aisle=context.aisle, captured_on=context.captured_on, day=day_number(context.captured_on),
                 created_at=utc_now(),
             )).inserted_primary_key[0]
-            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results)
+            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
+                           gap_rows(photo_id, run_id, gaps, len(boxes)))
             rollup.add(conn, regions.c.photo_id == photo_id)
     except IntegrityError:
         # Lost a race with another session storing the same photo: theirs stands, ours is dropped whole.
@@ -272,7 +287,7 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
 
 
 def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
-                    matches: Sequence[tuple[int | None, float]] | None = None) -> None:
+                    matches: Sequence[tuple[int | None, float]] | None = None, gaps: Sequence[Box] = ()) -> None:
     """A photo recognised again (other regions, crop or catalog): the new run's regions count from now on; the
     previous ones stay, inactive, with their corrections, as history."""
     if len(boxes) != len(results) or (matches is not None and len(matches) != len(results)):
@@ -281,7 +296,8 @@ def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[
         with rollup.changing(conn, regions.c.photo_id == photo_id):
             conn.execute(regions.update().where(regions.c.photo_id == photo_id, regions.c.active)
                          .values(active=False))
-            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results)
+            insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
+                           gap_rows(photo_id, run_id, gaps, len(boxes)))
 
 
 def photo_context(engine: Engine, photo_id: int) -> Context:
@@ -296,7 +312,8 @@ def photo_context(engine: Engine, photo_id: int) -> Context:
 
 def photos_page(engine: Engine, store_name: str | None = None, limit: int = 50) -> pd.DataFrame:
     """The newest stored photos (optionally of one store) with their current region count: one page, for listing."""
-    counted = (sa.select(regions.c.photo_id, sa.func.count().label("regions")).where(regions.c.active)
+    counted = (sa.select(regions.c.photo_id, sa.func.count().label("regions"))
+               .where(regions.c.active, regions.c.kind == PRODUCT)
                .group_by(regions.c.photo_id).subquery())
     query = (sa.select(photos.c.id, photos.c.name, photos.c.store, photos.c.aisle, photos.c.captured_on,
                        sa.func.coalesce(counted.c.regions, 0).label("regions"), photos.c.created_at)
@@ -391,7 +408,8 @@ def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewe
     ids = list(changes)
     now = utc_now()
     with write_transaction(engine) as conn:
-        known = set(conn.execute(sa.select(regions.c.id).where(regions.c.id.in_(ids))).scalars())
+        known = set(conn.execute(sa.select(regions.c.id).where(regions.c.id.in_(ids), regions.c.kind == PRODUCT)
+                                 ).scalars())  # a gap is never labelled
         missing = sorted(set(changes) - known)
         if missing:
             raise ValueError(f"no such region(s): {', '.join(map(str, missing[:5]))}")
@@ -503,6 +521,8 @@ def version(engine: Engine) -> tuple:
 
 
 def counts(engine: Engine) -> dict[str, int]:
+    """Rows per table; "regions" counts product regions (what is classified), not the empty gaps auto mode found."""
     with engine.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)
+                                     .where(*([regions.c.kind == PRODUCT] if t is regions else []))).scalar_one()
                 for t in (photos, regions, predictions, runs, corrections, skus)}

@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from shelf import config
-from shelf.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, png_bytes
+from shelf.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, gap_legend, png_bytes
 from shelf.store import open_store
 from shelf.tally import tally
 
@@ -238,17 +238,22 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                             + stored_note)
                 top_k_table(result.regions[0])
             return
-        st.markdown(f"**{md_escape(result.name)}** · {len(result.regions)} regions{stored_note}")
+        n_gaps = len(getattr(result, "gaps", []))
+        gap_note = f" · {n_gaps} empty gap{'s' if n_gaps != 1 else ''} (hatched)" if n_gaps else ""
+        st.markdown(f"**{md_escape(result.name)}** · {len(result.regions)} regions{gap_note}{stored_note}")
         if result.preview is not None:
             regions = [(r.box, sku_names.get(r.sku_id, r.top1.label), r.top1.class_index, r.top1.probability)
                        for r in result.regions]
             picture, key = st.columns([4, 1])
-            picture.image(draw_overlay(result.preview, result.size, regions, colour_by), width="stretch")
-            key.image(draw_legend(colours(regions, colour_by)[1], width=300, font_size=16), width="stretch",
+            gaps = getattr(result, "gaps", [])
+            picture.image(draw_overlay(result.preview, result.size, regions, colour_by, gaps), width="stretch")
+            key.image(draw_legend(colours(regions, colour_by)[1] + gap_legend(gaps), width=300, font_size=16),
+                      width="stretch",
                       caption="Colors: " + ("labels with the most facings first" if colour_by == "label"
                                              else "top-1 confidence"))
             key.download_button("Download annotated PNG",
-                                data=lambda: png_bytes(annotated(result.preview, result.size, regions, colour_by)),
+                                data=lambda: png_bytes(annotated(result.preview, result.size, regions, colour_by,
+                                                                 gaps)),
                                 file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
                                 icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
         facings_col, inspect_col = st.columns(2)

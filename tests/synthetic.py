@@ -126,3 +126,28 @@ def make_product(sku: int, view: int, size: int = 224) -> Image.Image:
     array = np.asarray(background, dtype=np.float32) * rng.uniform(0.75, 1.2)
     image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
+
+
+def make_planned_shelf(rows: list[list[int | None]], width: int = 1600, height: int = 1200, seed: int = 0
+                       ) -> tuple[Image.Image, list[tuple[int, Box]], list[Box]]:
+    """A shelf laid out to plan: each row a list of slots of equal width, each slot a product design (the same
+    number, the same package) or None for an empty stretch of shelf. Returns the photo, (design, box) of every
+    facing and the box of every gap (spanning its row's product height), for tests with known products and gaps."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", (width, height), (226, 222, 214))
+    draw = ImageDraw.Draw(image)
+    band, board = height // len(rows), max(6, height // 40)
+    facings, gaps = [], []
+    for r, slots in enumerate(rows):
+        floor = (r + 1) * band - board
+        draw.rectangle((0, floor, width, floor + board), fill=(95, 80, 70))
+        slot = (width - 8) // len(slots)
+        top = floor - int((band - board) * 0.8)
+        for i, design in enumerate(slots):
+            box = Box(4 + i * slot, top, 4 + (i + 1) * slot - 3, floor)
+            if design is None:
+                gaps.append(box)
+                continue
+            _draw_product(draw, box, random.Random(10_000 + design))
+            facings.append((design, box))
+    return _photo_look(image, rng), facings, gaps

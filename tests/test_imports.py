@@ -10,7 +10,8 @@ from shelf.labels import IMAGENET_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_FREE = ["shelf.store", "shelf.tally", "shelf.report", "shelf.rollup", "shelf.schema", "shelf.migrations",
-              "shelf.charts", "shelf.export", "shelf.review", "shelf.categories", "shelf.labels"]
+              "shelf.charts", "shelf.export", "shelf.review", "shelf.categories", "shelf.labels",
+              "shelf.planogram", "shelf.compliance"]
 
 
 def test_reporting_modules_import_without_torch():
@@ -27,7 +28,7 @@ def test_class_names_are_the_weights_own():
 def test_the_reporting_pages_open_without_loading_torch(tmp_path):
     """Tallies and Review need no model: a fresh server process shows them without importing torch (seconds)."""
     code = ("import sys; from streamlit.testing.v1 import AppTest\n"
-            "for page in ('pages/tallies.py', 'pages/review.py', 'pages/categories.py'):\n"
+            "for page in ('pages/tallies.py', 'pages/review.py', 'pages/categories.py', 'pages/compliance.py'):\n"
             "    at = AppTest.from_file('streamlit_app.py', default_timeout=60)\n"
             "    at.switch_page(page).run()\n"
             "    assert not at.exception, at.exception\n"

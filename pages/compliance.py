@@ -1,0 +1,192 @@
+"""Compliance: is each store's shelf as planned? Planogram compliance, on-shelf availability and empty shelf per
+store × aisle × date (computed in the database by shelf.compliance), and the planograms themselves."""
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from shelf import access, charts, compliance, export, planogram, ui
+from shelf.tally import TallyFilter
+
+ui.use_router()
+st.title("Compliance")
+engine = ui.store()
+identity = access.LOCAL  # sign-in (shelf.access) replaces this with the signed-in user
+ui.stored_results_banner()
+tab_results, tab_plans = st.tabs(["Compliance", "Planograms"])
+
+# ---------------------------------------------------------------------------------------------------------------
+with tab_plans:
+    st.caption("A planogram says which products each aisle should hold and with how many facings: one line per "
+               "product, `store,aisle,product,expected_facings[,shelf_row]`. `store` is `*` for every store without "
+               "its own planogram for that aisle; `product` is a SKU name from the catalog or "
+               "`imagenet:<class index>`. Importing a file replaces the planogram of each store/aisle it names.")
+    up_col, template_col = st.columns([4, 1])
+    template_col.download_button("Template (CSV)", planogram.template_bytes(), file_name="planogram-template.csv",
+                                 mime="text/csv", icon=":material/download:", key="planogram_template")
+    upload = up_col.file_uploader("Planogram CSV", type=["csv"], key="planogram_upload",
+                                  max_upload_size=planogram.MAX_BYTES // (1024 * 1024))
+    who = st.text_input("Your name (saved with each change)", value=identity.name, key="planogram_by",
+                        max_chars=100)
+    may_edit = identity.may("edit_planogram")
+    if upload is not None and st.button("Import this planogram", key="planogram_import", type="primary",
+                                        disabled=not may_edit):
+        try:
+            parsed = planogram.import_csv(engine, upload.getvalue(), upload.name, identity, who)
+        except (planogram.PlanogramError, access.Forbidden) as exc:
+            st.session_state["planogram_outcome"] = ([], [str(exc)])
+        else:
+            pairs = {(line.store, line.aisle) for line in parsed.lines}
+            st.session_state["planogram_outcome"] = (
+                [f"{len(parsed.lines)} line(s) imported for {len(pairs)} store/aisle(s)."], parsed.errors)
+    if outcome := st.session_state.get("planogram_outcome"):
+        done, errors = outcome
+        for message in done:
+            st.success(message, icon=":material/task_alt:")
+        if errors:
+            st.error(f"{len(errors)} line(s) refused:\n\n" + "\n".join(f"- {ui.md_escape(e)}" for e in errors[:50])
+                     + (f"\n- … and {len(errors) - 50} more" if len(errors) > 50 else ""), icon=":material/error:")
+
+    stored = planogram.frame(engine)
+    pairs = sorted(set(zip(stored["store"], stored["aisle"])))
+    NEW = ("", "")
+    chosen = st.selectbox("Edit the planogram of", [NEW] + pairs, key="planogram_pair",
+                          format_func=lambda p: "a new store/aisle" if p == NEW else
+                          f"store {charts.blank_as_dash(p[0])} · aisle {charts.blank_as_dash(p[1])}")
+    shown = stored[(stored["store"] == chosen[0]) & (stored["aisle"] == chosen[1])] if chosen != NEW \
+        else pd.DataFrame(columns=stored.columns)
+    st.caption(f"{len(stored)} planogram line(s) for {len(pairs)} store/aisle(s) stored. Add, change or delete rows, "
+               "then save; each row keeps who changed it last.")
+    edited = st.data_editor(
+        shown[planogram.COLUMNS + ["changed_by", "changed_at"]].reset_index(drop=True), num_rows="dynamic",
+        hide_index=True, width="stretch", key=f"planogram_editor_{chosen}", disabled=["changed_by", "changed_at"],
+        column_config={
+            "store": st.column_config.TextColumn("Store", help="* for every store without its own", required=True),
+            "aisle": st.column_config.TextColumn("Aisle", required=True),
+            "product": st.column_config.TextColumn("Product", help="SKU name or imagenet:<class index>",
+                                                   required=True),
+            "expected_facings": st.column_config.NumberColumn("Expected facings", min_value=1,
+                                                              max_value=planogram.MAX_FACINGS, step=1, required=True),
+            "shelf_row": st.column_config.NumberColumn("Shelf row", min_value=1, max_value=planogram.MAX_SHELF_ROW,
+                                                       step=1),
+            "changed_by": "Changed by", "changed_at": st.column_config.DatetimeColumn("Changed at")})
+    if st.button("Save the planogram", key="planogram_save", disabled=not may_edit):
+        parsed = planogram.parse_frame(edited, planogram.by_name_map(engine), "the table")
+        if parsed.errors:
+            st.error("Nothing saved; fix these rows first:\n\n" + "\n".join(f"- {ui.md_escape(e)}"
+                                                                          for e in parsed.errors[:50]))
+        else:
+            scope = ({chosen} if chosen != NEW else set()) | {(line.store, line.aisle) for line in parsed.lines}
+            saved = planogram.replace(engine, parsed.lines, identity, who, scope)
+            st.session_state["planogram_outcome"] = ([f"Saved {saved} line(s)."], [])
+            st.rerun()
+    st.download_button("Download every planogram (CSV)", lambda: planogram.export_csv_bytes(engine),
+                       file_name=f"shelf-planograms-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
+                       icon=":material/download:", key="planogram_export", on_click="ignore")
+
+# ---------------------------------------------------------------------------------------------------------------
+with tab_results:
+    facets = ui.facets_or_stop()
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+    stores = c1.multiselect("Stores", [s for s in facets.stores if s], key="compliance_stores",
+                            placeholder="All stores")
+    aisles = c2.multiselect("Aisles", [a for a in facets.aisles if a], key="compliance_aisles",
+                            placeholder="All aisles")
+    days = compliance.photo_days(engine)
+    ALL_DATES = -1
+    day = c3.selectbox("Date", days + [ALL_DATES], key="compliance_day",
+                       format_func=lambda d: "All dates" if d == ALL_DATES else
+                       (dt.date.fromordinal(d).isoformat() if d else "Undated photos"))
+    threshold = c4.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", key="compliance_threshold",
+                          help="Regions below this top-1 probability are not counted as found, unless a reviewer "
+                               "corrected them.")
+    date = dt.date.fromordinal(day) if day > 0 else None
+    scope = TallyFilter(stores, aisles, date, date)
+    table = compliance.summary(engine, scope, threshold)
+    if day == 0:  # undated photos only
+        table = table[table["captured_on"].isna()].reset_index(drop=True)
+    if table.empty:
+        st.info("No store/aisle/date in this selection has both photos and a planogram. Import a planogram on the "
+                "Planograms tab.", icon=":material/info:")
+        st.stop()
+    figures = compliance.overall(table)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Store/aisles measured", f"{len(table):,}")
+    m2.metric("On-shelf availability", f"{figures['osa']:.1%}",
+              help="Planned products found (at least one facing) as a share of planned products.")
+    m3.metric("Compliance", f"{figures['compliance']:.1%}",
+              help="Planned facings found, at most the planned number per product, as a share of planned facings.")
+    m4.metric("Empty shelf", "—" if figures["empty_share"] is None else f"{figures['empty_share']:.1%}",
+              help="Width of the empty gaps as a share of the shelf width (photos recognized in auto mode).")
+
+    st.subheader("Compliance by store and aisle")
+    st.altair_chart(charts.compliance_heatmap(compliance.by_store_and_aisle(table)), width="stretch")
+
+    st.subheader("Worst 20")
+    worst = table.head(20)
+    contexts = [(s, a, c.toordinal() if c else 0) for s, a, c in zip(worst["store"], worst["aisle"],
+                                                                      worst["captured_on"])]
+    missing = compliance.lines(engine, scope, threshold, contexts=contexts, statuses=[compliance.MISSING])
+    missing_text = missing.groupby(["store", "aisle", "captured_on"], dropna=False)["name"] \
+        .agg(lambda names: ", ".join(names)).rename("missing_products")
+    worst = worst.merge(missing_text, on=["store", "aisle", "captured_on"], how="left")
+    COLUMNS = {"store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
+               "compliance": st.column_config.ProgressColumn("Compliance", format="percent", min_value=0,
+                                                             max_value=1),
+               "osa": st.column_config.ProgressColumn("On-shelf availability", format="percent", min_value=0,
+                                                      max_value=1),
+               "empty_share": st.column_config.NumberColumn("Empty shelf", format="percent"),
+               "missing_products": st.column_config.TextColumn("Missing products", width="large"),
+               "planned_products": st.column_config.NumberColumn("Planned products", format="%d"),
+               "found_products": st.column_config.NumberColumn("Found products", format="%d"),
+               "missing": st.column_config.NumberColumn("Missing", format="%d"),
+               "under": st.column_config.NumberColumn("Under", format="%d"),
+               "extra": st.column_config.NumberColumn("Extra", format="%d"),
+               "expected_facings": st.column_config.NumberColumn("Expected facings", format="%d"),
+               "found_facings": st.column_config.NumberColumn("Found facings (capped)", format="%d")}
+    ui.table(worst[["store", "aisle", "captured_on", "compliance", "osa", "empty_share", "missing_products"]]
+             .fillna({"missing_products": ""}), hide_index=True, width="stretch", column_config=COLUMNS,
+             key="compliance_worst")
+
+    st.subheader("Look closer")
+    names = {i: f"{charts.blank_as_dash(r.store)} · {charts.blank_as_dash(r.aisle)} · "
+                f"{r.captured_on or 'undated'} · {r.compliance:.0%}" for i, r in enumerate(table.itertuples())}
+    picked = st.selectbox("Store · aisle · date", list(names), format_func=names.get, key="compliance_pick")
+    row = table.iloc[picked]
+    context = (row["store"], row["aisle"], row["captured_on"].toordinal() if row["captured_on"] else 0)
+    detail = compliance.lines(engine, scope, threshold, contexts=[context])
+    ui.table(detail.drop(columns=["store", "aisle", "captured_on"]), hide_index=True, width="stretch",
+             key="compliance_detail", column_config={
+                 "product": "Product", "name": "Name", "shelf_row": st.column_config.NumberColumn("Shelf row"),
+                 "expected_facings": st.column_config.NumberColumn("Expected", format="%d"),
+                 "found_facings": st.column_config.NumberColumn("Found", format="%d"), "status": "Status"})
+    shots = compliance.photos_of(engine, *context)
+    if st.toggle(f"Show the photo{'s' if len(shots) != 1 else ''} with regions ({len(shots)})",
+                 key="compliance_photos"):
+        for _, shot in shots.head(3).iterrows():
+            picture = compliance.overlay_of(engine, shot)
+            if picture is None:
+                st.caption(f"{ui.md_escape(shot['name'])}: the stored photo file cannot be read.")
+            else:
+                st.image(picture, caption=f"{ui.md_escape(shot['name'])} · empty gaps hatched", width="stretch")
+        if len(shots) > 3:
+            st.caption(f"… and {len(shots) - 3} more photo(s) of this aisle and date.")
+
+    st.subheader("Trend")
+    trend = compliance.trend(engine, TallyFilter(stores, aisles), threshold)
+    if len(trend) > 1:
+        st.altair_chart(charts.compliance_trend_chart(trend), width="stretch")
+    else:
+        st.caption("The trend needs photos of planned aisles on two or more dates.")
+
+    with st.expander(f"Every store/aisle/date ({len(table)})"):
+        ui.table(table, hide_index=True, width="stretch", column_config=COLUMNS, key="compliance_table")
+    stamp = f"{dt.date.today():%Y%m%d}"
+    d1, d2 = st.columns(2)
+    d1.download_button("Download the store/aisle table (CSV)", export.to_csv_bytes(table),
+                       file_name=f"shelf-compliance-aisles-{stamp}.csv", mime="text/csv",
+                       icon=":material/download:", key="download_compliance_aisles")
+    d2.download_button("Download every product line (CSV)",
+                       lambda: export.to_csv_bytes(compliance.lines(engine, scope, threshold)),
+                       file_name=f"shelf-compliance-products-{stamp}.csv", mime="text/csv",
+                       icon=":material/download:", key="download_compliance_lines", on_click="ignore")
