@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -168,9 +169,13 @@ def _run_id(engine: Engine, provenance: dict, runs: dict[str, int] | None) -> in
     if runs is None:
         return store.create_run(engine, provenance)
     key = json.dumps(provenance, sort_keys=True, default=str)
-    if key not in runs:
-        runs[key] = store.create_run(engine, provenance)  # two threads at once may both create one: harmless
-    return runs[key]
+    with _RUNS_LOCK:  # threads of one server share `runs`: the first photo of a setting creates its run, once
+        if key not in runs:
+            runs[key] = store.create_run(engine, provenance)
+        return runs[key]
+
+
+_RUNS_LOCK = threading.Lock()
 
 
 @dataclass
