@@ -244,3 +244,25 @@ def test_token_commands_show_the_secret_once(db_url, capsys):
     assert cli(["token", "revoke", "store-app", "--db", db_url]) == 1
     with pytest.raises(SystemExit):
         cli(["token", "create", "--role", "owner", "x", "--db", db_url])
+
+
+def test_home_page_creates_a_token_shows_it_once_and_revokes_it():
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    st.cache_resource.clear()  # the model and engine are cached per process; this test has its own env
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.text_input(key="token_name").input("store-app")
+    at.selectbox(key="token_role").select("reviewer")
+    at.button(key="create_token").click().run()
+    assert not at.exception, at.exception
+    (secret,) = [c.value for c in at.code if c.value.startswith("shelf_")]
+    engine = store.open_store()
+    assert tokens.identity_for(engine, secret).role == "reviewer"
+    at.run()
+    assert not [c for c in at.code if c.value == secret]  # shown once
+    at.selectbox(key="token_to_revoke").select("store-app").run()
+    at.button(key="revoke_token").click().run()
+    assert not at.exception, at.exception
+    assert tokens.identity_for(engine, secret) is None
+    st.cache_resource.clear()
