@@ -2,7 +2,7 @@
 `python -m shelf serve` on this machine, beside the same work through `pipeline.recognize` in this process, so the
 API's own cost shows as a ratio within one run. Run from the project root:
 
-    python -m benchmarks.api [--photos 12] [--size 4000x3000] [--grid 5x8] [--clients 1,2] [--backend int8]
+    python -m benchmarks.api [--rounds 8] [--size 4000x3000] [--grid 5x8] [--clients 1,2] [--backend int8]
 
 Photos are generated once and cached with the batch benchmark's (~/.cache/shelf-bench/batch-*): distinct shelves
 saved as many photos that differ in trailing bytes, so each POST is a new photo that decodes to the same work. The
@@ -65,7 +65,8 @@ def regions_of(grid: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=12, help="photos per measurement")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="rounds; each recognizes one photo in-process and posts N photos with N clients")
     parser.add_argument("--size", default="4000x3000")
     parser.add_argument("--grid", default="5x8")
     parser.add_argument("--clients", default="1,2", help="concurrent clients, one measurement each")
@@ -86,38 +87,42 @@ def main(argv: list[str] | None = None) -> None:
         from shelf.model import load_model
 
         started = time.perf_counter()
-        needed = 1 + args.photos * (1 + len(client_counts))
-        paths = sorted(archive(needed, width, height).glob("IMG_*.jpg"))[:needed]
-        print(f"{len(paths)} generated {width}×{height} JPEG shelf photos (made or found in "
+        needed = 3 + args.rounds * (1 + sum(client_counts))
+        paths = iter(sorted(archive(needed, width, height).glob("IMG_*.jpg"))[:needed])
+        print(f"{needed} generated {width}×{height} JPEG shelf photos (made or found in "
               f"{time.perf_counter() - started:.0f} s), grid {args.grid}, backend {args.backend}, "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, {args.rounds} rounds")
         engine = store.open_store()
-        loaded = load_model()[0]
-        context = store.Context("bench")
-        pipeline.recognize(loaded, engine, [pipeline.Upload(paths[0].name, paths[0].read_bytes())], context,
-                           f"grid:{args.grid}")  # stored crops: what fast mode is calibrated on
-        loaded = with_backend(loaded, args.backend, engine)
-        batches = [paths[1 + i * args.photos: 1 + (i + 1) * args.photos] for i in range(1 + len(client_counts))]
+        context, regions = store.Context("bench"), f"grid:{args.grid}"
 
-        started = time.perf_counter()
-        for path in batches[0]:
-            (result,) = pipeline.recognize(loaded, engine, [pipeline.Upload(path.name, path.read_bytes())], context,
-                                           f"grid:{args.grid}", previews=0)
+        def recognize(model, path: Path) -> None:
+            (result,) = pipeline.recognize(model, engine, [pipeline.Upload(path.name, path.read_bytes())], context,
+                                           regions, previews=0)
             assert result.ok and not result.already_stored, result.error
-        rows = [("in-process pipeline.recognize", 1, args.photos / (time.perf_counter() - started))]
-        del loaded
-        engine.dispose()
 
+        base = load_model()[0]
+        recognize(base, next(paths))  # stored crops: what fast mode is calibrated on
+        loaded = with_backend(base, args.backend, engine)
         port, log = free_port(), Path(tmp) / "serve.log"
-        server = start_server(port, {**os.environ, "SHELF_BACKEND": args.backend}, log)
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(port, {**os.environ, "SHELF_BACKEND": args.backend}, log)  # the same calibration
+        seconds = {0: 0.0, **{clients: 0.0 for clients in client_counts}}  # 0: in-process
         try:
-            health = httpx.get(f"http://127.0.0.1:{port}/v1/health").json()
-            for clients, batch in zip(client_counts, batches[1:]):
-                seconds = post_photos(f"http://127.0.0.1:{port}", batch, args.grid, clients)
-                rows.append(("POST /v1/photos", clients, len(batch) / seconds))
+            health = httpx.get(f"{url}/v1/health").json()
+            recognize(loaded, next(paths))  # warm-up of both: first runs are slower
+            post_photos(url, [next(paths)], args.grid, 1)
+            for _ in range(args.rounds):  # interleaved, so the machine's other work falls on every path alike
+                started = time.perf_counter()
+                recognize(loaded, next(paths))
+                seconds[0] += time.perf_counter() - started
+                for clients in client_counts:
+                    seconds[clients] += post_photos(url, [next(paths) for _ in range(clients)], args.grid, clients)
         finally:
             server.terminate()
             server.wait(timeout=30)
+            engine.dispose()
+        rows = [("in-process pipeline.recognize", 1, args.rounds / seconds[0])]
+        rows += [("POST /v1/photos", clients, args.rounds * clients / seconds[clients]) for clients in client_counts]
     print(f"server backend: {health['model']['backend']}\n")
     print(f"{'path':32}{'clients':>8}{'photos/s':>10}{'vs in-process':>15}")
     for name, clients, rate in rows:

@@ -208,17 +208,22 @@ def load_model(engine) -> tuple[Any, str | None]:
 
 class BodyLimit:
     """A request body over its route's limit gets 413 with a JSON message: at once when Content-Length declares
-    it, else as soon as the streamed body passes the limit (nothing beyond it is read or spooled to disk)."""
+    it, else as soon as the streamed body passes the limit (nothing beyond it is read or spooled to disk). With
+    tokens required, an upload without any Authorization header gets its 401 before its body is read."""
 
-    def __init__(self, app, limits: dict[str, int], default: int = FORM_SLACK):
-        self.app, self.limits, self.default = app, limits, default
+    def __init__(self, app, limits: dict[str, int], default: int = FORM_SLACK, tokens_required: bool = True):
+        self.app, self.limits, self.default, self.tokens_required = app, limits, default, tokens_required
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limits.get(scope["path"], self.default)
         detail = f"the request is over the limit of {limit / MB:g} MB for {scope['path']}"
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        if self.tokens_required and scope["path"] in self.limits and b"authorization" not in headers:
+            return await JSONResponse({"detail": "an API token is required: send 'Authorization: Bearer <token>'"},
+                                      status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
         received = 0
@@ -320,7 +325,8 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
     app.state.settings = settings
     app.state.worker = Worker(slots=threading.BoundedSemaphore(settings.work_slots))
     app.add_middleware(BodyLimit, limits={"/v1/classify": settings.max_files * settings.max_bytes + FORM_SLACK,
-                                          "/v1/photos": settings.max_bytes + FORM_SLACK})
+                                          "/v1/photos": settings.max_bytes + FORM_SLACK},
+                       tokens_required=not settings.local)
     errors = {401: {"model": Problem, "description": "no token, or an unknown or revoked one"},
               403: {"model": Problem, "description": "the token's role may not do this"}}
     too_big = {413: {"model": Problem, "description": "over the size limit, or too many files"}}

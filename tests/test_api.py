@@ -150,6 +150,8 @@ def test_tokens_and_roles(make_client, token, db_url):
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     assert client.get("/v1/tallies", headers={"Authorization": "Bearer shelf_wrong"}).status_code == 401
     assert client.get("/v1/tallies", headers={"Authorization": "Basic dTpw"}).status_code == 401
+    early = client.post("/v1/photos", files={"photo": ("big.png", big)})  # refused before the body is read
+    assert early.status_code == 401 and early.json()["detail"].startswith("an API token is required")
     viewer, reviewer = token("viewer", "bi-dashboard"), token("reviewer", "store-app")
     assert client.get("/v1/tallies", headers=viewer).status_code == 200
     assert client.post("/v1/classify", headers=viewer, files={"file": ("a.png", png())}).status_code == 200
