@@ -21,16 +21,16 @@ REGENERATE = "python -m shelf.api > docs/openapi.json"
 
 
 @pytest.fixture
-def db_url(tmp_path):
+def api_db(tmp_path):
     return f"sqlite:///{tmp_path / 'api.db'}"
 
 
 @pytest.fixture
-def make_client(loaded, db_url):
+def make_client(loaded, api_db):
     clients = []
 
     def make(local: bool = False, model=loaded, **limits) -> TestClient:
-        client = TestClient(api.create_app(api.ApiSettings(db_url=db_url, local=local, **limits), model))
+        client = TestClient(api.create_app(api.ApiSettings(db_url=api_db, local=local, **limits), model))
         clients.append(client.__enter__())  # runs the lifespan: opens the store
         return client
 
@@ -40,8 +40,8 @@ def make_client(loaded, db_url):
 
 
 @pytest.fixture
-def token(db_url):
-    engine = store.open_store(db_url)
+def token(api_db):
+    engine = store.open_store(api_db)
 
     def create(role: str, name: str | None = None) -> dict:
         return {"Authorization": f"Bearer {tokens.create_token(engine, name or role, role)}"}
@@ -143,7 +143,7 @@ def test_photos_refuse_bad_input_with_a_message(make_client):
     assert store.counts(client.app.state.worker.engine)["photos"] == 0
 
 
-def test_tokens_and_roles(make_client, token, db_url):
+def test_tokens_and_roles(make_client, token, api_db):
     client = make_client(local=False)
     photo = {"photo": ("a.png", png())}
     missing = client.get("/v1/tallies")
@@ -228,24 +228,24 @@ def test_openapi_schema_is_checked_in():
             "/v1/health"} <= set(paths)
 
 
-def test_token_commands_show_the_secret_once(db_url, capsys):
-    assert cli(["token", "create", "--role", "reviewer", "store-app", "--db", db_url]) == 0
+def test_token_commands_show_the_secret_once(api_db, capsys):
+    assert cli(["token", "create", "--role", "reviewer", "store-app", "--db", api_db]) == 0
     secret = capsys.readouterr().out.strip()
     assert secret.startswith("shelf_") and len(secret) > 40
-    engine = store.open_store(db_url)
+    engine = store.open_store(api_db)
     assert tokens.identity_for(engine, secret).role == "reviewer"
-    assert cli(["token", "create", "--role", "viewer", "store-app", "--db", db_url]) == 1
-    assert cli(["token", "list", "--db", db_url]) == 0
+    assert cli(["token", "create", "--role", "viewer", "store-app", "--db", api_db]) == 1
+    assert cli(["token", "list", "--db", api_db]) == 0
     listing = capsys.readouterr().out
     assert "store-app\treviewer" in listing and "active" in listing and secret not in listing
     import sqlalchemy as sa
     with engine.connect() as conn:  # only the hash is kept
         assert secret not in str(conn.execute(sa.select(store.metadata.tables["api_tokens"])).all())
-    assert cli(["token", "revoke", "store-app", "--db", db_url]) == 0
+    assert cli(["token", "revoke", "store-app", "--db", api_db]) == 0
     assert tokens.identity_for(engine, secret) is None
-    assert cli(["token", "revoke", "store-app", "--db", db_url]) == 1
+    assert cli(["token", "revoke", "store-app", "--db", api_db]) == 1
     with pytest.raises(SystemExit):
-        cli(["token", "create", "--role", "owner", "x", "--db", db_url])
+        cli(["token", "create", "--role", "owner", "x", "--db", api_db])
 
 
 def test_home_page_creates_a_token_shows_it_once_and_revokes_it():
@@ -268,3 +268,18 @@ def test_home_page_creates_a_token_shows_it_once_and_revokes_it():
     assert not at.exception, at.exception
     assert tokens.identity_for(engine, secret) is None
     st.cache_resource.clear()
+
+
+def test_tokens_on_sqlite_and_postgresql(any_engine):
+    secret = tokens.create_token(any_engine, "  store-app\n", "reviewer")
+    assert tokens.identity_for(any_engine, secret) == tokens.Identity("store-app", "reviewer", via="token")
+    assert tokens.identity_for(any_engine, secret + "x") is None and tokens.any_active(any_engine)
+    with pytest.raises(tokens.TokenError, match="exists"):
+        tokens.create_token(any_engine, "store-app", "viewer")
+    with pytest.raises(tokens.TokenError, match="not one of"):
+        tokens.create_token(any_engine, "x", "owner")
+    assert tokens.revoke_token(any_engine, "store-app") == 1 and not tokens.any_active(any_engine)
+    again = tokens.create_token(any_engine, "store-app", "viewer")  # a name is free again once revoked
+    assert [(t.name, t.role, t.active) for t in tokens.list_tokens(any_engine)] == \
+        [("store-app", "viewer", True), ("store-app", "reviewer", False)]
+    assert tokens.identity_for(any_engine, again).role == "viewer"
