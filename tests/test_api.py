@@ -283,3 +283,20 @@ def test_tokens_on_sqlite_and_postgresql(any_engine):
     assert [(t.name, t.role, t.active) for t in tokens.list_tokens(any_engine)] == \
         [("store-app", "viewer", True), ("store-app", "reviewer", False)]
     assert tokens.identity_for(any_engine, again).role == "viewer"
+
+
+def test_photos_name_skus_from_the_catalog(make_client):
+    from shelf import catalog
+    client = make_client(local=True)
+    engine = client.app.state.worker.engine
+    cola = image_bytes(solid((180, 20, 20), (120, 200)), "PNG")
+    sku_id = catalog.add_sku(engine, "Cola 0.5 l", "Acme", "Snacks & packaged food")
+    assert catalog.add_references(engine, sku_id, [("cola.png", cola)])[0] == 1
+    answer = client.post("/v1/photos", data={"catalog": "true", "crop": "pad"}, files={"photo": ("c.png", cola)})
+    assert answer.status_code == 201, answer.text
+    (region,) = answer.json()["regions"]
+    assert region["sku"]["id"] == sku_id and region["sku"]["name"] == "Cola 0.5 l"
+    assert region["sku"]["similarity"] == pytest.approx(1.0, abs=1e-2)
+    assert client.get(f"/v1/photos/{answer.json()['photo_id']}").json()["regions"][0]["sku"] == region["sku"]
+    plain = client.post("/v1/photos", files={"photo": ("p.png", png())}).json()
+    assert plain["regions"][0]["sku"] is None  # not matched against the catalog
