@@ -1,9 +1,10 @@
 """Home & model: what Shelf does, which weights it runs, importing weights from the browser."""
 import os
 
+import pandas as pd
 import streamlit as st
 
-from shelf import batches, config, detector, report, store, ui
+from shelf import access, batches, config, detector, report, store, tokens, ui
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -191,3 +192,35 @@ def batch_progress():
 
 
 batch_progress()
+
+st.header("API tokens")
+TOKEN_ADMIN = access.LOCAL  # who is using this page: the signed-in identity, once sign-in exists (issue 15)
+if TOKEN_ADMIN.may("manage_tokens"):
+    st.caption("Store apps and other systems call the HTTP API (`python -m shelf serve`, see the README) with a "
+               "token sent as `Authorization: Bearer …`. Viewer: classify, photos and tallies; reviewer: also store "
+               "photos. Without any token the API serves this machine only.")
+    if secret := st.session_state.pop("new_api_token", None):
+        st.success("Copy the token now: Shelf keeps only its hash and cannot show it again.", icon=":material/key:")
+        st.code(secret, language=None)
+    listed = tokens.list_tokens(engine)
+    if listed:
+        ui.table(pd.DataFrame([{"Name": t.name, "Role": t.role, "Created": t.created_at,
+                                "Revoked": t.revoked_at} for t in listed]), hide_index=True, width="stretch")
+    with st.form("new_api_token_form", clear_on_submit=True):
+        name = st.text_input("Name", key="token_name", help="Who or what uses it, e.g. store-app or bi-export")
+        role = st.selectbox("Role", access.ROLES, key="token_role")
+        if st.form_submit_button("Create token", key="create_token"):
+            access.require(TOKEN_ADMIN, "manage_tokens")
+            try:
+                st.session_state["new_api_token"] = tokens.create_token(engine, name, role)
+            except tokens.TokenError as exc:
+                st.error(ui.md_escape(str(exc)))
+            else:
+                st.rerun()
+    active = [t.name for t in listed if t.active]
+    if active:
+        victim = st.selectbox("Revoke a token", active, index=None, key="token_to_revoke")
+        if st.button("Revoke", key="revoke_token", disabled=victim is None):
+            access.require(TOKEN_ADMIN, "manage_tokens")
+            tokens.revoke_token(engine, victim)
+            st.rerun()

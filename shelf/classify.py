@@ -157,3 +157,21 @@ def classify_images(loaded: LoadedModel, images: Sequence[Image.Image], top_k: i
         if on_batch:
             on_batch(len(results))
     return results
+
+
+def prediction_records(predictions: Sequence[Prediction]) -> list[dict]:
+    """Predictions as the JSON contract gives them (`shelf classify --format json`, the HTTP API)."""
+    return [{"rank": p.rank, "class_index": p.class_index, "label": p.label, "probability": p.probability}
+            for p in predictions]
+
+
+def classification_record(loaded: LoadedModel, image: str, data: bytes, top_k: int = DEFAULT_TOP_K) -> dict:
+    """One file of `shelf classify --format json` (and of `POST /v1/classify`): {"image", "predictions"}, or
+    {"image", "error"} when the bytes are not a photo Shelf can read. `image` is shown as given, never opened."""
+    from shelf.images import ImageError, decode_image
+    try:
+        decoded = decode_image(data, image)
+    except ImageError as exc:
+        return {"image": image, "error": exc.problem}
+    (result,) = classify_images(loaded, [decoded.image], top_k)
+    return {"image": image, "predictions": prediction_records(result.predictions)}

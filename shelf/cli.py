@@ -228,6 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="inference benchmark: seed pipeline vs faithful and fast modes "
                                  "(python -m shelf bench --help)", add_help=False)
 
+    p = sub.add_parser("serve", help="the HTTP API (FastAPI on uvicorn); OpenAPI docs at /docs")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="where to listen (default 127.0.0.1); without any API token always 127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=_positive, default=1, help="worker processes, one model each (default 1)")
+    p.add_argument("--db", default=None)
+
+    p = sub.add_parser("token", help="API tokens: create (shown once), list, revoke")
+    tsub = p.add_subparsers(dest="action", required=True)
+    create = tsub.add_parser("create")
+    create.add_argument("name", help="who or what uses the token")
+    create.add_argument("--role", choices=["viewer", "reviewer", "admin"], required=True)
+    revoke = tsub.add_parser("revoke")
+    revoke.add_argument("name")
+    for parser_ in (create, revoke, tsub.add_parser("list")):
+        parser_.add_argument("--db", default=None)
+
     p = sub.add_parser("weights", help="weights status, import or download")
     wsub = p.add_subparsers(dest="action", required=True)
     wsub.add_parser("status")
@@ -268,8 +285,8 @@ def _progress(total: int, description: str):
 
 
 def cmd_classify(args) -> int:
-    from shelf.classify import classify_images
-    from shelf.images import MAX_BYTES, ImageError, decode_image
+    from shelf.classify import classification_record
+    from shelf.images import MAX_BYTES
 
     loaded = _load_model_or_explain()
     if loaded is None:
@@ -278,13 +295,8 @@ def cmd_classify(args) -> int:
     with _progress(len(args.images), "classify") as bar:
         for path in args.images:
             try:
-                data = read_bounded(path, MAX_BYTES)
-                decoded = decode_image(data, path)
-                (result,) = classify_images(loaded, [decoded.image], args.top_k)
-                records.append({"image": path, "predictions": [
-                    {"rank": p.rank, "class_index": p.class_index, "label": p.label, "probability": p.probability}
-                    for p in result.predictions]})
-            except (ImageError, FileTooLarge) as exc:
+                records.append(classification_record(loaded, path, read_bounded(path, MAX_BYTES), args.top_k))
+            except FileTooLarge as exc:
                 records.append({"image": path, "error": exc.problem})
             except OSError as exc:
                 records.append({"image": path, "error": f"cannot read the file ({exc.strerror or exc})"})
@@ -855,10 +867,61 @@ def cmd_bench(bench_args: list[str]) -> int:
     return bench(bench_args)
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    import uvicorn
+
+    from shelf import api, tokens
+    from shelf.store import open_store
+    engine = open_store(args.db)
+    host, note = api.bind_address(args.host, tokens.any_active(engine))
+    engine.dispose()
+    if args.db:
+        os.environ["SHELF_DATABASE_URL"] = args.db  # the workers open the same store
+    os.environ[api.LOCAL_ENV] = "1" if note else ""
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"Shelf API on http://{host}:{args.port} (docs at /docs), {args.workers} worker(s)", file=sys.stderr)
+    uvicorn.run("shelf.api:app_from_env", factory=True, host=host, port=args.port, workers=args.workers,
+                log_level="info")
+    return EXIT_OK
+
+
+def cmd_token(args) -> int:
+    from shelf import access, tokens
+    from shelf.store import open_store
+    access.require(access.LOCAL, "manage_tokens")  # the operator at the shell; one rule table for every door
+    engine = open_store(args.db)
+    if args.action == "create":
+        try:
+            secret = tokens.create_token(engine, args.name, args.role)
+        except tokens.TokenError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        print(secret)
+        print(f"token {args.name!r} ({args.role}) created; it is shown only this once: keep it now. Send it as "
+              "'Authorization: Bearer <token>'.", file=sys.stderr)
+        return EXIT_OK
+    if args.action == "revoke":
+        if not tokens.revoke_token(engine, args.name):
+            print(f"error: no active token named {args.name!r}", file=sys.stderr)
+            return EXIT_NOTHING_DONE
+        print(f"revoked {args.name}")
+        return EXIT_OK
+    found = tokens.list_tokens(engine)
+    if not found:
+        print("no API tokens (the API serves 127.0.0.1 only, without tokens)")
+    for t in found:
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        print(f"{t.name}\t{t.role}\tcreated {t.created_at:%Y-%m-%d %H:%M}\t{state}")
+    return EXIT_OK
+
+
 COMMANDS = {"classify": cmd_classify, "recognize": cmd_recognize, "photo": cmd_photo, "batch": cmd_batch,
-            "tallies": cmd_tallies,
-            "export": cmd_export, "catalog": cmd_catalog, "weights": cmd_weights, "regions": cmd_regions,
-            "detector": cmd_detector, "planogram": cmd_planogram, "compliance": cmd_compliance}
+            "tallies": cmd_tallies, "export": cmd_export, "catalog": cmd_catalog, "weights": cmd_weights,
+            "regions": cmd_regions, "detector": cmd_detector, "planogram": cmd_planogram,
+            "compliance": cmd_compliance, "serve": cmd_serve, "token": cmd_token}
 
 
 def main(argv: list[str] | None = None) -> int:

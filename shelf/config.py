@@ -7,6 +7,9 @@ SHELF_OFFLINE=1     never try to download weights
 SHELF_ALLOW_UNVERIFIED_WEIGHTS=1
                     allow weights that are not the verified ImageNet file (untrained/demo/test weights);
                     every prediction made with them is marked in its run's provenance
+SHELF_MAX_FILES_PER_REQUEST
+                    files one HTTP API request may carry (default 20); each file has the dashboard's size and
+                    pixel limits (shelf.images)
 """
 from __future__ import annotations
 
@@ -39,3 +42,11 @@ def offline() -> bool:
 
 def allow_unverified_weights() -> bool:
     return env_flag("SHELF_ALLOW_UNVERIFIED_WEIGHTS")
+
+
+DEFAULT_MAX_FILES_PER_REQUEST = 20
+
+
+def max_files_per_request() -> int:
+    value = os.environ.get("SHELF_MAX_FILES_PER_REQUEST", "").strip()
+    return max(1, int(value)) if value.isdigit() else DEFAULT_MAX_FILES_PER_REQUEST

@@ -6,7 +6,9 @@ it, and the batch goes on.
 """
 from __future__ import annotations
 
+import json
 import platform
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -94,13 +96,15 @@ def catalog_provenance(settings: stages.Settings) -> dict | None:
 
 def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     frame = store.predictions_frame(engine, photo_ids=[photo_id])
+    matches = store.current_sku_matches(engine, photo_id)
     result = PhotoResult(name=name, photo_id=photo_id, already_stored=True)
-    for _, group in frame.groupby("position", sort=True):
+    for position, group in frame.groupby("position", sort=True):
         first = group.iloc[0]
         result.regions.append(RegionResult(
             box=Box(int(first.x1), int(first.y1), int(first.x2), int(first.y2)),
             predictions=[Prediction(int(r["rank"]), int(r.class_index), r.label, float(r.probability))
-                         for _, r in group.iterrows()]))
+                         for _, r in group.iterrows()],
+            sku_id=matches.get(position, (None, None))[0], sku_similarity=matches.get(position, (None, None))[1]))
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
     return result
@@ -118,14 +122,16 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              previews: int | None = None, again: bool = False) -> list[PhotoResult]:
+              previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None
+              ) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
     A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
     `already_stored` — unless `again`: then it is recognised with these settings, its new regions count from now on
     (the old ones stay as history) and its store/aisle/date become `context`. A detector mode uses `detector`, or
     resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
-    many of the most recent results (a preview is up to ~5 MB; None keeps all)."""
+    many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
+    across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run."""
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
@@ -150,9 +156,9 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                 (row,) = stages.rows(classifier(stages.batch([row])))
                 if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
                     mode_text, detector_info = mode_provenance(mode, detector)
-                    settings = replace(settings, run_id=store.create_run(engine, run_provenance(
+                    settings = replace(settings, run_id=_run_id(engine, run_provenance(
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
-                        recognized_again=again)))
+                        recognized_again=again), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context)
             result.size = decoded.image.size
@@ -168,6 +174,20 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     if on_progress:
         on_progress(len(uploads), len(uploads), "")
     return results
+
+
+def _run_id(engine: Engine, provenance: dict, runs: dict[str, int] | None) -> int:
+    """A new run for `provenance`, or the one `runs` already holds for it."""
+    if runs is None:
+        return store.create_run(engine, provenance)
+    key = json.dumps(provenance, sort_keys=True, default=str)
+    with _RUNS_LOCK:  # threads of one server share `runs`: the first photo of a setting creates its run, once
+        if key not in runs:
+            runs[key] = store.create_run(engine, provenance)
+        return runs[key]
+
+
+_RUNS_LOCK = threading.Lock()
 
 
 @dataclass

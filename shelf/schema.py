@@ -269,3 +269,13 @@ batches = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),  # heartbeat while running
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+api_tokens = sa.Table(
+    "api_tokens", metadata,  # bearer tokens of the HTTP API (shelf.tokens): only the sha256 of each is kept
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, index=True),  # who or what uses it; unique among active ones
+    sa.Column("role", sa.String(20), nullable=False),  # shelf.access.ROLES
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)

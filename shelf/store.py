@@ -397,6 +397,21 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
     return frame
 
 
+def photo_record(engine: Engine, photo_id: int) -> dict | None:
+    """One stored photo's row (name, hash, file, size, context), or None if there is no such photo."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(photos).where(photos.c.id == photo_id)).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
+def current_sku_matches(engine: Engine, photo_id: int) -> dict[int, tuple[int | None, float | None]]:
+    """position → (SKU id or None, similarity or None) of a photo's current regions."""
+    query = sa.select(regions.c.position, regions.c.sku_id, regions.c.sku_similarity) \
+        .where(regions.c.photo_id == photo_id, regions.c.active)
+    with engine.connect() as conn:
+        return {row.position: (row.sku_id, row.sku_similarity) for row in conn.execute(query)}
+
+
 def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewer: str) -> int:
     """Store reviewer labels: {region_id: (class_index, label)}. All or nothing. Returns how many were stored.
     The region's effective label and the rollups change in the same transaction."""
