@@ -154,6 +154,15 @@ class TallyResponse(BaseModel):
                                                    "mean_confidence, min_confidence, below_threshold, corrected")
 
 
+class ComplianceResponse(BaseModel):
+    level: Literal["products", "aisles"]
+    min_confidence: float
+    rows: list[dict[str, Any]] = Field(description="products: per store × aisle × date × product, expected and "
+                                                   "found facings and status (ok, under, missing, extra); aisles: "
+                                                   "per store × aisle × date, on-shelf availability, compliance "
+                                                   "and empty shelf share")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Access
 
@@ -458,6 +467,31 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                             headers={"Content-Disposition": 'attachment; filename="tallies.csv"'})
         return TallyResponse(by=list(dict.fromkeys(by)), min_confidence=min_confidence,
                              rows=json.loads(table.to_json(orient="records", date_format="iso")))
+
+    @app.get("/v1/compliance", tags=["tallies"], response_model=ComplianceResponse,
+             responses={**errors, 200: {"content": {"text/csv": {}},
+                                        "description": "JSON, or CSV when the request says `Accept: text/csv`"}})
+    def get_compliance(request: Request, identity: Annotated[Identity, Depends(allowed("view"))],
+                       level: Literal["products", "aisles"] = "products",
+                       min_confidence: Annotated[float, Query(ge=0, le=1, description="steps of 0.05")] = 0.0,
+                       store: Annotated[list[str], Query(description="repeat for several")] = [],
+                       aisle: Annotated[list[str], Query()] = [],
+                       date_from: Annotated[dt.date | None, Query(alias="from")] = None,
+                       date_to: Annotated[dt.date | None, Query(alias="to")] = None):
+        """Planogram compliance, computed in the database: what `python -m shelf compliance` and the Compliance
+        page give. Only store × aisle × date with both photos and a planogram appear."""
+        from shelf import compliance
+        from shelf.export import to_csv_bytes
+        from shelf.tally import TallyFilter
+        worker: Worker = request.app.state.worker
+        selection = TallyFilter(store, aisle, date_from, date_to)
+        table = compliance.summary(worker.engine, selection, min_confidence) if level == "aisles" else \
+            compliance.lines(worker.engine, selection, min_confidence)
+        if "text/csv" in request.headers.get("accept", ""):
+            return Response(to_csv_bytes(table), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": 'attachment; filename="compliance.csv"'})
+        return ComplianceResponse(level=level, min_confidence=min_confidence,
+                                  rows=json.loads(table.to_json(orient="records", date_format="iso")))
 
     @app.get("/v1/health", response_model=Health, tags=["service"],
              responses={503: {"model": Health, "description": "the model or the database is not available"}})

@@ -227,3 +227,23 @@ def test_import_replaces_an_aisle_and_keeps_who_changed_unchanged_lines(tmp_path
     template = capsys.readouterr().out
     assert template.splitlines()[0] == "store,aisle,product,expected_facings,shelf_row"
     assert planogram.parse_csv(template.encode(), "template.csv", {}).errors == []
+
+
+def test_the_http_api_gives_the_same_compliance(chain, loaded, capsys):
+    from fastapi.testclient import TestClient
+
+    from shelf import api
+    db, engine = chain
+    selection = {"from": "2026-03-02", "to": "2026-03-02", "min_confidence": "0.5"}
+    with TestClient(api.create_app(api.ApiSettings(db_url=db, local=True), loaded)) as client:
+        products = client.get("/v1/compliance", params=selection)
+        aisles = client.get("/v1/compliance", params={**selection, "level": "aisles", "store": "North"})
+        csv = client.get("/v1/compliance", params=selection, headers={"Accept": "text/csv"})
+    assert products.status_code == aisles.status_code == csv.status_code == 200
+    expected = compliance.lines(engine, TallyFilter(date_from=DAY2, date_to=DAY2), 0.5)
+    got = products.json()["rows"]
+    assert [(r["store"], r["product"], r["status"]) for r in got] == \
+        list(zip(expected["store"], expected["product"], expected["status"]))
+    north = aisles.json()["rows"]
+    assert [r["store"] for r in north] == ["North"] and north[0]["osa"] == pytest.approx(2 / 3)
+    assert pd.read_csv(io.StringIO(csv.text))["status"].tolist() == expected["status"].tolist()
