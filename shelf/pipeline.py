@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 import shelf
 from shelf import stages, store
+from shelf.access import LOCAL, Identity, require
 from shelf.boxfiles import BoxImport, boxes_for_photo
 from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex
 from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
@@ -113,12 +114,13 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              previews: int | None = None) -> list[PhotoResult]:
+              previews: int | None = None, by: Identity = LOCAL) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called after each file. A photo already in the store (same bytes) is not
     classified again: its stored result is returned, marked `already_stored`. A detector mode uses `detector`, or
     resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all)."""
+    require(by, "recognize")
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
