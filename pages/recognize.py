@@ -12,6 +12,7 @@ from shelf.store import Context
 
 ui.use_router()
 st.title("Recognize")
+ui.require_role("recognize")
 loaded = ui.require_model()
 if loaded is None:
     st.stop()
@@ -91,7 +92,7 @@ if st.button(f"Recognize {len(uploads)} photo{'s' if len(uploads) != 1 else ''}"
         detector=chosen_detector,
         on_progress=lambda done, total, name: progress.progress(done / total,
                                                                 text=f"{done}/{total} · {ui.md_escape(name)}"),
-        previews=ui.RECENT_PREVIEWS)
+        previews=ui.RECENT_PREVIEWS, by=ui.current_identity())
     progress.empty()
 elif kind == "boxes" and box_file is None and uploads:
     st.caption("Add a box file to recognize with imported boxes.")
