@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from shelf import access, audit, backends, catalog, categories, store
 from shelf.access import Forbidden, Identity, RolesFileError, load_roles
 from shelf.pipeline import Upload, recognize
+from shelf.schema import audit_log
 from tests.synthetic import shelf_jpeg
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -88,7 +89,11 @@ def stored(loaded, engine):
 
 def audit_rows(engine) -> pd.DataFrame:
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(sa.select(store.schema.audit_log).order_by("id")).mappings().all())
+        return pd.DataFrame(conn.execute(sa.select(audit_log).order_by("id")).mappings().all())
+
+
+def loads(value):
+    return None if pd.isna(value) else json.loads(value)
 
 
 def corrections_count(engine) -> int:
@@ -142,11 +147,11 @@ def test_admin_changes_are_audited_and_the_log_pages_newest_first(stored):
     assert rows["action"].tolist() == ["edit_catalog", "switch_backend", "edit_categories", "edit_photo",
                                        "delete_photo"]
     threshold, backend, category, context, deleted = rows.itertuples()
-    assert (json.loads(threshold.before), json.loads(threshold.after)) == (None, "0.5")
-    assert (json.loads(backend.before), json.loads(backend.after)) == (None, "eager")
-    assert (json.loads(category.before), json.loads(category.after)) == ({"737": "Beverages"}, {"737": "Household"})
-    assert json.loads(context.before)["store"] == "North" and json.loads(context.after)["store"] == "South"
-    assert deleted.target == "photo 1 shelf.jpg" and deleted.after is None
+    assert (loads(threshold.before), loads(threshold.after)) == (None, "0.5")
+    assert (loads(backend.before), loads(backend.after)) == (None, "eager")
+    assert (loads(category.before), loads(category.after)) == ({"737": "Beverages"}, {"737": "Household"})
+    assert loads(context.before)["store"] == "North" and loads(context.after)["store"] == "South"
+    assert deleted.target == "photo 1 shelf.jpg" and loads(deleted.after) is None
     assert audit.count(stored) == 5
     newest = audit.page(stored, 1, 2)
     assert newest["action"].tolist() == ["delete_photo", "edit_photo"]  # LIMIT 2, newest first
@@ -197,7 +202,7 @@ def signed_in(email: str | None, page: str | None = None) -> AppTest:
 
 
 def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    return "\n".join(str(e.value) for e in elements).replace("\\", "")  # Markdown escapes off: plain text
 
 
 def test_without_sign_in_the_home_page_says_it_is_single_user(loaded):
@@ -213,7 +218,7 @@ def test_not_signed_in_only_the_sign_in_screen_shows(roles_file):
 
 def test_a_viewer_sees_and_cannot_change(loaded, roles_file, stored):
     at = signed_in("vera@stores.example.com")
-    assert "Signed in as **vera@stores\\.example\\.com** · viewer" in texts(at.sidebar.caption)
+    assert "Signed in as **vera@stores.example.com** · viewer" in texts(at.sidebar.caption)
     assert [b.label for b in at.sidebar.button] == ["Sign out"]
     assert "Single-user mode" not in texts(at.caption)
     assert at.radio(key="backend_choice").disabled and not at.file_uploader  # no imports, no backend switch
@@ -224,8 +229,8 @@ def test_a_viewer_sees_and_cannot_change(loaded, roles_file, stored):
     assert not [b for b in at.button if b.label.startswith("Save")] and "reviewer" not in [t.key for t in at.text_input]
     at.switch_page("pages/categories.py").run()
     assert not [b for b in at.button if b.key == "save_categories"]
-    at.switch_page("pages/audit.py").run()
-    assert "this page needs the admin role" in texts(at.info) and not at.dataframe
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in a viewer's navigation
+        at.switch_page("pages/audit.py")
 
 
 def test_a_viewers_forged_admin_action_is_refused_by_the_server_side_check(loaded, roles_file, stored, monkeypatch):
@@ -251,7 +256,7 @@ def test_a_viewers_forged_admin_action_is_refused_by_the_server_side_check(loade
 
 def test_a_reviewer_corrects_as_themself_and_an_admin_reads_the_audit_log(loaded, roles_file, stored):
     at = signed_in("rui@example.com", "pages/review.py")
-    assert "Saved as **rui@example\\.com**" in texts(at.caption)
+    assert "Saved as **rui@example.com**" in texts(at.caption)
     assert "reviewer" not in [t.key for t in at.text_input]  # no free-text name once signed in
     at.session_state[at.session_state["review_pending_editor"]] = {
         "edited_rows": {0: {"correct_to": "bagel (931)"}}, "added_rows": [], "deleted_rows": []}

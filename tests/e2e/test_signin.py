@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from shelf import backends, store
+from shelf.schema import audit_log
 from tests.e2e.conftest import Server, free_port, settled
 from tests.factory import TEST_RUN, add_photo
 
@@ -57,7 +58,7 @@ def engine_of(server):
 def audit_rows(server) -> pd.DataFrame:
     engine = engine_of(server)
     with engine.connect() as conn:
-        rows = pd.DataFrame(conn.execute(sa.select(store.schema.audit_log).order_by("id")).mappings().all())
+        rows = pd.DataFrame(conn.execute(sa.select(audit_log).order_by("id")).mappings().all())
     engine.dispose()
     return rows
 
