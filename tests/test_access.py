@@ -271,3 +271,16 @@ def test_a_reviewer_corrects_as_themself_and_an_admin_reads_the_audit_log(loaded
     assert log[["who", "role", "action", "target"]].values.tolist() == [["rui@example.com", "reviewer", "correct",
                                                                         "1 region(s)"]]
     assert [b.label for b in admin.get("download_button")] == ["Download the audit log (CSV)"]
+
+
+def test_behind_a_proxy_the_user_comes_from_the_trusted_header(loaded, roles_file, monkeypatch):
+    from types import SimpleNamespace
+    monkeypatch.setenv("SHELF_TRUSTED_USER_HEADER", "X-Forwarded-Email")
+    monkeypatch.setattr(st, "context", SimpleNamespace(headers={"X-Forwarded-Email": "Rui@Example.com"}))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert "Signed in as **rui@example.com** · reviewer" in texts(at.sidebar.caption)
+    assert not at.sidebar.button  # the proxy owns the session: no sign-out here
+    monkeypatch.setattr(st, "context", SimpleNamespace(headers={}))  # straight to the port, around the proxy
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert "No X-Forwarded-Email header came with this request" in texts(at.error) and not at.metric

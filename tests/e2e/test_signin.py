@@ -165,6 +165,9 @@ def test_an_admin_switches_the_backend_and_reads_the_audit_log(server, page):
     engine = engine_of(server)
     assert store.get_setting(engine, backends.BACKEND_SETTING) == "eager"
     engine.dispose()
+    go(page, server, "recognize", "Shelf photos or product crops")  # an admin may do what a reviewer may
+    go(page, server, "review", "region(s) to review")
+    assert shown(page, "button", "Save 0 correction(s)") and sees(page, "Correct one region")
     go(page, server, "categories", "class(es) shown")
     assert shown(page, "button", "Save 0 change(s)")
     go(page, server, "catalog", "The catalog is empty")
