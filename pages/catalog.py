@@ -11,6 +11,8 @@ st.caption("ImageNet knows 'pop bottle', not 'Cola 1.5 L'. Add a SKU with a few 
            "use the catalog then name the SKU of each region by embedding similarity, or say *Unknown* when "
            "nothing in the catalog is close enough.")
 engine = ui.store()
+me = ui.current_identity()
+may_edit = ui.shows("edit_catalog")
 loaded = ui.require_model()
 if loaded is None:
     st.stop()
@@ -26,52 +28,55 @@ def done(message: str, problems=()) -> None:
     st.rerun()
 
 
-form = st.session_state.get("sku_form", 0)  # a new number after each SKU added: an empty form
-with st.form(f"add_sku_{form}", border=True):
-    st.subheader("Add a SKU")
-    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    name = c1.text_input("Name", placeholder="Cola 1.5 L", key=f"sku_name_{form}")
-    brand = c2.text_input("Brand", placeholder="Fizzy Co", key=f"sku_brand_{form}")
-    category = c3.selectbox("Category", RETAIL_CATEGORIES, key=f"sku_category_{form}")
-    gtin = c4.text_input("GTIN (optional)", placeholder="8, 12, 13 or 14 digits", key=f"sku_gtin_{form}")
-    photos = st.file_uploader("Reference photos (a few views of the product; at least one)", type=UPLOAD_EXTENSIONS,
-                              accept_multiple_files=True, key=f"sku_photos_{form}", max_upload_size=MAX_UPLOAD_MB)
-    if st.form_submit_button("Add SKU", type="primary"):
-        try:
-            _, added, problems = catalog.create_sku(engine, name, brand, category, gtin,
-                                                    ((f.name, f.getvalue()) for f in photos or []))
-        except catalog.CatalogError as exc:
-            st.error(ui.md_escape(str(exc)), icon=":material/error:")  # the form keeps what was typed
-        else:
-            taken = f"{added} of {len(photos)}" if problems else f"{added}"
-            st.session_state["sku_form"] = form + 1
-            done(f"Added {ui.md_escape(name.strip())} with {taken} reference photo(s).", problems)
+if may_edit:
+    form = st.session_state.get("sku_form", 0)  # a new number after each SKU added: an empty form
+    with st.form(f"add_sku_{form}", border=True):
+        st.subheader("Add a SKU")
+        c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+        name = c1.text_input("Name", placeholder="Cola 1.5 L", key=f"sku_name_{form}")
+        brand = c2.text_input("Brand", placeholder="Fizzy Co", key=f"sku_brand_{form}")
+        category = c3.selectbox("Category", RETAIL_CATEGORIES, key=f"sku_category_{form}")
+        gtin = c4.text_input("GTIN (optional)", placeholder="8, 12, 13 or 14 digits", key=f"sku_gtin_{form}")
+        photos = st.file_uploader("Reference photos (a few views of the product; at least one)", type=UPLOAD_EXTENSIONS,
+                                  accept_multiple_files=True, key=f"sku_photos_{form}", max_upload_size=MAX_UPLOAD_MB)
+        if st.form_submit_button("Add SKU", type="primary"):
+            try:
+                _, added, problems = catalog.create_sku(engine, name, brand, category, gtin,
+                                                        ((f.name, f.getvalue()) for f in photos or []), by=me)
+            except catalog.CatalogError as exc:
+                st.error(ui.md_escape(str(exc)), icon=":material/error:")  # the form keeps what was typed
+            else:
+                taken = f"{added} of {len(photos)}" if problems else f"{added}"
+                st.session_state["sku_form"] = form + 1
+                done(f"Added {ui.md_escape(name.strip())} with {taken} reference photo(s).", problems)
 
 skus = catalog.skus_frame(engine)
 if skus.empty:
-    st.info("The catalog is empty. Add a SKU with two or more reference photos to start.", icon=":material/info:")
+    st.info("The catalog is empty." + (" Add a SKU with two or more reference photos to start." if may_edit else ""),
+            icon=":material/info:")
     st.stop()
 
 st.subheader(f"{len(skus)} SKU(s)")
 ui.table(skus.drop(columns="id"), hide_index=True, width="stretch",
          column_config={"name": "SKU", "brand": "Brand", "category": "Category", "gtin": "GTIN",
                         "references": st.column_config.NumberColumn("Reference photos", format="%d")})
-c1, c2, c3 = st.columns([3, 3, 2])
-chosen = c1.selectbox("SKU", skus["id"], format_func=dict(zip(skus["id"], skus["name"])).get, key="sku_chosen")
-more = c2.file_uploader("Add reference photos", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
-                        key="sku_more", max_upload_size=MAX_UPLOAD_MB)
-if more and c3.button("Add photos", key="sku_add_photos"):
-    added, problems = catalog.add_references(engine, int(chosen), [(f.name, f.getvalue()) for f in more])
-    done(f"Added {added} of {len(more)} reference photo(s).", problems)
-reviewed = report.reviewed_regions(engine)
-if not reviewed.empty:
-    with st.expander(f"Add references from reviewed regions ({len(reviewed)}, newest first)"):
-        labels = dict(zip(reviewed["region_id"], reviewed["photo"] + " #" + (reviewed["position"] + 1).astype(str)
-                          + " → " + reviewed["label"]))
-        picked = st.multiselect("Reviewed regions", list(labels), format_func=labels.get, key="promote_regions")
-        if picked and st.button(f"Add {len(picked)} crop(s) to the selected SKU", key="promote"):
-            added, problems = catalog.promote_regions(engine, int(chosen), picked)
-            done(f"Added {added} crop(s) as reference photos.", problems)
+if may_edit:
+    c1, c2, c3 = st.columns([3, 3, 2])
+    chosen = c1.selectbox("SKU", skus["id"], format_func=dict(zip(skus["id"], skus["name"])).get, key="sku_chosen")
+    more = c2.file_uploader("Add reference photos", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
+                            key="sku_more", max_upload_size=MAX_UPLOAD_MB)
+    if more and c3.button("Add photos", key="sku_add_photos"):
+        added, problems = catalog.add_references(engine, int(chosen), [(f.name, f.getvalue()) for f in more], by=me)
+        done(f"Added {added} of {len(more)} reference photo(s).", problems)
+    reviewed = report.reviewed_regions(engine)
+    if not reviewed.empty:
+        with st.expander(f"Add references from reviewed regions ({len(reviewed)}, newest first)"):
+            labels = dict(zip(reviewed["region_id"], reviewed["photo"] + " #"
+                              + (reviewed["position"] + 1).astype(str) + " → " + reviewed["label"]))
+            picked = st.multiselect("Reviewed regions", list(labels), format_func=labels.get, key="promote_regions")
+            if picked and st.button(f"Add {len(picked)} crop(s) to the selected SKU", key="promote"):
+                added, problems = catalog.promote_regions(engine, int(chosen), picked, by=me)
+                done(f"Added {added} crop(s) as reference photos.", problems)
 
 
 def forget_removal() -> None:
@@ -85,7 +90,7 @@ def confirm_removal(sku_id: int, name: str) -> None:
                 "region(s) matched to it become *Unknown* (their ImageNet labels stay). This cannot be undone.")
     yes, no = st.columns(2)
     if yes.button("Remove", type="primary", key="sku_remove_confirm", icon=":material/delete:"):
-        catalog.remove_sku(engine, sku_id)
+        catalog.remove_sku(engine, sku_id, by=me)
         forget_removal()
         done(f"Removed {ui.md_escape(name)}.")
     if no.button("Keep it", key="sku_remove_cancel"):
@@ -93,7 +98,7 @@ def confirm_removal(sku_id: int, name: str) -> None:
         st.rerun()
 
 
-if c3.button("Remove this SKU …", key="sku_remove"):
+if may_edit and c3.button("Remove this SKU …", key="sku_remove"):
     st.session_state["sku_to_remove"] = int(chosen)
 if (to_remove := st.session_state.get("sku_to_remove")) in set(skus["id"]):
     confirm_removal(to_remove, dict(zip(skus["id"], skus["name"]))[to_remove])
@@ -126,9 +131,9 @@ else:
     m2.metric("Suggested threshold", f"{suggested:.3f}", help="Maximises F1 of known-vs-unknown decisions, where "
               "each SKU's photos matched against the catalog without that SKU stand in for unknown products.")
     m3.metric("F1 at the suggestion", f"{f1:.2f}")
-    if abs(suggested - threshold) > 1e-6 and st.button(f"Use {suggested:.3f} as the threshold",
-                                                       key="apply_threshold"):
-        catalog.set_threshold(engine, suggested)
+    if may_edit and abs(suggested - threshold) > 1e-6 and st.button(f"Use {suggested:.3f} as the threshold",
+                                                                    key="apply_threshold"):
+        catalog.set_threshold(engine, suggested, by=me)
         done(f"Threshold set to {suggested:.3f}.")
     left, right = st.columns([2, 3])
     with left:
@@ -160,7 +165,7 @@ else:
                           help=f"{len(items)} photo(s), threshold {threshold:.3f}")
                 per_sku_table(evaluation, id_names)
                 st.altair_chart(charts.confusion_heatmap(evaluation.confusion, id_names), width="stretch")
-    if st.button("Match all stored regions against the catalog now", key="rematch"):
+    if may_edit and st.button("Match all stored regions against the catalog now", key="rematch"):
         n = catalog.match_stored_regions(engine, catalog.build_index(embeddings, sku_ids), loaded.weights.sha256,
-                                         threshold)
+                                         threshold, by=me)
         done(f"Matched {n} stored region(s).")

@@ -25,7 +25,8 @@ c1, c2, c3 = st.columns([3, 3, 2])
 search = c1.text_input("Find a class", key="category_search", placeholder="e.g. bottle, 737")
 shown_categories = c2.multiselect("Only these categories", RETAIL_CATEGORIES, key="category_filter",
                                   placeholder="All categories")
-analyst = c3.text_input("Your name (saved with each change)", key="category_analyst", max_chars=100)
+may_edit = ui.shows("edit_categories")
+who = ui.acting_identity(c3, "Your name (saved with each change)", "category_analyst") if may_edit else None
 
 table = pd.DataFrame({"class_index": range(len(IMAGENET_CLASSES)), "label": IMAGENET_CLASSES,
                       "category": [current[i] for i in range(len(IMAGENET_CLASSES))],
@@ -41,7 +42,7 @@ st.caption(f"{len(table)} class(es) shown · {sum(current[i] != shipped[i] for i
            "shipped map")
 edits = ui.keyed_editor(
     table, ids="class_index", column="category", state=PENDING, hide_index=True, width="content",
-    disabled=["class_index", "label", "edited"],
+    disabled=["class_index", "label", "edited"] if may_edit else True,
     column_config={"class_index": st.column_config.NumberColumn("Class", format="%d", width="small"),
                    "label": st.column_config.TextColumn("ImageNet label", width="medium"),
                    "category": st.column_config.SelectboxColumn("Retail category", options=RETAIL_CATEGORIES,
@@ -55,15 +56,16 @@ if elsewhere:
                + (" …" if len(elsewhere) > 5 else "") + ". Save or discard them with the others.",
                icon=":material/info:")
 save_col, discard_col = st.columns([2, 5])
-if save_col.button(f"Save {len(edits)} change(s)", type="primary", disabled=not edits, key="save_categories"):
-    if not analyst.strip():
+if may_edit and save_col.button(f"Save {len(edits)} change(s)", type="primary", disabled=not edits,
+                                key="save_categories"):
+    if who is None:
         st.error("Type your name first: every change records who made it.")
     else:
-        save_category_edits(engine, edits, analyst)
+        save_category_edits(engine, edits, who)
         ui.clear_edits(PENDING)
         st.session_state["category_message"] = (f"Saved {len(edits)} change(s). Tallies, charts and exports use "
                                                 "them from now on.")
         st.rerun()
-if edits and discard_col.button("Discard changes", key="discard_categories"):
+if may_edit and edits and discard_col.button("Discard changes", key="discard_categories"):
     ui.clear_edits(PENDING)
     st.rerun()

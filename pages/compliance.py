@@ -11,7 +11,7 @@ from shelf.tally import TallyFilter
 ui.use_router()
 st.title("Compliance")
 engine = ui.store()
-identity = access.LOCAL  # sign-in (shelf.access) replaces this with the signed-in user
+identity = ui.current_identity()
 ui.stored_results_banner()
 tab_results, tab_plans = st.tabs(["Compliance", "Planograms"])
 
@@ -26,8 +26,8 @@ with tab_plans:
                                  mime="text/csv", icon=":material/download:", key="planogram_template")
     upload = up_col.file_uploader("Planogram CSV", type=["csv"], key="planogram_upload",
                                   max_upload_size=planogram.MAX_BYTES // (1024 * 1024))
-    who = st.text_input("Your name (saved with each change)", value=identity.name, key="planogram_by",
-                        max_chars=100)
+    who = identity.name if identity.via != "local" else \
+        st.text_input("Your name (saved with each change)", value=identity.name, key="planogram_by", max_chars=100)
     may_edit = identity.may("edit_planogram")
     if upload is not None and st.button("Import this planogram", key="planogram_import", type="primary",
                                         disabled=not may_edit):

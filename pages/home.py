@@ -4,12 +4,16 @@ import os
 import pandas as pd
 import streamlit as st
 
-from shelf import access, batches, config, detector, report, store, tokens, ui
+from shelf import access, batches, config, detector, report, tokens, ui
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 ui.use_router()
+me = ui.current_identity()
 st.title("Shelf")
+if me.via == "local":
+    st.caption(":material/person: Single-user mode: no sign-in is configured, so whoever opens Shelf may do "
+               "everything. The README says how to add sign-in and roles.")
 st.markdown(
     "Recognize products on store shelves with a TorchVision **ResNet-18** (ImageNet-1K), on this machine's CPU.\n"
     "1. **Recognize** — drop shelf photos or product crops (or take a photo), say which store and aisle.\n"
@@ -61,7 +65,8 @@ if loaded is not None:
     fixed = os.environ.get("SHELF_BACKEND") in backends.BACKENDS
     choice = st.radio(
         "Backend", list(backends.BACKENDS), index=list(backends.BACKENDS).index(current),
-        format_func=backends.CHOICE_NAMES.get, horizontal=True, key="backend_choice", disabled=fixed,
+        format_func=backends.CHOICE_NAMES.get, horizontal=True, key="backend_choice",
+        disabled=fixed or not ui.shows("switch_backend"),
         help="Faithful: the same probabilities as torchvision's own PyTorch model (to 1e-4, tested). Fast mode "
              "stores the model's convolution weights as 8-bit integers (int8): quicker, not faithful; it is "
              "calibrated once on crops from the store, and every run records which backend made it."
@@ -74,7 +79,7 @@ if loaded is not None:
         st.info(f"Switching to **{backends.CHOICE_NAMES[choice]}** applies to everyone using this Shelf server, "
                 "from their next recognition on.", icon=":material/group:")
         if st.button(f"Switch to {backends.CHOICE_NAMES[choice]}", type="primary", key="switch_backend"):
-            store.set_setting(ui.store(), backends.BACKEND_SETTING, choice)
+            backends.switch_backend(ui.store(), choice, by=me)
             ui.reload_model()
             st.rerun()
     if problem := ui.backend_problem():
@@ -108,36 +113,39 @@ if loaded is not None:
                           "Largest probability gap": st.column_config.TextColumn(
                               help="Largest difference of any class probability from the PyTorch model's")})
 
-with st.expander("Import a weights file", expanded=loaded is None):
-    st.caption(f"The official file is `{model.OFFICIAL_FILENAME}` (sha256 starting `{model.OFFICIAL_HASH_PREFIX}`). "
-               "It is checked (safe loader, keys and shapes) before it is kept.")
-    upload = st.file_uploader(f"Weights file (.pth, up to {model.MAX_WEIGHTS_MB} MB)", type=["pth", "pt", "bin"],
-                              key="weights_upload", max_upload_size=model.MAX_WEIGHTS_MB)
-    if upload is not None and st.button("Import weights", type="primary"):
-        try:
-            info = model.import_weights(upload.getvalue(), upload.name)
-        except model.WeightsError as exc:
-            st.error(ui.md_escape(str(exc)))
-        else:
-            message = f"Imported weights: {info.kind}, sha256 `{info.sha256[:16]}…`."
-            if config.weights_file_from_env():
-                message += " Note: SHELF_WEIGHTS is set on the server and takes precedence over the imported file."
-            elif not info.verified and not config.allow_unverified_weights():
-                message += (" This is not the ImageNet file; Shelf uses it only when the server runs with "
-                            "SHELF_ALLOW_UNVERIFIED_WEIGHTS=1, and never instead of the verified file.")
-            st.session_state["weights_message"] = message
-            ui.reload_model()
-            st.rerun()
-    if loaded is None and not config.offline():
-        if st.button("Download the ImageNet weights (45 MB)"):
-            with st.spinner("Downloading …"):
-                try:
-                    model.download_weights()
-                except (OSError, model.WeightsError) as exc:
-                    st.error(f"Download failed: {ui.md_escape(str(exc))}")
-                else:
-                    ui.reload_model()
-                    st.rerun()
+if ui.shows("manage_weights"):
+    with st.expander("Import a weights file", expanded=loaded is None):
+        st.caption(f"The official file is `{model.OFFICIAL_FILENAME}` (sha256 starting "
+                   f"`{model.OFFICIAL_HASH_PREFIX}`). It is checked (safe loader, keys and shapes) before it is kept.")
+        upload = st.file_uploader(f"Weights file (.pth, up to {model.MAX_WEIGHTS_MB} MB)",
+                                  type=["pth", "pt", "bin"], key="weights_upload",
+                                  max_upload_size=model.MAX_WEIGHTS_MB)
+        if upload is not None and st.button("Import weights", type="primary"):
+            try:
+                info = model.import_weights(upload.getvalue(), upload.name, by=me, engine=ui.store())
+            except model.WeightsError as exc:
+                st.error(ui.md_escape(str(exc)))
+            else:
+                message = f"Imported weights: {info.kind}, sha256 `{info.sha256[:16]}…`."
+                if config.weights_file_from_env():
+                    message += (" Note: SHELF_WEIGHTS is set on the server and takes precedence over the imported "
+                                "file.")
+                elif not info.verified and not config.allow_unverified_weights():
+                    message += (" This is not the ImageNet file; Shelf uses it only when the server runs with "
+                                "SHELF_ALLOW_UNVERIFIED_WEIGHTS=1, and never instead of the verified file.")
+                st.session_state["weights_message"] = message
+                ui.reload_model()
+                st.rerun()
+        if loaded is None and not config.offline():
+            if st.button("Download the ImageNet weights (45 MB)"):
+                with st.spinner("Downloading …"):
+                    try:
+                        model.download_weights(by=me)
+                    except (OSError, model.WeightsError) as exc:
+                        st.error(f"Download failed: {ui.md_escape(str(exc))}")
+                    else:
+                        ui.reload_model()
+                        st.rerun()
 
 st.subheader("Product detector")
 detectors = detector.imported_detectors()
@@ -151,22 +159,23 @@ if detectors:
 else:
     st.caption("No detector imported. A YOLO model trained on dense shelves (e.g. SKU-110K), exported with "
                "`yolo export format=onnx`, finds the facings that are then classified.")
-with st.expander("Import a detector (.onnx)"):
-    st.caption("Checked before it is kept: the ONNX checker, a trial run, and the layout — "
-               f"{detector.SUPPORTED}. Uploads here stop at the server's upload limit; import a bigger file with "
-               "`python -m shelf detector import FILE.onnx`.")
-    upload = st.file_uploader(f"YOLOv5 / YOLOv8 / YOLO11 ONNX export (up to {model.MAX_WEIGHTS_MB} MB here; larger "
-                              "with `python -m shelf detector import`)", type=["onnx"], key="detector_upload",
-                              max_upload_size=model.MAX_WEIGHTS_MB)
-    if upload is not None and st.button("Import detector", key="import_detector"):
-        try:
-            info = detector.import_detector(upload.getvalue(), upload.name)
-        except detector.DetectorError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state["detector_message"] = f"Imported detector {info.name}: {info.format}, sha256 " \
-                                                   f"`{info.sha256[:16]}…`."
-            st.rerun()
+if ui.shows("manage_weights"):
+    with st.expander("Import a detector (.onnx)"):
+        st.caption("Checked before it is kept: the ONNX checker, a trial run, and the layout — "
+                   f"{detector.SUPPORTED}. Uploads here stop at the server's upload limit; import a bigger file "
+                   "with `python -m shelf detector import FILE.onnx`.")
+        upload = st.file_uploader(f"YOLOv5 / YOLOv8 / YOLO11 ONNX export (up to {model.MAX_WEIGHTS_MB} MB here; "
+                                  "larger with `python -m shelf detector import`)", type=["onnx"],
+                                  key="detector_upload", max_upload_size=model.MAX_WEIGHTS_MB)
+        if upload is not None and st.button("Import detector", key="import_detector"):
+            try:
+                info = detector.import_detector(upload.getvalue(), upload.name, by=me, engine=ui.store())
+            except detector.DetectorError as exc:
+                st.error(str(exc))
+            else:
+                st.session_state["detector_message"] = f"Imported detector {info.name}: {info.format}, sha256 " \
+                                                       f"`{info.sha256[:16]}…`."
+                st.rerun()
 
 st.header("Batches")
 BATCH_REFRESH_S = 2
@@ -194,7 +203,7 @@ def batch_progress():
 batch_progress()
 
 st.header("API tokens")
-TOKEN_ADMIN = access.LOCAL  # who is using this page: the signed-in identity, once sign-in exists (issue 15)
+TOKEN_ADMIN = ui.current_identity()
 if TOKEN_ADMIN.may("manage_tokens"):
     st.caption("Store apps and other systems call the HTTP API (`python -m shelf serve`, see the README) with a "
                "token sent as `Authorization: Bearer …`. Viewer: classify, photos and tallies; reviewer: also store "

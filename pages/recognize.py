@@ -13,6 +13,7 @@ from shelf.store import Context
 
 ui.use_router()
 st.title("Recognize")
+ui.require_role("recognize")
 loaded = ui.require_model()
 if loaded is None:
     st.stop()
@@ -96,7 +97,8 @@ def run(chosen: list[Upload], again: bool = False) -> list:
     results = recognize(
         loaded, ui.store(), chosen, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
         crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
-        detector=chosen_detector, on_progress=show, previews=ui.RECENT_PREVIEWS, again=again)
+        detector=chosen_detector, on_progress=show, previews=ui.RECENT_PREVIEWS, again=again,
+        by=ui.current_identity())
     progress.empty()
     return results
 
@@ -136,7 +138,7 @@ if results:
     st.caption(" · ".join(f"{n} {what}" for n, what in counts if n or what == "new photo(s) stored"))
     stored_before = {r.sha256 for r in again}
     to_redo = [u for u in uploads if hashlib.sha256(u.data).hexdigest() in stored_before]
-    if to_redo:
+    if to_redo and ui.shows("edit_photo"):
         if st.button(f"Recognize the {len(to_redo)} stored photo{'s' if len(to_redo) != 1 else ''} again with "
                      "these settings", key="recognize_again", icon=":material/refresh:", disabled=not ready,
                      help="A new run with the regions mode, crop, catalog, top-k and store/aisle/date above. Its "

@@ -23,7 +23,8 @@ scope = ui.scope_filters(facets, "review")
 c1, c2, c3 = st.columns([3, 2, 2])
 band = c1.slider("Model confidence", 0.0, 1.0, (0.0, 1.0), 0.05, format="%.2f", key="review_band")
 include_reviewed = c2.toggle("Show reviewed regions too", key="review_include")
-reviewer = c3.text_input("Your name (saved with each correction)", key="reviewer", max_chars=100)
+may_correct = ui.shows("correct")
+who = ui.acting_identity(c3, "Your name (saved with each correction)", "reviewer") if may_correct else None
 
 review_filter = report.ReviewFilter(scope, band, include_reviewed)
 total = report.review_count(engine, review_filter)
@@ -39,10 +40,10 @@ def save(changes: dict[int, tuple[int, str]], keep=()) -> None:
     if not changes:
         st.info("That pick is the label the region already counts as; nothing to save.")
         return
-    if not reviewer.strip():
+    if who is None:
         st.error("Type your name first: every correction records who made it.")
         return
-    saved = store.add_corrections(engine, changes, reviewer)
+    saved = store.add_corrections(engine, changes, who)
     kept = {k: v for k, v in st.session_state.get(PENDING, {}).items() if k in keep}
     ui.clear_edits(PENDING)
     st.session_state[PENDING] = kept
@@ -64,7 +65,8 @@ else:
        "aisle", "captured_on"]]
     pending = ui.keyed_editor(
         table, ids="region_id", column="correct_to", state=PENDING, hide_index=True, width="stretch",
-        row_height=100, height="content", placeholder="", disabled=[c for c in table.columns if c != "correct_to"],
+        row_height=100, height="content", placeholder="",
+        disabled=[c for c in table.columns if c != "correct_to"] if may_correct else True,
         column_order=[c for c in table.columns if c != "region_id"],
         column_config={
             "crop": st.column_config.ImageColumn("Region", width="small"),  # fixed widths: columns stay put
@@ -80,13 +82,14 @@ else:
             "correct_to": st.column_config.SelectboxColumn("Correct to", options=LABEL_CHOICES, width="medium",
                                                            help="Pick the right label; leave empty to keep it"),
         })
-    with st.expander("Correct one region (keyboard-friendly)"):
-        q1, q2, q3 = st.columns([3, 3, 1])
-        names = dict(zip(shown["region_id"].astype(int), table["where"] + " — " + table["counts_as"]))
-        one = q1.selectbox("Region", list(names), key="quick_region", format_func=names.get)
-        to = q2.selectbox("Correct to", LABEL_CHOICES, index=None, key="quick_label", placeholder="Type a label")
-        if q3.button("Save", key="quick_save", disabled=to is None):
-            save(corrections_from_edits(shown[shown["region_id"] == one], [to]), keep=pending.keys() - {one})
+    if may_correct:
+        with st.expander("Correct one region (keyboard-friendly)"):
+            q1, q2, q3 = st.columns([3, 3, 1])
+            names = dict(zip(shown["region_id"].astype(int), table["where"] + " — " + table["counts_as"]))
+            one = q1.selectbox("Region", list(names), key="quick_region", format_func=names.get)
+            to = q2.selectbox("Correct to", LABEL_CHOICES, index=None, key="quick_label", placeholder="Type a label")
+            if q3.button("Save", key="quick_save", disabled=to is None):
+                save(corrections_from_edits(shown[shown["region_id"] == one], [to]), keep=pending.keys() - {one})
 
 current = report.region_labels(engine, list(pending))
 changes = corrections_from_edits(current, [pending[int(r)] for r in current["region_id"]])
@@ -100,10 +103,10 @@ if changes:
             st.text(f"{row.photo} · #{row.position + 1}: {label_choice(row.class_index)} → "
                     f"{label_choice(changes[int(row.region_id)][0])}")
 save_col, discard_col = st.columns([2, 5])
-if save_col.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes,
-                   key="save_corrections"):
+if may_correct and save_col.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes,
+                                   key="save_corrections"):
     save(changes)
-if pending and discard_col.button("Discard picks", key="discard_picks"):
+if may_correct and pending and discard_col.button("Discard picks", key="discard_picks"):
     ui.clear_edits(PENDING)
     st.rerun()
 if message := st.session_state.pop("review_message", None):

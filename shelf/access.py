@@ -58,6 +58,17 @@ class Identity:
 LOCAL = Identity(name="local user", role="admin", via="local")
 
 
+def acting(who: Identity | str) -> Identity:
+    """The identity behind `who`: an Identity as it is, a plain name (the CLI, scripts, and the dashboard without
+    sign-in, where the person at the keyboard types it) as the local user of that name."""
+    if isinstance(who, Identity):
+        return who
+    name = " ".join(str(who).split())
+    if not name:
+        raise ValueError("a reviewer name is required")
+    return Identity(name=name, role=LOCAL.role, via=LOCAL.via)
+
+
 def allowed(role: str, action: str) -> bool:
     if action not in ACTIONS:
         raise KeyError(f"unknown action {action!r}")

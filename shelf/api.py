@@ -402,7 +402,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         with worker.slots:
             (result,) = pipeline.recognize(model, worker.engine, [pipeline.Upload(name, data)],
                                            Context(store, aisle, date), mode, top_k, crop, catalog=index,
-                                           catalog_threshold=threshold, previews=0, runs=worker.runs)
+                                           catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity)
         if not result.ok:
             raise HTTPException(422, result.error)
         if result.already_stored:

@@ -215,6 +215,16 @@ def chosen_backend(engine=None) -> str:
     return saved if saved in BACKENDS else DEFAULT_BACKEND
 
 
+def switch_backend(engine, kind: str, *, by) -> None:
+    """Make `kind` the backend for everyone using this store (checked and audited)."""
+    from shelf import store
+    from shelf.access import require
+    require(by, "switch_backend")
+    if kind not in BACKENDS:
+        raise BackendError(f"unknown backend {kind!r}; one of {', '.join(BACKENDS)}")
+    store.change_setting(engine, BACKEND_SETTING, kind, by=by, action="switch_backend")
+
+
 def calibration_from_store(engine, crop_mode: str = "center", limit: int = CALIBRATION_REGIONS
                            ) -> list[torch.Tensor]:
     """Preprocessed crops of stored regions (spread over the store, each photo decoded once) for int8 calibration."""

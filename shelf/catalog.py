@@ -20,7 +20,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shelf import config, rollup, store
+from shelf import audit, config, rollup, store
+from shelf.access import LOCAL, Identity, require
 from shelf.categories import RETAIL_CATEGORIES
 from shelf.files import MB, FileTooLarge, read_bounded, size_problem
 from shelf.images import MAX_BYTES, ImageError, clean_filename, decode_image
@@ -186,7 +187,9 @@ class CatalogError(ValueError):
     """A catalog change that cannot be made; the message says why."""
 
 
-def add_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | None = None) -> int:
+def add_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | None = None, *,
+            by: Identity = LOCAL) -> int:
+    require(by, "edit_catalog")
     name, brand = store.clean_text(name), store.clean_text(brand)
     if not name:
         raise CatalogError("a SKU needs a name")
@@ -197,20 +200,23 @@ def add_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | No
         raise CatalogError("a GTIN is 8, 12, 13 or 14 digits")
     try:
         with store.write_transaction(engine) as conn:
-            return conn.execute(store.skus.insert().values(name=name, brand=brand, category=category, gtin=gtin,
-                                                           created_at=store.utc_now())).inserted_primary_key[0]
+            sku_id = conn.execute(store.skus.insert().values(name=name, brand=brand, category=category, gtin=gtin,
+                                                             created_at=store.utc_now())).inserted_primary_key[0]
+            audit.record(conn, by, "edit_catalog", f"add SKU {sku_id} {name}", None,
+                         {"name": name, "brand": brand, "category": category, "gtin": gtin})
+            return sku_id
     except sa.exc.IntegrityError:
         raise CatalogError(f"a SKU named {name!r} already exists") from None
 
 
 def create_sku(engine: Engine, name: str, brand: str, category: str, gtin: str | None,
-               files: Iterable[tuple[str, bytes]]) -> tuple[int, int, list[str]]:
+               files: Iterable[tuple[str, bytes]], *, by: Identity = LOCAL) -> tuple[int, int, list[str]]:
     """A new SKU with its reference photos, or nothing at all: a SKU is only kept when at least one of its photos
     can be read (a SKU without references can never be matched). Returns (sku id, photos added, messages)."""
-    sku_id = add_sku(engine, name, brand, category, gtin)
-    added, messages = add_references(engine, sku_id, files)
+    sku_id = add_sku(engine, name, brand, category, gtin, by=by)
+    added, messages = add_references(engine, sku_id, files, by=by)
     if not added:
-        remove_sku(engine, sku_id)
+        remove_sku(engine, sku_id, by=by)
         raise CatalogError("a SKU needs at least one reference photo that can be read"
                            + (f" ({'; '.join(messages[:3])})" if messages else
                               " — add photos, and wait until they have finished uploading"))
@@ -227,11 +233,16 @@ def sku_usage(engine: Engine, sku_id: int) -> tuple[int, int]:
     return references, regions
 
 
-def remove_sku(engine: Engine, sku_id: int) -> None:
+def remove_sku(engine: Engine, sku_id: int, *, by: Identity = LOCAL) -> None:
     """Remove a SKU with its references; regions matched to it become unknown. A reference's photo file goes too,
     unless another reference or a stored photo has the same content (files are named by content hash)."""
+    require(by, "edit_catalog")
     refs = store.sku_references
     with store.write_transaction(engine) as conn:
+        sku = conn.execute(sa.select(store.skus.c.name, store.skus.c.brand, store.skus.c.category)
+                           .where(store.skus.c.id == sku_id)).one_or_none()
+        if sku is not None:
+            audit.record(conn, by, "edit_catalog", f"remove SKU {sku_id} {sku.name}", dict(sku._mapping), None)
         files = dict(conn.execute(sa.select(refs.c.sha256, refs.c.file).where(refs.c.sku_id == sku_id)).all())
         store.forget_sku(conn, sku_id)
         conn.execute(refs.delete().where(refs.c.sku_id == sku_id))
@@ -246,10 +257,11 @@ def remove_sku(engine: Engine, sku_id: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def add_references(engine: Engine, sku_id: int, files: Iterable[tuple[str, bytes]], source: str = "upload"
-                   ) -> tuple[int, list[str]]:
+def add_references(engine: Engine, sku_id: int, files: Iterable[tuple[str, bytes]], source: str = "upload", *,
+                   by: Identity = LOCAL) -> tuple[int, list[str]]:
     """Decode each reference photo safely and keep it; returns (added, messages for the files that were not).
     `files` may be a generator, so a caller can read the photos one at a time."""
+    require(by, "edit_catalog")
     added, messages = 0, []
     for name, data in files:
         try:
@@ -269,14 +281,18 @@ def add_references(engine: Engine, sku_id: int, files: Iterable[tuple[str, bytes
                 conn.execute(store.sku_references.insert().values(
                     sku_id=sku_id, sha256=decoded.sha256, file=relative.as_posix(),
                     source=f"{source}: {decoded.name}"[:100], created_at=store.utc_now()))
+                audit.record(conn, by, "edit_catalog", f"SKU {sku_id} reference", None,
+                             {"file": decoded.name, "sha256": decoded.sha256, "source": source})
             added += 1
         except sa.exc.IntegrityError:
             messages.append(f"{decoded.name}: already a reference of this SKU (or the SKU was removed)")
     return added, messages
 
 
-def promote_regions(engine: Engine, sku_id: int, region_ids: Sequence[int]) -> tuple[int, list[str]]:
+def promote_regions(engine: Engine, sku_id: int, region_ids: Sequence[int], *, by: Identity = LOCAL
+                    ) -> tuple[int, list[str]]:
     """Make stored regions (typically reviewed ones) reference photos of a SKU: their crops, from the stored photo."""
+    require(by, "edit_catalog")
     query = (sa.select(store.regions.c.id, store.regions.c.x1, store.regions.c.y1, store.regions.c.x2,
                        store.regions.c.y2, store.photos.c.file, store.photos.c.name)
              .select_from(store.regions.join(store.photos)).where(store.regions.c.id.in_(list(region_ids))))
@@ -292,7 +308,7 @@ def promote_regions(engine: Engine, sku_id: int, region_ids: Sequence[int]) -> t
         buffer = io.BytesIO()
         photo.crop((r.x1, r.y1, r.x2, r.y2)).save(buffer, format="PNG")
         files.append((f"region-{r.id}.png", buffer.getvalue()))
-    added, problems = add_references(engine, sku_id, files, source="region")
+    added, problems = add_references(engine, sku_id, files, source="region", by=by)
     return added, messages + problems
 
 
@@ -359,16 +375,18 @@ def get_threshold(engine: Engine) -> float:
     return float(store.get_setting(engine, THRESHOLD_SETTING, repr(DEFAULT_THRESHOLD)))
 
 
-def set_threshold(engine: Engine, threshold: float) -> None:
+def set_threshold(engine: Engine, threshold: float, *, by: Identity = LOCAL) -> None:
+    require(by, "edit_catalog")
     if not -1.0 <= threshold <= 1.0:
         raise CatalogError("a similarity threshold lies between -1 and 1")
-    store.set_setting(engine, THRESHOLD_SETTING, repr(float(threshold)))
+    store.change_setting(engine, THRESHOLD_SETTING, repr(float(threshold)), by=by, action="edit_catalog")
 
 
 def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: str, threshold: float,
-                         method: str = "knn", photos_per_chunk: int = 2_000) -> int:
+                         method: str = "knn", photos_per_chunk: int = 2_000, *, by: Identity = LOCAL) -> int:
     """(Re)match every current region whose embedding came from these weights, a chunk of photos at a time (a
     chain's store does not fit in memory as float32). Returns how many were matched."""
+    require(by, "edit_catalog")
     embeddings, regions, runs = store.embeddings, store.regions, store.runs
     query = (sa.select(embeddings.c.photo_id, embeddings.c.run_id, embeddings.c.vectors)
              .select_from(embeddings.join(runs)).where(runs.c.weights_sha256 == weights_sha256)
@@ -391,6 +409,8 @@ def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: st
                                             for r, sku, similarity in zip(ids, found.sku_ids, found.similarity)])
             matched += len(ids)
         rollup.rebuild(conn)
+        audit.record(conn, by, "edit_catalog", "match stored regions", None,
+                     {"regions": matched, "threshold": threshold, "weights_sha256": weights_sha256})
     return matched
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from shelf import store
+from shelf.access import Identity, acting, require
 from shelf.labels import NOT_A_PRODUCT, RETAIL_CATEGORIES, default_map
 
 __all__ = ["NOT_A_PRODUCT", "RETAIL_CATEGORIES", "category_map", "default_map", "save_category_edits"]
@@ -15,8 +16,10 @@ def category_map(engine: Engine) -> dict[int, str]:
     return {**default_map(), **store.category_overrides_map(engine)}
 
 
-def save_category_edits(engine: Engine, edits: dict[int, str], analyst: str) -> int:
-    """Persist category changes; a class set back to its shipped category loses its override. Returns changes."""
+def save_category_edits(engine: Engine, edits: dict[int, str], analyst: Identity | str) -> int:
+    """Persist category changes; a class set back to its shipped category loses its override. Returns changes.
+    `analyst`: the signed-in identity (or, without sign-in, the name typed)."""
+    require(acting(analyst), "edit_categories")
     unknown = {c for c in edits.values() if c not in RETAIL_CATEGORIES}
     if unknown:
         raise ValueError(f"unknown categories: {', '.join(sorted(unknown))}")

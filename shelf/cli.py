@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from shelf import config
+from shelf.access import LOCAL  # the CLI is run by whoever has the machine: everything allowed, audited
 from shelf.files import FileTooLarge, read_bounded
 
 EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE, EXIT_NO_WEIGHTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -402,7 +403,7 @@ def cmd_recognize(args) -> int:
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
                                      box_file=box_file, catalog=index, catalog_threshold=threshold,
-                                     detector=detector, previews=0, again=args.again))
+                                     detector=detector, previews=0, again=args.again, by=LOCAL))
             bar.update()
     for r in results:
         if r.ok:
@@ -664,18 +665,18 @@ def cmd_catalog(args) -> int:
         if args.name.lower() not in by_name:
             print(f"error: no SKU named {args.name!r}", file=sys.stderr)
             return EXIT_NOTHING_DONE
-        catalog.remove_sku(engine, by_name[args.name.lower()])
+        catalog.remove_sku(engine, by_name[args.name.lower()], by=LOCAL)
         print(f"removed {args.name}")
         return EXIT_OK
     if args.action == "add":
         try:
             sku_id = by_name.get(args.name.lower()) or catalog.add_sku(engine, args.name, args.brand, args.category,
-                                                                       args.gtin)
+                                                                       args.gtin, by=LOCAL)
         except catalog.CatalogError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
         unreadable = []
-        added, problems = catalog.add_references(engine, sku_id, _readable(args.images, unreadable))
+        added, problems = catalog.add_references(engine, sku_id, _readable(args.images, unreadable), by=LOCAL)
         for problem in unreadable + problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{args.name}: {added} reference photo(s) added")
@@ -747,7 +748,7 @@ def cmd_weights(args) -> int:
 
     if args.action == "import":
         try:
-            info = model.import_weights(read_bounded(args.path, model.MAX_WEIGHTS_BYTES), str(args.path))
+            info = model.import_weights(read_bounded(args.path, model.MAX_WEIGHTS_BYTES), str(args.path), by=LOCAL)
         except (OSError, FileTooLarge, model.WeightsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
@@ -757,7 +758,7 @@ def cmd_weights(args) -> int:
         return EXIT_OK
     if args.action == "download":
         try:
-            path = model.download_weights()
+            path = model.download_weights(by=LOCAL)
         except (OSError, model.WeightsError) as exc:
             print(f"error: download failed: {exc}\n{model.HOW_TO_GET_WEIGHTS}", file=sys.stderr)
             return EXIT_NOTHING_DONE
@@ -837,7 +838,7 @@ def cmd_detector(args) -> int:
 
     if args.action == "import":
         try:
-            info = detector.import_detector(args.path.read_bytes(), str(args.path))
+            info = detector.import_detector(args.path.read_bytes(), str(args.path), by=LOCAL)
         except (OSError, detector.DetectorError) as exc:
             print(f"error: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shelf import config
+from shelf import audit, config
+from shelf.access import LOCAL, Identity, require
 from shelf.files import write_atomically
 from shelf.images import clean_filename
 from shelf.regions import DETECTOR_CONF, DETECTOR_IOU, DETECTOR_TILES, Box
@@ -151,8 +152,10 @@ def _grey_input(info: DetectorInfo) -> np.ndarray:
     return np.full((1, 3, h, w), PAD_GREY / 255, dtype=np.float16 if info.input_type == "float16" else np.float32)
 
 
-def import_detector(data: bytes, name: str) -> DetectorInfo:
-    """Check a detector file and keep it as detectors/<sha256>.onnx (+ a small JSON description)."""
+def import_detector(data: bytes, name: str, *, by: Identity = LOCAL, engine=None) -> DetectorInfo:
+    """Check a detector file and keep it as detectors/<sha256>.onnx (+ a small JSON description); audited in
+    `engine` (default: the configured store)."""
+    require(by, "manage_weights")
     info = inspect_detector(data, name)
     directory = detectors_dir()
     target = directory / f"{info.sha256}.onnx"
@@ -160,6 +163,8 @@ def import_detector(data: bytes, name: str) -> DetectorInfo:
     info = DetectorInfo(**{**asdict(info), "path": target})
     description = {**asdict(info), "path": None, "imported_at": dt.datetime.now(dt.UTC).isoformat()}
     write_atomically(json.dumps(description, indent=1).encode(), directory / f"{info.sha256}.json")
+    audit.record_now(engine, by, "manage_weights", f"import detector {info.name}", None,
+                     {"sha256": info.sha256, "format": info.format})
     return info
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
-from shelf import config
+from shelf import audit, config
+from shelf.access import LOCAL, Identity, require
 from shelf.files import MB, FileTooLarge, read_bounded, size_problem, write_atomically
 from shelf.labels import IMAGENET_CLASSES
 
@@ -295,18 +296,25 @@ def load_model(download: bool | None = None) -> tuple[LoadedModel | None, Weight
     return build_model(state, status.info), status
 
 
-def import_weights(data: bytes, name: str) -> WeightsInfo:
-    """Validate an uploaded weights file and keep it (under Shelf's own name) as the imported weights."""
+def import_weights(data: bytes, name: str, *, by: Identity = LOCAL, engine=None) -> WeightsInfo:
+    """Validate an uploaded weights file and keep it (under Shelf's own name) as the imported weights; audited in
+    `engine` (default: the configured store)."""
+    require(by, "manage_weights")
     state = parse_weights(data, name)
     target = imported_weights_path()
+    before = hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else None
     write_atomically(data, target)
     sha = hashlib.sha256(data).hexdigest()
-    return WeightsInfo(path=target, source="imported", sha256=sha, verified=sha.startswith(OFFICIAL_HASH_PREFIX),
+    info = WeightsInfo(path=target, source="imported", sha256=sha, verified=sha.startswith(OFFICIAL_HASH_PREFIX),
                        untrained=looks_untrained(state))
+    audit.record_now(engine, by, "manage_weights", f"import weights {Path(name).name}"[:300], before,
+                     {"sha256": sha, "kind": info.kind})
+    return info
 
 
-def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S, *, by: Identity = LOCAL) -> Path:
     """Download the official file into the torch hub cache, checking torchvision's published hash prefix."""
+    require(by, "manage_weights")
     target = hub_cache_path()
     with urllib.request.urlopen(IMAGENET_WEIGHTS.url, timeout=timeout) as response:
         data = response.read(MAX_WEIGHTS_BYTES + 1)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 import shelf
 from shelf import stages, store
+from shelf.access import LOCAL, Identity, require
 from shelf.boxfiles import BoxImport, boxes_for_photo
 from shelf.catalog import DEFAULT_THRESHOLD, CatalogIndex
 from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
@@ -122,8 +123,8 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None
-              ) -> list[PhotoResult]:
+              previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None,
+              by: Identity = LOCAL) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
     A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
@@ -132,6 +133,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
     across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run."""
+    require(by, "edit_photo" if again else "recognize")
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:

@@ -173,6 +173,19 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+audit_log = sa.Table(
+    "audit_log", metadata,  # who changed what: every admin action and correction batch (shelf.audit)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("via", sa.String(20), nullable=False),  # local | oidc | header | token
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("before", sa.Text),  # JSON, where it applies
+    sa.Column("after", sa.Text),   # JSON
+)
+
 schema_version = sa.Table(
     "schema_version", metadata,  # one row per migration step applied
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from shelf import config, rollup
+from shelf import audit, config, rollup
+from shelf.access import LOCAL, Identity, acting, require
 from shelf.files import write_atomically
 from shelf.labels import IMAGENET_CLASSES, default_map
 from shelf.schema import (  # noqa: F401  (re-exported: callers use store.photos, store.regions, ...)
@@ -326,26 +327,35 @@ def photos_page(engine: Engine, store_name: str | None = None, limit: int = 50) 
                             columns=["id", "name", "store", "aisle", "captured_on", "regions", "created_at"])
 
 
-def set_photo_context(engine: Engine, photo_id: int, context: Context) -> None:
+def set_photo_context(engine: Engine, photo_id: int, context: Context, *, by: Identity = LOCAL) -> None:
     """Correct where and when a stored photo was taken; its regions move in the tallies with it."""
+    require(by, "edit_photo")
     context = context.cleaned()
     with write_transaction(engine) as conn:
+        before = conn.execute(sa.select(photos.c.name, photos.c.store, photos.c.aisle, photos.c.captured_on)
+                              .where(photos.c.id == photo_id)).one_or_none()
+        if before is None:
+            raise ValueError(f"no such photo: {photo_id}")
         with rollup.changing(conn, regions.c.photo_id == photo_id):
-            updated = conn.execute(photos.update().where(photos.c.id == photo_id).values(
+            conn.execute(photos.update().where(photos.c.id == photo_id).values(
                 store=context.store, aisle=context.aisle, captured_on=context.captured_on,
-                day=day_number(context.captured_on))).rowcount
-    if not updated:
-        raise ValueError(f"no such photo: {photo_id}")
+                day=day_number(context.captured_on)))
+        audit.record(conn, by, "edit_photo", f"photo {photo_id} {before.name}",
+                     {"store": before.store, "aisle": before.aisle, "captured_on": before.captured_on},
+                     {"store": context.store, "aisle": context.aisle, "captured_on": context.captured_on})
 
 
-def delete_photo(engine: Engine, photo_id: int) -> str:
+def delete_photo(engine: Engine, photo_id: int, *, by: Identity = LOCAL) -> str:
     """Delete a photo with its regions, predictions and corrections, and its file unless a SKU reference shares
     it. Returns the photo's name."""
+    require(by, "delete_photo")
     with write_transaction(engine) as conn:
-        row = conn.execute(sa.select(photos.c.name, photos.c.file, photos.c.sha256)
+        row = conn.execute(sa.select(photos.c.name, photos.c.file, photos.c.sha256, photos.c.store, photos.c.aisle)
                            .where(photos.c.id == photo_id)).one_or_none()
         if row is None:
             raise ValueError(f"no such photo: {photo_id}")
+        audit.record(conn, by, "delete_photo", f"photo {photo_id} {row.name}",
+                     {"sha256": row.sha256, "store": row.store, "aisle": row.aisle}, None)
         with rollup.changing(conn, regions.c.photo_id == photo_id):
             conn.execute(photos.delete().where(photos.c.id == photo_id))  # regions and the rest cascade
         shared = conn.execute(sa.select(sa.func.count()).select_from(sku_references)
@@ -412,10 +422,13 @@ def current_sku_matches(engine: Engine, photo_id: int) -> dict[int, tuple[int | 
         return {row.position: (row.sku_id, row.sku_similarity) for row in conn.execute(query)}
 
 
-def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewer: str) -> int:
+def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewer: Identity | str) -> int:
     """Store reviewer labels: {region_id: (class_index, label)}. All or nothing. Returns how many were stored.
-    The region's effective label and the rollups change in the same transaction."""
-    reviewer = clean_text(reviewer)
+    `reviewer`: the signed-in identity (or, without sign-in, the name typed). The region's effective label, the
+    rollups and the batch's audit row change in the same transaction."""
+    by = acting(reviewer)
+    require(by, "correct")
+    reviewer = clean_text(by.name)
     if not reviewer:
         raise ValueError("a reviewer name is required")
     if not changes:
@@ -423,11 +436,14 @@ def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewe
     ids = list(changes)
     now = utc_now()
     with write_transaction(engine) as conn:
-        known = set(conn.execute(sa.select(regions.c.id).where(regions.c.id.in_(ids), regions.c.kind == PRODUCT)
-                                 ).scalars())  # a gap is never labelled
-        missing = sorted(set(changes) - known)
+        previous = dict(conn.execute(sa.select(regions.c.id, regions.c.class_index)
+                                     .where(regions.c.id.in_(ids), regions.c.kind == PRODUCT)).all())  # a gap: never
+        missing = sorted(set(changes) - set(previous))
         if missing:
             raise ValueError(f"no such region(s): {', '.join(map(str, missing[:5]))}")
+        audit.record(conn, by, "correct", f"{len(changes)} region(s)",
+                     {str(r): IMAGENET_CLASSES[previous[r]] for r in sorted(changes)},
+                     {str(r): changes[r][1] for r in sorted(changes)})
         conn.execute(corrections.insert(), [
             {"region_id": region_id, "class_index": index, "label": label, "reviewer": reviewer, "created_at": now}
             for region_id, (index, label) in changes.items()])
@@ -490,10 +506,19 @@ def category_overrides_map(engine: Engine) -> dict[int, str]:
         return dict(conn.execute(sa.select(category_overrides.c.class_index, category_overrides.c.category)).all())
 
 
-def set_category_overrides(engine: Engine, overrides: dict[int, str | None], analyst: str) -> None:
-    """Set (or, with None, remove) the category of classes; the shipped map applies where none is set."""
+def set_category_overrides(engine: Engine, overrides: dict[int, str | None], analyst: Identity | str) -> None:
+    """Set (or, with None, remove) the category of classes; the shipped map applies where none is set.
+    `analyst`: the signed-in identity (or, without sign-in, the name typed)."""
+    by = acting(analyst)
+    require(by, "edit_categories")
+    analyst = by.name
     now = utc_now()
     with write_transaction(engine) as conn:
+        before = dict(conn.execute(sa.select(class_categories.c.class_index, class_categories.c.category)
+                                   .where(class_categories.c.class_index.in_(list(overrides)))).all())
+        audit.record(conn, by, "edit_categories", f"{len(overrides)} class(es)",
+                     {str(i): before.get(i) for i in sorted(overrides)},
+                     {str(i): overrides[i] or default_map()[i] for i in sorted(overrides)})
         for class_index, category in overrides.items():
             conn.execute(category_overrides.delete().where(category_overrides.c.class_index == class_index))
             if category is not None:
@@ -511,8 +536,22 @@ def get_setting(engine: Engine, key: str, default: str | None = None) -> str | N
 
 def set_setting(engine: Engine, key: str, value: str) -> None:
     with write_transaction(engine) as conn:
-        conn.execute(settings.delete().where(settings.c.key == key))
-        conn.execute(settings.insert().values(key=key, value=value))
+        _set_setting(conn, key, value)
+
+
+def _set_setting(conn: Connection, key: str, value: str) -> None:
+    conn.execute(settings.delete().where(settings.c.key == key))
+    conn.execute(settings.insert().values(key=key, value=value))
+
+
+def change_setting(engine: Engine, key: str, value: str, *, by: Identity, action: str) -> None:
+    """A setting that changes Shelf for everyone (backend, catalog threshold): checked against `action`, and
+    audited with its previous value, in one transaction."""
+    require(by, action)
+    with write_transaction(engine) as conn:
+        before = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar_one_or_none()
+        _set_setting(conn, key, value)
+        audit.record(conn, by, action, f"setting {key}", before, value)
 
 
 def runs_frame(engine: Engine, run_ids: Sequence[int] | None = None) -> pd.DataFrame:

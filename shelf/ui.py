@@ -1,8 +1,10 @@
 """The one module of `shelf` that imports Streamlit: cached loaders and small widgets the pages share."""
 from __future__ import annotations
 
+import os
 import re
 import runpy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +12,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from shelf import config
+from shelf import access, config
 from shelf.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, gap_legend, png_bytes
 from shelf.store import open_store
 from shelf.tally import tally
@@ -41,6 +43,106 @@ def _cached_model(backend: str) -> tuple[LoadedModel | None, WeightsStatus, str 
 @st.cache_resource(show_spinner=False)
 def _cached_store(url: str) -> Engine:
     return open_store(url)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Who is using this session (shelf.access is the role model; every state-changing function checks it again)
+
+TRUSTED_HEADER_ENV = "SHELF_TRUSTED_USER_HEADER"
+
+
+def auth_configured() -> bool:
+    """Sign-in is on when the secrets have an [auth] section (st.login's own configuration)."""
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:  # no secrets file at all (StreamlitSecretNotFoundError is one)
+        return False
+
+
+def _refuse(message: str) -> None:
+    st.error(message, icon=":material/lock:")
+    st.stop()
+
+
+def _signed_in(email: str, via: str) -> access.Identity:
+    try:
+        roles = access.load_roles()
+    except access.RolesFileError as exc:  # fail closed: nobody gets a role from a file that cannot be read
+        _refuse(f"Shelf cannot tell your role: {md_escape(str(exc))}. Ask an administrator to fix the roles file.")
+    email = email.strip().lower()
+    return access.Identity(name=email, role=roles.role_for(email), email=email, via=via)
+
+
+def sign_in_screen() -> None:
+    """The page for a visitor who is not signed in: one button per configured provider; nothing else runs."""
+    st.title("Shelf")
+    st.markdown("Sign in with your company account to see the shelves. What you may do depends on your role "
+                "(viewer, reviewer or admin).")
+    auth = st.secrets["auth"]
+    providers = [name for name, value in auth.items() if isinstance(value, Mapping)]
+    if "client_id" in auth or not providers:
+        st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login, key="sign_in")
+    for name in providers:
+        st.button(f"Sign in with {name}", type="primary", icon=":material/login:", on_click=st.login,
+                  args=(name,), key=f"sign_in_{name}")
+    st.stop()
+
+
+def current_identity() -> access.Identity:
+    """Who is using this session: without sign-in configured, the local user (everything allowed, as on a
+    laptop); behind an authenticating proxy (SHELF_TRUSTED_USER_HEADER), the e-mail in that header; with [auth],
+    the signed-in user (not signed in: the sign-in screen, and the run stops). Roles come from SHELF_ROLES_FILE."""
+    header = os.environ.get(TRUSTED_HEADER_ENV, "").strip()
+    if header:
+        email = (st.context.headers.get(header) or "").strip()
+        if not email:
+            _refuse(f"No {md_escape(header)} header came with this request: this Shelf server takes the user from "
+                    "its authenticating proxy. Open Shelf through the proxy.")
+        return _signed_in(email, "header")
+    if not auth_configured():
+        return access.LOCAL
+    if not st.user.is_logged_in:
+        sign_in_screen()
+    email = st.user.get("email")
+    if not email or st.user.get("email_verified") is False:
+        _refuse("Your sign-in provider did not vouch for an e-mail address, and Shelf gives roles by e-mail. "
+                "Sign out and use a company account.")
+    return _signed_in(str(email), "oidc")
+
+
+def shows(action: str) -> bool:
+    """Whether pages offer `action` to this session's user. Only what a page shows; the functions check again."""
+    return current_identity().may(action)
+
+
+def require_role(action: str) -> None:
+    """For a page whose whole purpose is `action`: a plain note, and nothing else, for a role without it."""
+    me = current_identity()
+    if not me.may(action):
+        st.info(f"You are signed in as a {me.role}; this page needs the {access.ACTIONS[action]} role. Ask an "
+                "administrator if you need it.", icon=":material/lock:")
+        st.stop()
+
+
+def acting_identity(container, label: str, key: str) -> access.Identity | None:
+    """Who a change is saved as: the signed-in identity, or without sign-in the name typed into a field shown in
+    `container` (None until one is typed)."""
+    me = current_identity()
+    if me.via != "local":
+        container.caption(f"Saved as **{md_escape(me.name)}**")
+        return me
+    typed = container.text_input(label, key=key, max_chars=100)
+    return access.acting(typed) if typed.strip() else None
+
+
+def account_box(me: access.Identity) -> None:
+    """In the sidebar: who is signed in, their role, and the sign-out button (there is none without sign-in)."""
+    if me.via == "local":
+        return
+    with st.sidebar:
+        st.caption(f"Signed in as **{md_escape(me.name)}** · {me.role}")
+        if me.via == "oidc":
+            st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out")
 
 
 def use_router() -> None:
@@ -215,7 +317,7 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
     stored_note = " · *already stored*" if result.already_stored else \
         " · *recognized again*" if result.recognized_again else ""
     with st.container(border=True):
-        if result.photo_id is not None:
+        if result.photo_id is not None and shows("edit_photo"):
             photo_actions(result)
         for note in result.notes:
             st.caption(f":material/info: {md_escape(note)}")
@@ -307,15 +409,17 @@ def photo_actions(result: PhotoResult) -> None:
             st.date_input("Photo date", context.captured_on, format="YYYY-MM-DD", key=fields[2])
             st.form_submit_button("Save", type="primary", on_click=_save_photo_context,
                                   args=(result.photo_id, result.name, fields))
-        st.button("Delete this photo …", key=f"photo-delete-{result.photo_id}", icon=":material/delete:",
-                  on_click=st.session_state.__setitem__, args=("photo_to_delete", (result.photo_id, result.name)))
+        if shows("delete_photo"):
+            st.button("Delete this photo …", key=f"photo-delete-{result.photo_id}", icon=":material/delete:",
+                      on_click=st.session_state.__setitem__,
+                      args=("photo_to_delete", (result.photo_id, result.name)))
 
 
 def _save_photo_context(photo_id: int, name: str, fields: list[str]) -> None:
     """The photo card's form, saved before the page reruns (so the card shows the new context at once)."""
     from shelf import store as stored
     new = stored.Context(*(st.session_state[field] for field in fields)).cleaned()
-    stored.set_photo_context(store(), photo_id, new)
+    stored.set_photo_context(store(), photo_id, new, by=current_identity())
     st.toast(f"Saved: {md_escape(name)} is now {_context_text(new)}.", icon=":material/check:")
 
 
@@ -333,7 +437,7 @@ def _confirm_photo_deletion(photo_id: int, name: str, results_key: str) -> None:
     keep = no.button("Keep it", key="photo_delete_cancel")
     if delete:
         try:
-            stored.delete_photo(store(), photo_id)
+            stored.delete_photo(store(), photo_id, by=current_identity())
         except ValueError:
             pass  # already gone: what the user wanted
         st.session_state[results_key] = [r for r in st.session_state.get(results_key, [])

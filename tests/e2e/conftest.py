@@ -28,8 +28,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, weights: Path, extra_env: dict | None = None):
-        self.port = free_port()
+    def __init__(self, data_dir: Path, weights: Path, extra_env: dict | None = None, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         env = {key: value for key, value in os.environ.items() if key != "SHELF_DATABASE_URL"}
@@ -39,7 +40,7 @@ class Server:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(self.port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra_args],
             cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while True:  # a condition, not a sleep: poll the health endpoint until it answers
