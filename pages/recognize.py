@@ -27,14 +27,17 @@ aisle = middle.text_input("Aisle", key="aisle", placeholder="e.g. 7 – Beverage
 captured_on = right.date_input("Photo date", value=dt.date.today(), key="captured_on", format="YYYY-MM-DD")
 top_k = far.number_input("Top-k", min_value=1, max_value=10, value=3, key="top_k")
 
-MODES = {"whole": "Whole photo (one product crop)", "auto": "Auto: shelf rows → facings",
-         "grid": "Grid of tiles", "boxes": "Boxes from a file"}
+MODES = {"whole": "Whole photo", "auto": "Auto (shelf → facings)", "grid": "Grid of tiles",
+         "boxes": "Boxes from a file"}
 detectors = detector.imported_detectors()
 if detectors:
-    MODES["detector"] = "Detector (imported model)"
+    MODES["detector"] = "Detector (imported)"
 mode_col, options_col, crop_col = st.columns([2, 3, 2])
 kind = mode_col.selectbox("Regions", list(MODES), format_func=MODES.get, key="region_kind",
-                          help="How a photo is split into products before each part is classified.")
+                          help="How a photo is split into products before each part is classified. Whole photo: one product "
+                               "crop, classified as it is. Auto: finds the shelf rows and the facings on them. Grid: "
+                               "equal tiles. Boxes: the boxes of a SKU-110K, COCO or YOLO file. Detector: an "
+                               "imported YOLO product detector.")
 box_file, mode, chosen_detector = None, RegionMode(kind), None
 if kind == "grid":
     rows_col, cols_col, overlap_col = options_col.columns(3)
@@ -60,7 +63,9 @@ elif kind == "detector":
                                                 "the model's input; N: N overlapping tiles along the longer side."))
 elif kind == "auto":
     options_col.caption("Finds the shelves from their regular spacing, then the facings from each row's repeating "
-                        "pattern and product edges; empty gaps are dropped. Needs two or more shelf rows in view.")
+                        "pattern and product edges; empty stretches are kept as gaps (never counted as facings: they "
+                        "give the empty shelf share). Needs two or more shelf rows in view; otherwise the whole "
+                        "photo is classified.")
 crop_mode = crop_col.radio("Crop preprocessing", ["center", "pad"], key="crop_mode", horizontal=True,
                            format_func={"center": "Center crop (ImageNet)", "pad": "Pad to square"}.get,
                            help="Center crop is the model's own preprocessing. Pad to square keeps tall "
