@@ -202,9 +202,9 @@ def batch_progress():
 
 batch_progress()
 
-st.header("API tokens")
 TOKEN_ADMIN = ui.current_identity()
 if TOKEN_ADMIN.may("manage_tokens"):
+    st.header("API tokens")
     st.caption("Store apps and other systems call the HTTP API (`python -m shelf serve`, see the README) with a "
                "token sent as `Authorization: Bearer …`. Viewer: classify, photos and tallies; reviewer: also store "
                "photos. Without any token the API serves this machine only.")
@@ -219,9 +219,8 @@ if TOKEN_ADMIN.may("manage_tokens"):
         name = st.text_input("Name", key="token_name", help="Who or what uses it, e.g. store-app or bi-export")
         role = st.selectbox("Role", access.ROLES, key="token_role")
         if st.form_submit_button("Create token", key="create_token"):
-            access.require(TOKEN_ADMIN, "manage_tokens")
             try:
-                st.session_state["new_api_token"] = tokens.create_token(engine, name, role)
+                st.session_state["new_api_token"] = tokens.create_token(engine, name, role, by=TOKEN_ADMIN)
             except tokens.TokenError as exc:
                 st.error(ui.md_escape(str(exc)))
             else:
@@ -230,6 +229,5 @@ if TOKEN_ADMIN.may("manage_tokens"):
     if active:
         victim = st.selectbox("Revoke a token", active, index=None, key="token_to_revoke")
         if st.button("Revoke", key="revoke_token", disabled=victim is None):
-            access.require(TOKEN_ADMIN, "manage_tokens")
-            tokens.revoke_token(engine, victim)
+            tokens.revoke_token(engine, victim, by=TOKEN_ADMIN)
             st.rerun()

@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shelf import access
+from shelf import access, audit
 from shelf.export import to_csv_bytes
 from shelf.labels import IMAGENET_CLASSES
 from shelf.schema import CLASS_PRODUCT, SKU_PRODUCT, planograms, skus
@@ -228,8 +228,21 @@ def replace(engine: Engine, lines: Sequence[PlanLine], identity: access.Identity
                              "changed_at": old.changed_at if same else now})
             if rows:
                 conn.execute(planograms.insert(), rows)
+            audit.record(conn, identity, "edit_planogram", f"{len(chunk)} store/aisle planogram(s)",
+                         {f"{s} / {a}": n for (s, a), n in _counts(before.values()).items()},
+                         {f"{s} / {a}": n for (s, a), n in _counts(rows).items()})
     wanted = set(pairs)
     return sum(1 for line in lines if (line.store, line.aisle) in wanted)
+
+
+def _counts(rows) -> dict[tuple[str, str], int]:
+    """Planned facings per (store, aisle) of planogram rows (mappings or rows): what the audit log keeps."""
+    totals: dict[tuple[str, str], int] = {}
+    for row in rows:
+        row = row if isinstance(row, dict) else row._mapping
+        key = (row["store"], row["aisle"])
+        totals[key] = totals.get(key, 0) + int(row["expected_facings"])
+    return totals
 
 
 def import_csv(engine: Engine, data: bytes, source: str, identity: access.Identity,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shelf.access import ROLES, Identity
+from shelf import audit
+from shelf.access import LOCAL, ROLES, Identity, require
 from shelf.schema import api_tokens
 from shelf.store import clean_text, utc_now, write_transaction
 
@@ -39,8 +40,9 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(engine: Engine, name: str, role: str) -> str:
+def create_token(engine: Engine, name: str, role: str, *, by: Identity = LOCAL) -> str:
     """A new token for `name` with `role`; returns the secret, which is not stored and cannot be shown again."""
+    require(by, "manage_tokens")
     name = clean_text(name)
     if not name:
         raise TokenError("a token needs a name (who or what uses it)")
@@ -52,15 +54,20 @@ def create_token(engine: Engine, name: str, role: str) -> str:
                                                          api_tokens.c.revoked_at.is_(None))).first():
             raise TokenError(f"an active token named {name!r} exists; revoke it first or choose another name")
         conn.execute(api_tokens.insert().values(name=name, role=role, sha256=digest(secret), created_at=utc_now()))
+        audit.record(conn, by, "manage_tokens", f"token {name}", None, {"role": role})
     return secret
 
 
-def revoke_token(engine: Engine, name: str) -> int:
+def revoke_token(engine: Engine, name: str, *, by: Identity = LOCAL) -> int:
     """Revoke the active token named `name`; returns how many were revoked (0: none by that name)."""
+    require(by, "manage_tokens")
     with write_transaction(engine) as conn:
-        return conn.execute(api_tokens.update().where(api_tokens.c.name == clean_text(name),
-                                                      api_tokens.c.revoked_at.is_(None))
-                            .values(revoked_at=utc_now())).rowcount
+        revoked = conn.execute(api_tokens.update().where(api_tokens.c.name == clean_text(name),
+                                                         api_tokens.c.revoked_at.is_(None))
+                               .values(revoked_at=utc_now())).rowcount
+        if revoked:
+            audit.record(conn, by, "manage_tokens", f"token {clean_text(name)}", {"active": True}, {"active": False})
+    return revoked
 
 
 def list_tokens(engine: Engine) -> list[TokenInfo]:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from shelf import access, audit, backends, catalog, categories, store
+from shelf import access, audit, backends, catalog, categories, store, tokens
 from shelf.access import Forbidden, Identity, RolesFileError, load_roles
 from shelf.pipeline import Upload, recognize
 from shelf.schema import audit_log
@@ -284,3 +284,32 @@ def test_behind_a_proxy_the_user_comes_from_the_trusted_header(loaded, roles_fil
     monkeypatch.setattr(st, "context", SimpleNamespace(headers={}))  # straight to the port, around the proxy
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert "No X-Forwarded-Email header came with this request" in texts(at.error) and not at.metric
+
+
+def test_photo_planogram_and_token_controls_follow_the_role(loaded, roles_file, stored):
+    """Recognize: a reviewer may recognise a stored photo again and correct where it was taken, not delete it;
+    an admin may. Compliance: only an admin imports planograms. Home: only an admin sees API tokens."""
+    from tests.conftest import image_bytes
+    from tests.synthetic import make_product
+    photo = ("p.png", image_bytes(make_product(0, 0), "PNG"), "image/png")
+    recognize(loaded, stored, [Upload("p.png", photo[1])], store.Context("North"))
+    for email, may_delete in [("rui@example.com", False), ("ana@example.com", True)]:
+        at = signed_in(email, "pages/recognize.py")
+        at.file_uploader(key="uploads").set_value([photo]).run()
+        at.button(key="recognize").click().run()
+        keys = {b.key for b in at.button}
+        assert "recognize_again" in keys and any(k.startswith("FormSubmitter:photo-context-") for k in keys)
+        assert any(k.startswith("photo-delete-") for k in keys) is may_delete
+        at.switch_page("pages/home.py").run()
+        assert ("API tokens" in [h.value for h in at.header]) is may_delete
+        at.switch_page("pages/compliance.py").run()
+        assert not at.exception, at.exception
+        assert at.button(key="planogram_save").disabled is not may_delete  # planograms: admins only
+    with pytest.raises(Forbidden):
+        store.delete_photo(stored, 1, by=REVIEWER)
+    with pytest.raises(Forbidden):
+        tokens.create_token(stored, "app", "viewer", by=REVIEWER)
+    tokens.create_token(stored, "app", "viewer", by=ADMIN)
+    tokens.revoke_token(stored, "app", by=ADMIN)
+    rows = audit_rows(stored).query("action == 'manage_tokens'")
+    assert rows["who"].tolist() == [ADMIN.name] * 2 and rows["target"].tolist() == ["token app"] * 2
