@@ -34,10 +34,10 @@ if detectors:
     MODES["detector"] = "Detector (imported)"
 mode_col, options_col, crop_col = st.columns([2, 3, 2])
 kind = mode_col.selectbox("Regions", list(MODES), format_func=MODES.get, key="region_kind",
-                          help="How a photo is split into products before each part is classified. Whole photo: one product "
-                               "crop, classified as it is. Auto: finds the shelf rows and the facings on them. Grid: "
-                               "equal tiles. Boxes: the boxes of a SKU-110K, COCO or YOLO file. Detector: an "
-                               "imported YOLO product detector.")
+                          help="How a photo is split into products before each part is classified. Whole photo: "
+                               "one product crop, classified as it is. Auto: finds the shelf rows and the facings on "
+                               "them. Grid: equal tiles. Boxes: the boxes of a SKU-110K, COCO or YOLO file. "
+                               "Detector: an imported YOLO product detector.")
 box_file, mode, chosen_detector = None, RegionMode(kind), None
 if kind == "grid":
     rows_col, cols_col, overlap_col = options_col.columns(3)
