@@ -101,14 +101,19 @@ def confidence_histogram(table: pd.DataFrame, threshold: float) -> alt.LayerChar
     return (bars + rule).properties(height=220)
 
 
+def photo_days() -> alt.X:
+    """The x axis of a trend over photo dates: one tick per whole day at most (no "12 PM", no repeated days)."""
+    return alt.X("yearmonthdate(date):T", title="Photo date",
+                 axis=alt.Axis(format="%d %b %Y", tickCount={"interval": "day", "step": 1}, labelAngle=-30,
+                               labelOverlap=True))
+
+
 def trend_chart(table: pd.DataFrame) -> alt.Chart:
     """Facings per day and category (shelf.report.trend)."""
     return (
         alt.Chart(table)
         .mark_line(point=True)
-        .encode(x=alt.X("yearmonthdate(date):T", title="Photo date",  # whole days: no "12 PM" ticks
-                        axis=alt.Axis(format="%d %b %Y", tickCount={"interval": "day", "step": 1},
-                                      labelAngle=-30, labelOverlap=True)),
+        .encode(x=photo_days(),
                 y=alt.Y("facings:Q", title="Facings"),
                 color=alt.Color("category:N", title="Category"),
                 tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"),
@@ -150,8 +155,8 @@ def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
     through yellow (told apart with every kind of colour vision), the figure written in each cell."""
     table = table.assign(store=table["store"].map(blank_as_dash), aisle=table["aisle"].map(blank_as_dash))
     base = alt.Chart(table).encode(
-        x=alt.X("aisle:N", title="Aisle", axis=alt.Axis(labelAngle=-30, labelLimit=200)),
-        y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=220)))
+        x=alt.X("aisle:N", title="Aisle", axis=alt.Axis(labelAngle=0, labelLimit=200, orient="top")),
+        y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=220, labelOverlap=False)))
     cells = base.mark_rect().encode(
         color=alt.Color("compliance:Q", title="Compliance", scale=alt.Scale(domain=[0, 1], scheme="redyellowblue"),
                         legend=alt.Legend(format="%")),
@@ -163,7 +168,7 @@ def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
         text=alt.Text("compliance:Q", format=".0%"),
         color=alt.condition("datum.compliance > 0.3 && datum.compliance < 0.75", alt.value("black"),
                             alt.value("white")))
-    return (cells + labels).properties(height=max(120, 30 * table["store"].nunique()))
+    return (cells + labels).properties(height={"step": 30})  # every store a readable, labelled row
 
 
 def compliance_trend_chart(table: pd.DataFrame) -> alt.Chart:
@@ -171,7 +176,7 @@ def compliance_trend_chart(table: pd.DataFrame) -> alt.Chart:
     long = table.melt(id_vars="date", value_vars=["compliance", "osa"], var_name="measure", value_name="value")
     long["measure"] = long["measure"].map({"compliance": "Compliance", "osa": "On-shelf availability"})
     return (alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X("yearmonthdate(date):T", title="Photo date", axis=alt.Axis(format="%d %b %Y", labelAngle=-30)),
+        x=photo_days(),
         y=alt.Y("value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("measure:N", title=None),
         tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"), alt.Tooltip("measure:N", title="Measure"),
