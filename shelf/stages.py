@@ -193,7 +193,7 @@ def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> di
     """`row` with the decoded photo's regions and the model inputs of their crops. Raises ImageError."""
     boxes, notes, _, gaps = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file,
                                           settings.detector, decoded.sha256)
-    notes = [*small_crop_notes(decoded.image.size, boxes), *notes]
+    notes = [*notes, *small_crop_notes(decoded.image.size, boxes)]
     inputs = np.stack([model_input(crop, settings.crop_mode) for crop in crops(decoded.image, boxes)])
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
             "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
