@@ -26,7 +26,7 @@ RECENT_PREVIEWS = 10  # photos of a Recognize batch whose preview a session keep
 ROUTER = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 
-@st.cache_resource(show_spinner="Loading ResNet-18 …")
+@st.cache_resource(show_spinner=False)  # model() shows the spinner, from before torch is imported
 def _cached_model(backend: str) -> tuple[LoadedModel | None, WeightsStatus, str | None]:
     # Shared by every session and thread: the model is used read-only under inference_mode.
     from shelf.backends import BackendError, with_backend
@@ -161,8 +161,11 @@ def use_router() -> None:
 
 
 def model() -> tuple[LoadedModel | None, WeightsStatus]:
-    from shelf.backends import chosen_backend
-    loaded, status, _ = _cached_model(chosen_backend(store()))
+    """The model, loaded once per server process. The spinner covers importing torch too (seconds, on a page's
+    first visit); it shows only when that takes a moment."""
+    with st.spinner("Loading ResNet-18 …", show_time=True):
+        from shelf.backends import chosen_backend
+        loaded, status, _ = _cached_model(chosen_backend(store()))
     return loaded, status
 
 
