@@ -87,6 +87,7 @@ def measure_functions(url: str) -> list[tuple[str, float, int]]:
         for what, function in (("summary", compliance.summary), ("lines", compliance.lines)):
             seconds, frame = timed(lambda: function(engine, f, 0.5))
             rows.append((f"{what}, {name}", seconds, len(frame)))
+            print(f"  {rows[-1][0]}: {seconds:.2f} s", flush=True)
     seconds, frame = timed(lambda: compliance.trend(engine, TallyFilter(), 0.5))
     rows.append(("trend, all dates", seconds, len(frame)))
     engine.dispose()
