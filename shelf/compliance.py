@@ -54,17 +54,19 @@ class Parts:
     extras: sa.CTE  # store, aisle, day, product_kind, product_id, found
 
 
-def _parts(f: TallyFilter, threshold: float) -> Parts:
-    scope = report.photo_scope(f)
+def _parts(f: TallyFilter, threshold: float, only: Sequence[tuple[str, str, int]] | None = None) -> Parts:
+    """`only` (store, aisle, day) contexts narrow the photos read, not only the rows returned."""
+    scope = report.photo_scope(f) + _contexts_filter(photos, only)
     contexts = sa.select(photos.c.store, photos.c.aisle, photos.c.day).where(*scope).distinct().cte("contexts")
     own = planograms.alias("own")
     has_own = sa.exists().where(own.c.store == contexts.c.store, own.c.aisle == contexts.c.aisle)
+    # the store whose planogram applies: its own, else '*'. An equality, so (aisle, store) is an index lookup;
+    # written as "own OR ('*' AND NOT has_own)" it read every store's lines of the aisle for each context.
+    plan_store = sa.case((has_own, contexts.c.store), else_=ANY_STORE)
     plan = (sa.select(contexts.c.store, contexts.c.aisle, contexts.c.day, planograms.c.product_kind,
                       planograms.c.product_id, planograms.c.expected_facings, planograms.c.shelf_row)
-            .select_from(contexts.join(planograms, sa.and_(
-                planograms.c.aisle == contexts.c.aisle,
-                sa.or_(planograms.c.store == contexts.c.store,
-                       sa.and_(planograms.c.store == ANY_STORE, sa.not_(has_own))))))
+            .select_from(contexts.join(planograms, sa.and_(planograms.c.aisle == contexts.c.aisle,
+                                                           planograms.c.store == plan_store)))
             .cte("plan"))
     sku = sa.case((sa.and_(regions.c.sku_id.is_not(None), sa.not_(regions.c.corrected)), regions.c.sku_id))
     found = (sa.select(photos.c.store, photos.c.aisle, photos.c.day, regions.c.class_index, sku.label("sku_id"),
@@ -129,16 +131,14 @@ def lines(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0
     """One row per planned product (and per extra product) of every store × aisle × date with photos and a
     planogram: LINE_COLUMNS, worst status first within each aisle. `contexts` (store, aisle, day) and
     `statuses` narrow it down."""
-    parts = _parts(f, threshold)
+    parts = _parts(f, threshold, contexts)
     planned = sa.select(parts.lines.c.store, parts.lines.c.aisle, parts.lines.c.day, parts.lines.c.product_kind,
                         parts.lines.c.product_id, parts.lines.c.shelf_row, parts.lines.c.expected_facings,
                         parts.lines.c.found.label("found_facings"),
-                        _status(parts.lines.c.found, parts.lines.c.expected_facings).label("status")) \
-        .where(*_contexts_filter(parts.lines, contexts))
+                        _status(parts.lines.c.found, parts.lines.c.expected_facings).label("status"))
     extra = sa.select(parts.extras.c.store, parts.extras.c.aisle, parts.extras.c.day, parts.extras.c.product_kind,
                       parts.extras.c.product_id, sa.null().label("shelf_row"), sa.null().label("expected_facings"),
-                      parts.extras.c.found.label("found_facings"), sa.literal(EXTRA).label("status")) \
-        .where(*_contexts_filter(parts.extras, contexts))
+                      parts.extras.c.found.label("found_facings"), sa.literal(EXTRA).label("status"))
     query = sa.union_all(planned, extra).subquery("compliance_lines")
     query = sa.select(query).where(query.c.status.in_(list(statuses))) if statuses else sa.select(query)
     with engine.connect() as conn:
