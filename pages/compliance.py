@@ -173,11 +173,16 @@ with tab_results:
             st.caption(f"… and {len(shots) - 3} more photo(s) of this aisle and date.")
 
     st.subheader("Trend")
-    trend = compliance.trend(engine, TallyFilter(stores, aisles), threshold)
-    if len(trend) > 1:
-        st.altair_chart(charts.compliance_trend_chart(trend), width="stretch")
-    else:
-        st.caption("The trend needs photos of planned aisles on two or more dates.")
+    # Over every date of the selected stores and aisles: at chain scale that reads every region (seconds at 1 M,
+    # benchmarks/compliance.py), so it is drawn when asked, not on each visit.
+    if st.toggle("Show on-shelf availability and compliance over every date", key="compliance_trend",
+                 help="Reads every photo of the selected stores and aisles: a few seconds on a large store."):
+        with st.spinner("Computing the trend …"):
+            trend = compliance.trend(engine, TallyFilter(stores, aisles), threshold)
+        if len(trend) > 1:
+            st.altair_chart(charts.compliance_trend_chart(trend), width="stretch")
+        else:
+            st.caption("The trend needs photos of planned aisles on two or more dates.")
 
     with st.expander(f"Every store/aisle/date ({len(table)})"):
         ui.table(table, hide_index=True, width="stretch", column_config=COLUMNS, key="compliance_table")
