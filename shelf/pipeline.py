@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
-import torchvision
 from PIL import Image
 from sqlalchemy.engine import Engine
 
@@ -23,7 +22,7 @@ from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
 from shelf.detector import DetectorInfo, resolve_detector
 from shelf.detector import provenance as detector_provenance
 from shelf.images import ImageError, clean_filename, decode_image
-from shelf.model import LoadedModel
+from shelf.model import LoadedModel, torchvision_version
 from shelf.overlay import preview
 from shelf.regions import Box, RegionMode, parse_region_mode
 from shelf.stages import (
@@ -72,7 +71,7 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch.__version__,
-            "torchvision_version": torchvision.__version__, "shelf_version": shelf.__version__,
+            "torchvision_version": torchvision_version(), "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog, **({"detector": detector} if detector else {})},
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
