@@ -131,7 +131,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     for number, upload in enumerate(uploads, start=1):
         name = clean_filename(upload.name)
         try:
-            decoded = decode_image(upload.data, name)
+            decoded = stages.decode_for(upload.data, name, settings)  # at a reduced scale only in fast mode
             existing = store.find_photo(engine, decoded.sha256)
             if existing is not None:
                 result = stored_result(engine, name, existing)
@@ -143,7 +143,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                     settings = replace(settings, run_id=store.create_run(engine, run_provenance(
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info)))
                 result = _stored_result(row, engine, settings)
-            result.size = decoded.image.size
+            result.size = (decoded.width, decoded.height)
             result.preview = preview(decoded.image)
         except ImageError as exc:
             result = PhotoResult(name=name, error=str(exc))

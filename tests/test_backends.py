@@ -163,3 +163,43 @@ def test_a_new_process_loads_the_cached_fast_model_without_converting(loaded, en
     assert "photo 2, 6 region(s)" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "0 []"
     assert int8.stat().st_mtime_ns == built
+
+
+REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"
+
+
+def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
+    """On real shelf photos (and rocket.jpg), decoding at JPEG's 1/2 scale moves even an untrained model's
+    probabilities by more than the faithful bound of 1e-4 (measured: up to 2.2e-4 for whole photos, 8.8e-4 for
+    grid:2x2 crops), so the faithful backends always decode the full photo; fast mode drafts, cutting the same
+    regions (in the photo's own pixels) from the smaller image."""
+    from shelf import stages
+    from shelf.classify import classify_inputs, model_input
+    from tests.conftest import require_service
+    paths = sorted(REAL_SHELVES.glob("*.JPG")) + [skimage_photo("rocket.jpg")]
+    require_service(len(paths) > 1, f"real shelf photos in {REAL_SHELVES}")
+    drafted, largest = 0, 0.0
+    for path in paths:
+        data = path.read_bytes()
+        for mode in ("whole", "grid:2x2"):
+            full = stages.decode_for(data, path.name, stages.Settings("", mode, backend="onnx"))
+            fast = stages.decode_for(data, path.name, stages.Settings("", mode, backend="int8"))
+            assert full.full_size is None and (fast.width, fast.height) == full.image.size
+            if fast.full_size is None:  # too small for a region to keep 256 px (and the preview 1280) at 1/2
+                continue
+            drafted += 1
+            boxes = stages.photo_regions(stages.parse_region_mode(mode), full.image, path.name, None).boxes
+            exact = np.stack([model_input(c) for c in stages.crops(full.image, boxes)])
+            reduced = np.stack([model_input(c) for c in stages.region_crops(fast, boxes)])
+            assert np.abs(exact.astype(int) - reduced).mean() < 3  # the same regions, a little softer
+            diff, _ = backends.agreement(classify_inputs(loaded, exact).probabilities,
+                                         classify_inputs(loaded, reduced).probabilities)
+            largest = max(largest, diff)
+    assert drafted >= 4 and largest > 1e-4  # why faithful mode never drafts
+    big = next(p for p in paths if stages.decode_for(p.read_bytes(), p.name, stages.Settings(
+        "", "grid:2x2", backend="int8")).full_size)
+    fast = dataclasses.replace(loaded, backend=backends.build_backend("int8", loaded.model, loaded.weights.sha256,
+                                                                      calibration))
+    result, = recognize(fast, engine, [Upload(big.name, big.read_bytes())], store.Context(), region_mode="grid:2x2")
+    width, height = Image.open(big).size
+    assert result.size == (width, height) and result.regions[-1].box.as_tuple[2:] == (width, height)
