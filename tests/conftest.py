@@ -53,6 +53,7 @@ def shelf_env(monkeypatch, tmp_path, weights_file):
     monkeypatch.setenv("SHELF_WEIGHTS", str(weights_file))
     monkeypatch.setenv("SHELF_ALLOW_UNVERIFIED_WEIGHTS", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache
+    monkeypatch.setenv("SHELF_BENCH_CACHE", str(tmp_path / "bench"))  # not this machine's last `shelf bench`
     return tmp_path
 
 
