@@ -87,6 +87,20 @@ if loaded is not None:
     st.caption(f"Running: **{backends.CHOICE_NAMES.get(getattr(loaded.backend, 'kind', 'eager'))}**"
                + (" — results are not faithful to the full-precision model; runs record it." if
                   getattr(loaded.backend, "kind", "") == "int8" else ""))
+    calibrated = backends.frozen_calibration(loaded.weights.sha256)
+    st.caption(f"Fast mode's calibration: {backends.describe_calibration(calibrated)}. It is kept as it is while "
+               "the store grows, so every process loads the same int8 model at once.")
+    if calibrated and st.button("Re-take fast mode's calibration from the store", key="recalibrate",
+                                help="Takes up to 64 crops spread over the stored photos and rebuilds the int8 "
+                                     "model from them (several seconds). Later fast-mode runs use the new model."):
+        with st.spinner("Calibrating and quantising …"):
+            try:
+                backends.with_backend(loaded, "int8", ui.store(), recalibrate=True)
+            except backends.BackendError as exc:
+                st.error(ui.md_escape(str(exc)))
+            else:
+                ui.reload_model()
+                st.rerun()
     if st.button("Check fidelity against PyTorch on stored crops", key="check_fidelity",
                  help="Runs this backend and torchvision's own PyTorch model on up to 64 crops from the store and "
                       "compares their probabilities."):

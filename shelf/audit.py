@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from shelf.access import Identity
 from shelf.schema import audit_log
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["at", "who", "role", "via", "action", "target", "before", "after"]
 
@@ -54,6 +57,7 @@ def _query():
 
 
 def page(engine: Engine, number: int = 1, size: int = 50) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: the store writes audit rows on the recognize path, which has none
     """One page of rows, newest first (LIMIT/OFFSET in the database)."""
     with engine.connect() as conn:
         rows = conn.execute(_query().limit(size).offset((max(1, number) - 1) * size)).all()
@@ -62,6 +66,8 @@ def page(engine: Engine, number: int = 1, size: int = 50) -> pd.DataFrame:
 
 def csv_bytes(engine: Engine, chunk: int = 5_000) -> bytes:
     """The whole log as CSV, newest first; text cells made inert for spreadsheets (shelf.export)."""
+    import pandas as pd
+
     from shelf.export import inert_frame
     parts = []
     with engine.connect() as conn:

@@ -6,8 +6,11 @@
          crops — the opt-in *fast mode*. Not faithful by construction: the Model page's fidelity check and the
          benchmark measure how far it moves from fp32.
 
-Converted models are cached on disk under the data dir, keyed by the weights' sha256 (and, for int8, by the
-calibration set's hash), so a restart does not convert again.
+Converted models are cached on disk under the data dir, keyed by the weights' sha256 only, so a restart (a new CLI
+process, a new server) does not convert again. Fast mode's calibration set is frozen when it is first taken: its
+crops are kept beside the int8 model (`calibration-int8.npz`, with `calibration-int8.json` saying where they came
+from), and the int8 model is built once from them. It is re-taken only when someone asks (`python -m shelf weights
+recalibrate`, or the Model page), never because the store grew.
 """
 from __future__ import annotations
 
@@ -77,7 +80,8 @@ class OnnxBackend:
 
 
 def models_dir(weights_sha256: str) -> Path:
-    return config.data_dir() / "models" / weights_sha256[:16]
+    from shelf.model import models_dir
+    return models_dir(weights_sha256)
 
 
 PARTIAL_FILE = re.compile(r"\.(?:partial|pre)-(\d+)(?:\.onnx)?$")  # what export_onnx and quantize_int8 write first
@@ -120,14 +124,47 @@ def export_onnx(model: torch.nn.Module, target: Path) -> Path:
     return target
 
 
-def calibration_key(batches: Sequence[torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for batch in batches:
-        digest.update(batch.numpy().tobytes())
-    return digest.hexdigest()[:12]
+INT8_FILE = "resnet18-int8.onnx"
+CALIBRATION_FILE = "calibration-int8.npz"  # the frozen calibration crops: (N, 224, 224, 3) uint8 model inputs
+CALIBRATION_INFO = "calibration-int8.json"  # where they came from, when, and their hash
 
 
-def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], target: Path) -> Path:
+def calibration_key(inputs: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).hexdigest()[:12]
+
+
+def as_model_inputs(calibration) -> np.ndarray:
+    """Calibration crops as (N, 224, 224, 3) uint8 model inputs. Normalised float batches (N, 3, 224, 224), as older
+    callers pass them, are turned back exactly enough for min/max calibration."""
+    if isinstance(calibration, np.ndarray) and calibration.dtype == np.uint8:
+        return calibration
+    from shelf.model import IMAGENET_MEAN, IMAGENET_STD
+    batch = torch.cat(list(calibration)) if not isinstance(calibration, torch.Tensor) else calibration
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    pixels = ((batch * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def frozen_calibration(weights_sha256: str) -> dict | None:
+    """What fast mode was calibrated on for these weights (crops, photos, when, how), or None if it never was."""
+    import json
+    folder = models_dir(weights_sha256)
+    try:
+        info = json.loads((folder / CALIBRATION_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if (folder / INT8_FILE).exists() else None
+
+
+def describe_calibration(info: dict | None) -> str:
+    """One line for people: what fast mode's frozen calibration set is."""
+    if not info:
+        return "not calibrated yet (it is, from stored crops, the first time fast mode runs)"
+    photos = f" from {info['photos']} stored photo(s)" if info.get("photos") else ""
+    return f"{info['crops']} crops{photos}, taken {info.get('taken_at', '?')}"
+
+
+def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, target: Path) -> Path:
     """Static int8 post-training quantisation of every convolution, calibrated on `calibration` (preprocessed
     batches of shelf crops). The classifier (one Gemm, a tiny share of the compute) stays fp32: quantising it moved
     top-1 on ~1.5 % of held-out crops in the benchmark, keeping it moved none."""
@@ -141,9 +178,12 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], target: Path)
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from shelf.classify import normalise
+    inputs = as_model_inputs(calibration)
+
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input": b[i:i + 1].numpy()} for b in calibration for i in range(len(b))])
+            self.batches = iter([{"input": normalise(inputs[i:i + 1]).numpy()} for i in range(len(inputs))])
 
         def get_next(self):
             return next(self.batches, None)
@@ -164,11 +204,16 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor], target: Path)
     return target
 
 
-def build_backend(kind: str, model: torch.nn.Module, weights_sha256: str,
-                  calibration: Sequence[torch.Tensor] | None = None):
-    """The backend `kind` for these weights, converting (once, cached on disk) where needed."""
+def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, recalibrate: bool = False,
+                  described: dict | None = None):
+    """The backend `kind` for these weights, converting (once, cached on disk) where needed. `model` is the torch
+    model or a callable returning it (only eager and a conversion need it). For int8, `calibration` (crops: uint8
+    model inputs or normalised batches, or a callable returning them) is used only when no int8 model is cached for
+    these weights, or with `recalibrate`; it is then frozen beside the model, `described` (where the crops came
+    from) with it."""
+    torch_model = model if callable(model) and not isinstance(model, torch.nn.Module) else lambda: model
     if kind == "eager":
-        return EagerBackend(model)
+        return EagerBackend(torch_model())
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
     try:
@@ -179,17 +224,36 @@ def build_backend(kind: str, model: torch.nn.Module, weights_sha256: str,
     if removed:
         log.info("removed %d half-written model file(s) left by interrupted conversions", len(removed))
     folder = models_dir(weights_sha256)
+    int8 = folder / INT8_FILE
+    if kind == "int8" and int8.exists() and not recalibrate:
+        return OnnxBackend("int8", int8)  # calibrated once; the store growing does not change it
     fp32 = folder / "resnet18-fp32.onnx"
     if not fp32.exists():
-        export_onnx(model, fp32)
+        export_onnx(torch_model(), fp32)
     if kind == "onnx":
         return OnnxBackend("onnx", fp32)
-    if not calibration:
+    crops = calibration() if callable(calibration) else calibration
+    if crops is None or not len(crops):
         raise BackendError("fast mode needs calibration crops (recognize some shelf photos first)")
-    int8 = folder / f"resnet18-int8-{calibration_key(calibration)}.onnx"
-    if not int8.exists():
-        quantize_int8(fp32, calibration, int8)
+    freeze_calibration(folder, as_model_inputs(crops), described or {})
+    quantize_int8(fp32, crops, int8)
     return OnnxBackend("int8", int8)
+
+
+def freeze_calibration(folder: Path, inputs: np.ndarray, described: dict) -> None:
+    """Keep the calibration crops and what they are beside the int8 model (written before it: a model on disk
+    always has its calibration set)."""
+    import io
+    import json
+    import time
+
+    from shelf.files import write_atomically
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, inputs=inputs)
+    write_atomically(buffer.getvalue(), folder / CALIBRATION_FILE)
+    info = {"crops": int(len(inputs)), "sha256": calibration_key(inputs),
+            "taken_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **described}
+    write_atomically(json.dumps(info).encode(), folder / CALIBRATION_INFO)
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
@@ -228,10 +292,18 @@ def switch_backend(engine, kind: str, *, by) -> None:
 def calibration_from_store(engine, crop_mode: str = "center", limit: int = CALIBRATION_REGIONS
                            ) -> list[torch.Tensor]:
     """Preprocessed crops of stored regions (spread over the store, each photo decoded once) for int8 calibration."""
+    from shelf.classify import normalise
+    inputs, _ = stored_crops(engine, crop_mode, limit)
+    return [normalise(inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
+
+
+def stored_crops(engine, crop_mode: str = "center", limit: int = CALIBRATION_REGIONS) -> tuple[np.ndarray, int]:
+    """(uint8 model inputs of up to `limit` stored regions spread over the store, number of photos they are from);
+    each photo is decoded once."""
     import sqlalchemy as sa
 
     from shelf import store
-    from shelf.classify import preprocessing
+    from shelf.classify import model_input
     from shelf.images import ImageError, decode_image
     query = (sa.select(store.regions.c.x1, store.regions.c.y1, store.regions.c.x2, store.regions.c.y2,
                        store.photos.c.file, store.photos.c.width)
@@ -241,7 +313,7 @@ def calibration_from_store(engine, crop_mode: str = "center", limit: int = CALIB
         rows = conn.execute(query).all()
     if len(rows) > limit:
         rows = [rows[i] for i in np.linspace(0, len(rows) - 1, limit).astype(int)]
-    transform, tensors, photos = preprocessing(crop_mode), [], {}
+    inputs, photos = [], {}
     for r in rows:
         if r.file not in photos:
             try:
@@ -249,22 +321,37 @@ def calibration_from_store(engine, crop_mode: str = "center", limit: int = CALIB
             except (OSError, ImageError):
                 photos[r.file] = None
         if photos[r.file] is not None:
-            tensors.append(transform(photos[r.file].crop((r.x1, r.y1, r.x2, r.y2))))
-    return [torch.stack(tensors[i:i + 16]) for i in range(0, len(tensors), 16)]
+            inputs.append(model_input(photos[r.file].crop((r.x1, r.y1, r.x2, r.y2)), crop_mode))
+    used = sum(image is not None for image in photos.values())
+    return (np.stack(inputs) if inputs else np.zeros((0, 224, 224, 3), np.uint8)), used
 
 
-def with_backend(loaded, kind: str, engine=None):
+MIN_CALIBRATION_CROPS = 16
+
+
+def with_backend(loaded, kind: str, engine=None, *, recalibrate: bool = False):
     """`loaded` running on backend `kind`. A faithful backend that cannot be built here falls back to eager (with
-    a log line); fast mode that cannot be built raises BackendError, since silently losing it would mislead."""
+    a log line); fast mode that cannot be built raises BackendError, since silently losing it would mislead.
+    Fast mode is calibrated on stored crops the first time only (or with `recalibrate`): afterwards the frozen
+    int8 model is loaded as it is, without reading the store."""
     import dataclasses
-    calibration = calibration_from_store(engine) if kind == "int8" and engine is not None else None
-    if kind == "int8" and (not calibration or sum(len(b) for b in calibration) < 16):
-        raise BackendError("fast mode is calibrated on stored shelf crops: recognize photos with at least 16 "
-                           "regions first")
+    described = {}
+
+    def calibration():
+        inputs, photos = stored_crops(engine) if engine is not None else (np.zeros((0,)), 0)
+        if len(inputs) < MIN_CALIBRATION_CROPS:
+            raise BackendError(f"fast mode is calibrated on stored shelf crops: recognize photos with at least "
+                               f"{MIN_CALIBRATION_CROPS} regions first")
+        described.update(source="stored regions", photos=photos)
+        return inputs
+
     try:
-        backend = build_backend(kind, loaded.model, loaded.weights.sha256, calibration)
+        backend = build_backend(kind, lambda: loaded.model, loaded.weights.sha256, calibration,
+                                recalibrate=recalibrate, described=described)
     except Exception as exc:
         if kind == "int8":
+            if isinstance(exc, BackendError):
+                raise
             raise BackendError(f"fast mode could not be built: {exc}") from exc
         log.warning("backend %s unavailable (%s); using torch eager fp32", kind, exc)
         backend = EagerBackend(loaded.model)

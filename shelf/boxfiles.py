@@ -13,7 +13,6 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from shelf.export import FORMULA_PREFIXES
 from shelf.files import MB, size_problem
 from shelf.images import clean_filename, renamed_for_export, stem_and_suffix
 from shelf.regions import Box
@@ -173,6 +172,7 @@ def _parse_sku110k(text: str, source: str) -> BoxImport:
 
 def _without_inert_prefix(name: str) -> str:
     """Shelf's own SKU-110K export writes a name that starts like a formula as '=name: read it back as =name."""
+    from shelf.export import FORMULA_PREFIXES  # here: the export module brings pandas, which recognizing needs not
     return name[1:] if name.startswith("'") and name[1:].startswith(FORMULA_PREFIXES) else name
 
 

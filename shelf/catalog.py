@@ -13,10 +13,9 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -26,6 +25,9 @@ from shelf.categories import RETAIL_CATEGORIES
 from shelf.files import MB, FileTooLarge, read_bounded, size_problem
 from shelf.images import MAX_BYTES, ImageError, clean_filename, decode_image
 from shelf.model import LoadedModel
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: recognizing with a catalog needs none
+    import pandas as pd
 
 METHODS = ("knn", "prototype")
 DEFAULT_THRESHOLD = 0.80
@@ -98,6 +100,7 @@ def leave_one_out(embeddings: np.ndarray, sku_ids: Sequence[int], method: str = 
     and against the catalog without its whole SKU (the 'unknown product' case).
 
     Columns: true, predicted, similarity (SKU present), unknown_similarity (SKU held out)."""
+    import pandas as pd
     sku_ids = np.asarray(sku_ids)
     vectors = l2_normalise(embeddings)
     sims = vectors @ vectors.T
@@ -160,6 +163,7 @@ def evaluate(true: Sequence[int | None], predicted: Sequence[int | None], simila
              threshold: float) -> Evaluation:
     """Accuracy, per-SKU precision/recall, confusion counts and the worst confusions of matches at `threshold`.
     A true or predicted None is a product outside the catalog (UNKNOWN)."""
+    import pandas as pd
     frame = pd.DataFrame({"true": [UNKNOWN if t is None or pd.isna(t) else int(t) for t in true],
                           "best": [UNKNOWN if p is None or pd.isna(p) else int(p) for p in predicted],
                           "similarity": list(similarity)})
@@ -313,6 +317,7 @@ def promote_regions(engine: Engine, sku_id: int, region_ids: Sequence[int], *, b
 
 
 def skus_frame(engine: Engine) -> pd.DataFrame:
+    import pandas as pd
     query = (sa.select(store.skus.c.id, store.skus.c.name, store.skus.c.brand, store.skus.c.category,
                        store.skus.c.gtin, sa.func.count(store.sku_references.c.id).label("references"))
              .select_from(store.skus.outerjoin(store.sku_references))

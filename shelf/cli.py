@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = wsub.add_parser("import")
     imp.add_argument("path", type=Path)
     wsub.add_parser("download")
+    recalibrate = wsub.add_parser("recalibrate", help="fast mode: re-take its calibration crops from the store now "
+                                                      "and rebuild the int8 model (otherwise taken once, then kept)")
+    recalibrate.add_argument("--db", default=None)
     return parser
 
 
@@ -311,16 +314,19 @@ def _print_classifications(records: list[dict], fmt: str) -> None:
         json.dump(records, sys.stdout, indent=2)
         print()
         return
-    import pandas as pd
+    columns = ["image", "rank", "class_index", "label", "probability"]
     rows = [{"image": r["image"], "rank": p["rank"], "class_index": p["class_index"], "label": p["label"],
              "probability": p["probability"]} for r in records for p in r.get("predictions", [])]
-    frame = pd.DataFrame(rows, columns=["image", "rank", "class_index", "label", "probability"])
     if fmt == "csv":
+        import pandas as pd
+
         from shelf.export import to_csv_bytes
-        sys.stdout.write(to_csv_bytes(frame).decode())
-    else:
-        if not frame.empty:
-            print(frame.to_string(index=False, formatters={"probability": "{:.2%}".format}))
+        sys.stdout.write(to_csv_bytes(pd.DataFrame(rows, columns=columns)).decode())
+    elif rows:  # a plain text table: pandas would add most of a second to a one-image command's start-up
+        cells = [columns] + [[str(r["image"]), str(r["rank"]), str(r["class_index"]), r["label"],
+                              f"{r['probability']:.2%}"] for r in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+        print("\n".join(" ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in cells))
     for r in records:
         if "error" in r:
             print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
@@ -756,6 +762,8 @@ def cmd_weights(args) -> int:
         if config.weights_file_from_env():
             print("note: SHELF_WEIGHTS is set and takes precedence over the imported file.")
         return EXIT_OK
+    if args.action == "recalibrate":
+        return _recalibrate(args.db)
     if args.action == "download":
         try:
             path = model.download_weights(by=LOCAL)
@@ -777,6 +785,23 @@ def cmd_weights(args) -> int:
         print(f"  tried {line}")
     print(model.HOW_TO_GET_WEIGHTS)
     return EXIT_NO_WEIGHTS
+
+
+def _recalibrate(db: str | None) -> int:
+    from shelf import backends, model
+    from shelf.store import open_store
+    loaded, status = model.load_model()
+    if loaded is None:
+        print(f"error: ResNet-18 weights unavailable. {status.problem}\n{model.HOW_TO_GET_WEIGHTS}", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
+    try:
+        backends.with_backend(loaded, "int8", open_store(db), recalibrate=True)
+    except backends.BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    print(f"fast mode recalibrated: {backends.describe_calibration(backends.frozen_calibration(loaded.weights.sha256))}"
+          "; the int8 model is rebuilt, and kept until the next recalibration")
+    return EXIT_OK
 
 
 def cmd_regions(args) -> int:

@@ -10,6 +10,7 @@ import io
 import math
 import unicodedata
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,14 +52,15 @@ class DecodedImage:
     image: Image.Image  # RGB, EXIF orientation applied
     format: str
     n_bytes: int
+    full_size: tuple[int, int] | None = None  # set when `image` was decoded at a reduced scale (JPEG draft)
 
     @property
-    def width(self) -> int:
-        return self.image.width
+    def width(self) -> int:  # of the photo itself (boxes are in these pixels), even when `image` is reduced
+        return self.full_size[0] if self.full_size else self.image.width
 
     @property
     def height(self) -> int:
-        return self.image.height
+        return self.full_size[1] if self.full_size else self.image.height
 
 
 def stem_and_suffix(name: str) -> tuple[str, str]:
@@ -92,9 +94,12 @@ def sha256_hex(data: bytes) -> str:
 
 
 def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
-                 max_pixels: int = MAX_PIXELS, reduce_to: int | None = None) -> DecodedImage:
+                 max_pixels: int = MAX_PIXELS, reduce_to: int | None = None,
+                 draft_factor: Callable[[int, int], int] | None = None) -> DecodedImage:
     """Decode untrusted bytes. `reduce_to` (for previews only) lets a JPEG decode at 1/2, 1/4 or 1/8 scale as long
-    as its long side stays at least that many pixels, which is several times faster than a full decode."""
+    as its long side stays at least that many pixels, which is several times faster than a full decode.
+    `draft_factor(width, height)` (of the upright photo) may return 2, 4 or 8 to decode a JPEG at that reduced
+    scale; the result keeps the photo's own size in `full_size`."""
     filename = clean_filename(name)
     if not data:
         raise ImageError(filename, "the file is empty (0 bytes)")
@@ -119,9 +124,17 @@ def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
             raise ImageError(filename, f"refused: {width}×{height} pixels is over the limit of "
                                        f"{max_pixels / 1e6:.0f} megapixels (possible decompression bomb)")
         fmt = image.format or "unknown"
+        full_size = None
         if reduce_to and fmt in ("JPEG", "MPO") and max(width, height) > reduce_to:
             factor = reduce_to / max(width, height)
             image.draft(None, (math.ceil(width * factor), math.ceil(height * factor)))
+        elif draft_factor and fmt in ("JPEG", "MPO"):
+            full_size = (height, width) if _turned(image) else (width, height)
+            factor = draft_factor(*full_size)
+            if factor > 1 and image.draft(None, (math.ceil(width / factor), math.ceil(height / factor))):
+                full_size = full_size if image.size != (width, height) else None
+            else:
+                full_size = None
         try:
             image.seek(0)  # first frame of animations
             image.load()
@@ -138,7 +151,16 @@ def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
         rgb = to_rgb(image)
     except Exception as exc:
         raise ImageError(filename, f"unsupported pixel format {image.mode!r} ({exc.__class__.__name__})") from None
-    return DecodedImage(name=filename, sha256=sha256_hex(data), image=rgb, format=fmt, n_bytes=len(data))
+    return DecodedImage(name=filename, sha256=sha256_hex(data), image=rgb, format=fmt, n_bytes=len(data),
+                        full_size=full_size)
+
+
+def _turned(image: Image.Image) -> bool:
+    """Whether EXIF orientation turns the photo a quarter (5-8), swapping its width and height."""
+    try:
+        return image.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # a broken EXIF block: exif_transpose will not turn it either
+        return False
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -13,28 +13,42 @@ SHELF_ALLOW_UNVERIFIED_WEIGHTS=1, and every run made with it records that, so un
 ImageNet ones. Without that setting an unverified (or broken) file is skipped, with a note in `tried`, so a file
 someone imported can never take the verified weights away; when nothing usable is found, the first skipped file's
 problem is reported.
+
+Start-up: nothing here imports torchvision (whose package import pulls in torch._dynamo, a second of start-up). The
+torchvision facts Shelf relies on (the file's URL and hash, the preprocessing constants, the class names) are kept
+as data, and a test checks them against torchvision. The torch model itself is built on first use: the ONNX
+backends load their cached model and never need it. A weights file whose checks passed once is remembered by its
+sha256 (in the data dir), so a new process hashes the file instead of unpickling and checking it again.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
+import threading
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import torch
-from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from shelf import audit, config
 from shelf.access import LOCAL, Identity, require
 from shelf.files import MB, FileTooLarge, read_bounded, size_problem, write_atomically
 from shelf.labels import IMAGENET_CLASSES
 
-IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
-OFFICIAL_FILENAME = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
+# torchvision's ResNet18_Weights.IMAGENET1K_V1, as data (tests/test_imports.py checks them against torchvision)
+WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_SIZE = 256  # the short side, bilinear with antialias
+CROP_SIZE = 224
+INTERPOLATION = "bilinear"
+OFFICIAL_FILENAME = WEIGHTS_URL.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
 OFFICIAL_HASH_PREFIX = OFFICIAL_FILENAME.split("-")[1].split(".")[0]  # f37072fd
 IMPORTED_FILENAME = "imported-resnet18.pth"
 MAX_WEIGHTS_MB = 200  # the weights uploader passes it to Streamlit as max_upload_size
@@ -50,7 +64,7 @@ HOW_TO_GET_WEIGHTS = (
     "- set `SHELF_WEIGHTS=/path/to/resnet18-f37072fd.pth`, or\n"
     f"- put it in the torch hub cache: `{Path(torch.hub.get_dir()) / 'checkpoints'}/`, or\n"
     "- on a machine with internet access, run `python -m shelf weights download`.\n"
-    f"The file is published by torchvision at {IMAGENET_WEIGHTS.url}."
+    f"The file is published by torchvision at {WEIGHTS_URL}."
 )
 
 
@@ -89,21 +103,47 @@ class WeightsStatus:
         return self.info is not None and self.problem is None
 
 
+class TorchModel:
+    """The torch ResNet-18 of a LoadedModel, built on first use (thread-safe) and then shared by every copy of it."""
+
+    def __init__(self, build: Callable[[], torch.nn.Module]):
+        self._build, self._model, self._lock = build, None, threading.Lock()
+
+    def get(self) -> torch.nn.Module:
+        with self._lock:
+            if self._model is None:
+                self._model, self._build = self._build(), None
+        return self._model
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    model: ResNet  # eval mode; shared by all sessions, never mutated after loading
+    torch_model: TorchModel = field(repr=False)
     weights: WeightsInfo
     categories: tuple[str, ...] = CATEGORIES
     backend: object = None  # a shelf.backends backend; None means torch eager fp32
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch model (eval mode; shared by all sessions, never mutated after loading), built on first use."""
+        return self.torch_model.get()
 
     @property
     def backend_name(self) -> str:
         return getattr(self.backend, "name", "torch eager fp32")
 
 
+def torchvision_version() -> str:
+    """Without importing torchvision (a second of start-up)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("torchvision")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def runtime_summary() -> str:
-    import torchvision
-    return f"CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · torchvision {torchvision.__version__}"
+    return f"CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · torchvision {torchvision_version()}"
 
 
 def imported_weights_path() -> Path:
@@ -114,9 +154,22 @@ def hub_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_FILENAME
 
 
+def resnet18() -> torch.nn.Module:
+    from torchvision.models import resnet18 as torchvision_resnet18
+    return torchvision_resnet18(weights=None)
+
+
 @cache
 def _reference_shapes() -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in resnet18().state_dict().items()}
+
+
+def models_dir(weights_sha256: str) -> Path:
+    """Where what Shelf derives from one weights file is kept: converted models, calibration, the checks record."""
+    return config.data_dir() / "models" / weights_sha256[:16]
+
+
+CHECKED_FILE = "checked.json"
 
 
 def parse_weights(data: bytes, name: str) -> dict[str, torch.Tensor]:
@@ -207,18 +260,46 @@ def looks_untrained(state: dict[str, torch.Tensor]) -> bool:
     return all(bool((m == 0).all()) for m in means) and all(bool((v == 1).all()) for v in variances)
 
 
-def read_weights_file(path: Path, source: str) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+def read_weights_file(path: Path, source: str, *, lazy: bool = False
+                      ) -> tuple[dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]], WeightsInfo]:
+    """(state dict, info) of a weights file, checked. With `lazy`, a file whose very bytes (by sha256) passed the
+    checks before is not unpickled now: the state comes back as a function that parses it when the torch model is
+    first needed."""
     try:
         data = read_bounded(path, MAX_WEIGHTS_BYTES)
     except FileTooLarge as exc:
         raise WeightsError(str(exc)) from None
     except OSError as exc:
         raise WeightsError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
-    state = parse_weights(data, str(path))
     sha = hashlib.sha256(data).hexdigest()
+    record = models_dir(sha) / CHECKED_FILE
+    checked = _checked_before(record, sha) if lazy else None
+    if checked is not None:
+        state = lambda: parse_weights(data, str(path))  # noqa: E731
+        untrained = checked
+    else:
+        state = parse_weights(data, str(path))
+        untrained = looks_untrained(state)
+        _remember_checked(record, sha, untrained)
     info = WeightsInfo(path=path, source=source, sha256=sha, verified=sha.startswith(OFFICIAL_HASH_PREFIX),
-                       untrained=looks_untrained(state))
+                       untrained=untrained)
     return state, info
+
+
+def _checked_before(record: Path, sha: str) -> bool | None:
+    """`untrained` of a file with this sha256 that passed the checks before; None if none did."""
+    try:
+        found = json.loads(record.read_text())
+        return bool(found["untrained"]) if found.get("sha256") == sha else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _remember_checked(record: Path, sha: str, untrained: bool) -> None:
+    try:
+        write_atomically(json.dumps({"sha256": sha, "untrained": untrained}).encode(), record)
+    except OSError:
+        pass  # a read-only data dir: the file is checked again next time, nothing worse
 
 
 def _candidates() -> list[tuple[str, Path]]:
@@ -231,7 +312,7 @@ def _candidates() -> list[tuple[str, Path]]:
     return found
 
 
-def resolve_weights(download: bool | None = None) -> tuple[dict[str, torch.Tensor] | None, WeightsStatus]:
+def resolve_weights(download: bool | None = None) -> tuple[dict | Callable[[], dict] | None, WeightsStatus]:
     """Find weights in the documented order; return (state dict or None, status). A file that is there but not
     usable here (broken, or unverified without SHELF_ALLOW_UNVERIFIED_WEIGHTS=1) is skipped with a note in `tried`,
     never silently, and never at the cost of a usable file later in the order."""
@@ -245,7 +326,7 @@ def resolve_weights(download: bool | None = None) -> tuple[dict[str, torch.Tenso
             tried.append(f"{source}: {path} (not there)")
             continue
         try:
-            state, info = read_weights_file(path, source)
+            state, info = read_weights_file(path, source, lazy=True)
         except WeightsError as exc:
             refused = refused or (None, str(exc))
             tried.append(f"{source}: skipped, {exc}")
@@ -262,7 +343,7 @@ def resolve_weights(download: bool | None = None) -> tuple[dict[str, torch.Tenso
             state, info = read_weights_file(path, "download")
             return state, WeightsStatus(info=info, tried=tuple(tried), skipped=tuple(skipped))
         except (WeightsError, OSError) as exc:
-            tried.append(f"download from {IMAGENET_WEIGHTS.url}: failed ({exc})")
+            tried.append(f"download from {WEIGHTS_URL}: failed ({exc})")
     else:
         tried.append("download: skipped (SHELF_OFFLINE=1)")
     info, problem = refused or (None, "No ResNet-18 weights found.")
@@ -280,13 +361,17 @@ def _unverified_problem(info: WeightsInfo) -> str:
             "its predictions will be marked as unverified.")
 
 
-def build_model(state: dict[str, torch.Tensor], info: WeightsInfo) -> LoadedModel:
-    model = resnet18(weights=None)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return LoadedModel(model=model, weights=info)
+def build_model(state: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]], info: WeightsInfo
+                ) -> LoadedModel:
+    """A LoadedModel for checked weights; the torch model is built when first used."""
+    def build() -> torch.nn.Module:
+        model = resnet18()
+        model.load_state_dict(state() if callable(state) else state, strict=True)
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return model
+    return LoadedModel(TorchModel(build), weights=info)
 
 
 def load_model(download: bool | None = None) -> tuple[LoadedModel | None, WeightsStatus]:
@@ -316,7 +401,7 @@ def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S, *, by: Identity = LOCA
     """Download the official file into the torch hub cache, checking torchvision's published hash prefix."""
     require(by, "manage_weights")
     target = hub_cache_path()
-    with urllib.request.urlopen(IMAGENET_WEIGHTS.url, timeout=timeout) as response:
+    with urllib.request.urlopen(WEIGHTS_URL, timeout=timeout) as response:
         data = response.read(MAX_WEIGHTS_BYTES + 1)
     sha = hashlib.sha256(data).hexdigest()
     if not sha.startswith(OFFICIAL_HASH_PREFIX):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
-import torchvision
 from PIL import Image
 from sqlalchemy.engine import Engine
 
@@ -26,7 +25,7 @@ from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
 from shelf.detector import DetectorInfo, resolve_detector
 from shelf.detector import provenance as detector_provenance
 from shelf.images import ImageError, Skipped, clean_filename, decode_image
-from shelf.model import LoadedModel
+from shelf.model import LoadedModel, torchvision_version
 from shelf.overlay import preview
 from shelf.regions import Box, RegionMode, parse_region_mode
 from shelf.stages import (
@@ -79,7 +78,7 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch.__version__,
-            "torchvision_version": torchvision.__version__, "shelf_version": shelf.__version__,
+            "torchvision_version": torchvision_version(), "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog, **({"detector": detector} if detector else {}),
                               **({"recognized_again": True} if recognized_again else {})},
@@ -149,7 +148,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
         if on_progress:
             on_progress(number - 1, len(uploads), name)
         try:
-            decoded = decode_image(upload.data, name)
+            decoded = stages.decode_for(upload.data, name, settings)  # at a reduced scale only in fast mode
             existing = store.find_photo(engine, decoded.sha256)
             if existing is not None and not again:
                 result = stored_result(engine, name, existing)
@@ -163,7 +162,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                         recognized_again=again), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context)
-            result.size = decoded.image.size
+            result.size = (decoded.width, decoded.height)
             result.preview = preview(decoded.image)
         except ImageError as exc:
             result = PhotoResult(name=name, error=str(exc), skipped=isinstance(exc, Skipped))

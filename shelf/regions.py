@@ -432,14 +432,21 @@ def _back_to_original(box: Box, angle: float, work_size: tuple[int, int], scale:
     return Box(math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys))).clipped(*size)
 
 
+def sized_regions(mode: RegionMode, width: int, height: int) -> list[Box] | None:
+    """The boxes of a mode that needs only the photo's size (whole, grid); None for the others."""
+    if mode.kind == "whole":
+        return whole_image(width, height)
+    if mode.kind == "grid":
+        return grid(width, height, mode.rows, mode.cols, mode.overlap)
+    return None
+
+
 def regions_for(mode: RegionMode | str, image: Image.Image, imported: list[Box] | None = None) -> list[Box]:
     """The boxes for one photo. `imported` carries the boxes matched from a box file for mode boxes:FILE."""
     if isinstance(mode, str):
         mode = parse_region_mode(mode)
-    if mode.kind == "whole":
-        return whole_image(image.width, image.height)
-    if mode.kind == "grid":
-        return grid(image.width, image.height, mode.rows, mode.cols, mode.overlap)
+    if mode.kind in ("whole", "grid"):
+        return sized_regions(mode, image.width, image.height)
     if mode.kind == "auto":
         return auto_regions(image)
     return list(imported or [])

@@ -44,7 +44,8 @@ from shelf.images import (
     sha256_hex,
 )
 from shelf.model import CATEGORIES, LoadedModel
-from shelf.regions import Box, RegionMode, auto_layout, parse_region_mode, regions_for, whole_image
+from shelf.overlay import PREVIEW_SIDE
+from shelf.regions import Box, RegionMode, auto_layout, parse_region_mode, regions_for, sized_regions, whole_image
 from shelf.sources import SourceError, read_source
 
 PENDING, STORED, ALREADY_STORED, FAILED = "pending", "stored", "already stored", "error"
@@ -142,14 +143,17 @@ class FoundRegions(NamedTuple):
     gaps: tuple[Box, ...] = ()  # empty stretches of shelf (auto mode): stored as gap regions, never classified
 
 
-def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
-                 detector: DetectorInfo | None = None, sha256: str | None = None) -> FoundRegions:
+def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_file: BoxImport | None,
+                 detector: DetectorInfo | None = None, sha256: str | None = None,
+                 size: tuple[int, int] | None = None) -> FoundRegions:
     """What a region mode finds on one photo, possibly nothing. Raises ImageError when the photo cannot be done,
-    Skipped when the box file has no boxes for it."""
+    Skipped when the box file has no boxes for it. `size`: the photo's own size when `image` is decoded at a
+    reduced scale (or not at all, for the modes that need only the size: whole, grid, boxes)."""
+    width, height = size or image.size
     if mode.kind == "boxes":
         if box_file is None:
             raise ImageError(name, "region mode 'boxes' needs a box file")
-        boxes, notes = boxes_for_photo(box_file, name, image.width, image.height, sha256)
+        boxes, notes = boxes_for_photo(box_file, name, width, height, sha256)
         if not boxes:
             raise Skipped(name, f"skipped: the box file {box_file.source} has no usable boxes for this photo")
         return FoundRegions(boxes, notes)
@@ -159,18 +163,20 @@ def find_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxI
     if mode.kind == "auto":
         layout = auto_layout(image)
         return FoundRegions(layout.facings, [], None, tuple(layout.gaps))
-    return FoundRegions(regions_for(mode, image), [])
+    sized = sized_regions(mode, width, height)
+    return FoundRegions(regions_for(mode, image) if sized is None else sized, [])
 
 
 def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
-                  detector: DetectorInfo | None = None, sha256: str | None = None) -> FoundRegions:
+                  detector: DetectorInfo | None = None, sha256: str | None = None,
+                  size: tuple[int, int] | None = None) -> FoundRegions:
     """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing."""
-    found = find_regions(mode, image, name, box_file, detector, sha256)
+    found = find_regions(mode, image, name, box_file, detector, sha256, size)
     if found.boxes:
         return found
     why = f"the detector found no products at conf {mode.conf:g}" if mode.kind == "detector" \
         else "no shelf rows found"  # a close-up of one product, most likely
-    return FoundRegions(whole_image(image.width, image.height), [f"{why}; the whole photo was classified"],
+    return FoundRegions(whole_image(*(size or image.size)), [f"{why}; the whole photo was classified"],
                         gaps=found.gaps)
 
 
@@ -189,12 +195,45 @@ def small_crop_notes(size: tuple[int, int], boxes: Sequence[Box]) -> list[str]:
             "their predictions are not reliable whatever their confidence"]
 
 
+DRAFT_MIN_SIDE = 256  # the model's Resize(256): a region that keeps this many pixels is still only shrunk
+DRAFT_KINDS = ("whole", "grid", "boxes")  # the modes whose regions are known from the photo's size alone
+
+
+def decode_for(data: bytes, name: str, settings: Settings) -> DecodedImage:
+    """The photo decoded for these settings. In fast mode, a JPEG whose regions all keep ≥ DRAFT_MIN_SIDE pixels
+    on their short side at 1/2, 1/4 or 1/8 scale (and the preview its 1280 px) is decoded at that scale by
+    libjpeg's scaled IDCT, several times faster than at full size. The faithful backends always decode the full
+    photo: drafting moves probabilities by more than their 1e-4 fidelity bound (tests/test_backends.py)."""
+    if settings.backend != "int8" or settings.mode.kind not in DRAFT_KINDS:
+        return decode_image(data, name)
+
+    def factor(width: int, height: int) -> int:
+        try:
+            boxes = find_regions(settings.mode, None, name, settings.box_file, size=(width, height)).boxes
+        except ImageError:
+            return 1  # told properly when the photo is cut
+        short = min((min(b.width, b.height) for b in boxes), default=min(width, height))
+        return max((f for f in (2, 4, 8) if short // f >= DRAFT_MIN_SIDE and max(width, height) // f >= PREVIEW_SIDE),
+                   default=1)
+
+    return decode_image(data, name, draft_factor=factor)
+
+
+def region_crops(decoded: DecodedImage, boxes: Sequence[Box]) -> list[Image.Image]:
+    """The crops of `boxes` (in the photo's own pixels) from the decoded image, at whatever scale it was decoded."""
+    image = decoded.image
+    if not decoded.full_size:
+        return crops(image, boxes)
+    sx, sy = image.width / decoded.width, image.height / decoded.height
+    return [image.crop((round(b.x1 * sx), round(b.y1 * sy), round(b.x2 * sx), round(b.y2 * sy))) for b in boxes]
+
+
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:
     """`row` with the decoded photo's regions and the model inputs of their crops. Raises ImageError."""
     boxes, notes, _, gaps = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file,
-                                          settings.detector, decoded.sha256)
-    notes = [*notes, *small_crop_notes(decoded.image.size, boxes)]
-    inputs = np.stack([model_input(crop, settings.crop_mode) for crop in crops(decoded.image, boxes)])
+                                          settings.detector, decoded.sha256, (decoded.width, decoded.height))
+    notes = [*notes, *small_crop_notes((decoded.width, decoded.height), boxes)]
+    inputs = np.stack([model_input(crop, settings.crop_mode) for crop in region_crops(decoded, boxes)])
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
             "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
             "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
@@ -212,7 +251,7 @@ def prepare(job: Mapping, engine: Engine, settings: Settings) -> dict:
         existing = store.find_photo(engine, sha256_hex(data))
         if existing is not None:
             return {**row, "status": ALREADY_STORED, "photo_id": int(existing), "sha256": sha256_hex(data)}
-        return cut(row, decode_image(data, row["name"]), data, settings)
+        return cut(row, decode_for(data, row["name"], settings), data, settings)
     except SourceError as exc:
         return failed(row, str(exc))
     except ImageError as exc:

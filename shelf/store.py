@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +45,8 @@ from shelf.schema import (  # noqa: F401  (re-exported: callers use store.photos
 )
 
 if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.classify.Classification)
+    import pandas as pd  # imported where a frame is made: storing a photo, the CLI's start-up, need none
+
     from shelf.images import DecodedImage
     from shelf.regions import Box
 
@@ -313,6 +314,7 @@ def photo_context(engine: Engine, photo_id: int) -> Context:
 
 def photos_page(engine: Engine, store_name: str | None = None, limit: int = 50) -> pd.DataFrame:
     """The newest stored photos (optionally of one store) with their current region count: one page, for listing."""
+    import pandas as pd
     counted = (sa.select(regions.c.photo_id, sa.func.count().label("regions"))
                .where(regions.c.active, regions.c.kind == PRODUCT)
                .group_by(regions.c.photo_id).subquery())
@@ -398,6 +400,7 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
         query = query.where(predictions.c.rank == 1)
     if photo_ids is not None:
         query = query.where(photos.c.id.in_(list(photo_ids)))
+    import pandas as pd
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all(),
                              columns=[c for c in PREDICTION_COLUMNS if c != "label"])
@@ -456,6 +459,7 @@ def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewe
 
 def latest_corrections(engine: Engine, region_ids: Sequence[int] | None = None) -> pd.DataFrame:
     """The correction that counts for each corrected region (the newest), for the given regions or all."""
+    import pandas as pd
     newest = sa.select(sa.func.max(corrections.c.id)).group_by(corrections.c.region_id)
     if region_ids is not None:
         newest = newest.where(corrections.c.region_id.in_(list(region_ids)))
@@ -470,6 +474,7 @@ def latest_corrections(engine: Engine, region_ids: Sequence[int] | None = None) 
 def sku_match_frame(engine: Engine) -> pd.DataFrame:
     """Region → matched SKU (name, brand, category) and similarity, for regions that were matched; sku_id is
     missing where the catalog had nothing close enough (Unknown)."""
+    import pandas as pd
     query = (sa.select(regions.c.id.label("region_id"), regions.c.sku_id, skus.c.name, skus.c.brand,
                        skus.c.category, regions.c.sku_similarity)
              .select_from(regions.outerjoin(skus, skus.c.id == regions.c.sku_id))
@@ -555,6 +560,7 @@ def change_setting(engine: Engine, key: str, value: str, *, by: Identity, action
 
 
 def runs_frame(engine: Engine, run_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    import pandas as pd
     query = sa.select(runs).order_by(runs.c.id)
     if run_ids is not None:
         query = query.where(runs.c.id.in_(list(run_ids)))

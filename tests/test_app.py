@@ -493,3 +493,19 @@ def test_compare_auto_with_true_boxes_without_storing_anything(loaded):
     assert metrics["Recall"] >= 0.9 and metrics["Precision"] >= 0.9 and "AP@0.5" not in metrics
     assert at.dataframe[0].value["true"].tolist() == [len(truth)]
     assert store.counts(store.open_store())["photos"] == 0
+
+
+def test_fast_mode_calibration_is_shown_and_retaken_only_on_request(loaded, engine):
+    from shelf import backends
+    from shelf.pipeline import Upload, recognize
+    from tests.synthetic import shelf_jpeg
+    recognize(loaded, engine, [Upload("a.jpg", shelf_jpeg(3, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
+    store.set_setting(engine, backends.BACKEND_SETTING, "int8")
+    at = start()
+    assert "Fast mode's calibration: 20 crops from 1 stored photo(s)" in texts(at.caption)
+    recognize(loaded, engine, [Upload("b.jpg", shelf_jpeg(4, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
+    at.run()
+    assert "20 crops from 1 stored photo(s)" in texts(at.caption)  # the store grew; the calibration stays
+    at.button(key="recalibrate").click().run()
+    assert not at.exception, at.exception
+    assert "40 crops from 2 stored photo(s)" in texts(at.caption)

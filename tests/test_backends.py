@@ -1,5 +1,6 @@
 """Backends: ONNX Runtime fp32 is faithful to torchvision; int8 fast mode is correct, calibrated, cached, opt-in."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 
-from shelf import backends, store
+from shelf import backends, model, store
 from shelf.classify import classify_images, preprocessing
 from shelf.images import decode_image
 from shelf.pipeline import Upload, recognize
@@ -118,3 +119,87 @@ def test_a_missing_onnxruntime_falls_back_to_eager_for_faithful_modes(loaded, mo
 
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     assert backends.with_backend(loaded, "onnx").backend.kind == "eager"
+
+
+def test_fast_mode_is_quantised_once_and_recalibrated_only_on_request(loaded, engine, monkeypatch):
+    recognize(loaded, engine, [Upload("a.jpg", shelf_jpeg(3, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
+    first = backends.with_backend(loaded, "int8", engine).backend.path
+    assert backends.frozen_calibration(loaded.weights.sha256) | {"taken_at": ""} == {
+        "crops": 20, "photos": 1, "source": "stored regions", "taken_at": "",
+        "sha256": backends.frozen_calibration(loaded.weights.sha256)["sha256"]}
+    built = first.stat().st_mtime_ns
+    recognize(loaded, engine, [Upload("b.jpg", shelf_jpeg(4, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
+    with monkeypatch.context() as m:  # the store grew; a new load (as in a new process) must not quantise again
+        m.setattr(backends, "quantize_int8", lambda *a: pytest.fail("quantised again"))
+        m.setattr(backends, "stored_crops", lambda *a, **k: pytest.fail("calibration taken again"))
+        again = backends.with_backend(model.load_model()[0], "int8", engine)
+    assert again.backend.path == first and first.stat().st_mtime_ns == built
+    backends.with_backend(loaded, "int8", engine, recalibrate=True)  # only on request
+    assert backends.frozen_calibration(loaded.weights.sha256)["crops"] == 40
+    assert backends.frozen_calibration(loaded.weights.sha256)["photos"] == 2
+    assert first.stat().st_mtime_ns != built
+
+
+def test_a_new_process_loads_the_cached_fast_model_without_converting(loaded, engine, tmp_path):
+    """The CLI in a fresh process: the cached int8 model as it is — no quantisation, no ONNX export, and none of
+    the heavy imports a conversion or torchvision's package import would bring (torch._dynamo: a second)."""
+    import os
+    import subprocess
+    import sys
+    photo = tmp_path / "c.jpg"
+    photo.write_bytes(shelf_jpeg(5, 1200, 900)[0])
+    loaded = model.load_model()[0]  # the first process: checks the weights file (and remembers it passed)
+    recognize(loaded, engine, [Upload("a.jpg", shelf_jpeg(3, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
+    int8 = backends.with_backend(loaded, "int8", engine).backend.path
+    built = int8.stat().st_mtime_ns
+    code = ("import sys\nfrom shelf.cli import main\n"
+            f"code = main(['recognize', {str(photo)!r}, '--regions', 'grid:2x3'])\n"
+            "print(code, sorted(m for m in ('torchvision', 'torch._dynamo', 'onnx', 'onnxruntime.quantization', "
+            "'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "SHELF_BACKEND": "int8"}, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fast mode (int8) is on" in done.stderr
+    assert "photo 2, 6 region(s)" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    assert int8.stat().st_mtime_ns == built
+
+
+REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"
+
+
+def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
+    """On real shelf photos (and rocket.jpg), decoding at JPEG's 1/2 scale moves even an untrained model's
+    probabilities by more than the faithful bound of 1e-4 (measured: up to 2.2e-4 for whole photos, 8.8e-4 for
+    grid:2x2 crops), so the faithful backends always decode the full photo; fast mode drafts, cutting the same
+    regions (in the photo's own pixels) from the smaller image."""
+    from shelf import stages
+    from shelf.classify import classify_inputs, model_input
+    from tests.conftest import require_service
+    paths = sorted(REAL_SHELVES.glob("*.JPG")) + [skimage_photo("rocket.jpg")]
+    require_service(len(paths) > 1, f"real shelf photos in {REAL_SHELVES}")
+    drafted, largest = 0, 0.0
+    for path in paths:
+        data = path.read_bytes()
+        for mode in ("whole", "grid:2x2"):
+            full = stages.decode_for(data, path.name, stages.Settings("", mode, backend="onnx"))
+            fast = stages.decode_for(data, path.name, stages.Settings("", mode, backend="int8"))
+            assert full.full_size is None and (fast.width, fast.height) == full.image.size
+            if fast.full_size is None:  # too small for a region to keep 256 px (and the preview 1280) at 1/2
+                continue
+            drafted += 1
+            boxes = stages.photo_regions(stages.parse_region_mode(mode), full.image, path.name, None).boxes
+            exact = np.stack([model_input(c) for c in stages.crops(full.image, boxes)])
+            reduced = np.stack([model_input(c) for c in stages.region_crops(fast, boxes)])
+            assert np.abs(exact.astype(int) - reduced).mean() < 3  # the same regions, a little softer
+            diff, _ = backends.agreement(classify_inputs(loaded, exact).probabilities,
+                                         classify_inputs(loaded, reduced).probabilities)
+            largest = max(largest, diff)
+    assert drafted >= 4 and largest > 1e-4  # why faithful mode never drafts
+    big = next(p for p in paths if stages.decode_for(p.read_bytes(), p.name, stages.Settings(
+        "", "grid:2x2", backend="int8")).full_size)
+    fast = dataclasses.replace(loaded, backend=backends.build_backend("int8", loaded.model, loaded.weights.sha256,
+                                                                      calibration))
+    result, = recognize(fast, engine, [Upload(big.name, big.read_bytes())], store.Context(), region_mode="grid:2x2")
+    width, height = Image.open(big).size
+    assert result.size == (width, height) and result.regions[-1].box.as_tuple[2:] == (width, height)

@@ -158,8 +158,8 @@ def test_references_are_decoded_safely_and_embedded_once_per_weights(engine, loa
     monkeypatch.setattr(shelf.classify, "classify_images", lambda *a, **k: pytest.fail("recomputed"))
     again, _, _ = catalog.reference_embeddings(engine, loaded)  # cached in the store
     assert np.array_equal(first, again)
-    other = loaded.__class__(model=loaded.model, weights=loaded.weights.__class__(
-        **{**loaded.weights.__dict__, "sha256": "f" * 64}))
+    import dataclasses
+    other = dataclasses.replace(loaded, weights=dataclasses.replace(loaded.weights, sha256="f" * 64))
     computed = []
     monkeypatch.setattr(shelf.classify, "classify_images", lambda *a, **k: computed.append(1) or real(*a, **k))
     catalog.reference_embeddings(engine, other)  # other weights: embeddings are computed afresh

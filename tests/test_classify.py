@@ -121,3 +121,12 @@ def test_uint8_model_input_is_the_exact_first_half_of_preprocessing(crop_mode, p
         inputs = model_input(image, crop_mode)
         assert inputs.shape == (224, 224, 3) and inputs.dtype.name == "uint8"
         assert torch.equal(normalise(inputs[None])[0], reference(image))
+
+
+@pytest.mark.parametrize("size", [(300, 200), (200, 300), (256, 256), (257, 999), (1000, 257), (100, 150), (223, 80)])
+def test_preprocessing_without_torchvision_is_torchvisions_bit_for_bit(size, photo_bytes):
+    """model_input + normalise resize and crop with Pillow (no torchvision import at start-up): the same tensor as
+    the weights' own transform at every shape — tall, wide, square, odd, and smaller than the crop."""
+    from shelf.classify import model_input, normalise
+    image = decode_image(photo_bytes["coffee.png"], "coffee.png").image.resize(size, Image.BICUBIC)
+    assert torch.equal(normalise(model_input(image)[None])[0], ResNet18_Weights.IMAGENET1K_V1.transforms()(image))

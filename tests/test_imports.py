@@ -37,3 +37,30 @@ def test_the_reporting_pages_open_without_loading_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_cli_starts_without_heavy_imports():
+    """`python -m shelf --help` and every command's start: no torchvision detection models, no torch._dynamo (a
+    second of start-up, pulled in by importing the torchvision package), no onnx (conversion only)."""
+    heavy = ("torch", "torchvision", "torchvision.models.detection", "torch._dynamo", "onnx", "pandas")
+    code = f"import sys, shelf.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
+
+
+def test_recognizing_imports_no_torchvision():
+    """The recognize path (decode, regions, preprocessing, classify, store) runs without the torchvision package;
+    only building the torch model (eager backend, a conversion, checking a new weights file) imports it."""
+    code = ("import sys, shelf.pipeline, shelf.stages, shelf.classify, shelf.backends, shelf.cli\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'onnx', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
+
+
+def test_torchvision_facts_kept_as_data_are_torchvisions():
+    from shelf import model
+    weights, transform = ResNet18_Weights.IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1.transforms()
+    assert model.WEIGHTS_URL == weights.url
+    assert (list(model.IMAGENET_MEAN), list(model.IMAGENET_STD)) == (list(transform.mean), list(transform.std))
+    assert ([model.RESIZE_SIZE], [model.CROP_SIZE]) == (list(transform.resize_size), list(transform.crop_size))
+    assert (model.INTERPOLATION, True) == (transform.interpolation.value, transform.antialias)

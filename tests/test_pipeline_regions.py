@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageFont
 
-from shelf import pipeline, store
+from shelf import stages, store
 from shelf.boxfiles import parse_box_file
 from shelf.classify import classify_images
 from shelf.images import decode_image
@@ -33,8 +33,8 @@ CONTEXT = store.Context("North", "3")
 def test_a_shelf_photo_is_decoded_once_for_all_its_regions(loaded, engine, monkeypatch):
     data, truth = shelf_jpeg(2, 2400, 1800)
     calls = []
-    real = pipeline.decode_image
-    monkeypatch.setattr(pipeline, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = stages.decode_image  # recognize decodes through stages.decode_for
+    monkeypatch.setattr(stages, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
     (result,) = recognize(loaded, engine, [Upload("shelf.jpg", data)], CONTEXT, region_mode="auto")
     assert result.ok and len(calls) == 1
     assert len(result.regions) == pytest.approx(len(truth), rel=0.15)
