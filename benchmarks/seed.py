@@ -1,10 +1,11 @@
 """A chain's store, generated in bulk: `seed(url, n_photos, regions_per_photo)`.
 
 What it looks like: 100 stores × 10 aisles; each aisle has an assortment of 12 products (an ImageNet shelf class and,
-for most, a catalog SKU); a photo shows 40 facings of its aisle's products, the model's top-1 is the product's class
+for most, a catalog SKU); a photo shows 40 cells of its aisle's shelf, the model's top-1 is the product's class
 85 % of the time, its confidence spread around a per-product level; 20 photos per store a day (2 per aisle); 0.5 %
-of regions corrected by a reviewer; 60 % of photos were matched against the catalog. Rows go in through the bulk
-path of each database (PostgreSQL COPY, SQLite executemany) with the same columns the product writes, then the
+of regions corrected by a reviewer; 60 % of photos were matched against the catalog; photos were recognised in auto
+mode and 2.5 % of their cells are empty gaps (regions of kind gap, never counted as facings). Rows go in through the
+bulk path of each database (PostgreSQL COPY, SQLite executemany) with the same columns the product writes, then the
 rollups are built once — the product's own shelf.rollup.rebuild.
 """
 from __future__ import annotations
@@ -65,7 +66,11 @@ def _region_arrays(rng, first_photo: int, count: int, per_photo: int, assortment
     corrected = rng.random(photo_index.size) < 0.005
     effective = np.where(corrected, true_class, predicted)
     position = np.tile(np.arange(per_photo), count)
+    # the last 0, 1 or 2 cells of a photo are empty gaps (numbered after the products, as the store numbers them);
+    # no draw, so the generator's stream (which benchmarks/compliance.py replays) is unchanged
+    kind = np.where(position >= per_photo - photo_index % 3, "gap", "product")
     return {"id": photo_index * per_photo + position + 1, "photo_id": photo_index + 1, "position": position,
+            "kind": kind,
             "predicted": predicted, "probability": probability,
             "bin": np.searchsorted(np.array(THRESHOLD_STEPS), probability, side="right") - 1,
             "class_index": effective, "corrected": corrected, "sku": sku, "similarity": similarity}
@@ -73,13 +78,14 @@ def _region_arrays(rng, first_photo: int, count: int, per_photo: int, assortment
 
 def _region_dicts(a: dict, run_id: int) -> list[dict]:
     return [{"id": int(i), "photo_id": int(p), "run_id": run_id, "position": int(pos), "x1": int(pos) * 100,
-             "y1": 0, "x2": int(pos) * 100 + 100, "y2": 600, "kind": "product", "active": True,
+             "y1": 0, "x2": int(pos) * 100 + 100, "y2": 600, "kind": str(k), "active": True,
              "predicted_class_index": int(pc), "probability": float(pr), "bin": int(b), "class_index": int(c),
              "corrected": bool(co), "sku_id": int(s) if s > 0 else None,
              "sku_similarity": None if np.isnan(si) else float(si)}
-            for i, p, pos, pc, pr, b, c, co, s, si in zip(a["id"], a["photo_id"], a["position"], a["predicted"],
-                                                           a["probability"], a["bin"], a["class_index"],
-                                                           a["corrected"], a["sku"], a["similarity"])]
+            for i, p, pos, k, pc, pr, b, c, co, s, si in zip(a["id"], a["photo_id"], a["position"], a["kind"],
+                                                              a["predicted"], a["probability"], a["bin"],
+                                                              a["class_index"], a["corrected"], a["sku"],
+                                                              a["similarity"])]
 
 
 def _copy_text(conn, table: str, columns: list[str], lines: list[str]) -> None:
@@ -104,12 +110,13 @@ def _write_chunk(conn, a: dict, run_id: int, rng) -> None:
     second, third = (a["predicted"] + 1) % 1000, (a["predicted"] + 2) % 1000
     if conn.dialect.name == "postgresql":
         text = io.StringIO()
-        for i, p, pos, pc, pr, b, c, co, s, si in zip(a["id"], a["photo_id"], a["position"], a["predicted"],
-                                                       a["probability"], a["bin"], a["class_index"],
-                                                       a["corrected"], a["sku"], a["similarity"]):
+        for i, p, pos, k, pc, pr, b, c, co, s, si in zip(a["id"], a["photo_id"], a["position"], a["kind"],
+                                                          a["predicted"], a["probability"], a["bin"],
+                                                          a["class_index"], a["corrected"], a["sku"],
+                                                          a["similarity"]):
             sku = s if s > 0 else NULL
             sim = NULL if np.isnan(si) else repr(float(si))
-            text.write(f"{i}\t{p}\t{run_id}\t{pos}\t{pos * 100}\t0\t{pos * 100 + 100}\t600\tproduct\tt\t{pc}\t"
+            text.write(f"{i}\t{p}\t{run_id}\t{pos}\t{pos * 100}\t0\t{pos * 100 + 100}\t600\t{k}\tt\t{pc}\t"
                        f"{float(pr)!r}\t{b}\t{c}\t{'t' if co else 'f'}\t{sku}\t{sim}\n")
         _copy_text(conn, "regions", ["id", "photo_id", "run_id", "position", "x1", "y1", "x2", "y2", "kind", "active",
                                      "predicted_class_index", "probability", "bin", "class_index", "corrected",
@@ -146,7 +153,7 @@ def seed(url: str, n_photos: int, per_photo: int = 40, report=print) -> float:
     run_id = store.create_run(engine, {"weights_sha256": "0" * 64, "weights_source": "benchmark",
                                        "weights_verified": False, "weights_untrained": True, "torch_version": "",
                                        "torchvision_version": "", "shelf_version": "", "preprocessing": {},
-                                       "backend": "generated", "region_mode": "grid:5x8", "top_k": 3})
+                                       "backend": "generated", "region_mode": "auto", "top_k": 3})
     with store.write_transaction(engine) as conn:
         conn.execute(store.skus.insert(), [{"id": k, "name": f"SKU {k:03d}", "brand": f"Brand {k % 40:02d}",
                                             "category": default_map()[int(shelf_classes[k % len(shelf_classes)])],

@@ -2,8 +2,9 @@
 
 Version 1 was the first schema; version 2 lays the store out for chain scale (shelf.schema's docstring): region rows
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
-predictions lose their surrogate id and redundant label; the SKU match table folds into regions. shelf.store.migrate
-builds the rollups once the steps are done.
+predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
+empty-shelf width rollup (a new table only). shelf.store.migrate creates new tables and builds the rollups once the
+steps are done.
 """
 from __future__ import annotations
 

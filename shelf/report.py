@@ -21,7 +21,6 @@ from sqlalchemy.engine import Connection, Engine
 from shelf import rollup
 from shelf.labels import IMAGENET_CLASSES
 from shelf.schema import (
-    GAP,
     ROLLUPS,
     THRESHOLD_STEPS,
     UNKNOWN_SKU_KEY,
@@ -31,6 +30,7 @@ from shelf.schema import (
     predictions,
     regions,
     runs,
+    shelf_width_rollup,
     skus,
     threshold_step,
 )
@@ -253,19 +253,20 @@ def totals(engine: Engine, threshold: float = 0.0, f: TallyFilter = TallyFilter(
     return Totals(int(row["regions"] or 0), int(row["facings"] or 0), int(row["corrected"] or 0))
 
 
-def photo_scope(f: TallyFilter) -> list:
-    """Conditions on photos for the selected stores, aisles and dates."""
+def photo_scope(f: TallyFilter, columns=photos.c) -> list:
+    """Conditions on photos (or on a table with their store, aisle and day) for the selected stores, aisles and
+    dates."""
     conditions = []
     if f.stores:
-        conditions.append(photos.c.store.in_(list(f.stores)))
+        conditions.append(columns.store.in_(list(f.stores)))
     if f.aisles:
-        conditions.append(photos.c.aisle.in_(list(f.aisles)))
+        conditions.append(columns.aisle.in_(list(f.aisles)))
     if f.dated:
-        conditions.append(photos.c.day > 0)
+        conditions.append(columns.day > 0)
         if f.date_from is not None:
-            conditions.append(photos.c.day >= f.date_from.toordinal())
+            conditions.append(columns.day >= f.date_from.toordinal())
         if f.date_to is not None:
-            conditions.append(photos.c.day <= f.date_to.toordinal())
+            conditions.append(columns.day <= f.date_to.toordinal())
     return conditions
 
 
@@ -278,21 +279,18 @@ def photo_count(engine: Engine, f: TallyFilter = TallyFilter()) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Empty shelf: the gaps auto mode finds (regions of kind gap), as a share of the shelf's width
 
-GAP_FINDING_MODES = ("auto",)  # region modes that look for gaps; other photos are "not measured", not "full"
-EMPTY_SHELF_GROUPS = {"store": photos.c.store, "aisle": photos.c.aisle, "date": photos.c.day}
+EMPTY_SHELF_GROUPS = {"store": "store", "aisle": "aisle", "date": "day"}
 
 
 def shelf_widths(f: TallyFilter, by: Sequence[str]) -> sa.Select:
     """Per group: gap_width and shelf_width (gaps + facings, in pixels) of the current regions of photos
-    recognised in a gap-finding mode. Empty shelf share = gap_width / shelf_width: in auto mode a shelf row is
-    cut into cells that are either a facing or a gap, so their widths add up to the row's."""
-    width = regions.c.x2 - regions.c.x1
-    groups = [EMPTY_SHELF_GROUPS[g].label("day" if g == "date" else g) for g in by]
-    return (sa.select(*groups, sa.func.sum(sa.case((regions.c.kind == GAP, width), else_=0)).label("gap_width"),
-                      sa.func.sum(width).label("shelf_width"))
-            .select_from(regions.join(photos, photos.c.id == regions.c.photo_id).join(runs))
-            .where(regions.c.active, runs.c.region_mode.in_(GAP_FINDING_MODES), *photo_scope(f))
-            .group_by(*groups))
+    recognised in a gap-finding mode, from their rollup (shelf.schema.shelf_width_rollup). Empty shelf share =
+    gap_width / shelf_width."""
+    table = shelf_width_rollup
+    groups = [table.c[EMPTY_SHELF_GROUPS[g]] for g in by]
+    return (sa.select(*groups, sa.func.sum(table.c.gap_width).label("gap_width"),
+                      sa.func.sum(table.c.shelf_width).label("shelf_width"))
+            .where(*photo_scope(f, table.c)).group_by(*groups))
 
 
 def empty_shelf(engine: Engine, f: TallyFilter = TallyFilter(), by: Sequence[str] = ()) -> pd.DataFrame:

@@ -10,6 +10,8 @@
   category grains from the class grains of the same context (thousands of rows), and the day × store one from the
   regions (it has no class twin: about a minute at 10 M regions on PostgreSQL).
 - `rebuild()` recomputes everything (after a bulk load or a store-wide re-match).
+- The empty-shelf widths (shelf.schema.shelf_width_rollup) are sums only: new regions add their widths, a change
+  applies the difference between the widths its regions had before and after it.
 """
 from __future__ import annotations
 
@@ -22,15 +24,21 @@ from sqlalchemy.engine import Connection
 
 from shelf.labels import NOT_A_PRODUCT
 from shelf.schema import (
+    GAP,
+    GAP_FINDING_MODES,
     NOT_MATCHED_SKU_KEY,
     PRODUCT,
     ROLLUP_MEASURES,
     ROLLUPS,
     UNKNOWN_SKU_KEY,
+    WIDTH_CONTEXT,
+    WIDTH_MEASURES,
     Grain,
     class_categories,
     photos,
     regions,
+    runs,
+    shelf_width_rollup,
     skus,
 )
 
@@ -81,6 +89,44 @@ def add(conn: Connection, where) -> None:
     """Add the regions matching `where` (new ones, not yet counted) to every rollup."""
     for grain in ROLLUPS:
         _merge(conn, grain, _aggregate(grain, where))
+    _apply_widths(conn, {}, _widths_of(conn, where))
+
+
+def _widths(where) -> sa.Select:
+    """gap_width and shelf_width per photo context, of the current regions matching `where` in photos recognised
+    in a gap-finding mode: there a shelf row is cut into cells that are a facing or a gap, so their widths add up
+    to the row's."""
+    width = regions.c.x2 - regions.c.x1
+    dims = [photos.c[c].label(c) for c in WIDTH_CONTEXT]
+    return (sa.select(*dims, sa.func.sum(sa.case((regions.c.kind == GAP, width), else_=0)).label("gap_width"),
+                      sa.func.sum(width).label("shelf_width"))
+            .select_from(regions.join(photos, photos.c.id == regions.c.photo_id)
+                         .join(runs, runs.c.id == regions.c.run_id))
+            .where(regions.c.active, runs.c.region_mode.in_(GAP_FINDING_MODES), where).group_by(*dims))
+
+
+def _widths_of(conn: Connection, where) -> dict[tuple, tuple[int, int]]:
+    return {tuple(row[:len(WIDTH_CONTEXT)]): (int(row.gap_width), int(row.shelf_width))
+            for row in conn.execute(_widths(where))}
+
+
+def _apply_widths(conn: Connection, before: dict, after: dict) -> None:
+    """Add (after − before) to the width cells; cells left with no shelf are removed."""
+    deltas = {key: (after.get(key, (0, 0))[0] - before.get(key, (0, 0))[0],
+                    after.get(key, (0, 0))[1] - before.get(key, (0, 0))[1]) for key in before.keys() | after.keys()}
+    rows = [dict(zip(WIDTH_CONTEXT + WIDTH_MEASURES, key + delta))
+            for key, delta in sorted(deltas.items(), key=repr) if delta != (0, 0)]
+    if not rows:
+        return
+    table = shelf_width_rollup
+    statement = _insert(conn)(table)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=list(WIDTH_CONTEXT),
+        set_={m: table.c[m] + statement.excluded[m] for m in WIDTH_MEASURES}), rows)
+    changed = [tuple(row[c] for c in WIDTH_CONTEXT) for row in rows]
+    key = sa.tuple_(*(table.c[c] for c in WIDTH_CONTEXT))
+    for start in range(0, len(changed), 500):
+        conn.execute(table.delete().where(key.in_(changed[start:start + 500]), table.c.shelf_width == 0))
 
 
 def _touched(conn: Connection, where) -> list[set[tuple]]:
@@ -108,12 +154,13 @@ def changing(conn: Connection, where) -> Iterator[None]:
     """Wrap a change to the regions matching `where` (evaluated before and after it): the cells those regions
     counted in, and the ones they count in now, are recomputed. `where` must select the same regions afterwards
     (use ids or photo ids, not the columns being changed)."""
-    before = _touched(conn, where)
+    before, widths_before = _touched(conn, where), _widths_of(conn, where)
     yield
     after = _touched(conn, where)
     for grain, old, new in zip(ROLLUPS, before, after):
         if old | new:
             _refresh(conn, grain, old | new)
+    _apply_widths(conn, widths_before, _widths_of(conn, where))
 
 
 def _class_source(grain: Grain) -> Grain | None:
@@ -144,6 +191,8 @@ def rebuild(conn: Connection) -> None:
     """Recompute every rollup from the regions (category grains from the class grains, built first)."""
     for grain in sorted(ROLLUPS, key=lambda g: g.by_category):
         _recompute_all(conn, grain)
+    conn.execute(shelf_width_rollup.delete())
+    conn.execute(shelf_width_rollup.insert().from_select(list(WIDTH_CONTEXT + WIDTH_MEASURES), _widths(sa.true())))
 
 
 def recategorise(conn: Connection) -> None:

@@ -265,6 +265,18 @@ ROLLUPS = (  # in order of preference: smallest expected first
     _grain("tally_day_classes", ("day",), CLASS_KEYS),
 )
 
+# Empty shelf: the width of the gaps and of the whole shelf (gaps + facings, pixels) per photo context, over the
+# current regions of photos recognised in a gap-finding region mode; kept by shelf.rollup like the tallies. Sums
+# only, so a change is applied as "subtract the old rows, add the new ones".
+GAP_FINDING_MODES = ("auto",)  # region modes that look for gaps; other photos are "not measured", not "full"
+WIDTH_CONTEXT, WIDTH_MEASURES = ("day", "store", "aisle"), ("gap_width", "shelf_width")
+shelf_width_rollup = sa.Table(
+    "tally_shelf_widths", metadata,
+    *(sa.Column(c, _TYPES[c], primary_key=True, autoincrement=False) for c in WIDTH_CONTEXT),
+    *(sa.Column(m, sa.BigInteger, nullable=False) for m in WIDTH_MEASURES),
+    sa.Index("ix_tally_shelf_widths_store_aisle", "store", "aisle"),
+)
+
 batches = sa.Table(
     "batches", metadata,  # one row per `python -m shelf batch`: what it read, where it ran, how far it got
     sa.Column("id", sa.Integer, primary_key=True),

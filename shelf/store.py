@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.cla
     from shelf.images import DecodedImage
     from shelf.regions import Box
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_CONTEXT_LENGTH = 100
 EMBEDDING_DTYPE = "<f2"  # float16: half the bytes; catalog matching tolerates it (tests compare both)
 

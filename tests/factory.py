@@ -35,14 +35,24 @@ def result(class_index: int, probability: float, runner_up: int = 1, seed: int =
                    Prediction(2, runner_up, IMAGENET_CLASSES[runner_up], rest)], embedding)
 
 
+def gap_boxes(n_facings: int, widths: Sequence[int]) -> list[Box]:
+    """Gaps of the given widths to the right of `n_facings` facings laid out as add_photo lays them."""
+    x, boxes = 10 * n_facings, []
+    for width in widths:
+        boxes.append(Box(x, 0, x + width, 100))
+        x += width
+    return boxes
+
+
 def add_photo(engine, run_id: int, number: int, regions: Sequence[tuple[int, float]], store_name: str = "",
-              aisle: str = "", date: dt.date | None = None, matches=None, name: str | None = None) -> int:
-    """Store photo `number` (its content hash) with one region per (class_index, probability)."""
+              aisle: str = "", date: dt.date | None = None, matches=None, name: str | None = None,
+              gaps: Sequence[Box] = ()) -> int:
+    """Store photo `number` (its content hash) with one region per (class_index, probability), and `gaps`."""
     decoded = DecodedImage(name=name or f"IMG_{number:05d}.jpg", sha256=f"{number:064x}", image=PHOTO, format="JPEG",
                            n_bytes=0)
     boxes = [Box(10 * i, 0, 10 * i + 10, 100) for i in range(len(regions))]
     results = [result(c, p, seed=number * 1000 + i) for i, (c, p) in enumerate(regions)]
     photo_id, created = store.save_photo(engine, run_id, decoded, b"", store.Context(store_name, aisle, date), boxes,
-                                         results, matches)
+                                         results, matches, gaps)
     assert created
     return photo_id

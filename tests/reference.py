@@ -73,3 +73,33 @@ def review_queue(detections: pd.DataFrame, f: ReviewFilter) -> pd.DataFrame:
     if not f.include_reviewed:
         rows = rows[~rows["corrected"].astype(bool)]
     return rows.sort_values(["probability", "photo_id", "position"], ignore_index=True)
+
+
+def empty_shelf_reference(engine: Engine, f, by) -> pd.DataFrame:
+    """report.empty_shelf from the regions themselves (not the width rollup): per group, gap width over the width
+    of gaps and facings, of current regions in photos recognised in auto mode; the filter's stores, aisles and
+    dates apply (a gap has no category or confidence)."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from shelf.tally import TallyFilter
+    query = (sa.select(store.regions.c.x1, store.regions.c.x2, store.regions.c.kind, store.photos.c.store,
+                       store.photos.c.aisle, store.photos.c.captured_on)
+             .select_from(store.regions.join(store.photos).join(store.runs))
+             .where(store.regions.c.active, store.runs.c.region_mode == "auto"))
+    with engine.connect() as conn:
+        rows = pd.DataFrame(conn.execute(query).mappings().all(),
+                            columns=["x1", "x2", "kind", "store", "aisle", "captured_on"])
+    context = TallyFilter(**{k: v for k, v in dataclasses.asdict(f).items()
+                             if k in ("stores", "aisles", "date_from", "date_to", "dated_only")})
+    rows = filter_detections(rows, context)
+    width = rows["x2"] - rows["x1"]
+    rows = rows.assign(gap_width=width.where(rows["kind"] == store.GAP, 0), shelf_width=width)
+    columns = ["captured_on" if g == "date" else g for g in by]
+    if columns:
+        frame = rows.groupby(columns, dropna=False)[["gap_width", "shelf_width"]].sum().reset_index()
+    else:
+        frame = rows[["gap_width", "shelf_width"]].sum().to_frame().T
+    frame = frame[frame["shelf_width"] > 0]
+    return frame.assign(empty_share=frame["gap_width"] / frame["shelf_width"]).reset_index(drop=True)

@@ -5,11 +5,14 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from shelf import report, store
 from shelf.labels import IMAGENET_CLASSES
-from shelf.schema import confidence_bin
+from shelf.schema import confidence_bin, shelf_width_rollup
+from shelf.tally import TallyFilter
+from tests.factory import TEST_RUN, add_photo, gap_boxes
 from tests.reference import load_detections
 
 # The version 1 tables, as Shelf 0.1 declared them.
@@ -177,7 +180,8 @@ def test_a_version_1_store_is_migrated_in_place(db_url):
     write_v1(db_url)  # into an empty database
     engine = store.open_store(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [1, store.SCHEMA_VERSION]
+        versions = conn.execute(sa.select(store.schema_version.c.version)).scalars().all()
+        assert versions == list(range(1, store.SCHEMA_VERSION + 1))
         rows = {r.id: r for r in conn.execute(sa.select(store.regions))}
         assert sa.inspect(conn).has_table("sku_matches") is False
     assert (rows[10].class_index, rows[10].predicted_class_index, rows[10].corrected) == (1, 440, True)  # newest
@@ -192,4 +196,23 @@ def test_a_version_1_store_is_migrated_in_place(db_url):
     assert report.review_count(engine, report.ReviewFilter()) == 8
     store.open_store(db_url)  # again: nothing left to do
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(store.schema_version)).scalar() == 2
+        versions = conn.execute(sa.select(sa.func.count()).select_from(store.schema_version)).scalar()
+    assert versions == store.SCHEMA_VERSION
+
+
+def test_a_version_2_store_gains_its_empty_shelf_widths(db_url):
+    engine = store.open_store(db_url)
+    auto_run = store.create_run(engine, {**TEST_RUN, "region_mode": "auto"})
+    add_photo(engine, auto_run, 1, [(440, 0.9)] * 3, "North", "7", dt.date(2026, 11, 2), gaps=gap_boxes(3, [10, 5]))
+    add_photo(engine, store.create_run(engine, TEST_RUN), 2, [(440, 0.9)] * 2, "North", "7", gaps=gap_boxes(2, [9]))
+    with engine.begin() as conn:  # what a version 2 store looks like
+        conn.execute(shelf_width_rollup.delete())
+        conn.exec_driver_sql(f"DROP TABLE {shelf_width_rollup.name}")
+        conn.execute(store.schema_version.update().values(version=2))  # created at 3: one row
+    engine.dispose()
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [2, 3]
+    shares = report.empty_shelf(engine, TallyFilter(), ["store", "date"])
+    assert shares[["store", "gap_width", "shelf_width"]].values.tolist() == [["North", 15, 45]]  # auto photo only
+    assert shares["empty_share"].tolist() == [pytest.approx(15 / 45)]

@@ -25,9 +25,10 @@ from shelf.tally import (
     tally,
 )
 from tests.conftest import POSTGRES_URL, require_service
-from tests.factory import TEST_RUN, add_photo, result
-from tests.reference import load_detections, review_queue
+from tests.factory import TEST_RUN, add_photo, gap_boxes, result
+from tests.reference import empty_shelf_reference, load_detections, review_queue
 
+AUTO_RUN = {**TEST_RUN, "region_mode": "auto"}
 CLASSES = [440, 737, 931, 134, 517, 1]
 STORES, AISLES = ["", "North", "South", "=1+2"], ["", "A", "B"]
 DATES = [None, dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 5), dt.date(2026, 12, 1)]
@@ -50,26 +51,32 @@ def stores(draw):
     rematch = draw(st.lists(st.tuples(st.integers(0, n_regions - 1), st.sampled_from([None, 0, 1])), max_size=4))
     remove_sku = draw(st.booleans())
     n_photos = len(photos)
+    # per photo: None = recognised in a mode that does not look for gaps; else auto mode with gaps of these widths
+    gap_widths = st.one_of(st.none(), st.lists(st.integers(1, 30), max_size=3))
+    gaps = draw(st.lists(gap_widths, min_size=n_photos, max_size=n_photos))
     photo_changes = draw(st.lists(st.one_of(
         st.tuples(st.just("edit"), st.integers(0, n_photos - 1), st.sampled_from(STORES), st.sampled_from(AISLES),
                   st.sampled_from(DATES)),
         st.tuples(st.just("again"), st.integers(0, n_photos - 1),
-                  st.lists(st.tuples(st.sampled_from(CLASSES), probabilities), min_size=1, max_size=4)),
+                  st.lists(st.tuples(st.sampled_from(CLASSES), probabilities), min_size=1, max_size=4), gap_widths),
         st.tuples(st.just("delete"), st.integers(0, n_photos - 1))), max_size=3))
-    return photos, corrections, edits, rematch, remove_sku, photo_changes
+    return photos, corrections, edits, rematch, remove_sku, photo_changes, gaps
 
 
 def build(engine, recipe) -> None:
-    photos, corrections, edits, rematch, remove_sku, photo_changes = recipe
-    run_id = store.create_run(engine, TEST_RUN)
+    photos, corrections, edits, rematch, remove_sku, photo_changes, gaps = recipe
+    run_id, auto_run_id = store.create_run(engine, TEST_RUN), store.create_run(engine, AUTO_RUN)
     sku_ids = [catalog.add_sku(engine, "Cola", "Fizzy", "Beverages"), catalog.add_sku(engine, "Crisps", "Crunch",
                                                                                       "Snacks & packaged food")]
     for number, (store_name, aisle, date, regions, matched) in enumerate(photos):
         matches = None if matched == "none" else [
             (sku_ids[i % 2] if matched == "all" or i % 2 else None, 0.5 + 0.01 * i) for i in range(len(regions))]
-        add_photo(engine, run_id, number, regions, store_name, aisle, date, matches)
+        widths = gaps[number]
+        add_photo(engine, run_id if widths is None else auto_run_id, number, regions, store_name, aisle, date,
+                  matches, gaps=gap_boxes(len(regions), widths or []))
     with engine.connect() as conn:
-        ids = conn.execute(sa.select(store.regions.c.id).order_by(store.regions.c.id)).scalars().all()
+        ids = conn.execute(sa.select(store.regions.c.id).where(store.regions.c.kind == store.PRODUCT)
+                           .order_by(store.regions.c.id)).scalars().all()
     for region, class_index in corrections:  # one at a time: a region corrected twice keeps the newest
         store.add_corrections(engine, {ids[region]: (class_index, IMAGENET_CLASSES[class_index])}, "Ana")
     categories.save_category_edits(engine, edits, "Ana")
@@ -87,9 +94,9 @@ def build(engine, recipe) -> None:
         if change[0] == "edit":
             store.set_photo_context(engine, photo_id, store.Context(*change[2:]))
         elif change[0] == "again":
-            boxes = [Box(0, 0, 10, 10)] * len(change[2])
-            store.replace_regions(engine, photo_id, store.create_run(engine, TEST_RUN), boxes,
-                                  [result(c, p) for c, p in change[2]])
+            boxes, widths = [Box(0, 0, 10, 10)] * len(change[2]), change[3]
+            store.replace_regions(engine, photo_id, store.create_run(engine, TEST_RUN if widths is None else AUTO_RUN),
+                                  boxes, [result(c, p) for c, p in change[2]], gaps=gap_boxes(1, widths or []))
         else:
             store.delete_photo(engine, photo_id)
             deleted.add(photo_id)
@@ -118,6 +125,13 @@ def comparable(table: pd.DataFrame) -> pd.DataFrame:
                                                 if c in table})
 
 
+def by_group(shares: pd.DataFrame, by) -> pd.DataFrame:
+    """Empty-shelf shares in a stable order, comparable across SQL and pandas."""
+    columns = ["captured_on" if g == "date" else g for g in by]
+    shares = comparable(shares)[columns + ["gap_width", "shelf_width", "empty_share"]].fillna({c: "" for c in columns})
+    return shares.sort_values(columns, ignore_index=True) if columns else shares.reset_index(drop=True)
+
+
 def check(engine, queries_):
     detections = load_detections(engine)
     for by, threshold, f in queries_:
@@ -138,6 +152,10 @@ def check(engine, queries_):
         assert report.review_count(engine, review) == len(expected_queue)
         assert report.review_rows(engine, review, 1, 1000)["region_id"].tolist() == \
             expected_queue["region_id"].tolist()
+        for empty_by in ([], ["store", "aisle", "date"], ["date"]):
+            pd.testing.assert_frame_equal(by_group(report.empty_shelf(engine, f, empty_by), empty_by),
+                                          by_group(empty_shelf_reference(engine, f, empty_by), empty_by),
+                                          check_dtype=False, check_exact=False, rtol=1e-12)
     exported = pd.concat(list(report.region_chunks(engine, TallyFilter(), chunk=3)) or [pd.DataFrame()])
     columns = ["region_id", "class_index", "label", "category", "corrected", "sku", "brand", "top_k", "reviewer",
                "predicted_class_index", "store", "aisle"]
