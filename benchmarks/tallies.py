@@ -31,7 +31,8 @@ def rss_mb() -> float:
 
 
 def peak_mb() -> float:
-    """The process's peak RSS since start, or since the last reset_peak()."""
+    """The process's peak RSS since start, or since the last reset_peak(). Not ru_maxrss: a forked child's starts
+    at its parent's peak (the process that seeded the store)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -113,9 +114,10 @@ def measure_export(url: str, out: Path, regions_wanted: int) -> dict:
             break
         chosen.append(day)
         total += photos * per_photo
-    command = [sys.executable, "-c", "import resource, sys, runpy; sys.argv = ['shelf'] + sys.argv[1:]; "
+    # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's peak (this process seeded the store)
+    command = [sys.executable, "-c", "import sys, runpy; sys.argv = ['shelf'] + sys.argv[1:]; "
                "code = 0\ntry: runpy.run_module('shelf', run_name='__main__')\nexcept SystemExit as e: code = e.code\n"
-               "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)",
+               "from benchmarks.tallies import peak_mb\nprint('PEAK', peak_mb(), file=sys.stderr); sys.exit(code)",
                "export", "detections", "--db", url, "--from", str(chosen[0]), "--to", str(chosen[-1]),
                "--out", str(out)]
     start = time.perf_counter()
@@ -123,7 +125,7 @@ def measure_export(url: str, out: Path, regions_wanted: int) -> dict:
     seconds = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
-    peak = int(done.stderr.split("PEAK")[-1]) / 1024
+    peak = float(done.stderr.split("PEAK")[-1])
     rows = sum(1 for _ in out.open()) - 1
     out.unlink()
     return {"export seconds": seconds, "export regions": rows, "export peak mb": peak}
