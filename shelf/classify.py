@@ -122,6 +122,22 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def region_input(image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Fast mode's `model_input(image.crop(box))` in center crop mode, without copying the region first and
+    resizing only the part of it the centre crop keeps (a third less to resize). The filter reads the same pixels
+    (the centre crop's edge is 16 px inside the resized region), but its coefficients are computed from other
+    offsets, so about 0.03 % of values differ by one level: fast mode only; the faithful backends use model_input."""
+    x1, y1, x2, y2 = box
+    width, height = x2 - x1, y2 - y1
+    short, long = min(width, height), max(width, height)
+    new_long = int(RESIZE_SIZE * long / short)
+    new_width, new_height = (RESIZE_SIZE, new_long) if width <= height else (new_long, RESIZE_SIZE)
+    sx, sy = width / new_width, height / new_height
+    top, left = int(round((new_height - CROP_SIZE) / 2.0)), int(round((new_width - CROP_SIZE) / 2.0))
+    kept = (x1 + left * sx, y1 + top * sy, x1 + (left + CROP_SIZE) * sx, y1 + (top + CROP_SIZE) * sy)
+    return np.asarray(image.resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR, box=kept))
+
+
 def normalise(inputs: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 model inputs → the (N, 3, H, W) float batch the network takes (as torchvision's
     convert_image_dtype and normalize do it)."""

@@ -394,7 +394,7 @@ def cmd_recognize(args) -> int:
     engine = open_store(args.db)
     context = Context(args.store, args.aisle, args.date)
     index, threshold = _catalog_index(args, engine, loaded)
-    results, unreadable = [], []
+    results, unreadable, runs = [], [], {}  # one run for the whole command, though photos go one at a time
     with _progress(len(args.images), "recognize") as bar:
         for path in args.images:  # one at a time: a folder of photos never sits in memory at once
             try:
@@ -409,7 +409,7 @@ def cmd_recognize(args) -> int:
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
                                      box_file=box_file, catalog=index, catalog_threshold=threshold,
-                                     detector=detector, previews=0, again=args.again, by=LOCAL))
+                                     detector=detector, previews=0, again=args.again, runs=runs, by=LOCAL))
             bar.update()
     for r in results:
         if r.ok:

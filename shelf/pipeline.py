@@ -163,7 +163,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context)
             result.size = (decoded.width, decoded.height)
-            result.preview = preview(decoded.image)
+            result.preview = preview(decoded.image) if previews != 0 else None  # the CLI and API show none
         except ImageError as exc:
             result = PhotoResult(name=name, error=str(exc), skipped=isinstance(exc, Skipped))
         except Exception as exc:  # one file's failure must not end the batch or lose what is stored

@@ -33,6 +33,7 @@ from shelf.classify import (
     ClassifiedArrays,
     classify_inputs,
     model_input,
+    region_input,
 )
 from shelf.detector import DetectorInfo, detect, resolve_detector
 from shelf.images import (
@@ -219,13 +220,24 @@ def decode_for(data: bytes, name: str, settings: Settings) -> DecodedImage:
     return decode_image(data, name, draft_factor=factor)
 
 
-def region_crops(decoded: DecodedImage, boxes: Sequence[Box]) -> list[Image.Image]:
-    """The crops of `boxes` (in the photo's own pixels) from the decoded image, at whatever scale it was decoded."""
+def region_boxes(decoded: DecodedImage, boxes: Sequence[Box]) -> list[tuple[int, int, int, int]]:
+    """`boxes` (in the photo's own pixels) in the pixels of the decoded image, at whatever scale it was decoded."""
     image = decoded.image
     if not decoded.full_size:
-        return crops(image, boxes)
+        return [b.as_tuple for b in boxes]
     sx, sy = image.width / decoded.width, image.height / decoded.height
-    return [image.crop((round(b.x1 * sx), round(b.y1 * sy), round(b.x2 * sx), round(b.y2 * sy))) for b in boxes]
+    return [(round(b.x1 * sx), round(b.y1 * sy), round(b.x2 * sx), round(b.y2 * sy)) for b in boxes]
+
+
+def region_inputs(decoded: DecodedImage, boxes: Sequence[Box], settings: Settings) -> np.ndarray:
+    """The model inputs of the regions' crops: as torchvision makes them (model_input) on the faithful backends;
+    in fast mode, straight from the photo (classify.region_input), with no copy of each region."""
+    image = decoded.image
+    if settings.backend == "int8" and settings.crop_mode == "center":
+        return np.stack([region_input(image, box) for box in region_boxes(decoded, boxes)])
+    whole = (0, 0, image.width, image.height)
+    return np.stack([model_input(image if box == whole else image.crop(box), settings.crop_mode)
+                     for box in region_boxes(decoded, boxes)])
 
 
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:
@@ -233,7 +245,7 @@ def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> di
     boxes, notes, _, gaps = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file,
                                           settings.detector, decoded.sha256, (decoded.width, decoded.height))
     notes = [*notes, *small_crop_notes((decoded.width, decoded.height), boxes)]
-    inputs = np.stack([model_input(crop, settings.crop_mode) for crop in region_crops(decoded, boxes)])
+    inputs = region_inputs(decoded, boxes, settings)
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
             "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
             "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}

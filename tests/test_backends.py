@@ -13,6 +13,7 @@ from shelf import backends, model, store
 from shelf.classify import classify_images, preprocessing
 from shelf.images import decode_image
 from shelf.pipeline import Upload, recognize
+from shelf.regions import Box
 from tests.conftest import REAL_PHOTOS, skimage_photo
 from tests.synthetic import make_product, shelf_jpeg
 
@@ -174,7 +175,7 @@ def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
     grid:2x2 crops), so the faithful backends always decode the full photo; fast mode drafts, cutting the same
     regions (in the photo's own pixels) from the smaller image."""
     from shelf import stages
-    from shelf.classify import classify_inputs, model_input
+    from shelf.classify import classify_inputs
     from tests.conftest import require_service
     paths = sorted(REAL_SHELVES.glob("*.JPG")) + [skimage_photo("rocket.jpg")]
     require_service(len(paths) > 1, f"real shelf photos in {REAL_SHELVES}")
@@ -189,8 +190,8 @@ def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
                 continue
             drafted += 1
             boxes = stages.photo_regions(stages.parse_region_mode(mode), full.image, path.name, None).boxes
-            exact = np.stack([model_input(c) for c in stages.crops(full.image, boxes)])
-            reduced = np.stack([model_input(c) for c in stages.region_crops(fast, boxes)])
+            exact = stages.region_inputs(full, boxes, stages.Settings("", mode, backend="onnx"))
+            reduced = stages.region_inputs(fast, boxes, stages.Settings("", mode, backend="int8"))
             assert np.abs(exact.astype(int) - reduced).mean() < 3  # the same regions, a little softer
             diff, _ = backends.agreement(classify_inputs(loaded, exact).probabilities,
                                          classify_inputs(loaded, reduced).probabilities)
@@ -203,3 +204,26 @@ def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
     result, = recognize(fast, engine, [Upload(big.name, big.read_bytes())], store.Context(), region_mode="grid:2x2")
     width, height = Image.open(big).size
     assert result.size == (width, height) and result.regions[-1].box.as_tuple[2:] == (width, height)
+
+
+def test_fast_mode_cuts_regions_straight_from_the_photo(loaded):
+    """Fast mode resizes only the part of each region the centre crop keeps, straight from the photo: on real shelf
+    photos its inputs are torchvision's but for rare one-level differences, and the probabilities barely move; the
+    faithful backends keep model_input (tests/test_classify.py: the reference transform's very tensor)."""
+    from shelf import stages
+    from shelf.classify import classify_inputs, model_input
+    from tests.conftest import require_service
+    paths = sorted(REAL_SHELVES.glob("*.JPG"))[:3]
+    require_service(bool(paths), f"real shelf photos in {REAL_SHELVES}")
+    for path in paths:
+        decoded = stages.decode_for(path.read_bytes(), path.name, stages.Settings("", "grid:3x4", backend="onnx"))
+        boxes = stages.photo_regions(stages.parse_region_mode("grid:3x4"), decoded.image, path.name, None).boxes
+        boxes.append(Box(5, 7, 5 + 150, 7 + 90))  # smaller than the model's input: blown up
+        exact = np.stack([model_input(decoded.image.crop(b.as_tuple)) for b in boxes])
+        assert np.array_equal(stages.region_inputs(decoded, boxes, stages.Settings("", "grid:3x4")), exact)
+        fast = stages.region_inputs(decoded, boxes, stages.Settings("", "grid:3x4", backend="int8"))
+        differ = exact.astype(int) - fast
+        assert np.abs(differ).max() <= 1 and np.count_nonzero(differ) < 0.002 * differ.size
+        diff, agree = backends.agreement(classify_inputs(loaded, exact).probabilities,
+                                         classify_inputs(loaded, fast).probabilities)
+        assert diff < 1e-3 and agree == 1.0

@@ -3,6 +3,7 @@ import json
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from shelf import store
 from shelf.cli import main as cli
@@ -57,6 +58,8 @@ def test_recognize_then_tallies(photos, tmp_path, capsys):
                 "--date", "2026-11-02", "--db", db]) == 0
     output = capsys.readouterr()
     assert "2 of 3 photo(s) recognized and stored." in output.out and "notes.jpg" in output.err
+    with store.open_store(db).connect() as conn:  # one command, one run (its provenance), however many photos
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.runs)).scalar_one() == 1
     assert cli(["recognize", str(good1), "--db", db]) == 0
     assert "(already stored)" in capsys.readouterr().out
     out_file = tmp_path / "tallies.csv"
