@@ -225,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shelf bench", description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=5, help="12 MP shelf photos (the first one warms up)")
     parser.add_argument("--crops", type=int, default=64)
-    parser.add_argument("--part", choices=["all", "model", "end-to-end"], default="all",
-                        help="model: the pipelines in one process each; end-to-end: the CLI against the seed script")
+    parser.add_argument("--part", choices=["all", "model", "end-to-end", "app"], default="all",
+                        help="model: the pipelines in one process each; end-to-end: the CLI against the seed script; "
+                             "app: `streamlit run` to a usable page in Chromium")
     parser.add_argument("--e2e-photos", type=int, default=8, help="photos of the end-to-end runs (vs 1)")
     parser.add_argument("--rounds", type=int, default=2, help="end-to-end rounds (the fastest of each counts)")
     args = parser.parse_args(argv)
@@ -234,11 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     saved = {"at": time.strftime("%Y-%m-%d %H:%M"), "rows": [], **({} if args.part == "all" else _last())}
     if args.part != "end-to-end":
         saved["rows"] = model_benchmark(args)
-    if args.part != "model":
+    if args.part in ("all", "end-to-end"):
         from benchmarks import end_to_end
         print(f"end to end: {args.e2e_photos} + 1 generated 12 MP photos, {args.rounds} round(s) …")
         saved["end_to_end"] = end_to_end.run(finetuned_weights(), args.e2e_photos, args.rounds)
         end_to_end.report(saved["end_to_end"])
+    if args.part in ("all", "app"):
+        from benchmarks import app_start
+        saved["app_start"] = app_start.run(finetuned_weights())
+        app_start.report(saved["app_start"])
     saved["at"] = time.strftime("%Y-%m-%d %H:%M")
     (CACHE / "last-bench.json").write_text(json.dumps(saved))
     return 0
