@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import unicodedata
 import warnings
 from collections.abc import Callable
@@ -75,12 +76,19 @@ def renamed_for_export(name: str, sha256: str) -> str:
     return f"{stem}-{sha256[:8]}{suffix}"
 
 
+TAG = re.compile(r"(<[^<>]*>)")
+
+
 def clean_filename(name: str | None) -> str:
     """A file name fit for display and CSV: no directories, no control characters, bounded length. A slash inside
-    something that is no directory name ('<b>x</b>.jpg') is kept: only real path parts are dropped."""
-    parts = (name or "").replace("\\", "/").split("/")
-    last_directory = max((i for i, part in enumerate(parts[:-1]) if "<" not in part and ">" not in part), default=-1)
-    base = "/".join(parts[last_directory + 1:])
+    a tag ('<b>x</b>.jpg') is kept; every other slash or backslash ends a directory name, which is dropped."""
+    text = (name or "").replace("\\", "/")
+    start, position = 0, 0
+    for index, piece in enumerate(TAG.split(text)):  # odd pieces are the tags
+        if index % 2 == 0 and "/" in piece:
+            start = position + piece.rindex("/") + 1
+        position += len(piece)
+    base = text[start:]
     # Control/format characters (incl. bidi overrides) go; every kind of space or line separator becomes " ".
     base = "".join(" " if unicodedata.category(ch)[0] == "Z" else ch for ch in base
                    if unicodedata.category(ch)[0] != "C").strip()

@@ -123,6 +123,8 @@ def test_content_hash_identifies_the_photo_not_the_name():
     ("C:\\Users\\me\\shelf.jpg", "shelf.jpg"),
     ("<b>x</b>.jpg", "<b>x</b>.jpg"),  # a tag is no directory: shown as typed (and escaped wherever it is shown)
     ("shots/<b>x</b>.jpg", "<b>x</b>.jpg"),
+    ("<\\", "unnamed"),  # a backslash outside a tag is a directory separator, after a lone '<' too
+    ("a<b/c.jpg", "c.jpg"),
     ("evil\x00name\r\n.jpg", "evilname.jpg"),
     ("", "unnamed"),
     (None, "unnamed"),
