@@ -20,11 +20,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from shelf import config
+
+if TYPE_CHECKING:  # the ONNX Runtime backends run without torch; it is imported to build or convert a model
+    import torch
 
 BACKENDS = {"eager": "torch eager fp32", "onnx": "onnxruntime fp32", "int8": "onnxruntime int8 (fast mode)"}  # runs
 CHOICE_NAMES = {"onnx": "Faithful (ONNX Runtime)", "eager": "Faithful (PyTorch, reference)",  # record BACKENDS; the
@@ -45,23 +48,14 @@ class EagerBackend:
     def __init__(self, model: torch.nn.Module):
         self.model = model
 
-    def run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,3,224,224) normalised → ((N,512) pooled features, (N,1000) logits)."""
+        import torch
+
         from shelf.classify import pooled_features
         with torch.inference_mode():
-            features = pooled_features(self.model, batch)
-            return features, self.model.fc(features)
-
-
-class _FeaturesAndLogits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        from shelf.classify import pooled_features
-        features = pooled_features(self.model, x)
-        return features, self.model.fc(features)
+            features = pooled_features(self.model, torch.from_numpy(batch))
+            return features.numpy(), self.model.fc(features).numpy()
 
 
 class OnnxBackend:
@@ -69,14 +63,15 @@ class OnnxBackend:
         import onnxruntime as ort
         self.kind, self.name, self.path = kind, BACKENDS[kind], path
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the same cores torch uses: no oversubscription
+        from shelf.model import cpu_threads
+        options.intra_op_num_threads = cpu_threads()  # the same cores torch uses: no oversubscription
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, logits = self.session.run(None, {"input": batch.numpy()})
-        return torch.from_numpy(features), torch.from_numpy(logits)
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, logits = self.session.run(None, {"input": batch})
+        return features, logits
 
 
 def models_dir(weights_sha256: str) -> Path:
@@ -112,11 +107,24 @@ def _process_alive(pid: int) -> bool:
 def export_onnx(model: torch.nn.Module, target: Path) -> Path:
     """ResNet-18 → ONNX with two outputs (features, logits) and a dynamic batch; written atomically."""
     import warnings
+
+    import torch
+
+    from shelf.classify import pooled_features
+
+    class FeaturesAndLogits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            features = pooled_features(self.model, x)
+            return features, self.model.fc(features)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".partial-{os.getpid()}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_FeaturesAndLogits(model).eval(), torch.zeros(1, 3, 224, 224), str(partial),
+        torch.onnx.export(FeaturesAndLogits(model).eval(), torch.zeros(1, 3, 224, 224), str(partial),
                           input_names=["input"], output_names=["features", "logits"],
                           dynamic_axes={"input": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
                           opset_version=17, dynamo=False)
@@ -139,10 +147,11 @@ def as_model_inputs(calibration) -> np.ndarray:
     if isinstance(calibration, np.ndarray) and calibration.dtype == np.uint8:
         return calibration
     from shelf.model import IMAGENET_MEAN, IMAGENET_STD
-    batch = torch.cat(list(calibration)) if not isinstance(calibration, torch.Tensor) else calibration
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-    pixels = ((batch * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    batch = calibration if isinstance(calibration, np.ndarray) else np.concatenate([np.asarray(b) for b in calibration])
+    mean = np.array(IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.array(IMAGENET_STD, np.float32)[:, None, None]
+    pixels = np.clip(np.round((batch * std + mean) * 255), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
 def frozen_calibration(weights_sha256: str) -> dict | None:
@@ -183,7 +192,7 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, 
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input": normalise(inputs[i:i + 1]).numpy()} for i in range(len(inputs))])
+            self.batches = iter([{"input": normalise(inputs[i:i + 1])} for i in range(len(inputs))])
 
         def get_next(self):
             return next(self.batches, None)
@@ -211,7 +220,7 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
     model inputs or normalised batches, or a callable returning them) is used only when no int8 model is cached for
     these weights, or with `recalibrate`; it is then frozen beside the model, `described` (where the crops came
     from) with it."""
-    torch_model = model if callable(model) and not isinstance(model, torch.nn.Module) else lambda: model
+    torch_model = model if callable(model) and not hasattr(model, "parameters") else lambda: model  # a builder
     if kind == "eager":
         return EagerBackend(torch_model())
     if kind not in BACKENDS:
@@ -290,7 +299,7 @@ def switch_backend(engine, kind: str, *, by) -> None:
 
 
 def calibration_from_store(engine, crop_mode: str = "center", limit: int = CALIBRATION_REGIONS
-                           ) -> list[torch.Tensor]:
+                           ) -> list[np.ndarray]:
     """Preprocessed crops of stored regions (spread over the store, each photo decoded once) for int8 calibration."""
     from shelf.classify import normalise
     inputs, _ = stored_crops(engine, crop_mode, limit)
@@ -363,9 +372,10 @@ def check_fidelity(loaded, engine, limit: int = CALIBRATION_REGIONS) -> dict | N
     batches = calibration_from_store(engine, limit=limit)
     if not batches:
         return None
+    from shelf.classify import softmax
     reference, current = EagerBackend(loaded.model), loaded.backend or EagerBackend(loaded.model)
-    expected = np.concatenate([reference.run(b)[1].softmax(1).numpy() for b in batches])
-    actual = np.concatenate([current.run(b)[1].softmax(1).numpy() for b in batches])
+    expected = np.concatenate([softmax(reference.run(b)[1]) for b in batches])
+    actual = np.concatenate([softmax(current.run(b)[1]) for b in batches])
     diff, top1 = agreement(expected, actual)
     return {"backend": current.name, "kind": current.kind, "crops": len(expected), "max_prob_diff": diff,
             "top1_agreement": top1}

@@ -348,7 +348,7 @@ def reference_embeddings(engine: Engine, loaded: LoadedModel, crop_mode: str = "
         for r in chunk:
             images.append(decode_image((config.data_dir() / r.file).read_bytes(), r.file).image)
         for r, result in zip(chunk, classify_images(loaded, images, top_k=1, crop_mode=crop_mode)):
-            computed[r.id] = result.embedding.numpy().astype("<f4")
+            computed[r.id] = result.embedding.astype("<f4")
     if computed:
         with store.write_transaction(engine) as conn:
             conn.execute(cached.insert(), [{"reference_id": i, "weights_sha256": weights, "crop_mode": crop_mode,
@@ -544,7 +544,7 @@ def evaluate_labelled(engine: Engine, loaded: LoadedModel, items: Iterable[Label
         pixels += image.width * image.height
         (result,) = classify_images(loaded, [image], top_k=1, crop_mode=crop_mode)
         del image  # before the next decode: one photo in memory at a time
-        embeddings.append(result.embedding.numpy())
+        embeddings.append(result.embedding)
         truth.append(by_name.get(item.sku.strip().lower()))
     found = match(index, np.stack(embeddings) if embeddings else np.zeros((0, 512), np.float32), -np.inf)
     evaluation = evaluate(truth, found.best_sku_ids or [None] * len(truth), found.similarity, threshold)

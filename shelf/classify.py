@@ -1,9 +1,10 @@
-"""Faithful ResNet-18 classification: the weights' own preprocessing, batched eager fp32, softmax, top-k.
+"""Faithful ResNet-18 classification: the weights' own preprocessing, batched inference, softmax, top-k.
 
 Crop modes:
   center  torchvision's `IMAGENET1K_V1.transforms()` (Resize 256 bilinear with antialias, CenterCrop 224, ImageNet
           mean/std), so Shelf's probabilities equal the reference pipeline's. Default. `model_input`+`normalise`
-          do it step for step with Pillow and torch, without importing torchvision (a second of start-up);
+          do it step for step with Pillow and numpy, without importing torchvision (a second of start-up) or
+          torch (two more: the ONNX Runtime backends never need it once their model is converted);
           tests/test_classify.py checks they give the reference transform's very tensor.
   pad     the crop is scaled to fit 224×224 and padded with the ImageNet mean colour, so a tall bottle keeps its
           cap and base (Resize+CenterCrop would cut them off). Same normalisation; recorded in provenance.
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from shelf.model import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, RESIZE_SIZE, LoadedModel
+
+if TYPE_CHECKING:  # inference on the ONNX Runtime backends needs no torch (2 s of start-up); eager imports it
+    import torch
 
 DEFAULT_TOP_K = 3
 BATCH_SIZE = 16
@@ -35,8 +39,8 @@ class Prediction:
 @dataclass(frozen=True)
 class Classification:
     predictions: list[Prediction]  # top-k, best first
-    probabilities: torch.Tensor  # (1000,) softmax over all classes
-    embedding: torch.Tensor  # (512,) global-average-pooled features, before the classifier
+    probabilities: np.ndarray  # (1000,) float32 softmax over all classes
+    embedding: np.ndarray  # (512,) float32 global-average-pooled features, before the classifier
 
     @property
     def top1(self) -> Prediction:
@@ -50,7 +54,8 @@ class PadToSquare:
     """Fit the whole crop into the model's input square, padding with the mean colour (which normalises to 0)."""
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return normalise(model_input(image, "pad")[None])[0]
+        import torch
+        return torch.from_numpy(normalise(model_input(image, "pad")[None])[0])
 
 
 def reference_transform():
@@ -82,6 +87,7 @@ def preprocessing_provenance(crop_mode: str = "center") -> dict:
 
 def pooled_features(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """ResNet's forward up to the 512-d pooled features (torchvision's `_forward_impl` minus `fc`)."""
+    import torch
     m = model
     x = m.maxpool(m.relu(m.bn1(m.conv1(batch))))
     x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
@@ -138,16 +144,24 @@ def region_input(image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarr
     return np.asarray(image.resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR, box=kept))
 
 
-def normalise(inputs: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 model inputs → the (N, 3, H, W) float batch the network takes (as torchvision's
-    convert_image_dtype and normalize do it)."""
-    writable = np.require(inputs, requirements=["C", "W"])  # PIL hands out read-only arrays
-    # Made contiguous while still uint8 (a quarter of the bytes), then the same float operations in the same order:
-    # the same tensor, three times faster than converting the strided view, and ready for ONNX Runtime as it is.
-    batch = torch.from_numpy(writable).permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
-    return batch.sub_(mean).div_(std)
+def normalise(inputs: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 model inputs → the (N, 3, H, W) float32 batch the network takes: torchvision's
+    convert_image_dtype and normalize, the same float32 operations in the same order, so the same values
+    (tests/test_classify.py compares with the reference transform's tensor). In numpy: the ONNX Runtime backends
+    run without importing torch."""
+    # Made contiguous while still uint8 (a quarter of the bytes), then converted: three times faster than
+    # converting the strided view, and ready for ONNX Runtime as it is.
+    batch = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)).astype(np.float32)
+    batch /= np.float32(255.0)
+    batch -= np.array(IMAGENET_MEAN, np.float32).reshape(-1, 1, 1)
+    batch /= np.array(IMAGENET_STD, np.float32).reshape(-1, 1, 1)
+    return batch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 (as torch computes it: shifted by the row's maximum)."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -160,8 +174,7 @@ class ClassifiedArrays:
 
     def classifications(self, categories: Sequence[str]) -> list[Classification]:
         return [Classification([Prediction(rank + 1, int(index), categories[int(index)], float(probabilities[index]))
-                                for rank, index in enumerate(indices)],
-                               torch.from_numpy(probabilities.copy()), torch.from_numpy(embedding.copy()))
+                                for rank, index in enumerate(indices)], probabilities.copy(), embedding.copy())
                 for indices, probabilities, embedding in zip(self.indices, self.probabilities, self.embeddings)]
 
 
@@ -177,13 +190,12 @@ def classify_inputs(loaded: LoadedModel, inputs: np.ndarray, top_k: int = DEFAUL
     from shelf.backends import EagerBackend
     backend = loaded.backend or EagerBackend(loaded.model)
     indices, probabilities, embeddings = [], [], []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            features, logits = backend.run(normalise(inputs[start:start + batch_size]))
-            softmax = logits.softmax(dim=1)
-            indices.append(softmax.topk(top_k, dim=1).indices.numpy())
-            probabilities.append(softmax.numpy())
-            embeddings.append(features.numpy())
+    for start in range(0, len(inputs), batch_size):
+        features, logits = backend.run(normalise(inputs[start:start + batch_size]))
+        p = softmax(logits)
+        indices.append(np.argsort(-p, axis=1, kind="stable")[:, :top_k])
+        probabilities.append(p)
+        embeddings.append(features)
     if not indices:
         return ClassifiedArrays(np.zeros((0, top_k), np.int64), np.zeros((0, len(loaded.categories)), np.float32),
                                 np.zeros((0, EMBEDDING_SIZE), np.float32))

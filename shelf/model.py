@@ -16,8 +16,8 @@ problem is reported.
 
 Start-up: nothing here imports torchvision (whose package import pulls in torch._dynamo, a second of start-up). The
 torchvision facts Shelf relies on (the file's URL and hash, the preprocessing constants, the class names) are kept
-as data, and a test checks them against torchvision. The torch model itself is built on first use: the ONNX
-backends load their cached model and never need it. A weights file whose checks passed once is remembered by its
+as data, and a test checks them against torchvision. torch itself is imported only to build the torch model, on
+first use: the ONNX Runtime backends load their cached model and never need it (2 s of start-up saved). A weights file whose checks passed once is remembered by its
 sha256 (in the data dir), so a new process hashes the file instead of unpickling and checking it again.
 """
 from __future__ import annotations
@@ -25,7 +25,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
 import struct
+import sys
 import threading
 import urllib.request
 import zipfile
@@ -33,13 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from shelf import audit, config
 from shelf.access import LOCAL, Identity, require
 from shelf.files import MB, FileTooLarge, read_bounded, size_problem, write_atomically
 from shelf.labels import IMAGENET_CLASSES
+
+if TYPE_CHECKING:  # the ONNX Runtime backends run without torch: it is imported where a model is built
+    import torch
 
 # torchvision's ResNet18_Weights.IMAGENET1K_V1, as data (tests/test_imports.py checks them against torchvision)
 WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
@@ -57,12 +62,19 @@ MAX_CHECKPOINT_RECORDS = 4096  # a ResNet-18 checkpoint has ~130
 DOWNLOAD_TIMEOUT_S = 20
 CATEGORIES: tuple[str, ...] = IMAGENET_CLASSES  # the weights' meta["categories"], as data (a test checks)
 
+def hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch (2 s of start-up): $TORCH_HOME/hub, by default
+    ~/.cache/torch/hub (tests/test_imports.py checks it against torch's)."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 HOW_TO_GET_WEIGHTS = (
     "Shelf needs the ImageNet ResNet-18 weights file `resnet18-f37072fd.pth` (45 MB). Either:\n"
     "- import it in the app: **Home & model** page, *Import a weights file*, or\n"
     "- run `python -m shelf weights import PATH`, or\n"
     "- set `SHELF_WEIGHTS=/path/to/resnet18-f37072fd.pth`, or\n"
-    f"- put it in the torch hub cache: `{Path(torch.hub.get_dir()) / 'checkpoints'}/`, or\n"
+    f"- put it in the torch hub cache: `{hub_dir() / 'checkpoints'}/`, or\n"
     "- on a machine with internet access, run `python -m shelf weights download`.\n"
     f"The file is published by torchvision at {WEIGHTS_URL}."
 )
@@ -142,8 +154,29 @@ def torchvision_version() -> str:
         return "unknown"
 
 
+def torch_version() -> str:
+    """torch.__version__ (with its build tag, e.g. 2.14.1+cu130), without importing torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.__version__
+    from importlib.util import find_spec
+    spec = find_spec("torch")
+    try:
+        text = (Path(spec.submodule_search_locations[0]) / "version.py").read_text()
+        return re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", text, re.M).group(1)
+    except (AttributeError, OSError, TypeError, IndexError):
+        from importlib.metadata import version
+        return version("torch")
+
+
+def cpu_threads() -> int:
+    """The threads inference uses: torch's count once torch is loaded, else the CPUs this process may run on."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else len(os.sched_getaffinity(0))
+
+
 def runtime_summary() -> str:
-    return f"CPU, {torch.get_num_threads()} threads · torch {torch.__version__} · torchvision {torchvision_version()}"
+    return f"CPU, {cpu_threads()} threads · torch {torch_version()} · torchvision {torchvision_version()}"
 
 
 def imported_weights_path() -> Path:
@@ -151,7 +184,7 @@ def imported_weights_path() -> Path:
 
 
 def hub_cache_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_FILENAME
+    return hub_dir() / "checkpoints" / OFFICIAL_FILENAME
 
 
 def resnet18() -> torch.nn.Module:
@@ -174,6 +207,7 @@ CHECKED_FILE = "checked.json"
 
 def parse_weights(data: bytes, name: str) -> dict[str, torch.Tensor]:
     """Untrusted bytes → a ResNet-18 state dict, checked key by key and shape by shape. Never runs pickled code."""
+    import torch
     if not data:
         raise WeightsError(f"{name}: the file is empty")
     if len(data) > MAX_WEIGHTS_BYTES:
@@ -248,7 +282,7 @@ def check_state_dict(state: dict[str, torch.Tensor], name: str) -> None:
         problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:2])})")
     if problems:
         raise WeightsError(f"{name}: not ResNet-18 ImageNet weights: " + "; ".join(problems))
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if bad:
         raise WeightsError(f"{name}: contains NaN or infinite values (e.g. {bad[0]})")
 

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-import torch
 from PIL import Image
 from sqlalchemy.engine import Engine
 
@@ -25,7 +24,7 @@ from shelf.classify import DEFAULT_TOP_K, Prediction, preprocessing_provenance
 from shelf.detector import DetectorInfo, resolve_detector
 from shelf.detector import provenance as detector_provenance
 from shelf.images import ImageError, Skipped, clean_filename, decode_image
-from shelf.model import LoadedModel, torchvision_version
+from shelf.model import LoadedModel, torch_version, torchvision_version
 from shelf.overlay import preview
 from shelf.regions import Box, RegionMode, parse_region_mode
 from shelf.stages import (
@@ -77,7 +76,7 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
     """What a run records. `recognized_again`: its regions replace those of photos that were stored before."""
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
-            "weights_untrained": w.untrained, "torch_version": torch.__version__,
+            "weights_untrained": w.untrained, "torch_version": torch_version(),
             "torchvision_version": torchvision_version(), "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog, **({"detector": detector} if detector else {}),

@@ -38,8 +38,9 @@ def test_onnx_fp32_matches_the_torchvision_reference_on_real_photos(onnx_loaded,
     for name, result in zip(REAL_PHOTOS, ours):
         with torch.no_grad():
             expected = net(transform(Image.open(skimage_photo(name)).convert("RGB"))[None]).softmax(1)[0]
-        torch.testing.assert_close(result.probabilities, expected, atol=1e-4, rtol=0)
-        torch.testing.assert_close(result.probabilities.log(), expected.log(), atol=1e-4, rtol=0)
+        probabilities = torch.from_numpy(result.probabilities)
+        torch.testing.assert_close(probabilities, expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(probabilities.log(), expected.log(), atol=1e-4, rtol=0)
         assert result.embedding.shape == (512,)
     assert onnx_loaded.backend_name == "onnxruntime fp32"
 
@@ -66,13 +67,13 @@ def test_int8_fast_mode_is_correct_and_close_to_fp32(loaded, calibration):
     for a, b in zip(fp32, int8):
         assert abs(float(b.probabilities.sum()) - 1) < 1e-4 and b.embedding.shape == (512,)
         assert [p.rank for p in b.predictions] == [1, 2, 3]
-    expected = np.stack([r.probabilities.numpy() for r in fp32])
-    actual = np.stack([r.probabilities.numpy() for r in int8])
+    expected = np.stack([r.probabilities for r in fp32])
+    actual = np.stack([r.probabilities for r in int8])
     diff, _ = backends.agreement(expected, actual)
     # Untrained weights give near-uniform probabilities (~1e-3), so top-1 flips are cheap here; the benchmark
     # measures agreement on a trained model. Here: the int8 model computes the same function, coarsely.
     assert 0 < diff < 5e-3
-    embeddings = [np.corrcoef(a.embedding.numpy(), b.embedding.numpy())[0, 1] for a, b in zip(fp32, int8)]
+    embeddings = [np.corrcoef(a.embedding, b.embedding)[0, 1] for a, b in zip(fp32, int8)]
     assert min(embeddings) > 0.9
 
 

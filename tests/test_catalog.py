@@ -5,7 +5,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from shelf import catalog, store
 from shelf.catalog import UNKNOWN, build_index, evaluate, known_unknown_f1, leave_one_out, match, suggest_threshold
@@ -93,7 +92,7 @@ SKUS, REFERENCE_VIEWS, QUERY_VIEWS = 12, 3, 3
 def product_embeddings(loaded):
     from shelf.classify import classify_images
     images = [make_product(s, v) for s in range(SKUS + 4) for v in range(REFERENCE_VIEWS + QUERY_VIEWS)]
-    vectors = torch.stack([r.embedding for r in classify_images(loaded, images, batch_size=32)]).numpy()
+    vectors = np.stack([r.embedding for r in classify_images(loaded, images, batch_size=32)])
     return vectors.reshape(SKUS + 4, REFERENCE_VIEWS + QUERY_VIEWS, 512)
 
 
@@ -278,4 +277,4 @@ def test_reviewed_regions_can_become_references(engine, loaded):
     crop = Image.open(io_.BytesIO(photo)).convert("RGB").crop(box.as_tuple)
     from shelf.classify import classify_images
     (direct,) = classify_images(loaded, [crop])
-    assert np.allclose(embeddings[0], direct.embedding.numpy(), atol=1e-5)  # the crop, exactly
+    assert np.allclose(embeddings[0], direct.embedding, atol=1e-5)  # the crop, exactly

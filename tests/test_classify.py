@@ -29,10 +29,11 @@ def test_probabilities_match_torchvision_reference_on_real_photos(loaded, refere
     ours = classify_images(loaded, [d.image for d in decoded], top_k=5)
     for name, result in zip(photo_bytes, ours):
         expected = reference(Image.open(skimage_photo(name)).convert("RGB"))
-        torch.testing.assert_close(result.probabilities, expected, atol=1e-4, rtol=0)
+        probabilities = torch.from_numpy(result.probabilities)
+        torch.testing.assert_close(probabilities, expected, atol=1e-4, rtol=0)
         # Untrained weights give flat distributions, so also hold the log-probabilities to 1e-4: this catches a
         # preprocessing slip that an absolute 1e-4 on ~0.001 probabilities would let through.
-        torch.testing.assert_close(result.probabilities.log(), expected.log(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(probabilities.log(), expected.log(), atol=1e-4, rtol=0)
         assert [p.class_index for p in result.predictions] == expected.topk(5).indices.tolist()
 
 
@@ -43,13 +44,13 @@ def test_real_photo_as_jpeg_matches_reference(loaded, reference):
     (ours,) = classify_images(loaded, [decoded.image])
     import io
     expected = reference(Image.open(io.BytesIO(data)).convert("RGB"))
-    torch.testing.assert_close(ours.probabilities.log(), expected.log(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(ours.probabilities).log(), expected.log(), atol=1e-4, rtol=0)
 
 
 def test_photos_differ_so_the_fidelity_test_can_fail(loaded, photo_bytes):
     results = classify_images(loaded, [decode_image(d, n).image for n, d in photo_bytes.items()])
     first = results[0].probabilities
-    assert any((r.probabilities - first).abs().max() > 1e-4 for r in results[1:])
+    assert any(abs(r.probabilities - first).max() > 1e-4 for r in results[1:])
 
 
 def test_top_k_predictions_are_ranked_probabilities(loaded, photo_bytes):
@@ -76,8 +77,8 @@ def test_embeddings_are_the_pooled_features_before_the_classifier(loaded, photo_
     image = decode_image(photo_bytes["coffee.png"], "coffee.png").image
     (result,) = classify_images(loaded, [image])
     assert result.embedding.shape == (512,)
-    logits = loaded.model.fc(result.embedding.unsqueeze(0))
-    torch.testing.assert_close(logits.softmax(1)[0], result.probabilities, atol=1e-6, rtol=0)
+    logits = loaded.model.fc(torch.from_numpy(result.embedding).unsqueeze(0))
+    torch.testing.assert_close(logits.softmax(1)[0], torch.from_numpy(result.probabilities), atol=1e-6, rtol=0)
 
 
 def test_pooled_features_follow_torchvision_forward(loaded):
@@ -120,7 +121,7 @@ def test_uint8_model_input_is_the_exact_first_half_of_preprocessing(crop_mode, p
         image = decode_image(photo_bytes[name], name).image.crop((10, 20, 200, 420))  # a tall crop
         inputs = model_input(image, crop_mode)
         assert inputs.shape == (224, 224, 3) and inputs.dtype.name == "uint8"
-        assert torch.equal(normalise(inputs[None])[0], reference(image))
+        assert torch.equal(torch.from_numpy(normalise(inputs[None])[0]), reference(image))
 
 
 @pytest.mark.parametrize("size", [(300, 200), (200, 300), (256, 256), (257, 999), (1000, 257), (100, 150), (223, 80)])
@@ -129,4 +130,5 @@ def test_preprocessing_without_torchvision_is_torchvisions_bit_for_bit(size, pho
     the weights' own transform at every shape — tall, wide, square, odd, and smaller than the crop."""
     from shelf.classify import model_input, normalise
     image = decode_image(photo_bytes["coffee.png"], "coffee.png").image.resize(size, Image.BICUBIC)
-    assert torch.equal(normalise(model_input(image)[None])[0], ResNet18_Weights.IMAGENET1K_V1.transforms()(image))
+    assert torch.equal(torch.from_numpy(normalise(model_input(image)[None])[0]),
+                       ResNet18_Weights.IMAGENET1K_V1.transforms()(image))

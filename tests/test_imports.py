@@ -64,3 +64,22 @@ def test_torchvision_facts_kept_as_data_are_torchvisions():
     assert (list(model.IMAGENET_MEAN), list(model.IMAGENET_STD)) == (list(transform.mean), list(transform.std))
     assert ([model.RESIZE_SIZE], [model.CROP_SIZE]) == (list(transform.resize_size), list(transform.crop_size))
     assert (model.INTERPOLATION, True) == (transform.interpolation.value, transform.antialias)
+
+
+def test_the_onnx_backends_classify_and_store_without_torch(tmp_path):
+    """With the converted model cached (any run after the first), `classify` and `recognize` on the ONNX Runtime
+    backends never import torch: it is 2 s of start-up, needed only to build a model or run the eager backend."""
+    from tests.conftest import skimage_photo
+    photo = str(skimage_photo("rocket.jpg"))
+    env = {**os.environ, "SHELF_BACKEND": "onnx", "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1"}
+    run_cli = "import runpy, sys; sys.argv = ['shelf'] + sys.argv[1:]; runpy.run_module('shelf', run_name='__main__')"
+    warm = subprocess.run([sys.executable, "-c", run_cli, "classify", photo], capture_output=True, text=True, cwd=ROOT,
+                          env=env)  # converts the model (with torch) once, and remembers the checked weights
+    assert warm.returncode == 0, warm.stderr
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('TORCH', 'torch' in sys.modules, file=sys.stderr))\n"
+            "sys.argv = ['shelf'] + sys.argv[1:]\nrunpy.run_module('shelf', run_name='__main__')")
+    for command in (["classify", photo], ["recognize", photo, "--regions", "grid:2x2"]):
+        done = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, cwd=ROOT,
+                              env=env)
+        assert done.returncode == 0 and "TORCH False" in done.stderr, done.stderr[-2000:]

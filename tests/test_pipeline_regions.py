@@ -69,7 +69,7 @@ def test_pad_mode_keeps_tall_products_whole_and_is_recorded(loaded, engine):
     tall.paste((200, 0, 0), (0, 0, 100, 60))  # a red cap that centre-cropping cuts off
     (center,) = classify_images(loaded, [tall], crop_mode="center")
     (padded,) = classify_images(loaded, [tall], crop_mode="pad")
-    assert (center.probabilities - padded.probabilities).abs().max() > 1e-4
+    assert abs(center.probabilities - padded.probabilities).max() > 1e-4
     recognize(loaded, engine, [Upload("tall.png", image_bytes(tall, "PNG"))], CONTEXT, crop_mode="pad")
     with engine.connect() as conn:
         provenance = json.loads(conn.execute(sa.select(store.runs.c.preprocessing)).scalar_one())
