@@ -17,8 +17,9 @@ problem is reported.
 Start-up: nothing here imports torchvision (whose package import pulls in torch._dynamo, a second of start-up). The
 torchvision facts Shelf relies on (the file's URL and hash, the preprocessing constants, the class names) are kept
 as data, and a test checks them against torchvision. torch itself is imported only to build the torch model, on
-first use: the ONNX Runtime backends load their cached model and never need it (2 s of start-up saved). A weights file whose checks passed once is remembered by its
-sha256 (in the data dir), so a new process hashes the file instead of unpickling and checking it again.
+first use: the ONNX Runtime backends load their cached model and never need it (2 s of start-up saved). A weights
+file whose checks passed once is remembered by its sha256 (in the data dir), so a new process hashes the file
+instead of unpickling and checking it again.
 """
 from __future__ import annotations
 
