@@ -129,14 +129,14 @@ def shelf_pipeline(weights: Path, photos, crops, backend: str, data_dir: str) ->
 
     def run_photo(data, boxes):
         image = decode_image(data, "photo.jpg").image
-        return [r.probabilities.numpy() for r in classify_images(loaded, [image.crop(b) for b in boxes], 3,
+        return [r.probabilities for r in classify_images(loaded, [image.crop(b) for b in boxes], 3,
                                                                   batch_size=40)]
 
     def run_crop(data):
-        return classify_images(loaded, [decode_image(data, "crop.jpg").image], 3)[0].probabilities.numpy()
+        return classify_images(loaded, [decode_image(data, "crop.jpg").image], 3)[0].probabilities
 
     result = _timed_runs(photos[:-1], crops, run_photo, run_crop, batch_crops=lambda items: [
-        r.probabilities.numpy() for r in classify_images(loaded, [decode_image(d, "c").image for d in items], 3,
+        r.probabilities for r in classify_images(loaded, [decode_image(d, "c").image for d in items], 3,
                                                           batch_size=32)])
     result["stored_latencies"] = upload_to_stored(loaded, photos[1:-1], data_dir)
     return result
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     saved = {"at": time.strftime("%Y-%m-%d %H:%M"), "rows": [], **({} if args.part == "all" else _last())}
-    if args.part != "end-to-end":
+    if args.part in ("all", "model"):
         saved["rows"] = model_benchmark(args)
     if args.part in ("all", "end-to-end"):
         from benchmarks import end_to_end
