@@ -104,3 +104,11 @@ def settled(page, timeout_ms: int = 60_000) -> None:
     a popover opened next is not closed by a rerun that was still on its way."""
     page.wait_for_timeout(300)  # a rerun starts a moment after the event that causes it
     page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=timeout_ms)
+
+
+def open_page(page, server, path: str, ready_text: str) -> None:
+    """Open a page and wait until its first run has finished: a file set on an uploader while the page is still
+    being built can land on an element that run then replaces."""
+    page.goto(f"{server.url}/{path}")
+    page.get_by_text(ready_text).first.wait_for()
+    settled(page)

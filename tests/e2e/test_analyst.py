@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from shelf import catalog, store
 from shelf.categories import category_map
 from tests.conftest import image_bytes
-from tests.e2e.conftest import settled
+from tests.e2e.conftest import open_page, settled
 from tests.factory import TEST_RUN, add_photo
 from tests.synthetic import make_product
 
@@ -132,9 +132,8 @@ def test_a_stored_photo_is_recognized_again_moved_and_deleted(server, page, tmp_
     engine = engine_of(server)
     photo = tmp_path / "coffee.png"
     photo.write_bytes(skimage_photo("coffee.png").read_bytes())
-    page.goto(f"{server.url}/recognize")
+    open_page(page, server, "recognize", "Shelf photos or product crops")
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files([str(photo)])
-    page.get_by_text("coffee.png").first.wait_for()
     page.get_by_role("button", name="Recognize 1 photo").click()
     page.get_by_text("1 new photo(s) stored").wait_for()
     page.get_by_label("Store").first.fill("Uptown")

@@ -5,14 +5,9 @@ import pandas as pd
 from shelf import store
 from shelf.tally import tally
 from tests.conftest import image_bytes, skimage_photo
-from tests.e2e.conftest import settled
+from tests.e2e.conftest import open_page, settled
 from tests.reference import build_detections
 from tests.synthetic import make_product
-
-
-def open_page(page, server, path: str, ready_text: str):
-    page.goto(f"{server.url}/{path}")
-    page.get_by_text(ready_text).first.wait_for()
 
 
 def detections_of(server):

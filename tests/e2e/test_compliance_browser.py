@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from shelf import store
-from tests.e2e.conftest import settled
+from tests.e2e.conftest import open_page, settled
 from tests.factory import TEST_RUN
 from tests.test_compliance import BEER, DAY1, DAY2, PLANOGRAM, POP, WATER, WINE, add_shelf
 
@@ -18,7 +18,7 @@ def test_import_a_planogram_and_download_the_compliance_table(server, page, tmp_
     plan = tmp_path / "plan.csv"
     plan.write_text(PLANOGRAM.replace("South,7,Cola,2,1\n", "") + "*,7,imagenet:5000,1\n")
 
-    page.goto(f"{server.url}/compliance")
+    open_page(page, server, "compliance", "Planograms")
     page.get_by_role("tab", name="Planograms").click()
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(plan))
     page.get_by_role("button", name="Import this planogram").click()

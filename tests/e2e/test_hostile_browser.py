@@ -3,7 +3,7 @@ nothing it names), and a table's own "Download as CSV" gives no cell a spreadshe
 import pandas as pd
 
 from shelf import catalog, store
-from tests.e2e.test_browser import open_page
+from tests.e2e.conftest import open_page
 from tests.hostile_files import HOSTILE_NAME, png_bytes
 
 FORMULA_NAME, FORMULA_BRAND = '=HYPERLINK("http://x","click")', "+SUM(1,2)"
