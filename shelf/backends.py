@@ -206,11 +206,46 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, 
         quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=classifier)
+        if has_amx_int8():
+            quantized = onnx.load(str(partial))
+            if shift_weight_zero_points(quantized):
+                onnx.save(quantized, str(partial))
         os.replace(partial, target)
     finally:
         prepared.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
     return target
+
+
+def has_amx_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has AMX int8 tile instructions (Linux lists the flag once the kernel lets programs use
+    them)."""
+    try:
+        return "amx_int8" in cpuinfo.read_text().split()
+    except OSError:
+        return False
+
+
+def shift_weight_zero_points(model) -> int:
+    """Store each symmetric int8 convolution weight (zero point 0, values within ±127) as value − 1 with zero point
+    −1: the same numbers, but ONNX Runtime then runs the convolution through its general int8 GEMM, which uses AMX
+    tiles, instead of its direct kernels for symmetric weights, which use VNNI only. On this project's 2-core AMX
+    machine ResNet-18 on 40 crops took 130 ms instead of 179, with identical outputs (README, "Inference
+    backends"). Done only where AMX exists: elsewhere the direct kernels are the fast ones. Returns how many
+    weights were shifted."""
+    from onnx import numpy_helper
+    initializers = {i.name: i for i in model.graph.initializer}
+    shifted = 0
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or node.input[0] not in initializers:
+            continue
+        weights, zero_point = (numpy_helper.to_array(initializers[name]) for name in (node.input[0], node.input[2]))
+        if weights.dtype != np.int8 or weights.ndim != 4 or np.any(zero_point != 0) or weights.min() < -127:
+            continue
+        initializers[node.input[0]].CopyFrom(numpy_helper.from_array(weights - np.int8(1), node.input[0]))
+        initializers[node.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(zero_point, -1), node.input[2]))
+        shifted += 1
+    return shifted
 
 
 def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, recalibrate: bool = False,

@@ -77,6 +77,36 @@ def test_int8_fast_mode_is_correct_and_close_to_fp32(loaded, calibration):
     assert min(embeddings) > 0.9
 
 
+def test_int8_weights_are_shifted_off_zero_only_where_amx_runs_them_and_compute_the_same(loaded, calibration,
+                                                                                      tmp_path, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+    fp32 = backends.build_backend("onnx", loaded.model, loaded.weights.sha256).path
+    monkeypatch.setattr(backends, "has_amx_int8", lambda: False)
+    symmetric = backends.quantize_int8(fp32, calibration, tmp_path / "symmetric.onnx")
+    model_proto = onnx.load(str(symmetric))
+    assert backends.shift_weight_zero_points(model_proto) == 20  # ResNet-18's 20 convolutions; the Gemm stays fp32
+    assert backends.shift_weight_zero_points(model_proto) == 0  # zero points already off 0: left alone
+    onnx.save(model_proto, str(tmp_path / "shifted.onnx"))
+    monkeypatch.setattr(backends, "has_amx_int8", lambda: True)
+    assert backends.shift_weight_zero_points(onnx.load(str(backends.quantize_int8(
+        fp32, calibration, tmp_path / "on-amx.onnx")))) == 0  # quantize_int8 shifted them itself
+    batch = calibration[0].numpy()
+    before, after = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(
+        None, {"input": batch}) for name in ("symmetric.onnx", "shifted.onnx"))
+    for output_before, output_after in zip(before, after):  # pooled features and logits: the same numbers
+        np.testing.assert_allclose(output_after, output_before, atol=1e-5)
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n")
+    assert backends.has_amx_int8(cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu sse avx512f avx512_vnni amx_bf16 amx_tile\n")
+    assert not backends.has_amx_int8(cpuinfo)
+    assert not backends.has_amx_int8(tmp_path / "missing")
+
+
 def test_fast_mode_needs_calibration_and_is_never_silent(loaded, engine):
     with pytest.raises(backends.BackendError, match="calibration"):
         backends.build_backend("int8", loaded.model, loaded.weights.sha256, None)
