@@ -128,11 +128,13 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def region_input(image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
+def region_input(image: Image.Image, box: tuple[int, int, int, int], scale: float = 1.0) -> np.ndarray:
     """Fast mode's `model_input(image.crop(box))` in center crop mode, without copying the region first and
     resizing only the part of it the centre crop keeps (a third less to resize). The filter reads the same pixels
     (the centre crop's edge is 16 px inside the resized region), but its coefficients are computed from other
-    offsets, so about 0.03 % of values differ by one level: fast mode only; the faithful backends use model_input."""
+    offsets, so about 0.03 % of values differ by one level: fast mode only; the faithful backends use model_input.
+    `box` is in the photo's own pixels; `scale` is the decoded image's size relative to the photo (JPEG drafts):
+    the crop's geometry is the full photo's, so a reduced decode cuts exactly the same part of the region."""
     x1, y1, x2, y2 = box
     width, height = x2 - x1, y2 - y1
     short, long = min(width, height), max(width, height)
@@ -141,7 +143,7 @@ def region_input(image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarr
     sx, sy = width / new_width, height / new_height
     top, left = int(round((new_height - CROP_SIZE) / 2.0)), int(round((new_width - CROP_SIZE) / 2.0))
     kept = (x1 + left * sx, y1 + top * sy, x1 + (left + CROP_SIZE) * sx, y1 + (top + CROP_SIZE) * sy)
-    return np.asarray(image.resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR, box=kept))
+    return np.asarray(image.resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR, box=tuple(v * scale for v in kept)))
 
 
 def normalise(inputs: np.ndarray) -> np.ndarray:

@@ -201,7 +201,7 @@ REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 
 def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
-    """On real shelf photos (and rocket.jpg), decoding at JPEG's 1/2 scale moves even an untrained model's
+    """On real shelf photos (and rocket.jpg), decoding at a reduced JPEG scale (M/8) moves even an untrained model's
     probabilities by more than the faithful bound of 1e-4 (measured: up to 2.2e-4 for whole photos, 8.8e-4 for
     grid:2x2 crops), so the faithful backends always decode the full photo; fast mode drafts, cutting the same
     regions (in the photo's own pixels) from the smaller image."""
@@ -217,13 +217,14 @@ def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
             full = stages.decode_for(data, path.name, stages.Settings("", mode, backend="onnx"))
             fast = stages.decode_for(data, path.name, stages.Settings("", mode, backend="int8"))
             assert full.full_size is None and (fast.width, fast.height) == full.image.size
-            if fast.full_size is None:  # too small for a region to keep 256 px (and the preview 1280) at 1/2
+            if fast.full_size is None:  # too small for a region to keep 256 px (and the preview 1280)
                 continue
             drafted += 1
             boxes = stages.photo_regions(stages.parse_region_mode(mode), full.image, path.name, None).boxes
             exact = stages.region_inputs(full, boxes, stages.Settings("", mode, backend="onnx"))
             reduced = stages.region_inputs(fast, boxes, stages.Settings("", mode, backend="int8"))
-            assert np.abs(exact.astype(int) - reduced).mean() < 3  # the same regions, a little softer
+            # the same regions, a little softer (6 levels when the crop's geometry came from the rounded box)
+            assert np.abs(exact.astype(int) - reduced).mean() < 1
             diff, _ = backends.agreement(classify_inputs(loaded, exact).probabilities,
                                          classify_inputs(loaded, reduced).probabilities)
             largest = max(largest, diff)

@@ -40,6 +40,31 @@ def test_exif_orientation_is_applied():
     assert decoded.image.getpixel((10, 37))[0] < 50
 
 
+@pytest.mark.parametrize("eighths", range(1, 9))
+def test_a_jpeg_is_drafted_at_any_eighth_upright_and_the_same_photo(eighths):
+    """Odd sizes included (Pillow's draft once refused them), EXIF orientation applied as at full size."""
+    photo = np.asarray(Image.open(skimage_photo("rocket.jpg")).convert("RGB"))[:401, :599]  # odd both ways
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = image_bytes(Image.fromarray(photo), "JPEG", exif=exif.tobytes(), quality=95)
+    full = decode_image(data, "r.jpg")
+    drafted = decode_image(data, "r.jpg", draft_eighths=lambda width, height: eighths)
+    assert (drafted.width, drafted.height) == full.image.size == (401, 599)  # the photo's own size, upright
+    assert drafted.image.size == (-(-401 * eighths // 8), -(-599 * eighths // 8))
+    assert drafted.full_size == (None if eighths == 8 else (401, 599)) and drafted.scale == eighths / 8
+    expected = np.asarray(full.image.resize(drafted.image.size, Image.BILINEAR), dtype=int)
+    assert np.abs(np.asarray(drafted.image, dtype=int) - expected).mean() < 6  # the same photo, turned alike
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_greyscale_and_cmyk_jpegs_are_drafted_too(mode):
+    image = Image.open(skimage_photo("rocket.jpg")).convert(mode)  # 640 × 427
+    decoded = decode_image(image_bytes(image, "JPEG", quality=95), "r.jpg", draft_eighths=lambda w, h: 3)
+    assert decoded.image.mode == "RGB" and decoded.full_size == image.size
+    # simplejpeg decodes greyscale at 3/8; a CMYK JPEG is left to Pillow, at the power of two above (1/2)
+    assert decoded.image.size == ((240, 161) if mode == "L" else (320, 214))
+
+
 def test_transparency_is_composited_on_white():
     image = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
     decoded = decode_image(image_bytes(image, "PNG"), "cutout.png")
