@@ -50,6 +50,7 @@ def test_a_jpeg_is_drafted_at_any_eighth_upright_and_the_same_photo(eighths):
     full = decode_image(data, "r.jpg")
     drafted = decode_image(data, "r.jpg", draft_eighths=lambda width, height: eighths)
     assert (drafted.width, drafted.height) == full.image.size == (401, 599)  # the photo's own size, upright
+    eighths = 8 if eighths == 7 else eighths  # slower than a full decode: not done
     assert drafted.image.size == (-(-401 * eighths // 8), -(-599 * eighths // 8))
     assert drafted.full_size == (None if eighths == 8 else (401, 599)) and drafted.scale == eighths / 8
     expected = np.asarray(full.image.resize(drafted.image.size, Image.BILINEAR), dtype=int)
