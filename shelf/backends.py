@@ -10,7 +10,8 @@ Converted models are cached on disk under the data dir, keyed by the weights' sh
 process, a new server) does not convert again. Fast mode's calibration set is frozen when it is first taken: its
 crops are kept beside the int8 model (`calibration-int8.npz`, with `calibration-int8.json` saying where they came
 from), and the int8 model is built once from them. It is re-taken only when someone asks (`python -m shelf weights
-recalibrate`, or the Model page), never because the store grew.
+recalibrate`, or the Model page), never because the store grew. On AMX CPUs fast mode runs a copy of the int8 model
+with its weights off zero point 0, derived from it (`int8_for_this_cpu`).
 """
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def export_onnx(model: torch.nn.Module, target: Path) -> Path:
 
 
 INT8_FILE = "resnet18-int8.onnx"
+INT8_AMX_FILE = "resnet18-int8-amx.onnx"  # derived from INT8_FILE on AMX CPUs: int8_for_this_cpu
 CALIBRATION_FILE = "calibration-int8.npz"  # the frozen calibration crops: (N, 224, 224, 3) uint8 model inputs
 CALIBRATION_INFO = "calibration-int8.json"  # where they came from, when, and their hash
 
@@ -206,10 +208,6 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, 
         quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=classifier)
-        if has_amx_int8():
-            quantized = onnx.load(str(partial))
-            if shift_weight_zero_points(quantized):
-                onnx.save(quantized, str(partial))
         os.replace(partial, target)
     finally:
         prepared.unlink(missing_ok=True)
@@ -248,6 +246,27 @@ def shift_weight_zero_points(model) -> int:
     return shifted
 
 
+def int8_for_this_cpu(int8: Path) -> Path:
+    """The int8 model to run here. On an AMX CPU: a copy of it with the weights shifted off zero point 0
+    (shift_weight_zero_points), derived once and kept beside it, and again whenever the model is re-calibrated; a
+    model calibrated before this existed gets its copy on its next start, without quantising again."""
+    if not has_amx_int8():
+        return int8
+    amx = int8.with_name(INT8_AMX_FILE)
+    if amx.exists() and amx.stat().st_mtime_ns >= int8.stat().st_mtime_ns:
+        return amx
+    import onnx
+    model = onnx.load(str(int8))
+    shift_weight_zero_points(model)
+    partial = amx.with_suffix(f".partial-{os.getpid()}")
+    try:
+        onnx.save(model, str(partial))
+        os.replace(partial, amx)
+    finally:
+        partial.unlink(missing_ok=True)
+    return amx
+
+
 def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, recalibrate: bool = False,
                   described: dict | None = None):
     """The backend `kind` for these weights, converting (once, cached on disk) where needed. `model` is the torch
@@ -270,7 +289,7 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
     folder = models_dir(weights_sha256)
     int8 = folder / INT8_FILE
     if kind == "int8" and int8.exists() and not recalibrate:
-        return OnnxBackend("int8", int8)  # calibrated once; the store growing does not change it
+        return OnnxBackend("int8", int8_for_this_cpu(int8))  # calibrated once; the store growing does not change it
     fp32 = folder / "resnet18-fp32.onnx"
     if not fp32.exists():
         export_onnx(torch_model(), fp32)
@@ -281,7 +300,7 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
         raise BackendError("fast mode needs calibration crops (recognize some shelf photos first)")
     freeze_calibration(folder, as_model_inputs(crops), described or {})
     quantize_int8(fp32, crops, int8)
-    return OnnxBackend("int8", int8)
+    return OnnxBackend("int8", int8_for_this_cpu(int8))
 
 
 def freeze_calibration(folder: Path, inputs: np.ndarray, described: dict) -> None:

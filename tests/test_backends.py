@@ -77,25 +77,33 @@ def test_int8_fast_mode_is_correct_and_close_to_fp32(loaded, calibration):
     assert min(embeddings) > 0.9
 
 
-def test_int8_weights_are_shifted_off_zero_only_where_amx_runs_them_and_compute_the_same(loaded, calibration,
-                                                                                      tmp_path, monkeypatch):
+def test_on_amx_cpus_the_int8_model_runs_from_a_copy_with_weights_off_zero_computing_the_same(
+        loaded, calibration, tmp_path, monkeypatch):
+    import os
+
     import onnx
     import onnxruntime as ort
     fp32 = backends.build_backend("onnx", loaded.model, loaded.weights.sha256).path
+    folder = tmp_path / "models"
+    int8 = backends.quantize_int8(fp32, calibration, folder / backends.INT8_FILE)
     monkeypatch.setattr(backends, "has_amx_int8", lambda: False)
-    symmetric = backends.quantize_int8(fp32, calibration, tmp_path / "symmetric.onnx")
-    model_proto = onnx.load(str(symmetric))
-    assert backends.shift_weight_zero_points(model_proto) == 20  # ResNet-18's 20 convolutions; the Gemm stays fp32
-    assert backends.shift_weight_zero_points(model_proto) == 0  # zero points already off 0: left alone
-    onnx.save(model_proto, str(tmp_path / "shifted.onnx"))
+    assert backends.int8_for_this_cpu(int8) == int8 and not (folder / backends.INT8_AMX_FILE).exists()
     monkeypatch.setattr(backends, "has_amx_int8", lambda: True)
-    assert backends.shift_weight_zero_points(onnx.load(str(backends.quantize_int8(
-        fp32, calibration, tmp_path / "on-amx.onnx")))) == 0  # quantize_int8 shifted them itself
+    amx = backends.int8_for_this_cpu(int8)
+    assert amx == folder / backends.INT8_AMX_FILE and sorted(p.name for p in folder.iterdir()) == sorted(
+        [backends.INT8_FILE, backends.INT8_AMX_FILE])  # no partial file left
+    assert backends.shift_weight_zero_points(onnx.load(str(int8))) == 20  # ResNet-18's 20 convolutions, not the Gemm
+    assert backends.shift_weight_zero_points(onnx.load(str(amx))) == 0  # all shifted already
     batch = calibration[0].numpy()
-    before, after = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(
-        None, {"input": batch}) for name in ("symmetric.onnx", "shifted.onnx"))
+    before, after = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": batch})
+                     for path in (int8, amx))
     for output_before, output_after in zip(before, after):  # pooled features and logits: the same numbers
         np.testing.assert_allclose(output_after, output_before, atol=1e-5)
+    derived = amx.stat().st_mtime_ns
+    assert backends.int8_for_this_cpu(int8) == amx and amx.stat().st_mtime_ns == derived  # derived once
+    os.utime(int8, ns=(derived + 10**9, derived + 10**9))  # re-calibrated since: derived again
+    backends.int8_for_this_cpu(int8)
+    assert amx.stat().st_mtime_ns > derived
 
 
 def test_amx_is_read_from_the_cpu_flags(tmp_path):
