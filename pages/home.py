@@ -86,7 +86,9 @@ if loaded is not None:
         st.warning(f"{problem}. Running the faithful ONNX Runtime backend meanwhile.")
     st.caption(f"Running: **{backends.CHOICE_NAMES.get(getattr(loaded.backend, 'kind', 'eager'))}**"
                + (" — results are not faithful to the full-precision model; runs record it." if
-                  getattr(loaded.backend, "kind", "") == "int8" else ""))
+                  getattr(loaded.backend, "kind", "") == "int8" else "")
+               + (" Its convolutions run on this CPU's AMX int8 tiles." if
+                  getattr(getattr(loaded.backend, "path", None), "name", "") == backends.INT8_AMX_FILE else ""))
     calibrated = backends.frozen_calibration(loaded.weights.sha256)
     st.caption(f"Fast mode's calibration: {backends.describe_calibration(calibrated)}. It is kept as it is while "
                "the store grows, so every process loads the same int8 model at once.")

@@ -132,9 +132,13 @@ def new_row(job: Mapping) -> dict:
             "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
 
 
+def crop(image: Image.Image, box: Box) -> Image.Image:
+    """A region of `image`; the whole photo is the photo itself, not a copy."""
+    return image if box.as_tuple == (0, 0, image.width, image.height) else image.crop(box.as_tuple)
+
+
 def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
-    return [image if (b.x1, b.y1, b.x2, b.y2) == (0, 0, image.width, image.height) else image.crop(b.as_tuple)
-            for b in boxes]
+    return [crop(image, box) for box in boxes]
 
 
 class FoundRegions(NamedTuple):
@@ -203,8 +207,8 @@ DRAFT_KINDS = ("whole", "grid", "boxes")  # the modes whose regions are known fr
 def decode_for(data: bytes, name: str, settings: Settings) -> DecodedImage:
     """The photo decoded for these settings. In fast mode, a JPEG whose regions all keep ≥ DRAFT_MIN_SIDE pixels
     on their short side at a reduced scale (M/8, JPEG's scaled IDCT; and the preview its 1280 px) is decoded at the
-    smallest such scale: a 12 MP photo cut into a 5×8 grid decodes and resizes its regions in 64 ms at 5/8 instead
-    of 96 ms. The faithful backends always decode the full photo: drafting moves probabilities by more than their
+    smallest such scale: a 12 MP photo cut into a 5×8 grid decodes and resizes its regions in 67–72 ms at 5/8, not
+    87–94 ms. The faithful backends always decode the full photo: drafting moves probabilities by more than their
     1e-4 fidelity bound (tests/test_backends.py)."""
     if settings.backend != "int8" or settings.mode.kind not in DRAFT_KINDS:
         return decode_image(data, name)
@@ -221,13 +225,13 @@ def decode_for(data: bytes, name: str, settings: Settings) -> DecodedImage:
     return decode_image(data, name, draft_eighths=eighths)
 
 
-def region_boxes(decoded: DecodedImage, boxes: Sequence[Box]) -> list[tuple[int, int, int, int]]:
+def region_boxes(decoded: DecodedImage, boxes: Sequence[Box]) -> list[Box]:
     """`boxes` (in the photo's own pixels) in the pixels of the decoded image, at whatever scale it was decoded."""
     image = decoded.image
     if not decoded.full_size:
-        return [b.as_tuple for b in boxes]
+        return list(boxes)
     sx, sy = image.width / decoded.width, image.height / decoded.height
-    return [(round(b.x1 * sx), round(b.y1 * sy), round(b.x2 * sx), round(b.y2 * sy)) for b in boxes]
+    return [Box(round(b.x1 * sx), round(b.y1 * sy), round(b.x2 * sx), round(b.y2 * sy)) for b in boxes]
 
 
 def region_inputs(decoded: DecodedImage, boxes: Sequence[Box], settings: Settings) -> np.ndarray:
@@ -236,9 +240,7 @@ def region_inputs(decoded: DecodedImage, boxes: Sequence[Box], settings: Setting
     image = decoded.image
     if settings.backend == "int8" and settings.crop_mode == "center":
         return np.stack([region_input(image, box.as_tuple, decoded.scale) for box in boxes])
-    whole = (0, 0, image.width, image.height)
-    return np.stack([model_input(image if box == whole else image.crop(box), settings.crop_mode)
-                     for box in region_boxes(decoded, boxes)])
+    return np.stack([model_input(crop(image, box), settings.crop_mode) for box in region_boxes(decoded, boxes)])
 
 
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:

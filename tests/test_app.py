@@ -503,6 +503,7 @@ def test_fast_mode_calibration_is_shown_and_retaken_only_on_request(loaded, engi
     store.set_setting(engine, backends.BACKEND_SETTING, "int8")
     at = start()
     assert "Fast mode's calibration: 20 crops from 1 stored photo(s)" in texts(at.caption)
+    assert ("run on this CPU's AMX int8 tiles" in texts(at.caption)) == backends.has_amx_int8()
     recognize(loaded, engine, [Upload("b.jpg", shelf_jpeg(4, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
     at.run()
     assert "20 crops from 1 stored photo(s)" in texts(at.caption)  # the store grew; the calibration stays
