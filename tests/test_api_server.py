@@ -1,7 +1,6 @@
 """The API as deployed: `python -m shelf serve` (uvicorn) on a free port, hit by concurrent httpx clients."""
 import asyncio
 import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -13,40 +12,28 @@ from PIL import Image
 
 from shelf import store, tokens
 from tests.conftest import image_bytes
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import LocalServer, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 CLIENTS, PER_CLIENT, DISTINCT = 20, 10, 100  # every photo is posted by two clients at about the same time
 
 
-class ApiServer:
+class ApiServer(LocalServer):
+    what = "the API"
+
     def __init__(self, data_dir: Path, *args: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = data_dir / "serve.log"
         env = {key: value for key, value in os.environ.items() if key != "SHELF_DATABASE_URL"}
         env["SHELF_BACKEND"] = "eager"  # no ONNX export at start-up: the test is about the server, not the backend
-        self.process = subprocess.Popen([sys.executable, "-m", "shelf", "serve", "--port", str(self.port), *args],
-                                        cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while True:  # a condition, not a sleep: until the health endpoint answers
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the API did not become healthy:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        self.start([sys.executable, "-m", "shelf", "serve", "--port", str(self.port), *args], env,
+                   data_dir / "serve.log")
 
-    def stop(self):
-        self.process.terminate()
+    def healthy(self) -> bool:
         try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            return httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
 
 @pytest.fixture

@@ -27,7 +27,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
+class LocalServer:
+    """A server process on this machine, its output in `log`: started, then polled until `healthy()` (a condition,
+    not a sleep), and stopped."""
+    what = "the server"
+
+    def start(self, command: list[str], env: dict, log: Path) -> None:
+        self.log = log
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while not self.healthy():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.what} did not become healthy:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class Server(LocalServer):
+    what = "streamlit"
+
     def __init__(self, data_dir: Path, weights: Path, extra_env: dict | None = None, port: int | None = None,
                  extra_args: tuple[str, ...] = ()):
         self.port = port or free_port()
@@ -36,28 +64,17 @@ class Server:
         env = {key: value for key, value in os.environ.items() if key != "SHELF_DATABASE_URL"}
         env.update({"SHELF_DATA_DIR": str(data_dir), "SHELF_WEIGHTS": str(weights),
                     "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1", "SHELF_OFFLINE": "1", **(extra_env or {})})
-        self.log = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(self.port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra_args],
-            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while True:  # a condition, not a sleep: poll the health endpoint until it answers
-            try:
-                urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1)
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not become healthy:\n{self.log.read_text()[-3000:]}")
-                time.sleep(0.2)
+        self.start([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(self.port),
+                    "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra_args],
+                   env, data_dir / "server.log")
 
-    def stop(self):
-        self.process.terminate()
+    def healthy(self) -> bool:
         try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1)
+            return True
+        except OSError:
+            return False
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +129,14 @@ def open_page(page, server, path: str, ready_text: str) -> None:
     page.goto(f"{server.url}/{path}")
     page.get_by_text(ready_text).first.wait_for()
     settled(page)
+
+
+def correct_one_region(page, to: str) -> None:
+    """On the Review page: open the one-region correction, pick `to` ("bagel (931)") and save it."""
+    page.get_by_text("Correct one region").click()
+    settled(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Correct to").click()
+    page.keyboard.type(to)
+    page.get_by_role("option", name=to).click()
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.get_by_text("Saved 1 correction(s)").wait_for()

@@ -5,7 +5,7 @@ import pandas as pd
 from shelf import store
 from shelf.tally import tally
 from tests.conftest import image_bytes, skimage_photo
-from tests.e2e.conftest import open_page, settled
+from tests.e2e.conftest import correct_one_region, open_page, settled
 from tests.reference import build_detections
 from tests.synthetic import make_product
 
@@ -34,13 +34,7 @@ def test_upload_review_tally_and_download(server, page, tmp_path):
     page.get_by_label("Your name (saved with each correction)").fill("Ana")
     page.keyboard.press("Enter")  # commits the name: one rerun, finished before the picker opens
     settled(page)
-    page.get_by_text("Correct one region").click()
-    settled(page)
-    page.get_by_test_id("stSelectbox").filter(has_text="Correct to").click()
-    page.keyboard.type("bagel (931)")
-    page.get_by_role("option", name="bagel (931)").click()
-    page.get_by_role("button", name="Save", exact=True).click()
-    page.get_by_text("Saved 1 correction(s)").wait_for()
+    correct_one_region(page, "bagel (931)")
     corrected = detections_of(server).query("corrected")
     assert corrected[["class_index", "reviewer"]].values.tolist() == [[931, "Ana"]]
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from shelf import backends, store
 from shelf.schema import audit_log
-from tests.e2e.conftest import Server, free_port, settled
+from tests.e2e.conftest import Server, correct_one_region, free_port, settled
 from tests.factory import TEST_RUN, add_photo
 
 ADMIN, REVIEWER, VIEWER = "ana@example.com", "rui@example.com", "vera@stores.example.com"
@@ -139,13 +139,7 @@ def test_a_reviewer_corrects_as_the_signed_in_identity(server, page):
     go(page, server, "recognize", "Shelf photos or product crops")
     go(page, server, "review", "region(s) to review")
     assert sees(page, f"Saved as {REVIEWER}") and not sees(page, "Your name")
-    page.get_by_text("Correct one region").click()
-    settled(page)
-    page.get_by_test_id("stSelectbox").filter(has_text="Correct to").click()
-    page.keyboard.type("bagel (931)")
-    page.get_by_role("option", name="bagel (931)").click()
-    page.get_by_role("button", name="Save", exact=True).click()
-    page.get_by_text("Saved 1 correction(s)").wait_for()
+    correct_one_region(page, "bagel (931)")
     engine = engine_of(server)
     assert store.latest_corrections(engine)["reviewer"].tolist() == [REVIEWER]
     engine.dispose()
