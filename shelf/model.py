@@ -63,6 +63,7 @@ MAX_CHECKPOINT_RECORDS = 4096  # a ResNet-18 checkpoint has ~130
 DOWNLOAD_TIMEOUT_S = 20
 CATEGORIES: tuple[str, ...] = IMAGENET_CLASSES  # the weights' meta["categories"], as data (a test checks)
 
+
 def hub_dir() -> Path:
     """torch.hub.get_dir() without importing torch (2 s of start-up): $TORCH_HOME/hub, by default
     ~/.cache/torch/hub (tests/test_imports.py checks it against torch's)."""
@@ -166,14 +167,20 @@ def torch_version() -> str:
         text = (Path(spec.submodule_search_locations[0]) / "version.py").read_text()
         return re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", text, re.M).group(1)
     except (AttributeError, OSError, TypeError, IndexError):
-        from importlib.metadata import version
-        return version("torch")
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("torch")
+        except PackageNotFoundError:
+            return "not installed"
 
 
 def cpu_threads() -> int:
     """The threads inference uses: torch's count once torch is loaded, else the CPUs this process may run on."""
     torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else len(os.sched_getaffinity(0))
+    if torch is not None:
+        return torch.get_num_threads()
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def runtime_summary() -> str:
