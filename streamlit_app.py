@@ -1,7 +1,8 @@
 """Shelf dashboard router: `streamlit run streamlit_app.py`. All logic lives in the `shelf` package."""
 import streamlit as st
 
-from shelf import access, ui
+from shelf import access
+from shelf.serving import ui
 
 st.set_page_config(page_title="Shelf", page_icon=":material/shelves:", layout="wide")
 me = ui.current_identity()  # without sign-in the local user; with [auth] and nobody signed in, the sign-in screen

@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(SHELF_DATA_DIR=tmp, SHELF_WEIGHTS=str(weights), SHELF_ALLOW_UNVERIFIED_WEIGHTS="1",
                           SHELF_OFFLINE="1")
         os.environ.pop("SHELF_DATABASE_URL", None)
-        from shelf import pipeline, store
-        from shelf.backends import with_backend
-        from shelf.model import load_model
+        from shelf.recognition import pipeline
+        from shelf.recognition.backends import with_backend
+        from shelf.recognition.model import load_model
+        from shelf.storage import store
 
         started = time.perf_counter()
         needed = 3 + args.rounds * (1 + sum(client_counts))

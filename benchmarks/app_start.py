@@ -86,7 +86,7 @@ def report(result: dict) -> None:
 
 
 def main() -> int:
-    from benchmarks.inference import finetuned_weights
+    from benchmarks.common import finetuned_weights
     report(run(finetuned_weights()))
     return 0
 

@@ -31,7 +31,7 @@ DISTINCT_SHELVES = 8
 
 
 def archive(photos: int, width: int, height: int) -> Path:
-    from shelf.backends import bench_cache
+    from shelf.recognition.backends import bench_cache
     folder = bench_cache() / f"batch-{width}x{height}"
     folder.mkdir(parents=True, exist_ok=True)
     bases = {}
@@ -46,7 +46,7 @@ def archive(photos: int, width: int, height: int) -> Path:
 
 
 def scratch(url: str) -> str:
-    from shelf import store
+    from shelf.storage import store
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         store.metadata.drop_all(conn)
@@ -55,7 +55,8 @@ def scratch(url: str) -> str:
 
 
 def run_engine(name: str, jobs, url: str, grid: str, loaded, workers: int | None) -> dict:
-    from shelf import engines, pipeline, stages, store
+    from shelf.recognition import engines, pipeline, stages
+    from shelf.storage import store
     engine = store.open_store(scratch(url))
     settings = stages.Settings(url, f"grid:{grid}", backend=loaded.backend.kind,
                                weights_sha256=loaded.weights.sha256, environment=engines.worker_environment())
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         torch.save(resnet18().state_dict(), weights)
         os.environ["SHELF_WEIGHTS"] = str(weights)
-        from shelf.backends import chosen_backend, with_backend
-        from shelf.model import load_model
-        from shelf.sources import list_jobs
+        from shelf.ingest.sources import list_jobs
+        from shelf.recognition.backends import chosen_backend, with_backend
+        from shelf.recognition.model import load_model
         loaded = with_backend(load_model()[0], chosen_backend())
         url = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
         started = time.perf_counter()

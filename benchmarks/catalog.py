@@ -9,7 +9,7 @@ import tracemalloc
 
 import numpy as np
 
-from shelf.catalog import build_index, match
+from shelf.recognition.catalog import build_index, match
 
 
 def best_of(function, repeats: int = 7) -> float:

@@ -1,7 +1,7 @@
 """Planogram compliance at chain scale: fill a store through the bulk path (benchmarks/seed.py), give every seeded
-store × aisle a planogram, then time shelf.compliance (summary and lines for one date, for all dates, for one store;
-the trend) and the Compliance page's first render, against the target. Printed, never asserted (timings here are
-noisy).
+store × aisle a planogram, then time shelf.analytics.compliance (summary and lines for one date, for all dates,
+for one store; the trend) and the Compliance page's first render, against the target. Printed, never asserted
+(timings here are noisy).
 
     python -m benchmarks.compliance --regions 1000000                       # SQLite in a temp folder
     python -m benchmarks.compliance --regions 10000000 --db postgresql+psycopg://…
@@ -34,9 +34,9 @@ def plan_lines():
     import numpy as np
 
     from benchmarks import seed as s
+    from shelf.analytics.planogram import ANY_STORE, PlanLine
     from shelf.labels import default_map
-    from shelf.planogram import ANY_STORE, PlanLine
-    from shelf.schema import CLASS_PRODUCT, SKU_PRODUCT
+    from shelf.storage.schema import CLASS_PRODUCT, SKU_PRODUCT
 
     rng = np.random.default_rng(0)
     shelf_classes = np.array(sorted(i for i, c in default_map().items() if c != "Not a product"))
@@ -72,8 +72,9 @@ def timed(action) -> tuple[float, object]:
 
 
 def measure_functions(url: str) -> list[tuple[str, float, int]]:
-    from shelf import compliance, report, store
-    from shelf.tally import TallyFilter
+    from shelf.analytics import compliance, report
+    from shelf.analytics.tally import TallyFilter
+    from shelf.storage import store
 
     engine = store.open_store(url)
     facets = report.facets(engine)
@@ -130,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         url = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
         os.environ["SHELF_DATA_DIR"] = tmp
         from benchmarks.seed import seed, stored_photos
-        from shelf import access, planogram, store
+        from shelf import access
+        from shelf.analytics import planogram
+        from shelf.storage import store
 
         photos = -(-args.regions // PER_PHOTO)
         have = stored_photos(url)

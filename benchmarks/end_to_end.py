@@ -83,7 +83,8 @@ def storing_cost(root: str, weights: str, photos: list[str], kind: str) -> dict:
     embeddings, preview-free original bytes, rollups) against the whole per-photo time."""
     os.environ.update(SHELF_DATA_DIR=root, SHELF_WEIGHTS=weights, SHELF_ALLOW_UNVERIFIED_WEIGHTS="1",
                       SHELF_OFFLINE="1")
-    from shelf import backends, model, pipeline, store
+    from shelf.recognition import backends, model, pipeline
+    from shelf.storage import store
     loaded = backends.with_backend(model.load_model()[0], kind)
     engine = store.open_store()
     writes, save = [], store.save_photo
@@ -108,7 +109,7 @@ def storing_cost(root: str, weights: str, photos: list[str], kind: str) -> dict:
 
 
 def run(weights: Path, n_photos: int = 8, rounds: int = 2, kinds: tuple[str, ...] = ("onnx", "int8")) -> dict:
-    from benchmarks.inference import in_child
+    from benchmarks.common import in_child
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         photos = _photos(root / "photos", n_photos + 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import multiprocessing
 import os
 import statistics
 import tempfile
@@ -21,11 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shelf.backends import bench_cache
-
-CACHE = bench_cache()
-N_SKUS, TRAIN_VIEWS, EPOCHS = 24, 24, 5
-
+from benchmarks.common import CACHE, N_SKUS, finetuned_weights, in_child
 
 # --- inputs ---------------------------------------------------------------------------------------------------
 
@@ -46,41 +41,6 @@ def crop_inputs(n: int) -> list[bytes]:
         make_product(i % N_SKUS, 100 + i, size=480).save(buffer, format="JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
-
-
-# --- a trained model for agreement ------------------------------------------------------------------------------
-
-def finetuned_weights() -> Path:
-    """ResNet-18 fine-tuned on generated products (N_SKUS classes mapped onto the first ImageNet indices)."""
-    path = CACHE / f"finetuned-resnet18-{N_SKUS}x{TRAIN_VIEWS}x{EPOCHS}.pth"
-    if path.exists():
-        return path
-    from torchvision.models import resnet18
-
-    from shelf.classify import preprocessing
-    from tests.synthetic import make_product
-    torch.manual_seed(0)
-    model = resnet18()
-    transform = preprocessing()
-    images = torch.stack([transform(make_product(s, v)) for s in range(N_SKUS) for v in range(TRAIN_VIEWS)])
-    labels = torch.arange(N_SKUS).repeat_interleave(TRAIN_VIEWS)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 0.05, total_steps=EPOCHS * -(-len(images) // 32))
-    model.train()
-    start = time.perf_counter()
-    for epoch in range(EPOCHS):
-        order = torch.randperm(len(images))
-        for i in range(0, len(order), 32):
-            batch = order[i:i + 32]
-            loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-        print(f"  fine-tuning epoch {epoch + 1}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
 
 
 # --- pipelines (each runs in a child process) -----------------------------------------------------------------
@@ -110,10 +70,11 @@ def seed_pipeline(weights: Path, photos, crops) -> dict:
 def shelf_pipeline(weights: Path, photos, crops, backend: str, data_dir: str) -> dict:
     """Shelf's own path: safe decode once per photo, crops, batched inference on the chosen backend."""
     os.environ["SHELF_DATA_DIR"] = data_dir
-    from shelf import model as shelf_model
-    from shelf.backends import build_backend
-    from shelf.classify import classify_images, preprocessing
-    from shelf.images import decode_image
+    from shelf.ingest.images import decode_image
+    from shelf.recognition import model as shelf_model
+    from shelf.recognition.backends import build_backend
+    from shelf.recognition.classify import classify_images
+    from shelf.recognition.inputs import preprocessing
     state, info = shelf_model.read_weights_file(weights, "benchmark")
     loaded = shelf_model.build_model(state, info)
     calibration = None
@@ -144,8 +105,9 @@ def shelf_pipeline(weights: Path, photos, crops, backend: str, data_dir: str) ->
 
 def upload_to_stored(loaded, photos, data_dir: str) -> list[float]:
     """The whole product path per photo — decode, regions from a box file, classify, store — as the app runs it."""
-    from shelf import pipeline, store
-    from shelf.boxfiles import parse_box_file
+    from shelf.ingest.boxfiles import parse_box_file
+    from shelf.recognition import pipeline
+    from shelf.storage import store
     engine = store.open_store(f"sqlite:///{data_dir}/bench-{loaded.backend.kind}.db")
     latencies = []
     for number, (data, boxes) in enumerate(photos):
@@ -182,24 +144,10 @@ def _timed_runs(photos, crops, run_photo, run_crop, batch_crops=None) -> dict:
             "peak_rss_mb": _status_mb("VmHWM"), "added_rss_mb": _status_mb("VmHWM") - baseline}
 
 
-def _child(target, args, queue):
-    queue.put(target(*args))
-
-
-def in_child(target, *args) -> dict:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(target, args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 # --- report ------------------------------------------------------------------------------------------------------
 
 def report(name: str, r: dict, seed: dict | None, reference: dict) -> dict:
-    from shelf.backends import agreement
+    from shelf.recognition.backends import agreement
     total = sum(r["photo_latencies"])
     crops_per_s = r["regions"] / total
     row = {"pipeline": name, "crops_per_s": crops_per_s, "photos_per_s": len(r["photo_latencies"]) / total,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.models import resnet18
 
-from shelf.evaluation import precision_recall
+from shelf.ingest.evaluation import precision_recall
 from tests.synthetic import make_shelf, shelf_jpeg
 
 FIRST_SEED = 1000  # held out from the seeds the tests use
@@ -24,7 +24,7 @@ REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 
 def auto_quality(n_shelves: int) -> None:
-    from shelf.regions import auto_regions
+    from shelf.ingest.regions import auto_regions
     matched = found = truth = 0
     seconds = 0.0
     for seed in range(FIRST_SEED, FIRST_SEED + n_shelves):
@@ -41,9 +41,9 @@ def auto_quality(n_shelves: int) -> None:
 
 def real_shelves(folder: Path, mode: str) -> None:
     """A region mode on real shelf photos with hand-drawn boxes (boxes_sku110k.csv), as `regions evaluate` does."""
-    from shelf.boxfiles import parse_box_file
-    from shelf.evaluation import summarise
-    from shelf.pipeline import Upload, compare_regions
+    from shelf.ingest.boxfiles import parse_box_file
+    from shelf.ingest.evaluation import summarise
+    from shelf.recognition.pipeline import Upload, compare_regions
     photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     truth_file = folder / "boxes_sku110k.csv"
     if not photos or not truth_file.is_file():
@@ -71,7 +71,8 @@ def timed(into: dict, name: str, function, *args):
 
 
 def twelve_megapixel_upload(tmp: Path) -> None:
-    from shelf import model, pipeline, store
+    from shelf.recognition import model, pipeline
+    from shelf.storage import store
     weights = tmp / "random-resnet18.pth"
     torch.manual_seed(0)
     torch.save(resnet18().state_dict(), weights)
@@ -92,8 +93,8 @@ def twelve_megapixel_upload(tmp: Path) -> None:
         total = time.perf_counter() - start
     finally:
         pipeline.decode_image = real_decode
-    from shelf.classify import classify_images
-    from shelf.regions import auto_regions
+    from shelf.ingest.regions import auto_regions
+    from shelf.recognition.classify import classify_images
     stage = {}
     image = timed(stage, "decode", real_decode, data, "x").image
     boxes = timed(stage, "regions", auto_regions, image)

@@ -6,7 +6,7 @@ for most, a catalog SKU); a photo shows 40 cells of its aisle's shelf, the model
 of regions corrected by a reviewer; 60 % of photos were matched against the catalog; photos were recognised in auto
 mode and 2.5 % of their cells are empty gaps (regions of kind gap, never counted as facings). Rows go in through the
 bulk path of each database (PostgreSQL COPY, SQLite executemany) with the same columns the product writes, then the
-rollups are built once — the product's own shelf.rollup.rebuild.
+rollups are built once — the product's own shelf.storage.rollup.rebuild.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import time
 import numpy as np
 import sqlalchemy as sa
 
-from shelf import rollup, store
 from shelf.labels import default_map
-from shelf.schema import THRESHOLD_STEPS
+from shelf.storage import rollup, store
+from shelf.storage.schema import THRESHOLD_STEPS
 
 N_STORES, AISLES, ASSORTMENT, PHOTOS_PER_STORE_DAY = 100, 10, 12, 20
 FIRST_DAY = dt.date(2026, 1, 1)

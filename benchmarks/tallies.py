@@ -53,8 +53,9 @@ def measure_app(url: str) -> dict:
     os.environ.pop("SHELF_WEIGHTS", None)
     from streamlit.testing.v1 import AppTest
 
-    from shelf import report, store
-    from shelf.images import DecodedImage
+    from shelf.analytics import report
+    from shelf.ingest.images import DecodedImage
+    from shelf.storage import store
     from tests.factory import PHOTO, result
 
     figures = {}
@@ -84,7 +85,7 @@ def measure_app(url: str) -> dict:
                                        "weights_verified": False, "weights_untrained": True, "torch_version": "",
                                        "torchvision_version": "", "shelf_version": "", "preprocessing": {},
                                        "backend": "generated", "region_mode": "grid:5x8", "top_k": 2})
-    from shelf.regions import grid
+    from shelf.ingest.regions import grid
     decoded = DecodedImage(f"upload-{time.time_ns()}.jpg", f"{time.time_ns():064x}"[-64:], PHOTO, "JPEG", 0)
     boxes = grid(400, 300, 5, 8)
     start = time.perf_counter()
@@ -102,7 +103,7 @@ def measure_export(url: str, out: Path, regions_wanted: int) -> dict:
     """`python -m shelf export detections` over a date range holding about `regions_wanted` regions."""
     import sqlalchemy as sa
 
-    from shelf import store
+    from shelf.storage import store
     engine = store.open_store(url)
     with engine.connect() as conn:
         days = conn.execute(sa.select(store.photos.c.captured_on, sa.func.count()).group_by(store.photos.c.captured_on)
@@ -134,8 +135,8 @@ def measure_export(url: str, out: Path, regions_wanted: int) -> dict:
 def storage(url: str) -> dict:
     import sqlalchemy as sa
 
-    from shelf import store
-    from shelf.schema import ROLLUPS
+    from shelf.storage import store
+    from shelf.storage.schema import ROLLUPS
     engine = store.open_store(url)
     with engine.connect() as conn:
         regions = conn.execute(sa.select(sa.func.count()).select_from(store.regions)).scalar_one()

@@ -2,7 +2,8 @@
 time, and the whole log as CSV."""
 import streamlit as st
 
-from shelf import audit, ui
+from shelf.serving import ui
+from shelf.storage import audit
 
 PAGE_SIZE = 50
 

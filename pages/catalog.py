@@ -1,9 +1,11 @@
 """SKU catalog: teach Shelf a product from a few reference photos; evaluate how well the catalog separates SKUs."""
 import streamlit as st
 
-from shelf import catalog, charts, report, ui
-from shelf.categories import RETAIL_CATEGORIES
-from shelf.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
+from shelf.analytics import charts, report
+from shelf.analytics.categories import RETAIL_CATEGORIES
+from shelf.ingest.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
+from shelf.recognition import catalog
+from shelf.serving import ui
 
 ui.use_router()
 st.title("SKU catalog")

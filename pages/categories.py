@@ -5,9 +5,9 @@ discarded."""
 import pandas as pd
 import streamlit as st
 
-from shelf import ui
-from shelf.categories import RETAIL_CATEGORIES, category_map, default_map, save_category_edits
+from shelf.analytics.categories import RETAIL_CATEGORIES, category_map, default_map, save_category_edits
 from shelf.labels import IMAGENET_CLASSES
+from shelf.serving import ui
 
 PENDING = "category_pending"
 

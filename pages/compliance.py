@@ -1,12 +1,14 @@
 """Compliance: is each store's shelf as planned? Planogram compliance, on-shelf availability and empty shelf per
-store × aisle × date (computed in the database by shelf.compliance), and the planograms themselves."""
+store × aisle × date (computed in the database by shelf.analytics.compliance), and the planograms themselves."""
 import datetime as dt
 
 import pandas as pd
 import streamlit as st
 
-from shelf import access, charts, compliance, export, planogram, ui
-from shelf.tally import TallyFilter
+from shelf import access
+from shelf.analytics import charts, compliance, export, planogram
+from shelf.analytics.tally import TallyFilter
+from shelf.serving import ui
 
 ui.use_router()
 st.title("Compliance")

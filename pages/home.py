@@ -4,7 +4,11 @@ import os
 import pandas as pd
 import streamlit as st
 
-from shelf import access, batches, config, detector, report, tokens, ui
+from shelf import access, config
+from shelf.analytics import report
+from shelf.recognition import detector
+from shelf.serving import tokens, ui
+from shelf.storage import batches
 
 DATABASE_KINDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -36,7 +40,7 @@ c4.metric("Recognition runs", f"{counts.runs:,}")
 st.header("Model")
 loaded, status = ui.model()  # loads torch and the model (once per server process), with a spinner
 ui.weights_banner(loaded)
-from shelf import model  # noqa: E402  (after the page's first paint: it imports torch, which takes seconds)
+from shelf.recognition import model  # noqa: E402  (after the page's first paint: it imports torch, which takes seconds)
 
 if message := st.session_state.pop("weights_message", None):
     st.info(message, icon=":material/upload:")
@@ -57,7 +61,7 @@ else:
             st.markdown("\n".join(f"- {ui.md_escape(line)}" for line in status.tried))
 
 if loaded is not None:
-    from shelf import backends
+    from shelf.recognition import backends
     st.subheader("Inference backend")
     bench = backends.last_benchmark()
     fast = next((r for r in (bench or {}).get("rows", []) if "int8" in r["pipeline"]), None)

@@ -4,12 +4,13 @@ import hashlib
 
 import streamlit as st
 
-from shelf import catalog, detector, ui
-from shelf.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB
-from shelf.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
-from shelf.pipeline import Upload, compare_regions, recognize
-from shelf.regions import MAX_TILES_ACROSS, RegionMode
-from shelf.store import Context
+from shelf.ingest.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB
+from shelf.ingest.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
+from shelf.ingest.regions import MAX_TILES_ACROSS, RegionMode
+from shelf.recognition import catalog, detector
+from shelf.recognition.pipeline import Upload, compare_regions, recognize
+from shelf.serving import ui
+from shelf.storage.store import Context
 
 ui.use_router()
 st.title("Recognize")

@@ -4,8 +4,10 @@ Picks are kept per region id across pages and filter changes (never per row numb
 discarded, and the editor starts clean after a save."""
 import streamlit as st
 
-from shelf import report, store, ui
-from shelf.review import LABEL_CHOICES, corrections_from_edits, label_choice
+from shelf.analytics import report
+from shelf.analytics.review import LABEL_CHOICES, corrections_from_edits, label_choice
+from shelf.serving import ui
+from shelf.storage import store
 
 PAGE_SIZE = 25
 

@@ -1,12 +1,13 @@
 """Tallies: facings, share of shelf and confidence by label / category / store / aisle / date; charts; exports.
-Everything is computed in the database (shelf.report); this page only lays it out."""
+Everything is computed in the database (shelf.analytics.report); this page only lays it out."""
 import dataclasses
 import datetime as dt
 
 import streamlit as st
 
-from shelf import charts, export, report, ui
-from shelf.tally import GROUPINGS
+from shelf.analytics import charts, export, report
+from shelf.analytics.tally import GROUPINGS
+from shelf.serving import ui
 
 ui.use_router()
 st.title("Tallies")

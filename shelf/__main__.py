@@ -1,5 +1,5 @@
 import sys
 
-from shelf.cli import main
+from shelf.serving.cli import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ SHELF_ALLOW_UNVERIFIED_WEIGHTS=1
                     every prediction made with them is marked in its run's provenance
 SHELF_MAX_FILES_PER_REQUEST
                     files one HTTP API request may carry (default 20); each file has the dashboard's size and
-                    pixel limits (shelf.images)
+                    pixel limits (shelf.ingest.images)
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18
 
-from shelf import model
+from shelf.recognition import model
 
 REAL_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
 
@@ -65,7 +65,7 @@ def loaded(weights_file):
 
 @pytest.fixture
 def engine():
-    from shelf.store import open_store
+    from shelf.storage.store import open_store
     return open_store()
 
 
@@ -112,7 +112,7 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def any_engine(db_url):
-    from shelf.store import open_store
+    from shelf.storage.store import open_store
     engine = open_store(db_url)
     yield engine
     engine.dispose()

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from shelf import store
-from shelf.classify import Prediction
-from shelf.images import DecodedImage
+from shelf.ingest.images import DecodedImage
+from shelf.ingest.regions import Box
 from shelf.labels import IMAGENET_CLASSES
-from shelf.regions import Box
+from shelf.recognition.classify import Prediction
+from shelf.storage import store
 
 TEST_RUN = {"weights_sha256": "x" * 64, "weights_source": "test", "weights_verified": False,
             "weights_untrained": True, "torch_version": "t", "torchvision_version": "tv", "shelf_version": "s",

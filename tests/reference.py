@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from shelf import store
-from shelf.categories import NOT_A_PRODUCT, category_map
-from shelf.report import ReviewFilter
-from shelf.tally import filter_detections, in_confidence_range
+from shelf.analytics.categories import NOT_A_PRODUCT, category_map
+from shelf.analytics.report import ReviewFilter
+from shelf.analytics.tally import filter_detections, in_confidence_range
+from shelf.storage import store
 
 DETECTION_COLUMNS = [
     "photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on", "region_id",
@@ -83,7 +83,7 @@ def empty_shelf_reference(engine: Engine, f, by) -> pd.DataFrame:
 
     import sqlalchemy as sa
 
-    from shelf.tally import TallyFilter
+    from shelf.analytics.tally import TallyFilter
     query = (sa.select(store.regions.c.x1, store.regions.c.x2, store.regions.c.kind, store.photos.c.store,
                        store.photos.c.aisle, store.photos.c.captured_on)
              .select_from(store.regions.join(store.photos).join(store.runs))

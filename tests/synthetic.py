@@ -13,7 +13,7 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from shelf.regions import Box
+from shelf.ingest.regions import Box
 
 
 def _colour(rng: random.Random, light: bool = False) -> tuple[int, int, int]:

@@ -9,10 +9,14 @@ import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from shelf import access, audit, backends, catalog, categories, store, tokens
+from shelf import access
 from shelf.access import Forbidden, Identity, RolesFileError, load_roles
-from shelf.pipeline import Upload, recognize
-from shelf.schema import audit_log
+from shelf.analytics import categories
+from shelf.recognition import backends, catalog
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.serving import tokens
+from shelf.storage import audit, store
+from shelf.storage.schema import audit_log
 from tests.synthetic import shelf_jpeg
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -236,7 +240,7 @@ def test_a_viewer_sees_and_cannot_change(loaded, roles_file, stored):
 def test_a_viewers_forged_admin_action_is_refused_by_the_server_side_check(loaded, roles_file, stored, monkeypatch):
     """The page hides the backend switch from a viewer; a forged widget event (here: the page made to offer it,
     as a tampered client or a page bug would) reaches backends.switch_backend, which refuses."""
-    from shelf import ui
+    from shelf.serving import ui
     monkeypatch.setattr(ui, "shows", lambda action: True)
     at = signed_in("vera@stores.example.com")
     at.radio(key="backend_choice").set_value("eager").run()

@@ -9,15 +9,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from shelf import api, report, store, tokens
-from shelf.cli import main as cli
+from shelf.analytics import report
 from shelf.files import MB
+from shelf.serving import api, tokens
+from shelf.serving.cli import main as cli
+from shelf.storage import store
 from tests.conftest import image_bytes, skimage_photo, solid
 from tests.hostile_files import one_colour_png
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_FILE = ROOT / "docs" / "openapi.json"
-REGENERATE = "python -m shelf.api > docs/openapi.json"
+REGENERATE = "python -m shelf.serving.api > docs/openapi.json"
 
 
 @pytest.fixture
@@ -286,7 +288,7 @@ def test_tokens_on_sqlite_and_postgresql(any_engine):
 
 
 def test_photos_name_skus_from_the_catalog(make_client):
-    from shelf import catalog
+    from shelf.recognition import catalog
     client = make_client(local=True)
     engine = client.app.state.worker.engine
     cola = image_bytes(solid((180, 20, 20), (120, 200)), "PNG")

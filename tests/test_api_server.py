@@ -10,7 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from shelf import store, tokens
+from shelf.serving import tokens
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.e2e.conftest import LocalServer, free_port
 

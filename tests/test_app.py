@@ -9,8 +9,9 @@ import streamlit as st
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from shelf import export, store
-from shelf.ui import md_escape as ui_escape
+from shelf.analytics import export
+from shelf.serving.ui import md_escape as ui_escape
+from shelf.storage import store
 from tests.conftest import skimage_photo
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -342,7 +343,7 @@ def test_categories_page_edits_persist(loaded):
     at.button(key="save_categories").click().run()
     assert not at.exception, at.exception
     assert "Saved 1 change(s)" in texts(at.success)
-    from shelf.categories import category_map
+    from shelf.analytics.categories import category_map
     assert category_map(store.open_store())[737] == "Household"
     assert at.button(key="save_categories").label == "Save 0 change(s)"  # a clean editor after saving
 
@@ -357,7 +358,7 @@ def test_a_category_edit_stays_with_its_class_when_the_search_changes(loaded):
     assert "great white shark (2) → Produce" in texts(at.warning)
     assert "Produce" not in set(at.dataframe[0].value["category"])  # no crane took the pick
     at.button(key="save_categories").click().run()
-    from shelf.categories import category_map
+    from shelf.analytics.categories import category_map
     current = category_map(store.open_store())
     assert current[2] == "Produce" and current[134] == "Not a product" and current[517] == "Not a product"
 
@@ -391,12 +392,12 @@ def test_the_sku_form_keeps_its_inputs_on_error_and_refuses_a_sku_without_photos
 
 
 def catalog_skus() -> list[str]:
-    from shelf.catalog import skus_frame
+    from shelf.recognition.catalog import skus_frame
     return skus_frame(store.open_store())["name"].tolist()
 
 
 def test_removing_a_sku_asks_first_and_names_what_goes(loaded):
-    from shelf import catalog
+    from shelf.recognition import catalog
     from tests.conftest import image_bytes
     from tests.synthetic import make_product
     engine = store.open_store()
@@ -496,8 +497,8 @@ def test_compare_auto_with_true_boxes_without_storing_anything(loaded):
 
 
 def test_fast_mode_calibration_is_shown_and_retaken_only_on_request(loaded, engine):
-    from shelf import backends
-    from shelf.pipeline import Upload, recognize
+    from shelf.recognition import backends
+    from shelf.recognition.pipeline import Upload, recognize
     from tests.synthetic import shelf_jpeg
     recognize(loaded, engine, [Upload("a.jpg", shelf_jpeg(3, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
     store.set_setting(engine, backends.BACKEND_SETTING, "int8")

@@ -9,11 +9,13 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 
-from shelf import backends, model, store
-from shelf.classify import classify_images, preprocessing
-from shelf.images import decode_image
-from shelf.pipeline import Upload, recognize
-from shelf.regions import Box
+from shelf.ingest.images import decode_image
+from shelf.ingest.regions import Box
+from shelf.recognition import backends, model
+from shelf.recognition.classify import classify_images
+from shelf.recognition.inputs import preprocessing
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.storage import store
 from tests.conftest import REAL_PHOTOS, skimage_photo
 from tests.synthetic import make_product, shelf_jpeg
 
@@ -192,7 +194,7 @@ def test_a_new_process_loads_the_cached_fast_model_without_converting(loaded, en
     recognize(loaded, engine, [Upload("a.jpg", shelf_jpeg(3, 1200, 900)[0])], store.Context(), region_mode="grid:4x5")
     int8 = backends.with_backend(loaded, "int8", engine).backend.path
     built = int8.stat().st_mtime_ns
-    code = ("import sys\nfrom shelf.cli import main\n"
+    code = ("import sys\nfrom shelf.serving.cli import main\n"
             f"code = main(['recognize', {str(photo)!r}, '--regions', 'grid:2x3'])\n"
             "print(code, sorted(m for m in ('torchvision', 'torch._dynamo', 'onnx', 'onnxruntime.quantization', "
             "'pandas') if m in sys.modules))")
@@ -213,8 +215,8 @@ def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
     probabilities by more than the faithful bound of 1e-4 (measured: up to 2.3e-4 for whole photos, 7.0e-4 for
     grid:2x2 crops), so the faithful backends always decode the full photo; fast mode drafts, cutting the same
     regions (in the photo's own pixels) from the smaller image."""
-    from shelf import stages
-    from shelf.classify import classify_inputs
+    from shelf.recognition import stages
+    from shelf.recognition.classify import classify_inputs
     from tests.conftest import require_service
     paths = sorted(REAL_SHELVES.glob("*.JPG")) + [skimage_photo("rocket.jpg")]
     require_service(len(paths) > 1, f"real shelf photos in {REAL_SHELVES}")
@@ -250,8 +252,9 @@ def test_fast_mode_cuts_regions_straight_from_the_photo(loaded):
     """Fast mode resizes only the part of each region the centre crop keeps, straight from the photo: on real shelf
     photos its inputs are torchvision's but for rare one-level differences, and the probabilities barely move; the
     faithful backends keep model_input (tests/test_classify.py: the reference transform's very tensor)."""
-    from shelf import stages
-    from shelf.classify import classify_inputs, model_input
+    from shelf.recognition import stages
+    from shelf.recognition.classify import classify_inputs
+    from shelf.recognition.inputs import model_input
     from tests.conftest import require_service
     paths = sorted(REAL_SHELVES.glob("*.JPG"))[:3]
     require_service(bool(paths), f"real shelf photos in {REAL_SHELVES}")

@@ -7,9 +7,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from shelf import batches, store
-from shelf.cli import main as cli
-from shelf.sources import Job, list_jobs, parse_layout, parse_manifest
+from shelf.ingest.sources import Job, list_jobs, parse_layout, parse_manifest
+from shelf.serving.cli import main as cli
+from shelf.storage import batches, store
 from tests.synthetic import shelf_jpeg
 
 
@@ -167,7 +167,7 @@ def test_recent_batches_shows_progress_and_stalled_runs(engine):
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_worker_pools_are_bounded(db_url):
     """--db-pool N: a worker process never holds more than N connections to PostgreSQL; the next one waits."""
-    from shelf.stages import worker_store
+    from shelf.recognition.stages import worker_store
     worker_store.cache_clear()  # a fresh engine for the emptied database
     engine = worker_store(db_url, 1)
     held = engine.connect()
@@ -287,8 +287,8 @@ def test_ctrl_c_interrupts_a_batch_and_running_it_again_resumes(tmp_path, weight
 def test_a_batch_the_model_cannot_classify_fails_its_photos_not_the_run(loaded, tmp_path):
     import dataclasses
 
-    from shelf import stages
-    from shelf.images import decode_image
+    from shelf.ingest.images import decode_image
+    from shelf.recognition import stages
 
     class Broken:
         kind, name = "eager", "broken"

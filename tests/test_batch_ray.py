@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shelf import batches, store
-from shelf.cli import main as cli
+from shelf.serving.cli import main as cli
+from shelf.storage import batches, store
 from tests.conftest import POSTGRES_URL, require_service
 from tests.raycluster import LocalCluster
 from tests.test_batch import write_photos

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from shelf.boxfiles import MAX_BOX_FILE_BYTES, BoxFileError, boxes_for_photo, parse_box_file
-from shelf.regions import Box
+from shelf.ingest.boxfiles import MAX_BOX_FILE_BYTES, BoxFileError, boxes_for_photo, parse_box_file
+from shelf.ingest.regions import Box
 
 
 def test_sku110k_csv_well_formed():

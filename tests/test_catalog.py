@@ -6,10 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shelf import catalog, store
-from shelf.catalog import UNKNOWN, build_index, evaluate, known_unknown_f1, leave_one_out, match, suggest_threshold
-from shelf.pipeline import Upload, recognize
-from shelf.tally import tally
+from shelf.analytics.tally import tally
+from shelf.recognition import catalog
+from shelf.recognition.catalog import (
+    UNKNOWN,
+    build_index,
+    evaluate,
+    known_unknown_f1,
+    leave_one_out,
+    match,
+    suggest_threshold,
+)
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.reference import load_detections
 from tests.synthetic import make_product
@@ -90,7 +99,7 @@ SKUS, REFERENCE_VIEWS, QUERY_VIEWS = 12, 3, 3
 
 @pytest.fixture(scope="module")
 def product_embeddings(loaded):
-    from shelf.classify import classify_images
+    from shelf.recognition.classify import classify_images
     images = [make_product(s, v) for s in range(SKUS + 4) for v in range(REFERENCE_VIEWS + QUERY_VIEWS)]
     vectors = np.stack([r.embedding for r in classify_images(loaded, images, batch_size=32)])
     return vectors.reshape(SKUS + 4, REFERENCE_VIEWS + QUERY_VIEWS, 512)
@@ -152,15 +161,16 @@ def test_references_are_decoded_safely_and_embedded_once_per_weights(engine, loa
     assert added == 2 and len(problems) == 2 and problems[0].startswith("bad.jpg: ")
     first, ids, _ = catalog.reference_embeddings(engine, loaded)
     assert first.shape == (2, 512) and ids.tolist() == [sku, sku]
-    import shelf.classify
-    real = shelf.classify.classify_images
-    monkeypatch.setattr(shelf.classify, "classify_images", lambda *a, **k: pytest.fail("recomputed"))
+    import shelf.recognition.classify
+    real = shelf.recognition.classify.classify_images
+    monkeypatch.setattr(shelf.recognition.classify, "classify_images", lambda *a, **k: pytest.fail("recomputed"))
     again, _, _ = catalog.reference_embeddings(engine, loaded)  # cached in the store
     assert np.array_equal(first, again)
     import dataclasses
     other = dataclasses.replace(loaded, weights=dataclasses.replace(loaded.weights, sha256="f" * 64))
     computed = []
-    monkeypatch.setattr(shelf.classify, "classify_images", lambda *a, **k: computed.append(1) or real(*a, **k))
+    monkeypatch.setattr(shelf.recognition.classify, "classify_images",
+                        lambda *a, **k: computed.append(1) or real(*a, **k))
     catalog.reference_embeddings(engine, other)  # other weights: embeddings are computed afresh
     assert computed
 
@@ -240,7 +250,7 @@ def test_labelled_csv_never_reads_outside_its_folder(tmp_path):
 
 
 def test_cli_catalog(tmp_path, capsys):
-    from shelf.cli import main as cli
+    from shelf.serving.cli import main as cli
     db = f"sqlite:///{tmp_path / 'c.db'}"
     for sku in range(2):
         folder = tmp_path / "refs" / f"SKU{sku}"
@@ -275,6 +285,6 @@ def test_reviewed_regions_can_become_references(engine, loaded):
 
     from PIL import Image
     crop = Image.open(io_.BytesIO(photo)).convert("RGB").crop(box.as_tuple)
-    from shelf.classify import classify_images
+    from shelf.recognition.classify import classify_images
     (direct,) = classify_images(loaded, [crop])
     assert np.allclose(embeddings[0], direct.embedding, atol=1e-5)  # the crop, exactly

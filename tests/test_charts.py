@@ -6,7 +6,8 @@ import random
 import pandas as pd
 import pytest
 
-from shelf import charts, report, store
+from shelf.analytics import charts, report
+from shelf.storage import store
 from tests.factory import TEST_RUN, add_photo
 
 CLASSES = [440, 737, 931, 134]

@@ -4,8 +4,10 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 
-from shelf.classify import classify_images, pooled_features, preprocessing_provenance
-from shelf.images import decode_image
+from shelf.ingest.images import decode_image
+from shelf.recognition.backends import pooled_features
+from shelf.recognition.classify import classify_images
+from shelf.recognition.inputs import preprocessing_provenance
 from tests.conftest import REAL_PHOTOS, image_bytes, skimage_photo
 
 
@@ -115,7 +117,7 @@ def padded_reference(image: Image.Image) -> torch.Tensor:
 def test_uint8_model_input_is_the_exact_first_half_of_preprocessing(crop_mode, photo_bytes):
     """Batch workers ship crops as uint8 model inputs; normalising them must give the very tensor the weights'
     own transform gives, bit for bit, or a distributed run would not be faithful."""
-    from shelf.classify import model_input, normalise
+    from shelf.recognition.inputs import model_input, normalise
     reference = {"center": ResNet18_Weights.IMAGENET1K_V1.transforms(), "pad": padded_reference}[crop_mode]
     for name in ("chelsea.png", "rocket.jpg"):
         image = decode_image(photo_bytes[name], name).image.crop((10, 20, 200, 420))  # a tall crop
@@ -128,7 +130,7 @@ def test_uint8_model_input_is_the_exact_first_half_of_preprocessing(crop_mode, p
 def test_preprocessing_without_torchvision_is_torchvisions_bit_for_bit(size, photo_bytes):
     """model_input + normalise resize and crop with Pillow (no torchvision import at start-up): the same tensor as
     the weights' own transform at every shape — tall, wide, square, odd, and smaller than the crop."""
-    from shelf.classify import model_input, normalise
+    from shelf.recognition.inputs import model_input, normalise
     image = decode_image(photo_bytes["coffee.png"], "coffee.png").image.resize(size, Image.BICUBIC)
     assert torch.equal(torch.from_numpy(normalise(model_input(image)[None])[0]),
                        ResNet18_Weights.IMAGENET1K_V1.transforms()(image))

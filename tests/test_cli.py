@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from shelf import store
-from shelf.cli import main as cli
+from shelf.serving.cli import main as cli
+from shelf.storage import store
 from tests.conftest import skimage_photo
 
 

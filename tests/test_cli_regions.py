@@ -4,8 +4,8 @@ import json
 import pytest
 from PIL import Image
 
-from shelf import store
-from shelf.cli import main as cli
+from shelf.serving.cli import main as cli
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.detectors import classifier_model, fixed_detector
 

@@ -8,11 +8,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from shelf import access, catalog, compliance, planogram, report, store
-from shelf.cli import main as cli
-from shelf.images import DecodedImage
-from shelf.regions import Box
-from shelf.tally import TallyFilter
+from shelf import access
+from shelf.analytics import compliance, planogram, report
+from shelf.analytics.tally import TallyFilter
+from shelf.ingest.images import DecodedImage
+from shelf.ingest.regions import Box
+from shelf.recognition import catalog
+from shelf.serving.cli import main as cli
+from shelf.storage import store
 from tests.factory import PHOTO, TEST_RUN, result
 
 DAY1, DAY2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
@@ -232,7 +235,7 @@ def test_import_replaces_an_aisle_and_keeps_who_changed_unchanged_lines(tmp_path
 def test_the_http_api_gives_the_same_compliance(chain, loaded, capsys):
     from fastapi.testclient import TestClient
 
-    from shelf import api
+    from shelf.serving import api
     db, engine = chain
     selection = {"from": "2026-03-02", "to": "2026-03-02", "min_confidence": "0.5"}
     with TestClient(api.create_app(api.ApiSettings(db_url=db, local=True), loaded)) as client:

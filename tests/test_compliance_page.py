@@ -7,7 +7,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from shelf import catalog, planogram, store
+from shelf.analytics import planogram
+from shelf.recognition import catalog
+from shelf.storage import store
 from tests.factory import TEST_RUN
 from tests.test_app import APP, TIMEOUT, downloads, texts  # noqa: F401  (downloads is a fixture)
 from tests.test_compliance import BEER, DAY1, DAY2, PLANOGRAM, POP, WATER, WINE, add_shelf

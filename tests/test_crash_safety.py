@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from shelf import store
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.synthetic import make_product
 

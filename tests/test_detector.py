@@ -8,9 +8,18 @@ import onnx
 import pytest
 from PIL import Image, ImageDraw
 
-from shelf import config, detector, pipeline, store
-from shelf.detector import DetectorError, detect, import_detector, imported_detectors, inspect_detector, letterbox
-from shelf.regions import Box, parse_region_mode
+from shelf import config
+from shelf.ingest.regions import Box, parse_region_mode
+from shelf.recognition import detector, pipeline
+from shelf.recognition.detector import (
+    DetectorError,
+    detect,
+    import_detector,
+    imported_detectors,
+    inspect_detector,
+    letterbox,
+)
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.detectors import INPUT, classifier_model, colour_detector, fixed_detector
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from shelf.evaluation import (
+from shelf.ingest.evaluation import (
     average_precision,
     average_precision_coco,
     evaluate_photo,
@@ -12,7 +12,7 @@ from shelf.evaluation import (
     precision_recall,
     summarise,
 )
-from shelf.regions import Box
+from shelf.ingest.regions import Box
 
 TRUTH = [Box(0, 0, 10, 10), Box(20, 0, 30, 10), Box(40, 0, 50, 10)]
 

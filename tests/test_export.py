@@ -3,7 +3,7 @@ import io
 import pandas as pd
 import pytest
 
-from shelf.export import inert, to_csv_bytes
+from shelf.analytics.export import inert, to_csv_bytes
 
 
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tTab", "\rCR"])

@@ -3,12 +3,13 @@ classified, never counted), and overlays hatch them."""
 import pytest
 import sqlalchemy as sa
 
-from shelf import report, store
-from shelf.evaluation import greedy_matches
-from shelf.overlay import GAP_COLOUR, draw_overlay
-from shelf.pipeline import Upload, recognize
-from shelf.regions import Box, auto_layout
-from shelf.tally import TallyFilter
+from shelf.analytics import report
+from shelf.analytics.tally import TallyFilter
+from shelf.ingest.evaluation import greedy_matches
+from shelf.ingest.overlay import GAP_COLOUR, draw_overlay
+from shelf.ingest.regions import Box, auto_layout
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.synthetic import make_planned_shelf
 

@@ -8,11 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from shelf import model, store
-from shelf.boxfiles import BoxFileError, boxes_for_photo, parse_box_file
-from shelf.images import ImageError, clean_filename, decode_image
-from shelf.pipeline import Upload, recognize
-from shelf.ui import md_escape
+from shelf.ingest.boxfiles import BoxFileError, boxes_for_photo, parse_box_file
+from shelf.ingest.images import ImageError, clean_filename, decode_image
+from shelf.recognition import model
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.serving.ui import md_escape
+from shelf.storage import store
 from tests.conftest import image_bytes, solid
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -17,12 +17,14 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from shelf import catalog, export, model, store
-from shelf.boxfiles import MAX_BOXES_PER_PHOTO, BoxFileError, boxes_for_photo, parse_box_file
-from shelf.images import MAX_BYTES, MAX_UPLOAD_MB, ImageError, decode_image
-from shelf.pipeline import Upload, recognize
-from shelf.regions import Box
-from shelf.ui import md_escape
+from shelf.analytics import export
+from shelf.ingest.boxfiles import MAX_BOXES_PER_PHOTO, BoxFileError, boxes_for_photo, parse_box_file
+from shelf.ingest.images import MAX_BYTES, MAX_UPLOAD_MB, ImageError, decode_image
+from shelf.ingest.regions import Box
+from shelf.recognition import catalog, model
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.serving.ui import md_escape
+from shelf.storage import store
 from tests.hostile_files import (
     HOSTILE_NAME,
     ROOT,
@@ -63,8 +65,8 @@ def test_a_zip_of_huge_one_colour_photos_is_evaluated_one_at_a_time(tmp_path, we
     bomb.write_bytes(_zip({f"Cola/{i}.png": big for i in range(6)}))
     peak, out = peak_rss_mb(f"""
 from pathlib import Path
-from shelf import catalog, model
-from shelf.store import open_store
+from shelf.recognition import catalog, model
+from shelf.storage.store import open_store
 state, info = model.read_weights_file(Path({str(weights_file)!r}), "SHELF_WEIGHTS")
 loaded = model.build_model(state, info)
 items, problems = catalog.labelled_from_zip(Path({str(bomb)!r}).read_bytes(), "bomb.zip")
@@ -114,7 +116,7 @@ def test_inflating_weights_are_refused_before_torch_allocates_them(tmp_path, wei
     assert bomb.stat().st_size < 60 * 10**6
     peak, out = peak_rss_mb(f"""
 from pathlib import Path
-from shelf import model
+from shelf.recognition import model
 try:
     model.import_weights(Path({str(bomb)!r}).read_bytes(), "resnet18.pth")
 except model.WeightsError as exc:
@@ -255,17 +257,17 @@ def test_the_cli_streams_a_huge_box_file_and_stops_at_the_limit(tmp_path):
     with open(huge, "wb") as handle:
         handle.truncate(3 * 10**9)  # sparse: 3 GB to whoever reads it whole
     peak, out = peak_rss_mb(f"""
-from shelf.cli import main
+from shelf.serving.cli import main
 print("EXIT", main(["recognize", "p.png", "--regions", "boxes:{huge}"]))
 """)
     assert "EXIT 2" in out and peak < 400, f"peak {peak:.0f} MB"
 
 
 def test_the_recognize_page_parses_a_box_file_once_per_content(loaded, eager, monkeypatch):
-    import shelf.boxfiles
+    import shelf.ingest.boxfiles
     calls = []
-    real = shelf.boxfiles.parse_box_file
-    monkeypatch.setattr(shelf.boxfiles, "parse_box_file", lambda *a: calls.append(a[1]) or real(*a))
+    real = shelf.ingest.boxfiles.parse_box_file
+    monkeypatch.setattr(shelf.ingest.boxfiles, "parse_box_file", lambda *a: calls.append(a[1]) or real(*a))
     at = start("pages/recognize.py")
     at.selectbox(key="region_kind").set_value("boxes").run()
     upload(at, "box_file", [("boxes.csv", b"p.png,0,0,30,30\n", "text/csv")])
@@ -398,7 +400,7 @@ def test_hostile_names_reach_no_markdown_live(loaded, eager, weights_file):
 
 
 def test_upload_limits_are_one_number_each_for_streamlit_and_shelf(loaded, eager):
-    from shelf.boxfiles import MAX_BOX_FILE_BYTES, MAX_BOX_FILE_MB
+    from shelf.ingest.boxfiles import MAX_BOX_FILE_BYTES, MAX_BOX_FILE_MB
     server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
     expected = {"uploads": MAX_UPLOAD_MB, "box_file": MAX_BOX_FILE_MB, "weights_upload": model.MAX_WEIGHTS_MB,
                 "sku_photos_0": MAX_UPLOAD_MB, "labelled_zip": MAX_UPLOAD_MB, "sku_more": MAX_UPLOAD_MB,
@@ -445,7 +447,7 @@ def test_home_shows_a_short_form_of_where_data_lives(loaded, eager, weights_file
 
 
 def test_stale_partial_onnx_files_are_removed_at_start(loaded, monkeypatch):
-    from shelf import backends
+    from shelf.recognition import backends
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     dead = int(gone.stdout)
@@ -483,7 +485,7 @@ def test_recognize_keeps_a_bounded_number_of_previews(loaded, engine, eager):
     uploads = [Upload(f"p{i}.png", png_bytes(colour=(i, 7, 7))) for i in range(5)]
     results = recognize(loaded, engine, uploads, store.Context(), previews=2)
     assert [r.preview is not None for r in results] == [False, False, False, True, True]
-    from shelf.ui import RECENT_PREVIEWS
+    from shelf.serving.ui import RECENT_PREVIEWS
     at = start("pages/recognize.py")
     upload(at, "uploads", [(f"q{i}.png", png_bytes(colour=(i, 99, 9)), "image/png")
                            for i in range(RECENT_PREVIEWS + 2)])
@@ -498,7 +500,7 @@ def test_recognize_keeps_a_bounded_number_of_previews(loaded, engine, eager):
 
 DRIVER = """
 import contextlib, io, json, sys, traceback
-from shelf.cli import main
+from shelf.serving.cli import main
 for argv in json.loads(sys.argv[1]):
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shelf.images import ImageError, clean_filename, decode_image
+from shelf.ingest.images import ImageError, clean_filename, decode_image
 from tests.conftest import image_bytes, skimage_photo, solid
 
 

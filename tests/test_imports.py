@@ -9,9 +9,10 @@ from torchvision.models import ResNet18_Weights
 from shelf.labels import IMAGENET_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_FREE = ["shelf.store", "shelf.tally", "shelf.report", "shelf.rollup", "shelf.schema", "shelf.migrations",
-              "shelf.charts", "shelf.export", "shelf.review", "shelf.categories", "shelf.labels",
-              "shelf.planogram", "shelf.compliance"]
+TORCH_FREE = ["shelf.storage.store", "shelf.analytics.tally", "shelf.analytics.report", "shelf.storage.rollup",
+              "shelf.storage.schema", "shelf.storage.migrations", "shelf.analytics.charts", "shelf.analytics.export",
+              "shelf.analytics.review", "shelf.analytics.categories", "shelf.labels", "shelf.analytics.planogram",
+              "shelf.analytics.compliance"]
 
 
 def test_reporting_modules_import_without_torch():
@@ -43,7 +44,7 @@ def test_the_cli_starts_without_heavy_imports():
     """`python -m shelf --help` and every command's start: no torchvision detection models, no torch._dynamo (a
     second of start-up, pulled in by importing the torchvision package), no onnx (conversion only)."""
     heavy = ("torch", "torchvision", "torchvision.models.detection", "torch._dynamo", "onnx", "pandas")
-    code = f"import sys, shelf.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, shelf.serving.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
 
@@ -51,14 +52,15 @@ def test_the_cli_starts_without_heavy_imports():
 def test_recognizing_imports_no_torchvision():
     """The recognize path (decode, regions, preprocessing, classify, store) runs without the torchvision package;
     only building the torch model (eager backend, a conversion, checking a new weights file) imports it."""
-    code = ("import sys, shelf.pipeline, shelf.stages, shelf.classify, shelf.backends, shelf.cli\n"
+    code = ("import sys, shelf.recognition.pipeline, shelf.recognition.stages, shelf.recognition.classify, "
+            "shelf.recognition.backends, shelf.serving.cli\n"
             "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'onnx', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
 
 
 def test_torchvision_facts_kept_as_data_are_torchvisions():
-    from shelf import model
+    from shelf.recognition import model
     weights, transform = ResNet18_Weights.IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1.transforms()
     assert model.WEIGHTS_URL == weights.url
     assert (list(model.IMAGENET_MEAN), list(model.IMAGENET_STD)) == (list(transform.mean), list(transform.std))

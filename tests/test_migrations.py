@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from shelf import report, store
+from shelf.analytics import report
+from shelf.analytics.tally import TallyFilter
 from shelf.labels import IMAGENET_CLASSES
-from shelf.schema import confidence_bin, shelf_width_rollup
-from shelf.tally import TallyFilter
+from shelf.storage import store
+from shelf.storage.schema import confidence_bin, shelf_width_rollup
 from tests.factory import TEST_RUN, add_photo, gap_boxes
 from tests.reference import load_detections
 
@@ -191,7 +192,7 @@ def test_a_version_1_store_is_migrated_in_place(db_url):
     detections = load_detections(engine)
     assert len(detections) == 9 and detections.set_index("region_id").loc[11, "sku"] == "Cola"
     table = report.tally_table(engine, ["label"], 0.3)
-    from shelf.tally import tally
+    from shelf.analytics.tally import tally
     pd.testing.assert_frame_equal(table, tally(detections, ["label"], 0.3), check_dtype=False)
     assert report.review_count(engine, report.ReviewFilter()) == 8
     store.open_store(db_url)  # again: nothing left to do

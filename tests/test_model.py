@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from shelf import model
-from shelf.cli import main as cli
+from shelf.recognition import model
+from shelf.serving.cli import main as cli
 
 
 def test_shelf_weights_file_is_used_and_marked_untrained(weights_file):

@@ -5,11 +5,10 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageFont
 
-from shelf import stages, store
-from shelf.boxfiles import parse_box_file
-from shelf.classify import classify_images
-from shelf.images import decode_image
-from shelf.overlay import (
+from shelf.analytics.tally import facings_per_photo
+from shelf.ingest.boxfiles import parse_box_file
+from shelf.ingest.images import decode_image
+from shelf.ingest.overlay import (
     LABEL_PALETTE,
     OTHER_COLOUR,
     _fitting_tag,
@@ -20,9 +19,11 @@ from shelf.overlay import (
     png_bytes,
     preview,
 )
-from shelf.pipeline import Upload, recognize
-from shelf.regions import Box
-from shelf.tally import facings_per_photo
+from shelf.ingest.regions import Box
+from shelf.recognition import stages
+from shelf.recognition.classify import classify_images
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.reference import load_detections
 from tests.synthetic import shelf_jpeg

@@ -1,7 +1,7 @@
-"""The numbers the database computes (shelf.report, over rollups kept in step on every write) equal the pandas
-definition (shelf.tally over tests.reference, built from the predictions and the corrections history) on random
-stores: corrections, category edits, SKU matches and removals, thresholds, filters and dates — on SQLite and on
-PostgreSQL."""
+"""The numbers the database computes (shelf.analytics.report, over rollups kept in step on every write) equal the
+pandas definition (shelf.analytics.tally over tests.reference, built from the predictions and the corrections
+history) on random stores: corrections, category edits, SKU matches and removals, thresholds, filters and dates —
+on SQLite and on PostgreSQL."""
 import datetime as dt
 import math
 
@@ -11,12 +11,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shelf import catalog, categories, report, store
-from shelf.labels import IMAGENET_CLASSES, RETAIL_CATEGORIES
-from shelf.regions import Box
-from shelf.report import ReviewFilter
-from shelf.schema import THRESHOLD_STEPS
-from shelf.tally import (
+from shelf.analytics import categories, report
+from shelf.analytics.report import ReviewFilter
+from shelf.analytics.tally import (
     GROUPINGS,
     TallyFilter,
     counted,
@@ -24,6 +21,11 @@ from shelf.tally import (
     in_confidence_range,
     tally,
 )
+from shelf.ingest.regions import Box
+from shelf.labels import IMAGENET_CLASSES, RETAIL_CATEGORIES
+from shelf.recognition import catalog
+from shelf.storage import store
+from shelf.storage.schema import THRESHOLD_STEPS
 from tests.conftest import POSTGRES_URL, require_service
 from tests.factory import TEST_RUN, add_photo, gap_boxes, result
 from tests.reference import empty_shelf_reference, load_detections, review_queue

@@ -6,12 +6,13 @@ import json
 import pandas as pd
 import pytest
 
-from shelf import categories, export, report, store
-from shelf.boxfiles import boxes_for_photo, parse_box_file
-from shelf.pipeline import Upload, recognize
-from shelf.report import ReviewFilter
-from shelf.review import corrections_from_edits, label_choice, merge_page_edits, parse_label_choice
-from shelf.tally import TallyFilter, tally
+from shelf.analytics import categories, export, report
+from shelf.analytics.report import ReviewFilter
+from shelf.analytics.review import corrections_from_edits, label_choice, merge_page_edits, parse_label_choice
+from shelf.analytics.tally import TallyFilter, tally
+from shelf.ingest.boxfiles import boxes_for_photo, parse_box_file
+from shelf.recognition.pipeline import Upload, recognize
+from shelf.storage import store
 from tests.reference import load_detections
 from tests.synthetic import shelf_jpeg
 
@@ -197,7 +198,7 @@ def test_exports_cover_exactly_the_selection(stored):
 
 
 def test_cli_export_round_trip(stored, tmp_path, capsys):
-    from shelf.cli import main as cli
+    from shelf.serving.cli import main as cli
     url = str(stored.url)
     for what, fmt, name in [("detections", "csv", "d.csv"), ("detections", "coco", "d.json"),
                             ("detections", "sku110k", "s.csv"), ("tallies", "csv", "t.csv"),

@@ -8,11 +8,11 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from shelf import store
-from shelf.classify import Classification, Prediction
-from shelf.images import decode_image
-from shelf.pipeline import Upload, recognize, run_provenance
-from shelf.regions import Box
+from shelf.ingest.images import decode_image
+from shelf.ingest.regions import Box
+from shelf.recognition.classify import Classification, Prediction
+from shelf.recognition.pipeline import Upload, recognize, run_provenance
+from shelf.storage import store
 from tests.conftest import image_bytes, solid
 
 CONTEXT = store.Context("Store 1", "Aisle 7", dt.date(2026, 11, 2))
@@ -156,7 +156,7 @@ def test_schema_is_versioned_and_creation_is_idempotent(db_url):
 
 
 def test_recognizing_a_stored_photo_again_replaces_its_regions_and_keeps_history(loaded, any_engine, photo_bytes):
-    from shelf.report import tally_table
+    from shelf.analytics.report import tally_table
     engine = any_engine
     data = photo_bytes["coffee.png"]
     first = recognize(loaded, engine, [Upload("coffee.png", data)], CONTEXT, region_mode="whole")
@@ -180,7 +180,7 @@ def test_recognizing_a_stored_photo_again_replaces_its_regions_and_keeps_history
 
 
 def test_a_photo_can_be_moved_and_deleted(loaded, any_engine, photo_bytes, shelf_env):
-    from shelf.report import tally_table
+    from shelf.analytics.report import tally_table
     engine = any_engine
     kept, gone = recognize(loaded, engine, [Upload("a.png", photo_bytes["coffee.png"]),
                                             Upload("b.jpg", photo_bytes["rocket.jpg"])], CONTEXT)

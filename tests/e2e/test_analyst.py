@@ -5,8 +5,9 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from shelf import catalog, store
-from shelf.categories import category_map
+from shelf.analytics.categories import category_map
+from shelf.recognition import catalog
+from shelf.storage import store
 from tests.conftest import image_bytes
 from tests.e2e.conftest import open_page, settled
 from tests.factory import TEST_RUN, add_photo

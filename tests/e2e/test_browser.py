@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from shelf import store
-from shelf.tally import tally
+from shelf.analytics.tally import tally
+from shelf.storage import store
 from tests.conftest import image_bytes, skimage_photo
 from tests.e2e.conftest import correct_one_region, open_page, settled
 from tests.reference import build_detections

@@ -3,7 +3,7 @@ the store/aisle table and find the known violations in it."""
 import pandas as pd
 import pytest
 
-from shelf import store
+from shelf.storage import store
 from tests.e2e.conftest import open_page, settled
 from tests.factory import TEST_RUN
 from tests.test_compliance import BEER, DAY1, DAY2, PLANOGRAM, POP, WATER, WINE, add_shelf

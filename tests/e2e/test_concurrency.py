@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from shelf import store
+from shelf.storage import store
 from tests.conftest import image_bytes, require_service
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, Server
 from tests.synthetic import make_product

@@ -2,7 +2,8 @@
 nothing it names), and a table's own "Download as CSV" gives no cell a spreadsheet would run as a formula."""
 import pandas as pd
 
-from shelf import catalog, store
+from shelf.recognition import catalog
+from shelf.storage import store
 from tests.e2e.conftest import open_page
 from tests.hostile_files import HOSTILE_NAME, png_bytes
 

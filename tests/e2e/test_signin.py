@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from shelf import backends, store
-from shelf.schema import audit_log
+from shelf.recognition import backends
+from shelf.storage import store
+from shelf.storage.schema import audit_log
 from tests.e2e.conftest import Server, correct_one_region, free_port, settled
 from tests.factory import TEST_RUN, add_photo
 

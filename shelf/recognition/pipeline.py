@@ -1,0 +1,273 @@
+"""The data path wired together: uploaded bytes → decoded photo → regions → predictions → store.
+
+Used by the Recognize page and the CLI alike. Each photo is decoded once; its regions are cropped from that one
+decoded image and classified in batches. Each file succeeds or fails on its own: a bad file becomes a message naming
+it, and the batch goes on.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from PIL import Image
+from sqlalchemy.engine import Engine
+
+import shelf
+from shelf.access import LOCAL, Identity, require
+from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
+from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
+from shelf.ingest.overlay import preview
+from shelf.ingest.regions import Box, RegionMode, parse_region_mode
+from shelf.recognition import stages
+from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex
+from shelf.recognition.classify import DEFAULT_TOP_K, Prediction
+from shelf.recognition.detector import DetectorInfo, resolve_detector
+from shelf.recognition.detector import provenance as detector_provenance
+from shelf.recognition.inputs import preprocessing_provenance
+from shelf.recognition.model import LoadedModel, torch_version, torchvision_version
+from shelf.recognition.stages import (
+    crops,  # noqa: F401  (moved to the stages; benchmarks know it here)
+    find_regions,
+)
+from shelf.storage import store
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str  # as the user's browser or shell gave it: display only
+    data: bytes
+
+
+@dataclass
+class RegionResult:
+    box: Box
+    predictions: list[Prediction]
+    sku_id: int | None = None  # the catalog match, when the run used the catalog (None: unknown or not matched)
+    sku_similarity: float | None = None
+
+    @property
+    def top1(self) -> Prediction:
+        return self.predictions[0]
+
+
+@dataclass
+class PhotoResult:
+    name: str
+    photo_id: int | None = None
+    sha256: str | None = None
+    already_stored: bool = False
+    regions: list[RegionResult] = field(default_factory=list)
+    gaps: list[Box] = field(default_factory=list)  # empty stretches of shelf (auto mode): not classified
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)  # things the user should know that did not stop the photo
+    size: tuple[int, int] = (0, 0)  # of the decoded (EXIF-rotated) photo; boxes are in these pixels
+    preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
+    recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
+    skipped: bool = False  # read, but left out by this run (`error` says why): not a broken file
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
+                   catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False) -> dict:
+    """What a run records. `recognized_again`: its regions replace those of photos that were stored before."""
+    w = loaded.weights
+    return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
+            "weights_untrained": w.untrained, "torch_version": torch_version(),
+            "torchvision_version": torchvision_version(), "shelf_version": shelf.__version__,
+            "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
+                              "catalog": catalog, **({"detector": detector} if detector else {}),
+                              **({"recognized_again": True} if recognized_again else {})},
+            "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
+
+
+def catalog_provenance(settings: stages.Settings) -> dict | None:
+    """How SKUs were matched, for the run's provenance (None: they were not)."""
+    if not settings.matching:
+        return None
+    return {"skus": settings.catalog.size, "references": len(settings.catalog.references), "method": "knn",
+            "threshold": settings.catalog_threshold,
+            "embedding": "L2-normalised 512-d pooled features, same preprocessing"}
+
+
+def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
+    frame = store.predictions_frame(engine, photo_ids=[photo_id])
+    matches = store.current_sku_matches(engine, photo_id)
+    result = PhotoResult(name=name, photo_id=photo_id, already_stored=True)
+    for position, group in frame.groupby("position", sort=True):
+        first = group.iloc[0]
+        result.regions.append(RegionResult(
+            box=Box(int(first.x1), int(first.y1), int(first.x2), int(first.y2)),
+            predictions=[Prediction(int(r["rank"]), int(r.class_index), r.label, float(r.probability))
+                         for _, r in group.iterrows()],
+            sku_id=matches.get(position, (None, None))[0], sku_similarity=matches.get(position, (None, None))[1]))
+    if not frame.empty:
+        result.sha256 = frame.iloc[0].sha256
+    return result
+
+
+def mode_provenance(mode: RegionMode, detector: DetectorInfo | None) -> tuple[str, dict | None]:
+    """(region mode text, detector description) as a run records them: a detector by its sha256, not its path."""
+    if mode.kind != "detector" or detector is None:
+        return mode.text, None
+    return replace(mode, source=detector.sha256).text, detector_provenance(detector, mode.conf, mode.iou, mode.tiles)
+
+
+def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], context: store.Context,
+              region_mode: str | RegionMode = "whole", top_k: int = DEFAULT_TOP_K, crop_mode: str = "center",
+              box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
+              catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
+              on_progress: Callable[[int, int, str], None] | None = None,
+              previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None,
+              by: Identity = LOCAL) -> list[PhotoResult]:
+    """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
+    `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
+    A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
+    `already_stored` — unless `again`: then it is recognised with these settings, its new regions count from now on
+    (the old ones stay as history) and its store/aisle/date become `context`. A detector mode uses `detector`, or
+    resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
+    many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
+    across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run."""
+    require(by, "edit_photo" if again else "recognize")
+    mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
+    preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
+    if mode.kind == "detector" and detector is None:
+        detector = resolve_detector(mode.source)
+    settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
+                               backend=getattr(loaded.backend, "kind", "eager"), detector=detector)
+    classifier = stages.Classifier(settings, loaded)
+    row_context = {"store": context.store, "aisle": context.aisle,
+                   "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
+    results: list[PhotoResult] = []
+    for number, upload in enumerate(uploads, start=1):
+        name = clean_filename(upload.name)
+        if on_progress:
+            on_progress(number - 1, len(uploads), name)
+        try:
+            decoded = stages.decode_for(upload.data, name, settings)  # at a reduced scale only in fast mode
+            existing = store.find_photo(engine, decoded.sha256)
+            if existing is not None and not again:
+                result = stored_result(engine, name, existing)
+            else:
+                row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
+                (row,) = stages.rows(classifier(stages.batch([row])))
+                if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
+                    mode_text, detector_info = mode_provenance(mode, detector)
+                    settings = replace(settings, run_id=_run_id(engine, run_provenance(
+                        loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
+                        recognized_again=again), runs))
+                result = _stored_result(row, engine, settings) if existing is None else \
+                    _replaced_result(row, engine, settings, existing, context)
+            result.size = (decoded.width, decoded.height)
+            result.preview = preview(decoded.image) if previews != 0 else None  # the CLI and API show none
+        except ImageError as exc:
+            result = PhotoResult(name=name, error=str(exc), skipped=isinstance(exc, Skipped))
+        except Exception as exc:  # one file's failure must not end the batch or lose what is stored
+            result = PhotoResult(name=name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
+                                                  f"{str(exc)[:200]})")
+        results.append(result)
+        if previews is not None and len(results) > previews:
+            results[-previews - 1].preview = None
+    if on_progress:
+        on_progress(len(uploads), len(uploads), "")
+    return results
+
+
+def _run_id(engine: Engine, provenance: dict, runs: dict[str, int] | None) -> int:
+    """A new run for `provenance`, or the one `runs` already holds for it."""
+    if runs is None:
+        return store.create_run(engine, provenance)
+    key = json.dumps(provenance, sort_keys=True, default=str)
+    with _RUNS_LOCK:  # threads of one server share `runs`: the first photo of a setting creates its run, once
+        if key not in runs:
+            runs[key] = store.create_run(engine, provenance)
+        return runs[key]
+
+
+_RUNS_LOCK = threading.Lock()
+
+
+@dataclass
+class RegionComparison:
+    """A region mode's boxes on one photo beside the true boxes from a labelled file (nothing is stored)."""
+
+    name: str
+    found: list[Box] = field(default_factory=list)
+    scores: list[float] | None = None
+    truth: list[Box] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    size: tuple[int, int] = (0, 0)
+    preview: Image.Image | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, truth: BoxImport,
+                    box_file: BoxImport | None = None, detector: DetectorInfo | None = None,
+                    with_preview: bool = False,
+                    on_progress: Callable[[int, int, str], None] | None = None) -> list[RegionComparison]:
+    """Each photo's regions under a mode and its true boxes from `truth` (matched by file name, like boxes:FILE).
+    A photo the truth file has no boxes for, or that cannot be read, gets an error and the rest go on."""
+    mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
+    if mode.kind == "detector" and detector is None:
+        detector = resolve_detector(mode.source)
+    results = []
+    for number, upload in enumerate(uploads, start=1):
+        name = clean_filename(upload.name)
+        try:
+            decoded = decode_image(upload.data, name)
+            image = decoded.image
+            true_boxes, notes = boxes_for_photo(truth, name, image.width, image.height, decoded.sha256)
+            if not true_boxes:
+                raise Skipped(name, f"skipped: the truth file {truth.source} has no boxes for this photo")
+            found = find_regions(mode, image, name, box_file, detector, decoded.sha256)
+            result = RegionComparison(name, found.boxes, found.scores, true_boxes, notes + found.notes,
+                                      size=image.size, preview=preview(image) if with_preview else None)
+        except ImageError as exc:
+            result = RegionComparison(name, error=str(exc))
+        except Exception as exc:  # one file's failure must not end the batch
+            result = RegionComparison(name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
+                                                  f"{str(exc)[:200]})")
+        results.append(result)
+        if on_progress:
+            on_progress(number, len(uploads), name)
+    return results
+
+
+def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo_id: int,
+                     context: store.Context) -> PhotoResult:
+    """A stored photo recognised again: its regions replaced by this run's, its context by this one."""
+    if row["status"] == stages.FAILED:
+        return PhotoResult(name=row["name"], error=f"{row['name']}: {row['error']}")
+    matched = stages.matches(row, settings)
+    store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched,
+                          gaps=stages.boxes(row, "gaps"))
+    store.set_photo_context(engine, photo_id, context)
+    return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
+                       gaps=stages.boxes(row, "gaps"),
+                       notes=[note for note in row["notes"].split("\n") if note],
+                       regions=[RegionResult(box, c.predictions, *m) for box, c, m in
+                                zip(stages.boxes(row), stages.classifications(row),
+                                    matched or [(None, None)] * len(row["boxes"]))])
+
+
+def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> PhotoResult:
+    """Store one classified row and say what became of it."""
+    outcome = row if row["status"] == stages.FAILED else stages.store_row(row, engine, settings)
+    if outcome["status"] == stages.FAILED:
+        return PhotoResult(name=row["name"], error=f"{row['name']}: {outcome['error']}")
+    matched = stages.matches(row, settings) or [(None, None)] * len(row["boxes"])
+    return PhotoResult(name=row["name"], photo_id=outcome["photo_id"], sha256=row["sha256"],
+                       already_stored=outcome["status"] == stages.ALREADY_STORED,
+                       notes=[note for note in row["notes"].split("\n") if note],
+                       regions=[RegionResult(box, c.predictions, *m) for box, c, m in
+                                zip(stages.boxes(row), stages.classifications(row), matched)],
+                       gaps=stages.boxes(row, "gaps"))

@@ -1,0 +1,103 @@
+"""Schema migration steps, by the version they produce (run by shelf.storage.store.migrate inside its transaction).
+
+Version 1 was the first schema; version 2 lays the store out for chain scale (schema's docstring): region rows
+carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
+predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
+empty-shelf width rollup (a new table only). store.migrate creates new tables and builds the rollups once the
+steps are done.
+"""
+from __future__ import annotations
+
+import itertools
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from shelf.storage.schema import (
+    THRESHOLD_STEPS,
+    embeddings,
+    metadata,
+    photos,
+    predictions,
+    regions,
+    schema_version,
+)
+
+EMBEDDING_DTYPE = "<f2"
+
+
+def existing_version(conn: Connection) -> int:
+    if not sa.inspect(conn).has_table(schema_version.name):
+        return 0
+    return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+
+def _bin_expression(probability) -> sa.Case:
+    """shelf.storage.schema.confidence_bin in SQL, with the same float constants."""
+    return sa.case(*((probability >= step, index) for index, step in reversed(list(enumerate(THRESHOLD_STEPS)))
+                     if index), else_=0)
+
+
+def _to_v2(conn: Connection) -> None:
+    import numpy as np
+
+    metadata.create_all(conn, checkfirst=True)  # the new tables (embeddings, class categories, rollups)
+    q = conn.dialect.identifier_preparer.quote
+    add = [("kind", "VARCHAR(10) NOT NULL DEFAULT 'product'"), ("active", "BOOLEAN NOT NULL DEFAULT TRUE"),
+           ("predicted_class_index", "SMALLINT NOT NULL DEFAULT 0"),
+           ("probability", "DOUBLE PRECISION NOT NULL DEFAULT 0"), ("bin", "SMALLINT NOT NULL DEFAULT 0"),
+           ("class_index", "SMALLINT NOT NULL DEFAULT 0"), ("corrected", "BOOLEAN NOT NULL DEFAULT FALSE"),
+           ("sku_id", "INTEGER REFERENCES skus (id)"), ("sku_similarity", "DOUBLE PRECISION")]
+    for column, ddl in add:
+        conn.exec_driver_sql(f"ALTER TABLE regions ADD COLUMN {q(column)} {ddl}")
+    conn.exec_driver_sql("ALTER TABLE photos ADD COLUMN day INTEGER NOT NULL DEFAULT 0")
+    for date in conn.execute(sa.select(photos.c.captured_on).where(photos.c.captured_on.is_not(None)).distinct()
+                             ).scalars().all():
+        conn.execute(photos.update().where(photos.c.captured_on == date).values(day=date.toordinal()))
+
+    old_predictions = sa.table("predictions", sa.column("region_id"), sa.column("rank"), sa.column("class_index"),
+                               sa.column("probability"))
+    top1 = sa.select(old_predictions.c.class_index, old_predictions.c.probability).where(
+        old_predictions.c.region_id == regions.c.id, old_predictions.c.rank == 1)
+    conn.execute(regions.update().values(predicted_class_index=top1.with_only_columns(old_predictions.c.class_index)
+                                         .scalar_subquery(),
+                                         probability=top1.with_only_columns(old_predictions.c.probability)
+                                         .scalar_subquery()))
+    conn.execute(regions.update().values(bin=_bin_expression(regions.c.probability),
+                                         class_index=regions.c.predicted_class_index))
+    corrections_ = sa.table("corrections", sa.column("id"), sa.column("region_id"), sa.column("class_index"))
+    newest = sa.select(corrections_.c.class_index).where(corrections_.c.region_id == regions.c.id) \
+        .order_by(corrections_.c.id.desc()).limit(1).scalar_subquery()
+    corrected = sa.exists().where(corrections_.c.region_id == regions.c.id)
+    conn.execute(regions.update().where(corrected).values(class_index=newest, corrected=True))
+    matches = sa.table("sku_matches", sa.column("region_id"), sa.column("sku_id"), sa.column("similarity"))
+    match = sa.select(matches.c.sku_id).where(matches.c.region_id == regions.c.id)
+    conn.execute(regions.update().where(sa.exists(match)).values(
+        sku_id=match.scalar_subquery(),
+        sku_similarity=match.with_only_columns(matches.c.similarity).scalar_subquery()))
+    conn.exec_driver_sql("DROP TABLE sku_matches")
+
+    old = sa.table("regions", sa.column("photo_id"), sa.column("run_id"), sa.column("position"),
+                   sa.column("embedding"))
+    result = conn.execute(sa.select(old.c.photo_id, old.c.run_id, old.c.embedding)
+                          .where(old.c.embedding.is_not(None)).order_by(old.c.photo_id, old.c.run_id, old.c.position))
+    for (photo_id, run_id), group in itertools.groupby(result, key=lambda r: (r.photo_id, r.run_id)):
+        vectors = np.stack([np.frombuffer(r.embedding, "<f4") for r in group])
+        conn.execute(embeddings.insert().values(photo_id=photo_id, run_id=run_id,
+                                                vectors=vectors.astype(EMBEDDING_DTYPE).tobytes()))
+    conn.exec_driver_sql("ALTER TABLE regions DROP COLUMN embedding")
+
+    conn.exec_driver_sql("CREATE TABLE predictions_v1 AS SELECT region_id, rank, class_index, probability "
+                         "FROM predictions")
+    conn.exec_driver_sql("DROP TABLE predictions")
+    predictions.create(conn)
+    conn.exec_driver_sql("INSERT INTO predictions (region_id, rank, class_index, probability) "
+                         "SELECT region_id, rank, class_index, probability FROM predictions_v1")
+    conn.exec_driver_sql("DROP TABLE predictions_v1")
+    for table in (photos, regions):
+        for index in table.indexes:
+            if not any(i["name"] == index.name for i in sa.inspect(conn).get_indexes(table.name)):
+                index.create(conn)
+
+
+MIGRATIONS = {2: _to_v2}
