@@ -2,6 +2,7 @@
 manifest with bad rows, an actor killed mid-batch, and a two-node cluster started with `ray start`.
 
 One local Ray instance (2 CPUs) serves the module; the two-node cluster is its own, stopped by its temp dir."""
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from shelf.serving.cli import main as cli
 from shelf.storage import batches, store
 from tests.conftest import POSTGRES_URL, require_service
-from tests.raycluster import LocalCluster
+from tests.raycluster import SUBREAPER, LocalCluster
 from tests.test_batch import write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,3 +225,21 @@ def test_the_cli_notes_each_ray_client_retry_on_stderr(monkeypatch, tmp_path, ca
     assert err.count("note: Ray Client at ray://127.0.0.1:1 could not start a server for this driver "
                      "(Starting Ray client server failed); trying again") == 2, err
     assert "2 nodes, and an SQLite file cannot be shared" in err
+
+
+def test_the_cluster_launcher_adopts_and_reaps_what_its_command_leaves_behind():
+    """`ray start` exits and leaves its daemons behind: the launcher, not PID 1, must become their parent and reap
+    them when they exit (this sandbox's PID 1 reaps late)."""
+    command = ["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"]
+    launcher = subprocess.Popen([sys.executable, str(SUBREAPER), *command], stdout=subprocess.PIPE, text=True)
+    with launcher.stdout:
+        report = json.loads(launcher.stdout.readline())
+    orphan = int(report["stdout"])
+    try:
+        assert report["returncode"] == 0
+        parent = int(Path(f"/proc/{orphan}/status").read_text().split("PPid:")[1].split()[0])
+        assert parent == launcher.pid, "the launcher did not adopt the orphan"
+    finally:
+        os.kill(orphan, signal.SIGTERM)
+    assert launcher.wait(timeout=30) == 0  # it leaves once its last child is reaped
+    assert not Path(f"/proc/{orphan}").exists(), "the orphan was left a zombie"
