@@ -106,7 +106,10 @@ def connect(address: str | None) -> Cluster:
             import shelf
             join = functools.partial(ray.init, address=address,
                                      runtime_env={"py_modules": [str(Path(shelf.__file__).parent)]}, **options)
-            with_client_retries(join, address) if address.startswith("ray://") else join()
+            if address.startswith("ray://"):
+                with_client_retries(join, address)
+            else:
+                join()
         else:
             ray.init(num_cpus=os.cpu_count(), **options)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
