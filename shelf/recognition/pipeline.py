@@ -20,7 +20,7 @@ from shelf.access import LOCAL, Identity, require
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
 from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
 from shelf.ingest.overlay import preview
-from shelf.ingest.regions import Box, RegionMode, parse_region_mode
+from shelf.ingest.regions import MAX_STORED_TOP_K, Box, RegionMode, parse_region_mode
 from shelf.recognition import stages
 from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex
 from shelf.recognition.classify import DEFAULT_TOP_K, Prediction
@@ -67,6 +67,7 @@ class PhotoResult:
     preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
     recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
     skipped: bool = False  # read, but left out by this run (`error` says why): not a broken file
+    regions_total: int | None = None  # of a stored result read one page at a time: all its regions (None: `regions`)
 
     @property
     def ok(self) -> bool:
@@ -95,10 +96,13 @@ def catalog_provenance(settings: stages.Settings) -> dict | None:
             "embedding": "L2-normalised 512-d pooled features, same preprocessing"}
 
 
-def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
-    frame = store.predictions_frame(engine, photo_ids=[photo_id])
+def stored_result(engine: Engine, name: str, photo_id: int, page: range | None = None, top_k: int = MAX_STORED_TOP_K
+                  ) -> PhotoResult:
+    """A stored photo's current regions at the positions in `page` (all: None), each with its top `top_k`
+    predictions: what a reader gets, however many a photo stored before Shelf capped them."""
+    frame = store.predictions_frame(engine, photo_ids=[photo_id], positions=page, max_rank=top_k)
     matches = store.current_sku_matches(engine, photo_id)
-    result = PhotoResult(name=name, photo_id=photo_id, already_stored=True)
+    result = PhotoResult(name=name, photo_id=photo_id, already_stored=True, regions_total=len(matches))
     for position, group in frame.groupby("position", sort=True):
         first = group.iloc[0]
         result.regions.append(RegionResult(
