@@ -103,13 +103,14 @@ def stored_result(engine: Engine, name: str, photo_id: int, page: range | None =
     frame = store.predictions_frame(engine, photo_ids=[photo_id], positions=page, max_rank=top_k)
     matches = store.current_sku_matches(engine, photo_id)
     result = PhotoResult(name=name, photo_id=photo_id, already_stored=True, regions_total=len(matches))
-    for position, group in frame.groupby("position", sort=True):
-        first = group.iloc[0]
-        result.regions.append(RegionResult(
-            box=Box(int(first.x1), int(first.y1), int(first.x2), int(first.y2)),
-            predictions=[Prediction(int(r["rank"]), int(r.class_index), r.label, float(r.probability))
-                         for _, r in group.iterrows()],
-            sku_id=matches.get(position, (None, None))[0], sku_similarity=matches.get(position, (None, None))[1]))
+    regions: dict[int, RegionResult] = {}
+    for row in frame.itertuples(index=False):  # by position, then rank
+        region = regions.get(row.position)
+        if region is None:
+            region = regions[row.position] = RegionResult(Box(int(row.x1), int(row.y1), int(row.x2), int(row.y2)),
+                                                          [], *matches.get(row.position, (None, None)))
+        region.predictions.append(Prediction(int(row.rank), int(row.class_index), row.label, float(row.probability)))
+    result.regions = list(regions.values())
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
     return result
