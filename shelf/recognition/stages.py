@@ -38,9 +38,11 @@ from shelf.ingest.regions import (
     Box,
     RegionMode,
     auto_layout,
+    check_stored_top_k,
     parse_region_mode,
     regions_for,
     sized_regions,
+    stored_regions_problem,
     whole_image,
 )
 from shelf.ingest.sources import SourceError, read_source
@@ -72,6 +74,9 @@ class Settings:
     db_pool: int = 1  # connections each worker process may hold
     environment: tuple[tuple[str, str], ...] = ()  # SHELF_* settings for workers (see `adopt_environment`)
     detector: DetectorInfo | None = None  # for a detector: region mode (resolved before the batch starts)
+
+    def __post_init__(self):
+        check_stored_top_k(self.top_k)  # these settings store what they classify: ValueError before any work
 
     @property
     def mode(self) -> RegionMode:
@@ -177,8 +182,12 @@ def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_fil
 def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
                   detector: DetectorInfo | None = None, sha256: str | None = None,
                   size: tuple[int, int] | None = None) -> FoundRegions:
-    """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing."""
+    """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing.
+    ImageError when it finds more than a photo may store."""
     found = find_regions(mode, image, name, box_file, detector, sha256, size)
+    too_many = stored_regions_problem(len(found.boxes) + len(found.gaps))
+    if too_many:
+        raise ImageError(name, too_many)
     if found.boxes:
         return found
     why = f"the detector found no products at conf {mode.conf:g}" if mode.kind == "detector" \
