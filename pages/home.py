@@ -160,7 +160,7 @@ if ui.shows("manage_weights"):
             if st.button("Download the ImageNet weights (45 MB)"):
                 with st.spinner("Downloading …"):
                     try:
-                        model.download_weights(by=me)
+                        model.download_weights(by=me, engine=ui.store())
                     except (OSError, model.WeightsError) as exc:
                         st.error(f"Download failed: {ui.md_escape(str(exc))}")
                     else:

@@ -162,7 +162,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
                         recognized_again=again), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
-                    _replaced_result(row, engine, settings, existing, context)
+                    _replaced_result(row, engine, settings, existing, context, by)
             result.size = (decoded.width, decoded.height)
             result.preview = preview(decoded.image) if previews != 0 else None  # the CLI and API show none
         except ImageError as exc:
@@ -243,14 +243,14 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
 
 
 def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo_id: int,
-                     context: store.Context) -> PhotoResult:
-    """A stored photo recognised again: its regions replaced by this run's, its context by this one."""
+                     context: store.Context, by: Identity) -> PhotoResult:
+    """A stored photo recognised again: its regions replaced by this run's, its context by this one (one
+    transaction, audited as `by`)."""
     if row["status"] == stages.FAILED:
         return PhotoResult(name=row["name"], error=f"{row['name']}: {row['error']}")
     matched = stages.matches(row, settings)
     store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched,
-                          gaps=stages.boxes(row, "gaps"))
-    store.set_photo_context(engine, photo_id, context)
+                          gaps=stages.boxes(row, "gaps"), context=context, by=by)
     return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
                        gaps=stages.boxes(row, "gaps"),
                        notes=[note for note in row["notes"].split("\n") if note],

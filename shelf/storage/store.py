@@ -301,14 +301,16 @@ def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[
     current = (regions.c.photo_id == photo_id) & regions.c.active
     with write_transaction(engine) as conn:
         name, before = _photo_place(conn, photo_id)
-        run_before = conn.execute(sa.select(sa.func.max(regions.c.run_id)).where(current)).scalar()
+        run_before, n_before = conn.execute(sa.select(sa.func.max(regions.c.run_id), sa.func.count())
+                                            .where(current, regions.c.kind == PRODUCT)).one()
         after = before if context is None else context.cleaned()
         with rollup.changing(conn, regions.c.photo_id == photo_id):
             conn.execute(regions.update().where(current).values(active=False))
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
                            gap_rows(photo_id, run_id, gaps, len(boxes)))
             _move_photo(conn, photo_id, after)
-        audit.record(conn, by, "recognize_again", f"photo {photo_id} {name}", {**asdict(before), "run": run_before},
+        audit.record(conn, by, "recognize_again", f"photo {photo_id} {name}",
+                     {**asdict(before), "run": run_before, "regions": n_before},
                      {**asdict(after), "run": run_id, "regions": len(boxes)})
 
 
