@@ -46,7 +46,8 @@ if message := st.session_state.pop("weights_message", None):
     st.info(message, icon=":material/upload:")
 if loaded is not None:
     w = loaded.weights
-    (st.success if w.verified else st.warning)(f"**{w.kind}**", icon=":material/memory:")
+    if w.verified:  # other weights: the banner above already says which, once
+        st.success(f"**{w.kind}**", icon=":material/memory:")
     st.markdown(
         f"- **Source:** {w.source}\n"
         f"- **sha256:** `{w.sha256}`\n"
