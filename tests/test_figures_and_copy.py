@@ -13,7 +13,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from shelf.analytics import export, planogram, report
+from shelf.analytics import charts, export, planogram, report
 from shelf.analytics.tally import tally
 from shelf.ingest.images import ImageError, decode_image
 from shelf.ingest.regions import Box
@@ -134,6 +134,14 @@ def test_tallies_show_a_dash_not_a_borrowed_confidence_for_corrected_rows(correc
     rows = shown.value.set_index("label")
     assert rows.loc["beer bottle", "mean_confidence"] == pytest.approx(0.75)
     assert np.isnan(rows.loc["bagel", "mean_confidence"]) and shown.proto.placeholder == "—"
+
+
+def test_a_bar_of_corrected_regions_only_is_drawn_grey_not_dropped(corrected):
+    """Vega-Lite leaves out a mark whose continuous colour is null: the bagel bar would vanish from the chart."""
+    spec = charts.facings_bar_chart(report.tally_table(corrected, ["label"]), ["label"]).to_dict()
+    (rows,) = spec["datasets"].values()
+    assert {r["label"]: r["mean_confidence"] for r in rows}["bagel"] is None
+    assert spec["config"]["scale"]["invalid"]["color"] == {"value": charts.NO_CONFIDENCE}
 
 
 # ---------------------------------------------------------------------------------------------------------------
