@@ -118,7 +118,7 @@ with tab_results:
               help="Planned products found (at least one facing) as a share of planned products.")
     m3.metric("Compliance", f"{figures['compliance']:.1%}",
               help="Planned facings found, at most the planned number per product, as a share of planned facings.")
-    m4.metric("Empty shelf", report.empty_share_text(figures["empty_share"]),
+    m4.metric("Empty shelf", **report.empty_share_figure(figures["empty_share"]),
               help="Width of the empty gaps as a share of the shelf width (photos recognized in auto mode).")
 
     st.subheader("Compliance by store and aisle")

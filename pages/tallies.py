@@ -78,7 +78,7 @@ m2.metric("Facings", f"{totals.facings:,}", help="Regions counted as facings: co
 m3.metric("Below threshold", f"{totals.below_threshold:,}", help="Regions under the minimum confidence: not counted.")
 m4.metric("Corrected", f"{totals.corrected:,}", help="Regions a reviewer gave a label; they always count.")
 whole = report.empty_shelf(engine, scope)
-m5.metric("Empty shelf", report.empty_share_text(whole["empty_share"].iloc[0] if not whole.empty else None),
+m5.metric("Empty shelf", **report.empty_share_figure(whole["empty_share"].iloc[0] if not whole.empty else None),
           help="Width of the empty gaps as a share of the shelf width, in photos recognized in auto mode (the "
                "mode that finds gaps; other photos are not measured). Stores, aisles and dates apply; categories "
                "do not (a gap has none).")

@@ -168,7 +168,7 @@ def planned(engine):
 def test_an_unmeasured_empty_shelf_reads_not_measured_and_its_photo_hatches_nothing(planned):
     stored_photo(planned, store.create_run(planned, {**TEST_RUN, "region_mode": "boxes:shelf.csv"}), 1)
     at = open_page("pages/compliance.py")
-    assert {m.label: m.value for m in at.metric}["Empty shelf"] == "not measured"
+    assert {m.label: (m.value, m.delta) for m in at.metric}["Empty shelf"] == ("—", "not measured")
     worst = next(df.value for df in at.dataframe if "missing_products" in df.value.columns)
     assert worst["empty_share"].tolist() == ["not measured"]
     at.toggle(key="compliance_photos").set_value(True).run()
@@ -176,7 +176,7 @@ def test_an_unmeasured_empty_shelf_reads_not_measured_and_its_photo_hatches_noth
     assert [c.replace("\\", "") for c in image.captions] == [
         "shelf-1.jpg · empty shelf not measured (its regions were not found in auto mode, which finds gaps)"]
     at.switch_page("pages/tallies.py").run()
-    assert {m.label: m.value for m in at.metric}["Empty shelf"] == "not measured"
+    assert {m.label: (m.value, m.delta) for m in at.metric}["Empty shelf"] == ("—", "not measured")
 
 
 def test_a_measured_empty_shelf_reads_as_a_share_and_its_gaps_are_hatched(planned):

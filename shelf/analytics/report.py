@@ -39,6 +39,7 @@ from shelf.text import percents
 
 UNKNOWN_SKU, NOT_MATCHED = "Unknown", "Not matched"
 MAX_SERIES = 8  # categories beyond this are folded into "Other" in charts
+BLANK_FIGURE = "—"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -317,6 +318,14 @@ def empty_share_text(share) -> str:
     "12.5%", or "not measured" where no photo was recognised in a mode that looks for gaps — never 0 %, never a
     blank."""
     return "not measured" if share is None or pd.isna(share) else f"{share:.1%}"
+
+
+def empty_share_figure(share) -> dict:
+    """st.metric's value (and delta) for an empty shelf share: "12.5%", or "—" over a grey "not measured" (the
+    words alone do not fit a narrow column at a metric's size)."""
+    if share is None or pd.isna(share):
+        return {"value": BLANK_FIGURE, "delta": empty_share_text(None), "delta_color": "off", "delta_arrow": "off"}
+    return {"value": empty_share_text(share)}
 
 
 def _fold_small(frame: pd.DataFrame, column: str, keep: int = MAX_SERIES) -> pd.DataFrame:
