@@ -15,6 +15,7 @@ st.caption("ImageNet knows 'pop bottle', not 'Cola 1.5 L'. Add a SKU with a few 
 engine = ui.store()
 me = ui.current_identity()
 may_edit = ui.shows("edit_catalog")
+REFERENCE_PHOTOS = "at least one; a few views of the product match better"  # what catalog.create_sku requires
 loaded = ui.require_model()
 if loaded is None:
     st.stop()
@@ -39,7 +40,7 @@ if may_edit:
         brand = c2.text_input("Brand", placeholder="Fizzy Co", key=f"sku_brand_{form}")
         category = c3.selectbox("Category", RETAIL_CATEGORIES, key=f"sku_category_{form}")
         gtin = c4.text_input("GTIN (optional)", placeholder="8, 12, 13 or 14 digits", key=f"sku_gtin_{form}")
-        photos = st.file_uploader("Reference photos (a few views of the product; at least one)", type=UPLOAD_EXTENSIONS,
+        photos = st.file_uploader(f"Reference photos ({REFERENCE_PHOTOS})", type=UPLOAD_EXTENSIONS,
                                   accept_multiple_files=True, key=f"sku_photos_{form}", max_upload_size=MAX_UPLOAD_MB)
         if st.form_submit_button("Add SKU", type="primary"):
             try:
@@ -54,7 +55,8 @@ if may_edit:
 
 skus = catalog.skus_frame(engine)
 if skus.empty:
-    st.info("The catalog is empty." + (" Add a SKU with two or more reference photos to start." if may_edit else ""),
+    st.info("The catalog is empty." + (f" Add a SKU with its reference photos ({REFERENCE_PHOTOS}) to start."
+                                        if may_edit else ""),
             icon=":material/info:")
     st.stop()
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from shelf import access
-from shelf.analytics import charts, compliance, export, planogram
+from shelf.analytics import charts, compliance, export, planogram, report
 from shelf.analytics.tally import TallyFilter
 from shelf.serving import ui
 
@@ -118,7 +118,7 @@ with tab_results:
               help="Planned products found (at least one facing) as a share of planned products.")
     m3.metric("Compliance", f"{figures['compliance']:.1%}",
               help="Planned facings found, at most the planned number per product, as a share of planned facings.")
-    m4.metric("Empty shelf", "—" if figures["empty_share"] is None else f"{figures['empty_share']:.1%}",
+    m4.metric("Empty shelf", **report.empty_share_figure(figures["empty_share"]),
               help="Width of the empty gaps as a share of the shelf width (photos recognized in auto mode).")
 
     st.subheader("Compliance by store and aisle")
@@ -137,7 +137,8 @@ with tab_results:
                                                              max_value=1),
                "osa": st.column_config.ProgressColumn("On-shelf availability", format="percent", min_value=0,
                                                       max_value=1),
-               "empty_share": st.column_config.NumberColumn("Empty shelf", format="percent"),
+               "empty_share": st.column_config.TextColumn("Empty shelf", help="Not measured: no photo of it was "
+                                                          "recognized in auto mode, the mode that finds gaps"),
                "missing_products": st.column_config.TextColumn("Missing products", width="large"),
                "planned_products": st.column_config.NumberColumn("Planned products", format="%d"),
                "found_products": st.column_config.NumberColumn("Found products", format="%d"),
@@ -147,7 +148,8 @@ with tab_results:
                "expected_facings": st.column_config.NumberColumn("Expected facings", format="%d"),
                "found_facings": st.column_config.NumberColumn("Found facings (capped)", format="%d")}
     ui.table(worst[["store", "aisle", "captured_on", "compliance", "osa", "empty_share", "missing_products"]]
-             .fillna({"missing_products": ""}), hide_index=True, width="stretch", column_config=COLUMNS,
+             .fillna({"missing_products": ""}).assign(empty_share=worst["empty_share"].map(report.empty_share_text)),
+             hide_index=True, width="stretch", column_config=COLUMNS,
              key="compliance_worst")
 
     st.subheader("Look closer")
@@ -170,7 +172,9 @@ with tab_results:
             if picture is None:
                 st.caption(f"{ui.md_escape(shot['name'])}: the stored photo file cannot be read.")
             else:
-                st.image(picture, caption=f"{ui.md_escape(shot['name'])} · empty gaps hatched", width="stretch")
+                st.image(picture, width="stretch", caption=f"{ui.md_escape(shot['name'])} · " + (
+                    "empty gaps hatched" if shot["finds_gaps"] else "empty shelf not measured (its regions were not "
+                                                                    "found in auto mode, which finds gaps)"))
         if len(shots) > 3:
             st.caption(f"… and {len(shots) - 3} more photo(s) of this aisle and date.")
 
@@ -187,7 +191,8 @@ with tab_results:
             st.caption("The trend needs photos of planned aisles on two or more dates.")
 
     with st.expander(f"Every store/aisle/date ({len(table)})"):
-        ui.table(table, hide_index=True, width="stretch", column_config=COLUMNS, key="compliance_table")
+        ui.table(table.assign(empty_share=table["empty_share"].map(report.empty_share_text)), hide_index=True,
+                 width="stretch", column_config=COLUMNS, key="compliance_table")
     stamp = f"{dt.date.today():%Y%m%d}"
     d1, d2 = st.columns(2)
     d1.download_button("Download the store/aisle table (CSV)", export.to_csv_bytes(table),

@@ -46,7 +46,8 @@ if message := st.session_state.pop("weights_message", None):
     st.info(message, icon=":material/upload:")
 if loaded is not None:
     w = loaded.weights
-    (st.success if w.verified else st.warning)(f"**{w.kind}**", icon=":material/memory:")
+    if w.verified:  # other weights: the banner above already says which, once
+        st.success(f"**{w.kind}**", icon=":material/memory:")
     st.markdown(
         f"- **Source:** {w.source}\n"
         f"- **sha256:** `{w.sha256}`\n"
@@ -160,7 +161,7 @@ if ui.shows("manage_weights"):
             if st.button("Download the ImageNet weights (45 MB)"):
                 with st.spinner("Downloading …"):
                     try:
-                        model.download_weights(by=me)
+                        model.download_weights(by=me, engine=ui.store())
                     except (OSError, model.WeightsError) as exc:
                         st.error(f"Download failed: {ui.md_escape(str(exc))}")
                     else:

@@ -78,7 +78,7 @@ m2.metric("Facings", f"{totals.facings:,}", help="Regions counted as facings: co
 m3.metric("Below threshold", f"{totals.below_threshold:,}", help="Regions under the minimum confidence: not counted.")
 m4.metric("Corrected", f"{totals.corrected:,}", help="Regions a reviewer gave a label; they always count.")
 whole = report.empty_shelf(engine, scope)
-m5.metric("Empty shelf", f"{whole['empty_share'].iloc[0]:.1%}" if not whole.empty else "—",
+m5.metric("Empty shelf", **report.empty_share_figure(whole["empty_share"].iloc[0] if not whole.empty else None),
           help="Width of the empty gaps as a share of the shelf width, in photos recognized in auto mode (the "
                "mode that finds gaps; other photos are not measured). Stores, aisles and dates apply; categories "
                "do not (a gap has none).")
@@ -100,8 +100,11 @@ if table.empty:
     st.warning("No region passes these filters. Widen the filters or clear the chart selections.")
     st.stop()
 shown = table.assign(**{c: table[c].map(charts.blank_as_dash) for c in ("store", "aisle") if c in table})
+CONFIDENCE_HELP = ("The model's top-1 confidence, over the regions it labelled. A corrected region counts under the "
+                   "reviewer's label, which the model gave no confidence for: it is left out (— when every region "
+                   "of the row was corrected).")
 ui.table(
-    shown, hide_index=True, width="stretch",
+    shown, hide_index=True, width="stretch", placeholder="—",  # no date; no confidence (corrected regions only)
     column_config={
         "class_index": st.column_config.NumberColumn("Class", format="%d", help="ImageNet class index"),
         "label": st.column_config.TextColumn("Label", width="medium"),
@@ -109,8 +112,8 @@ ui.table(
         "captured_on": st.column_config.DateColumn("Date"),
         "facings": st.column_config.NumberColumn("Facings", format="%d"),
         "share": st.column_config.ProgressColumn("Share of shelf", format="percent", min_value=0, max_value=1),
-        "mean_confidence": st.column_config.NumberColumn("Mean confidence", format="percent"),
-        "min_confidence": st.column_config.NumberColumn("Min confidence", format="percent"),
+        "mean_confidence": st.column_config.NumberColumn("Mean confidence", format="percent", help=CONFIDENCE_HELP),
+        "min_confidence": st.column_config.NumberColumn("Min confidence", format="percent", help=CONFIDENCE_HELP),
         "below_threshold": st.column_config.NumberColumn("Below threshold", format="%d"),
         "corrected": st.column_config.NumberColumn("Corrected", format="%d"),
     })

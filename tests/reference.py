@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from shelf.analytics.categories import NOT_A_PRODUCT, category_map
 from shelf.analytics.report import ReviewFilter
 from shelf.analytics.tally import filter_detections, in_confidence_range
-from shelf.storage import store
+from shelf.storage import sku_matches, store
+from shelf.text import percent
 
 DETECTION_COLUMNS = [
     "photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on", "region_id",
@@ -23,9 +24,9 @@ NOT_MATCHED = "Not matched"
 
 
 def top_k_text(predictions: pd.DataFrame) -> pd.Series:
-    """'pop bottle 62% · beer bottle 20% · …' per region_id, vectorised (a store holds tens of thousands)."""
+    """'pop bottle 62.3% · beer bottle 20% · …' per region_id, vectorised (a store holds tens of thousands)."""
     ordered = predictions.sort_values(["region_id", "rank"])
-    text = ordered["label"] + " " + (ordered["probability"] * 100).round().astype(int).astype(str) + "%"
+    text = ordered["label"] + " " + [percent(p) for p in ordered["probability"]]
     return text.groupby(ordered["region_id"]).agg(" · ".join).rename("top_k")
 
 
@@ -63,7 +64,7 @@ def build_detections(predictions: pd.DataFrame, corrections: pd.DataFrame, categ
 
 def load_detections(engine: Engine) -> pd.DataFrame:
     return build_detections(store.predictions_frame(engine), store.latest_corrections(engine), category_map(engine),
-                            store.sku_match_frame(engine))
+                            sku_matches.sku_match_frame(engine))
 
 
 def review_queue(detections: pd.DataFrame, f: ReviewFilter) -> pd.DataFrame:

@@ -272,9 +272,23 @@ def test_a_reviewer_corrects_as_themself_and_an_admin_reads_the_audit_log(loaded
     admin = signed_in("ana@example.com", "pages/audit.py")
     assert "1 change(s)" in texts(admin.caption)
     log = admin.dataframe[0].value
-    assert log[["who", "role", "action", "target"]].values.tolist() == [["rui@example.com", "reviewer", "correct",
-                                                                        "1 region(s)"]]
+    assert log[["who", "role", "action", "target"]].values.tolist() == [["rui@example.com", "reviewer",
+                                                                        "Corrected labels", "1 region(s)"]]
     assert [b.label for b in admin.get("download_button")] == ["Download the audit log (CSV)"]
+
+
+def test_a_photo_a_reviewer_recognizes_again_is_audited_under_their_name(loaded, roles_file, stored):
+    at = signed_in("rui@example.com", "pages/recognize.py")
+    at.file_uploader(key="uploads").set_value([("shelf.jpg", shelf_jpeg(5, 600, 450)[0], "image/jpeg")]).run()
+    at.button(key="recognize").click().run()
+    at.button(key="recognize_again").click().run()
+    assert not at.exception, at.exception
+    admin = signed_in("ana@example.com", "pages/audit.py")
+    log = admin.dataframe[0].value
+    assert log[["who", "role", "action", "target"]].values.tolist() == [
+        ["rui@example.com", "reviewer", "Recognized a photo again", "photo 1 shelf.jpg"]]
+    change = log["change"].iloc[0]  # the page's store/aisle/date became the photo's, with the new regions
+    assert change.startswith("store: North → —") and change.endswith("regions: 6 → 1 · run: 1 → 2")
 
 
 def test_behind_a_proxy_the_user_comes_from_the_trusted_header(loaded, roles_file, monkeypatch):

@@ -2,7 +2,12 @@ import json
 
 import pytest
 
-from shelf.ingest.boxfiles import MAX_BOX_FILE_BYTES, BoxFileError, boxes_for_photo, parse_box_file
+from shelf.ingest.boxfiles import (
+    MAX_BOX_FILE_BYTES,
+    BoxFileError,
+    boxes_for_photo,
+    parse_box_file,
+)
 from shelf.ingest.regions import Box
 
 

@@ -12,7 +12,16 @@ from shelf.recognition import catalog
 from shelf.storage import store
 from tests.factory import TEST_RUN
 from tests.test_app import APP, TIMEOUT, downloads, texts  # noqa: F401  (downloads is a fixture)
-from tests.test_compliance import BEER, DAY1, DAY2, PLANOGRAM, POP, WATER, WINE, add_shelf
+from tests.test_compliance import (
+    BEER,
+    DAY1,
+    DAY2,
+    PLANOGRAM,
+    POP,
+    WATER,
+    WINE,
+    add_shelf,
+)
 
 
 @pytest.fixture(autouse=True)

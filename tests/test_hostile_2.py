@@ -18,7 +18,12 @@ import torch
 from torchvision.models import resnet18
 
 from shelf.analytics import export
-from shelf.ingest.boxfiles import MAX_BOXES_PER_PHOTO, BoxFileError, boxes_for_photo, parse_box_file
+from shelf.ingest.boxfiles import (
+    MAX_BOXES_PER_PHOTO,
+    BoxFileError,
+    boxes_for_photo,
+    parse_box_file,
+)
 from shelf.ingest.images import MAX_BYTES, MAX_UPLOAD_MB, ImageError, decode_image
 from shelf.ingest.regions import Box
 from shelf.recognition import catalog, model

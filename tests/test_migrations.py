@@ -8,11 +8,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from shelf.access import LOCAL
 from shelf.analytics import report
 from shelf.analytics.tally import TallyFilter
 from shelf.labels import IMAGENET_CLASSES
-from shelf.storage import store
-from shelf.storage.schema import confidence_bin, shelf_width_rollup
+from shelf.storage import audit, rollup, store
+from shelf.storage.schema import (
+    APPEND_ONLY,
+    audit_log,
+    confidence_bin,
+    shelf_width_rollup,
+)
 from tests.factory import TEST_RUN, add_photo, gap_boxes
 from tests.reference import load_detections
 
@@ -213,7 +219,55 @@ def test_a_version_2_store_gains_its_empty_shelf_widths(db_url):
     engine.dispose()
     engine = store.open_store(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [2, 3]
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == \
+            list(range(2, store.SCHEMA_VERSION + 1))
     shares = report.empty_shelf(engine, TallyFilter(), ["store", "date"])
     assert shares[["store", "gap_width", "shelf_width"]].values.tolist() == [["North", 15, 45]]  # auto photo only
     assert shares["empty_share"].tolist() == [pytest.approx(15 / 45)]
+
+
+def assert_append_only(engine) -> None:
+    """The audit log takes new rows and refuses every change to the ones it has, from any SQL."""
+    store.record_audit(engine, LOCAL, "manage_weights", "a new row", None, {"sha256": "f" * 64})
+    refused = [audit_log.update().values(who="someone else"), audit_log.delete(),
+               audit_log.delete().where(audit_log.c.action == "manage_weights")]
+    if engine.dialect.name == "postgresql":
+        refused.append(sa.text("TRUNCATE audit_log"))
+    for statement in refused:
+        with pytest.raises(sa.exc.DBAPIError, match=APPEND_ONLY):
+            with engine.begin() as conn:
+                conn.execute(statement)
+    with engine.connect() as conn:
+        assert set(conn.execute(sa.select(audit_log.c.who)).scalars()) == {LOCAL.name}
+
+
+def test_a_new_store_keeps_an_append_only_audit_log(db_url):
+    engine = store.open_store(db_url)
+    assert_append_only(engine)
+    assert audit.count(engine) == 1
+
+
+def test_a_version_3_store_gains_an_append_only_indexed_audit_log(db_url, monkeypatch):
+    engine = store.open_store(db_url)
+    store.record_audit(engine, LOCAL, "edit_catalog", "kept from version 3", None, {"threshold": 0.5})
+    with engine.begin() as conn:  # what a version 3 store looks like: no triggers, no filter indexes
+        if engine.dialect.name == "sqlite":
+            for trigger in ("audit_log_no_update", "audit_log_no_delete"):
+                conn.exec_driver_sql(f"DROP TRIGGER {trigger}")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER audit_log_append_only ON audit_log")
+            conn.exec_driver_sql("DROP FUNCTION audit_log_append_only()")
+        for index in ("ix_audit_log_who_id", "ix_audit_log_action_id"):
+            conn.exec_driver_sql(f"DROP INDEX {index}")
+        conn.execute(store.schema_version.update().values(version=3))
+        conn.execute(audit_log.update().values(target="v3 rows could be changed"))  # proof: no trigger yet
+    engine.dispose()
+    monkeypatch.setattr(rollup, "rebuild", lambda conn: pytest.fail("no rollup changed shape: none is rebuilt"))
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [3, 4]
+        indexes = {index["name"] for index in sa.inspect(conn).get_indexes("audit_log")}
+    assert {"ix_audit_log_who_id", "ix_audit_log_action_id"} <= indexes
+    assert_append_only(engine)
+    assert audit.page(engine)["target"].tolist() == ["a new row", "v3 rows could be changed"]
+    store.open_store(db_url)  # again: nothing left to do

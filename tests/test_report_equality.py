@@ -24,7 +24,7 @@ from shelf.analytics.tally import (
 from shelf.ingest.regions import Box
 from shelf.labels import IMAGENET_CLASSES, RETAIL_CATEGORIES
 from shelf.recognition import catalog
-from shelf.storage import store
+from shelf.storage import sku_matches, store
 from shelf.storage.schema import THRESHOLD_STEPS
 from tests.conftest import POSTGRES_URL, require_service
 from tests.factory import TEST_RUN, add_photo, gap_boxes, result
@@ -83,7 +83,7 @@ def build(engine, recipe) -> None:
         store.add_corrections(engine, {ids[region]: (class_index, IMAGENET_CLASSES[class_index])}, "Ana")
     categories.save_category_edits(engine, edits, "Ana")
     if rematch:
-        store.set_sku_matches(engine, [(ids[r], None if s is None else sku_ids[s], 0.7) for r, s in rematch])
+        sku_matches.set_sku_matches(engine, [(ids[r], None if s is None else sku_ids[s], 0.7) for r, s in rematch])
     if remove_sku:
         catalog.remove_sku(engine, sku_ids[0])
     with engine.connect() as conn:

@@ -8,7 +8,12 @@ import pytest
 
 from shelf.analytics import categories, export, report
 from shelf.analytics.report import ReviewFilter
-from shelf.analytics.review import corrections_from_edits, label_choice, merge_page_edits, parse_label_choice
+from shelf.analytics.review import (
+    corrections_from_edits,
+    label_choice,
+    merge_page_edits,
+    parse_label_choice,
+)
 from shelf.analytics.tally import TallyFilter, tally
 from shelf.ingest.boxfiles import boxes_for_photo, parse_box_file
 from shelf.recognition.pipeline import Upload, recognize

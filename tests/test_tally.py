@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 
 from shelf.analytics.export import to_csv_bytes
-from shelf.analytics.tally import TallyFilter, facings_per_photo, filter_detections, tally
+from shelf.analytics.tally import (
+    TallyFilter,
+    facings_per_photo,
+    filter_detections,
+    tally,
+)
 from tests.reference import build_detections
 
 D1, D2, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)

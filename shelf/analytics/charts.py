@@ -16,6 +16,7 @@ CONFIDENCE_BRUSH = "confidence_brush"  # interval selection on the histogram
 
 
 BLANK = "—"  # how an empty store or aisle reads, in charts and tables alike
+NO_CONFIDENCE = "#b8b8b8"  # a bar whose regions were all corrected: no model confidence to shade it by
 
 
 def blank_as_dash(value) -> str:
@@ -55,6 +56,8 @@ def facings_bar_chart(table: pd.DataFrame, by: Sequence[str], max_bars: int = MA
                      alt.Tooltip("corrected:Q", title="Corrected")],
         )
         .properties(height=max(160, 28 * len(top)))
+        # A group of corrected regions only has no mean confidence (tally): drawn grey, not dropped.
+        .configure_scale(invalid={"color": {"value": NO_CONFIDENCE}})
     )
 
 

@@ -37,7 +37,17 @@ from shelf.analytics import report
 from shelf.analytics.planogram import ANY_STORE, product_name, product_text, sku_names
 from shelf.analytics.tally import TallyFilter
 from shelf.storage import rollup
-from shelf.storage.schema import CLASS_PRODUCT, GAP, SKU_PRODUCT, photos, planograms, regions, threshold_step
+from shelf.storage.schema import (
+    CLASS_PRODUCT,
+    GAP,
+    GAP_FINDING_MODES,
+    SKU_PRODUCT,
+    photos,
+    planograms,
+    regions,
+    runs,
+    threshold_step,
+)
 
 OK, UNDER, MISSING, EXTRA = "ok", "under", "missing", "extra"
 STATUSES = (MISSING, UNDER, EXTRA, OK)  # worst first
@@ -214,8 +224,13 @@ def trend(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0
 
 
 def photos_of(engine: Engine, store: str, aisle: str, day: int) -> pd.DataFrame:
-    """photo_id, name, file, width, height of the photos of one store × aisle × date (for the drill-down)."""
-    query = (sa.select(photos.c.id.label("photo_id"), photos.c.name, photos.c.file, photos.c.width, photos.c.height)
+    """photo_id, name, file, width, height of the photos of one store × aisle × date (for the drill-down), and
+    finds_gaps: whether its current regions come from a region mode that looks for empty gaps (other photos'
+    empty shelf is not measured, whatever their overlay shows)."""
+    finds_gaps = sa.exists().where(regions.c.photo_id == photos.c.id, regions.c.active, regions.c.run_id == runs.c.id,
+                                   runs.c.region_mode.in_(GAP_FINDING_MODES))
+    query = (sa.select(photos.c.id.label("photo_id"), photos.c.name, photos.c.file, photos.c.width, photos.c.height,
+                       finds_gaps.label("finds_gaps"))
              .where(photos.c.store == store, photos.c.aisle == aisle, photos.c.day == int(day))
              .order_by(photos.c.id))
     with engine.connect() as conn:

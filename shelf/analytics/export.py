@@ -28,8 +28,8 @@ from shelf.text import FORMULA_PREFIXES, inert, inert_frame  # noqa: F401  (FORM
 DETECTION_EXPORT_COLUMNS = [
     "photo_id", "photo", "sha256", "store", "aisle", "captured_on", "region_id", "position", "x1", "y1", "x2", "y2",
     "class_index", "label", "category", "probability", "counted", "top_k", "predicted_class_index",
-    "predicted_label", "corrected", "reviewer", "corrected_at", "sku", "brand", "sku_similarity", "run_id",
-    "weights_verified", "weights_untrained"]
+    "predicted_label", "predicted_probability", "corrected", "reviewer", "corrected_at", "sku", "brand",
+    "sku_similarity", "run_id", "weights_verified", "weights_untrained"]
 FORMATS = ("csv", "coco", "sku110k")
 Progress = Callable[[int], None] | None  # called with the number of regions written so far
 
@@ -58,11 +58,14 @@ def _chunks(engine: Engine, f: TallyFilter, progress: Progress):
 
 def write_detections_csv(engine: Engine, out: BinaryIO, f: TallyFilter = TallyFilter(), threshold: float = 0.0,
                          progress: Progress = None) -> int:
-    """One row per selected region; `counted` says whether the tallies count it at `threshold`."""
+    """One row per selected region; `counted` says whether the tallies count it at `threshold`. `probability` is
+    the confidence of `label`: blank where a reviewer corrected the label (the model gave none for it), as in
+    the tallies; the model's own top-1 and its probability stay in `predicted_label`/`predicted_probability`."""
     n = 0
     out.write(_csv_text(pd.DataFrame(columns=DETECTION_EXPORT_COLUMNS)).encode("utf-8"))
     for chunk in _chunks(engine, f, progress):
-        rows = chunk.assign(counted=_counted(chunk, threshold))[DETECTION_EXPORT_COLUMNS]
+        rows = chunk.assign(counted=_counted(chunk, threshold), predicted_probability=chunk["probability"],
+                            probability=chunk["probability"].where(~chunk["corrected"]))[DETECTION_EXPORT_COLUMNS]
         out.write(_csv_text(rows, header=False).encode("utf-8"))
         n += len(chunk)
     return n
@@ -102,7 +105,9 @@ def write_sku110k_csv(engine: Engine, out: BinaryIO, f: TallyFilter = TallyFilte
 
 def write_coco_json(engine: Engine, out: BinaryIO, f: TallyFilter = TallyFilter(), progress: Progress = None) -> int:
     """COCO detection format; category ids are ImageNet class indices, supercategories the retail categories.
-    Written as it streams: images and categories are collected (one entry per photo / class), annotations are not."""
+    `score` is the confidence of `category_id`: null for a corrected region, which also carries the model's own
+    `predicted_category_id` and `predicted_score`. Written as it streams: images and categories are collected (one
+    entry per photo / class), annotations are not."""
     name, n = export_names(engine, f), 0
     images: dict[int, dict] = {}
     categories: dict[int, dict] = {}
@@ -118,7 +123,11 @@ def write_coco_json(engine: Engine, out: BinaryIO, f: TallyFilter = TallyFilter(
             annotation = {"id": int(r.region_id), "image_id": int(r.photo_id),
                           "bbox": [int(r.x1), int(r.y1), int(r.x2 - r.x1), int(r.y2 - r.y1)],
                           "area": int((r.x2 - r.x1) * (r.y2 - r.y1)), "iscrowd": 0, "category_id": int(r.class_index),
-                          "score": round(float(r.probability), 6), "corrected": bool(r.corrected)}
+                          "score": None if r.corrected else round(float(r.probability), 6),
+                          "corrected": bool(r.corrected)}
+            if r.corrected:
+                annotation.update(predicted_category_id=int(r.predicted_class_index),
+                                  predicted_score=round(float(r.probability), 6))
             out.write((b",\n" if n else b"\n") + json.dumps(annotation).encode())
             n += 1
     out.write(b'\n], "images": ' + json.dumps(list(images.values())).encode()

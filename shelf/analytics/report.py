@@ -18,7 +18,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shelf.analytics.tally import GROUPINGS, TallyFilter, confidence_steps, empty_table, finish, group_columns
+from shelf.analytics.tally import (
+    GROUPINGS,
+    TallyFilter,
+    confidence_steps,
+    empty_table,
+    finish,
+    group_columns,
+)
 from shelf.labels import IMAGENET_CLASSES
 from shelf.storage import rollup
 from shelf.storage.schema import (
@@ -35,9 +42,11 @@ from shelf.storage.schema import (
     skus,
     threshold_step,
 )
+from shelf.text import percents
 
 UNKNOWN_SKU, NOT_MATCHED = "Unknown", "Not matched"
 MAX_SERIES = 8  # categories beyond this are folded into "Other" in charts
+BLANK_FIGURE = "—"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,9 +193,12 @@ class _Cells:
                                                      t.c.n), else_=0)), 0)
 
     def measures(self, threshold: float) -> list:
+        """Facings, regions, corrected; confidence sum and min over the regions the model labelled (tally)."""
         t = self.t
+        by_model = sa.not_(t.c.corrected)
         return [self.facings(threshold).label("facings"), sa.func.sum(t.c.n).label("regions"),
-                sa.func.sum(t.c.sum_p).label("sum_confidence"), sa.func.min(t.c.min_p).label("min_confidence"),
+                sa.func.coalesce(sa.func.sum(sa.case((by_model, t.c.sum_p))), 0).label("sum_confidence"),
+                sa.func.min(sa.case((by_model, t.c.min_p))).label("min_confidence"),
                 sa.func.sum(sa.case((t.c.corrected, t.c.n), else_=0)).label("corrected")]
 
     def select(self, groups: dict[str, object], measures: list) -> sa.Select:
@@ -308,6 +320,21 @@ def empty_shelf(engine: Engine, f: TallyFilter = TallyFilter(), by: Sequence[str
     return frame.reset_index(drop=True)
 
 
+def empty_share_text(share) -> str:
+    """An empty shelf share as it reads in tables and figures (like on-shelf availability and compliance):
+    "12.5%", or "not measured" where no photo was recognised in a mode that looks for gaps — never 0 %, never a
+    blank."""
+    return "not measured" if share is None or pd.isna(share) else f"{share:.1%}"
+
+
+def empty_share_figure(share) -> dict:
+    """st.metric's value (and delta) for an empty shelf share: "12.5%", or "—" over a grey "not measured" (the
+    words alone do not fit a narrow column at a metric's size)."""
+    if share is None or pd.isna(share):
+        return {"value": BLANK_FIGURE, "delta": empty_share_text(None), "delta_color": "off", "delta_arrow": "off"}
+    return {"value": empty_share_text(share)}
+
+
 def _fold_small(frame: pd.DataFrame, column: str, keep: int = MAX_SERIES) -> pd.DataFrame:
     """Values of `column` beyond the `keep` with most facings become "Other" (charts stay legible); the values
     folded are listed in `.attrs["folded"]`, so a pick of "Other" can be turned back into them."""
@@ -416,7 +443,7 @@ def _complete(conn: Connection, frame: pd.DataFrame, ids=None) -> pd.DataFrame:
                                    predictions.c.probability).where(predictions.c.region_id.in_(ids))
                    .order_by(predictions.c.region_id, predictions.c.rank))
     top_k = top_k.assign(text=top_k["class_index"].map(lambda i: IMAGENET_CLASSES[int(i)]) + " "
-                         + (top_k["probability"] * 100).round().astype(int).astype(str) + "%")
+                         + percents(top_k["probability"]))
     newest = sa.select(sa.func.max(corrections.c.id)).where(corrections.c.region_id.in_(ids)) \
         .group_by(corrections.c.region_id)
     reviews = _frame(conn, sa.select(corrections.c.region_id, corrections.c.reviewer,
@@ -432,7 +459,7 @@ def _complete(conn: Connection, frame: pd.DataFrame, ids=None) -> pd.DataFrame:
 
 
 def _joined_ranks(top_k: pd.DataFrame) -> pd.Series:
-    """'pop bottle 62% · beer bottle 20% · …' per region_id, vectorised over the ranks (a chunk has 20 000 regions)."""
+    """'pop bottle 62.3% · beer bottle 20% · …' per region_id, vectorised over the ranks (a chunk: 20 000 regions)."""
     by_rank = top_k.pivot(index="region_id", columns="rank", values="text").fillna("")
     joined = by_rank.iloc[:, 0]
     for rank in by_rank.columns[1:]:

@@ -6,7 +6,9 @@ tallies are tested against.
 
 A region is *counted* (a facing) when its top-1 probability reaches the threshold, or when a reviewer corrected
 it — a person has looked at it. Thresholds and confidence ranges move in steps of 0.05
-(shelf.storage.schema.THRESHOLD_STEPS).
+(shelf.storage.schema.THRESHOLD_STEPS). A group's mean and min confidence are over the regions the model labelled:
+a corrected region counts under the reviewer's label, and the model's probability was for another label, so it
+has no confidence to give (a group of corrected regions only has none: NaN).
 Share of shelf is a group's facings over all facings in the same scope: the store/aisle/date values of the group
 when the grouping has them and something else besides (label, category, SKU, brand), else everything selected — so
 grouped by store alone, each row is that store's share of the selection.
@@ -98,11 +100,14 @@ def empty_table(by: Sequence[str]) -> pd.DataFrame:
 
 def finish(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Per-group sums → the tally: share of shelf within each scope, integer counts, largest first per scope.
-    `table` has the group columns and facings, regions, sum_confidence, min_confidence, corrected."""
+    `table` has the group columns and facings, regions, sum_confidence and min_confidence (of the regions the model
+    labelled, not corrected ones), corrected."""
     keys, scope = group_columns(by), scope_columns(by)
     if table.empty:
         return empty_table(by)
-    table = table.assign(mean_confidence=table["sum_confidence"] / table["regions"],
+    labelled_by_model = (table["regions"] - table["corrected"]).astype(float)
+    table = table.assign(mean_confidence=(table["sum_confidence"] / labelled_by_model).where(labelled_by_model > 0),
+                         min_confidence=pd.to_numeric(table["min_confidence"]).astype(float),
                          below_threshold=table["regions"] - table["facings"])
     totals = table.groupby(scope, dropna=False)["facings"].transform("sum") if scope else table["facings"].sum()
     table["share"] = (table["facings"] / totals).where(totals > 0, 0.0) if scope else \
@@ -119,11 +124,12 @@ def tally(detections: pd.DataFrame, by: Sequence[str] = ("label",), threshold: f
     keys = group_columns(by)
     if detections.empty:
         return empty_table(by)
-    frame = detections.assign(_counted=counted(detections, threshold),
-                              _corrected=detections["corrected"].astype(bool))
+    corrected = detections["corrected"].astype(bool)
+    frame = detections.assign(_counted=counted(detections, threshold), _corrected=corrected,
+                              _model=detections["probability"].where(~corrected))  # NaN: not the model's label
     sums = (frame.groupby(keys, as_index=False, dropna=False)
             .agg(facings=("_counted", "sum"), regions=("probability", "size"),
-                 sum_confidence=("probability", "sum"), min_confidence=("probability", "min"),
+                 sum_confidence=("_model", "sum"), min_confidence=("_model", "min"),
                  corrected=("_corrected", "sum")))
     return finish(sums, by)
 

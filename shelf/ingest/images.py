@@ -129,8 +129,9 @@ def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(filename, "refused: the image claims an enormous size (possible decompression bomb)") \
                 from None
-        except Exception as exc:  # malformed headers make decoders raise almost anything
-            raise ImageError(filename, f"the file is corrupt ({exc.__class__.__name__})") from None
+        except Exception:  # malformed headers make decoders raise almost anything: say what it means, not which
+            raise ImageError(filename, "the file is damaged and cannot be opened: its image header is cut short or "
+                                       "corrupt") from None
         width, height = image.size
         if width <= 0 or height <= 0:
             raise ImageError(filename, "the image has no pixels")
@@ -160,8 +161,8 @@ def decode_image(data: bytes, name: str | None, *, max_bytes: int = MAX_BYTES,
         pass
     try:
         rgb = to_rgb(image)
-    except Exception as exc:
-        raise ImageError(filename, f"unsupported pixel format {image.mode!r} ({exc.__class__.__name__})") from None
+    except Exception:
+        raise ImageError(filename, f"its pixel format ({image.mode}) cannot be converted to RGB") from None
     return DecodedImage(name=filename, sha256=sha256_hex(data), image=rgb, format=fmt, n_bytes=len(data),
                         full_size=full_size)
 

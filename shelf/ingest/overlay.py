@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from shelf.ingest.regions import Box
+from shelf.text import percent
 
 PREVIEW_SIDE = 1280
 COLOUR_MODES = ("label", "confidence")
@@ -113,7 +114,7 @@ def draw_overlay(image: Image.Image, full_size: tuple[int, int], regions: Sequen
 
 def _fitting_tag(draw: ImageDraw.ImageDraw, font, number: int, label: str, probability: float, width: int) -> str:
     """'#n label p%' with the label shortened until it fits `width`; else '#n p%'; at least '#n'."""
-    head, tail = f"#{number} ", f" {probability:.0%}"
+    head, tail = f"#{number} ", f" {percent(probability)}"
     for length in range(min(len(label), 18), min(len(label), 5) - 1, -1):  # a stub of a label helps nobody
         text = f"{head}{label[:length]}{'…' if length < len(label) else ''}{tail}"
         if draw.textlength(text, font=font) <= width:

@@ -25,7 +25,7 @@ from shelf.files import MB, FileTooLarge, read_bounded, size_problem
 from shelf.ingest.images import MAX_BYTES, ImageError, clean_filename, decode_image
 from shelf.labels import RETAIL_CATEGORIES
 from shelf.recognition.model import LoadedModel
-from shelf.storage import audit, rollup, store
+from shelf.storage import audit, rollup, sku_matches, store
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: recognizing with a catalog needs none
     import pandas as pd
@@ -249,7 +249,7 @@ def remove_sku(engine: Engine, sku_id: int, *, by: Identity = LOCAL) -> None:
         if sku is not None:
             audit.record(conn, by, "edit_catalog", f"remove SKU {sku_id} {sku.name}", dict(sku._mapping), None)
         files = dict(conn.execute(sa.select(refs.c.sha256, refs.c.file).where(refs.c.sku_id == sku_id)).all())
-        store.forget_sku(conn, sku_id)
+        sku_matches.forget_sku(conn, sku_id)
         conn.execute(refs.delete().where(refs.c.sku_id == sku_id))
         conn.execute(store.skus.delete().where(store.skus.c.id == sku_id))
         hashes = list(files)
@@ -411,7 +411,7 @@ def match_stored_regions(engine: Engine, index: CatalogIndex, weights_sha256: st
                 continue
             found = match(index, np.stack([vectors[(r.photo_id, r.run_id)][r.position] for r in ids]), threshold,
                           method)
-            store.record_sku_matches(conn, [(r.id, sku, float(similarity))
+            sku_matches.record_sku_matches(conn, [(r.id, sku, float(similarity))
                                             for r, sku, similarity in zip(ids, found.sku_ids, found.similarity)])
             matched += len(ids)
         rollup.rebuild(conn)

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
-from shelf.recognition.model import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, RESIZE_SIZE
+from shelf.recognition.model import (
+    CROP_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATION,
+    RESIZE_SIZE,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -381,8 +381,8 @@ def resolve_weights(download: bool | None = None) -> tuple[dict | Callable[[], d
         skipped.append(f"{source} (not the verified ImageNet file)")
     if download:
         try:
-            path = download_weights()
-            state, info = read_weights_file(path, "download")
+            _fetch_official_weights()
+            state, info = read_weights_file(hub_cache_path(), "download")
             return state, WeightsStatus(info=info, tried=tuple(tried), skipped=tuple(skipped))
         except (WeightsError, OSError) as exc:
             tried.append(f"download from {WEIGHTS_URL}: failed ({exc})")
@@ -440,14 +440,26 @@ def import_weights(data: bytes, name: str, *, by: Identity = LOCAL, engine=None)
     return info
 
 
-def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S, *, by: Identity = LOCAL) -> Path:
-    """Download the official file into the torch hub cache, checking torchvision's published hash prefix."""
+def download_weights(timeout: float = DOWNLOAD_TIMEOUT_S, *, by: Identity = LOCAL, engine=None) -> Path:
+    """Someone downloads the official file (the Home page's button, `weights download`): checked, kept in the torch
+    hub cache, and audited in `engine` (default: the configured store)."""
     require(by, "manage_weights")
     target = hub_cache_path()
+    before = hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else None
+    sha = _fetch_official_weights(timeout)
+    from shelf.storage import store  # here: the store is not needed to load a model
+    store.record_audit(engine, by, "manage_weights", f"download weights {OFFICIAL_FILENAME}", before,
+                       {"sha256": sha, "kind": "verified ImageNet weights"})
+    return target
+
+
+def _fetch_official_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> str:
+    """Download the official file into the torch hub cache, checking torchvision's published hash prefix; returns
+    its sha256. Also what loading the model does when no file is found (not audited: nobody asked)."""
     with urllib.request.urlopen(WEIGHTS_URL, timeout=timeout) as response:
         data = response.read(MAX_WEIGHTS_BYTES + 1)
     sha = hashlib.sha256(data).hexdigest()
     if not sha.startswith(OFFICIAL_HASH_PREFIX):
         raise WeightsError(f"downloaded file has sha256 {sha[:12]}…, expected {OFFICIAL_HASH_PREFIX}…; not kept")
-    write_atomically(data, target)
-    return target
+    write_atomically(data, hub_cache_path())
+    return sha

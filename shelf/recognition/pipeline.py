@@ -32,7 +32,7 @@ from shelf.recognition.stages import (
     crops,  # noqa: F401  (moved to the stages; benchmarks know it here)
     find_regions,
 )
-from shelf.storage import store
+from shelf.storage import sku_matches, store
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def stored_result(engine: Engine, name: str, photo_id: int, page: range | None =
     """A stored photo's current regions at the positions in `page` (all: None), each with its top `top_k`
     predictions: what a reader gets, however many a photo stored before Shelf capped them."""
     frame = store.predictions_frame(engine, photo_ids=[photo_id], positions=page, max_rank=top_k)
-    matches = store.current_sku_matches(engine, photo_id)
+    matches = sku_matches.current_sku_matches(engine, photo_id)
     result = PhotoResult(name=name, photo_id=photo_id, already_stored=True, regions_total=len(matches))
     regions: dict[int, RegionResult] = {}
     for row in frame.itertuples(index=False):  # by position, then rank
@@ -167,7 +167,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
                         recognized_again=again), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
-                    _replaced_result(row, engine, settings, existing, context)
+                    _replaced_result(row, engine, settings, existing, context, by)
             result.size = (decoded.width, decoded.height)
             result.preview = preview(decoded.image) if previews != 0 else None  # the CLI and API show none
         except ImageError as exc:
@@ -248,14 +248,14 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
 
 
 def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo_id: int,
-                     context: store.Context) -> PhotoResult:
-    """A stored photo recognised again: its regions replaced by this run's, its context by this one."""
+                     context: store.Context, by: Identity) -> PhotoResult:
+    """A stored photo recognised again: its regions replaced by this run's, its context by this one (one
+    transaction, audited as `by`)."""
     if row["status"] == stages.FAILED:
         return PhotoResult(name=row["name"], error=f"{row['name']}: {row['error']}")
     matched = stages.matches(row, settings)
     store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched,
-                          gaps=stages.boxes(row, "gaps"))
-    store.set_photo_context(engine, photo_id, context)
+                          gaps=stages.boxes(row, "gaps"), context=context, by=by)
     return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
                        gaps=stages.boxes(row, "gaps"),
                        notes=[note for note in row["notes"].split("\n") if note],

@@ -47,7 +47,12 @@ from shelf.ingest.regions import (
 )
 from shelf.ingest.sources import SourceError, read_source
 from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex, match
-from shelf.recognition.classify import DEFAULT_TOP_K, Classification, ClassifiedArrays, classify_inputs
+from shelf.recognition.classify import (
+    DEFAULT_TOP_K,
+    Classification,
+    ClassifiedArrays,
+    classify_inputs,
+)
 from shelf.recognition.detector import DetectorInfo, detect, resolve_detector
 from shelf.recognition.inputs import model_input, region_input
 from shelf.recognition.model import CATEGORIES, LoadedModel

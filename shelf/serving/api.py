@@ -27,7 +27,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    UploadFile,
+)
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -40,7 +50,12 @@ from shelf import config
 from shelf.access import LOCAL, Forbidden, Identity, require
 from shelf.files import MB, size_problem
 from shelf.ingest.images import MAX_BYTES, clean_filename
-from shelf.ingest.regions import MAX_REGIONS, MAX_STORED_TOP_K, STORED_LIMITS, check_stored_top_k
+from shelf.ingest.regions import (
+    MAX_REGIONS,
+    MAX_STORED_TOP_K,
+    STORED_LIMITS,
+    check_stored_top_k,
+)
 from shelf.serving import tokens
 from shelf.serving.responses import (
     Box,

@@ -14,9 +14,18 @@ from sqlalchemy.engine import Engine
 
 from shelf import access, config
 from shelf.analytics.tally import tally
-from shelf.ingest.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, gap_legend, png_bytes
+from shelf.ingest.overlay import (
+    COLOUR_MODES,
+    annotated,
+    colours,
+    draw_legend,
+    draw_overlay,
+    gap_legend,
+    png_bytes,
+)
 from shelf.serving import proxies
 from shelf.storage.store import open_store
+from shelf.text import percent
 
 if TYPE_CHECKING:  # torch is imported only by the pages that classify (Tallies, Review … open without it)
     from shelf.recognition.model import LoadedModel, WeightsStatus
@@ -301,10 +310,10 @@ def require_model(link_to_model_page: bool = True) -> LoadedModel | None:
 
 def top_k_table(region: RegionResult) -> None:
     st.dataframe(
-        pd.DataFrame([{"Rank": p.rank, "Label": p.label, "Class": p.class_index, "Confidence": 100 * p.probability}
-                      for p in region.predictions]),
-        column_config={"Confidence": st.column_config.ProgressColumn("Confidence", format="%.1f%%", min_value=0,
-                                                                     max_value=100)},
+        pd.DataFrame([{"Rank": p.rank, "Label": p.label, "Class": p.class_index, "Confidence": p.probability}
+                      for p in region.predictions]),  # "percent": as Review shows it, and as shelf.text.percent
+        column_config={"Confidence": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0,
+                                                                     max_value=1)},
         hide_index=True, width="stretch")
 
 
@@ -343,7 +352,7 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                     st.markdown(f"**{md_escape(result.name)}**")
                 if line := sku_line(result.regions[0], sku_names):
                     st.markdown(line)
-                st.markdown(f"**{md_escape(best.label)}** · class {best.class_index} · {best.probability:.1%}"
+                st.markdown(f"**{md_escape(best.label)}** · class {best.class_index} · {percent(best.probability)}"
                             + stored_note)
                 top_k_table(result.regions[0])
             return
@@ -377,7 +386,7 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
         with inspect_col:
             chosen = st.selectbox("Inspect a region", range(len(result.regions)), key=f"region-{result.photo_id}",
                                   format_func=lambda i: f"{i + 1} · {result.regions[i].top1.label} "
-                                                        f"{result.regions[i].top1.probability:.0%}")
+                                                        f"{percent(result.regions[i].top1.probability)}")
             region = result.regions[chosen]
             crop_col, table_col = st.columns([1, 3])
             if result.preview is not None:

@@ -1,7 +1,8 @@
 """Storage: the one database (SQLAlchemy Core; SQLite by default, PostgreSQL for a chain).
 
 schema (tables), migrations, store (photos, regions, predictions, corrections, runs, settings; one transaction per
-photo), rollup (tallies kept in step on every write), audit (who changed what), batches. Takes
-ingest's decoded images and boxes; knows nothing of the model (no torch) or of reports.
+photo), vectors (region embeddings as stored), rollup (tallies kept in step on every write), audit (who changed
+what; append-only), batches. Takes ingest's decoded images and boxes; knows nothing of the model (no torch) or of
+reports.
 """
 MAY_IMPORT = ("ingest",)

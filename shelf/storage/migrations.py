@@ -3,7 +3,8 @@
 Version 1 was the first schema; version 2 lays the store out for chain scale (schema's docstring): region rows
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
 predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
-empty-shelf width rollup (a new table only). store.migrate creates new tables and builds the rollups once the
+empty-shelf width rollup (a new table only). Version 4 makes the audit log append-only (database triggers) and
+indexes it for the Audit log page's filters. store.migrate creates new tables and builds the rollups once the
 steps are done.
 """
 from __future__ import annotations
@@ -15,15 +16,16 @@ from sqlalchemy.engine import Connection
 
 from shelf.storage.schema import (
     THRESHOLD_STEPS,
+    audit_log,
     embeddings,
+    guard_audit_log,
     metadata,
     photos,
     predictions,
     regions,
     schema_version,
 )
-
-EMBEDDING_DTYPE = "<f2"
+from shelf.storage.vectors import EMBEDDING_DTYPE
 
 
 def existing_version(conn: Connection) -> int:
@@ -95,9 +97,23 @@ def _to_v2(conn: Connection) -> None:
                          "SELECT region_id, rank, class_index, probability FROM predictions_v1")
     conn.exec_driver_sql("DROP TABLE predictions_v1")
     for table in (photos, regions):
-        for index in table.indexes:
-            if not any(i["name"] == index.name for i in sa.inspect(conn).get_indexes(table.name)):
-                index.create(conn)
+        _create_missing_indexes(conn, table)
 
 
-MIGRATIONS = {2: _to_v2}
+def _create_missing_indexes(conn: Connection, table: sa.Table) -> None:
+    existing = {index["name"] for index in sa.inspect(conn).get_indexes(table.name)}
+    for index in table.indexes:
+        if index.name not in existing:
+            index.create(conn)
+
+
+def _to_v4(conn: Connection) -> None:
+    """The audit log becomes append-only and gains the indexes its filters use. A store without the table yet gets
+    it whole, triggers included, from create_all after the steps."""
+    if sa.inspect(conn).has_table(audit_log.name):
+        guard_audit_log(conn)
+        _create_missing_indexes(conn, audit_log)
+
+
+MIGRATIONS = {2: _to_v2, 4: _to_v4}
+REBUILDS_ROLLUPS = {2, 3}  # steps after which store.migrate rebuilds the rollups (a new or reshaped one)

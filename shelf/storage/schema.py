@@ -190,7 +190,34 @@ audit_log = sa.Table(
     sa.Column("target", sa.String(300), nullable=False),
     sa.Column("before", sa.Text),  # JSON, where it applies
     sa.Column("after", sa.Text),   # JSON
+    sa.Index("ix_audit_log_who_id", "who", "id"),  # the Audit log page's filters, newest first
+    sa.Index("ix_audit_log_action_id", "action", "id"),
 )
+
+# The audit log is append-only in the database itself: a trigger refuses every UPDATE and DELETE (and, on
+# PostgreSQL, TRUNCATE), whoever sends it. Nothing in Shelf changes a row once written; dropping the table (a
+# whole-database reset) is still possible. Idempotent statements: a migration (shelf.storage.migrations) runs them
+# on older stores, and a new audit_log table gets them when it is created.
+APPEND_ONLY = "the audit log is append-only: its rows cannot be changed or deleted"
+_AUDIT_GUARD = {
+    "sqlite": [f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+               f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END" for op in ("UPDATE", "DELETE")],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}'; END $$",
+        "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"],
+}
+
+
+def guard_audit_log(conn) -> None:
+    """Make the audit_log table append-only (see above); safe to run again."""
+    for statement in _AUDIT_GUARD.get(conn.dialect.name, ()):
+        conn.exec_driver_sql(statement)
+
+
+sa.event.listen(audit_log, "after_create", lambda _table, connection, **_kw: guard_audit_log(connection))
 
 schema_version = sa.Table(
     "schema_version", metadata,  # one row per migration step applied

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,13 @@ from shelf.storage.schema import (  # noqa: F401  (re-exported: callers use stor
     skus,
     storable_id,
 )
+from shelf.storage.vectors import (  # noqa: F401  (re-exported: callers use store.embedding_array, ...)
+    EMBEDDING_DTYPE,
+    EMBEDDING_SIZE,
+    embedding_array,
+    embedding_bytes,
+    region_embeddings_of,
+)
 from shelf.text import clean_text
 
 if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.recognition.classify.Classification)
@@ -53,8 +60,7 @@ if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.rec
     from shelf.ingest.images import DecodedImage
     from shelf.ingest.regions import Box
 
-SCHEMA_VERSION = 3
-EMBEDDING_DTYPE = "<f2"  # float16: half the bytes; catalog matching tolerates it (tests compare both)
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class SchemaError(RuntimeError):
 def migrate(conn: Connection) -> int:
     """Create missing tables and apply pending migration steps, in one transaction; idempotent, and safe when
     several processes start at once (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock)."""
-    from shelf.storage.migrations import MIGRATIONS, existing_version
+    from shelf.storage.migrations import MIGRATIONS, REBUILDS_ROLLUPS, existing_version
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724519)")  # any constant: Shelf's migration lock
     current = existing_version(conn)
@@ -135,7 +141,7 @@ def migrate(conn: Connection) -> int:
     for version in steps:
         conn.execute(schema_version.insert().values(version=version, applied_at=utc_now()))
     _sync_class_categories(conn)
-    if current and current < SCHEMA_VERSION:
+    if current and REBUILDS_ROLLUPS.intersection(steps):
         rollup.rebuild(conn)
     return SCHEMA_VERSION
 
@@ -200,19 +206,6 @@ def keep_photo_bytes(data: bytes, relative: Path) -> None:
     target = config.data_dir() / relative
     if not target.exists():
         write_atomically(data, target)
-
-
-EMBEDDING_SIZE = 512
-
-
-def embedding_bytes(vectors) -> bytes:
-    """(N, 512) or (512,) float embeddings → the stored float16 bytes."""
-    return np.asarray(vectors, dtype=np.float32).astype(EMBEDDING_DTYPE).tobytes()
-
-
-def embedding_array(blob: bytes) -> np.ndarray:
-    """Stored bytes → (N, 512) float32."""
-    return np.frombuffer(blob, dtype=EMBEDDING_DTYPE).reshape(-1, EMBEDDING_SIZE).astype(np.float32)
 
 
 def region_rows(photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
@@ -298,17 +291,44 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
 
 
 def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[Box], results: Sequence,
-                    matches: Sequence[tuple[int | None, float]] | None = None, gaps: Sequence[Box] = ()) -> None:
+                    matches: Sequence[tuple[int | None, float]] | None = None, gaps: Sequence[Box] = (),
+                    context: Context | None = None, *, by: Identity = LOCAL) -> None:
     """A photo recognised again (other regions, crop or catalog): the new run's regions count from now on; the
-    previous ones stay, inactive, with their corrections, as history."""
+    previous ones stay, inactive, with their corrections, as history. `context` (if given) becomes the photo's
+    store, aisle and date. One transaction, with its audit row."""
+    require(by, "edit_photo")
     if len(boxes) != len(results) or (matches is not None and len(matches) != len(results)):
         raise ValueError("one classification (and one match) per region is required")
+    current = (regions.c.photo_id == photo_id) & regions.c.active
     with write_transaction(engine) as conn:
+        name, before = _photo_place(conn, photo_id)
+        run_before, n_before = conn.execute(sa.select(sa.func.max(regions.c.run_id), sa.func.count())
+                                            .where(current, regions.c.kind == PRODUCT)).one()
+        after = before if context is None else context.cleaned()
         with rollup.changing(conn, regions.c.photo_id == photo_id):
-            conn.execute(regions.update().where(regions.c.photo_id == photo_id, regions.c.active)
-                         .values(active=False))
+            conn.execute(regions.update().where(current).values(active=False))
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
                            gap_rows(photo_id, run_id, gaps, len(boxes)))
+            _move_photo(conn, photo_id, after)
+        audit.record(conn, by, "recognize_again", f"photo {photo_id} {name}",
+                     {**asdict(before), "run": run_before, "regions": n_before},
+                     {**asdict(after), "run": run_id, "regions": len(boxes)})
+
+
+def _photo_place(conn: Connection, photo_id: int) -> tuple[str, Context]:
+    """A photo's name and its store, aisle and date (ValueError if there is no such photo)."""
+    row = conn.execute(sa.select(photos.c.name, photos.c.store, photos.c.aisle, photos.c.captured_on)
+                       .where(photos.c.id == photo_id)).one_or_none()
+    if row is None:
+        raise ValueError(f"no such photo: {photo_id}")
+    return row.name, Context(row.store, row.aisle, row.captured_on)
+
+
+def _move_photo(conn: Connection, photo_id: int, context: Context) -> None:
+    """Set a photo's store, aisle and date (inside rollup.changing of its regions)."""
+    conn.execute(photos.update().where(photos.c.id == photo_id).values(
+        store=context.store, aisle=context.aisle, captured_on=context.captured_on,
+        day=day_number(context.captured_on)))
 
 
 def photo_context(engine: Engine, photo_id: int) -> Context:
@@ -341,17 +361,10 @@ def set_photo_context(engine: Engine, photo_id: int, context: Context, *, by: Id
     require(by, "edit_photo")
     context = context.cleaned()
     with write_transaction(engine) as conn:
-        before = conn.execute(sa.select(photos.c.name, photos.c.store, photos.c.aisle, photos.c.captured_on)
-                              .where(photos.c.id == photo_id)).one_or_none()
-        if before is None:
-            raise ValueError(f"no such photo: {photo_id}")
+        name, before = _photo_place(conn, photo_id)
         with rollup.changing(conn, regions.c.photo_id == photo_id):
-            conn.execute(photos.update().where(photos.c.id == photo_id).values(
-                store=context.store, aisle=context.aisle, captured_on=context.captured_on,
-                day=day_number(context.captured_on)))
-        audit.record(conn, by, "edit_photo", f"photo {photo_id} {before.name}",
-                     {"store": before.store, "aisle": before.aisle, "captured_on": before.captured_on},
-                     {"store": context.store, "aisle": context.aisle, "captured_on": context.captured_on})
+            _move_photo(conn, photo_id, context)
+        audit.record(conn, by, "edit_photo", f"photo {photo_id} {name}", asdict(before), asdict(context))
 
 
 def delete_photo(engine: Engine, photo_id: int, *, by: Identity = LOCAL) -> str:
@@ -372,16 +385,6 @@ def delete_photo(engine: Engine, photo_id: int, *, by: Identity = LOCAL) -> str:
     if not shared:
         (config.data_dir() / row.file).unlink(missing_ok=True)
     return row.name
-
-
-def region_embeddings_of(engine: Engine, photo_id: int) -> np.ndarray:
-    """The stored embeddings of a photo's current regions, in region order, as float32."""
-    query = (sa.select(embeddings.c.vectors).select_from(embeddings)
-             .where(embeddings.c.photo_id == photo_id, embeddings.c.run_id.in_(
-                 sa.select(regions.c.run_id).where(regions.c.photo_id == photo_id, regions.c.active))))
-    with engine.connect() as conn:
-        blob = conn.execute(query).scalar_one_or_none()
-    return embedding_array(blob) if blob is not None else np.zeros((0, EMBEDDING_SIZE), np.float32)
 
 
 PREDICTION_COLUMNS = ["photo_id", "photo", "sha256", "file", "width", "height", "store", "aisle", "captured_on",
@@ -428,14 +431,6 @@ def photo_record(engine: Engine, photo_id: int) -> dict | None:
     return None if row is None else dict(row)
 
 
-def current_sku_matches(engine: Engine, photo_id: int) -> dict[int, tuple[int | None, float | None]]:
-    """position → (SKU id or None, similarity or None) of a photo's current product regions."""
-    query = sa.select(regions.c.position, regions.c.sku_id, regions.c.sku_similarity) \
-        .where(regions.c.photo_id == photo_id, regions.c.active, regions.c.kind == PRODUCT)
-    with engine.connect() as conn:
-        return {row.position: (row.sku_id, row.sku_similarity) for row in conn.execute(query)}
-
-
 def add_corrections(engine: Engine, changes: dict[int, tuple[int, str]], reviewer: Identity | str) -> int:
     """Store reviewer labels: {region_id: (class_index, label)}. All or nothing. Returns how many were stored.
     `reviewer`: the signed-in identity (or, without sign-in, the name typed). The region's effective label, the
@@ -480,41 +475,6 @@ def latest_corrections(engine: Engine, region_ids: Sequence[int] | None = None) 
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(query).mappings().all(),
                             columns=["region_id", "class_index", "label", "reviewer", "created_at"])
-
-
-def sku_match_frame(engine: Engine) -> pd.DataFrame:
-    """Region → matched SKU (name, brand, category) and similarity, for regions that were matched; sku_id is
-    missing where the catalog had nothing close enough (Unknown)."""
-    import pandas as pd
-    query = (sa.select(regions.c.id.label("region_id"), regions.c.sku_id, skus.c.name, skus.c.brand,
-                       skus.c.category, regions.c.sku_similarity)
-             .select_from(regions.outerjoin(skus, skus.c.id == regions.c.sku_id))
-             .where(regions.c.sku_similarity.is_not(None)))
-    with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(query).all(), columns=["region_id", "sku_id", "sku", "brand",
-                                                                "sku_category", "sku_similarity"])
-
-
-def record_sku_matches(conn: Connection, matches: Sequence[tuple[int, int | None, float]]) -> None:
-    """Write catalog matches (region_id, sku_id or None, similarity) without touching the rollups: for bulk
-    re-matching, which rebuilds them once at the end."""
-    conn.execute(regions.update().where(regions.c.id == sa.bindparam("rid"))
-                 .values(sku_id=sa.bindparam("sku"), sku_similarity=sa.bindparam("similarity")),
-                 [{"rid": r, "sku": s, "similarity": float(x)} for r, s, x in matches])
-
-
-def set_sku_matches(engine: Engine, matches: Sequence[tuple[int, int | None, float]]) -> None:
-    """Record catalog matches (region_id, sku_id or None, similarity) and keep the rollups in step."""
-    with write_transaction(engine) as conn:
-        with rollup.changing(conn, regions.c.id.in_([m[0] for m in matches])):
-            record_sku_matches(conn, matches)
-
-
-def forget_sku(conn: Connection, sku_id: int) -> None:
-    """A removed SKU's regions become Unknown (their similarity stays); the rollups follow."""
-    rollup.move_sku(conn, sku_id, rollup.UNKNOWN_SKU_KEY)
-    conn.execute(regions.update().where(regions.c.sku_id == sku_id).values(sku_id=None))
-    rollup.recategorise(conn)
 
 
 def category_overrides_map(engine: Engine) -> dict[int, str]:

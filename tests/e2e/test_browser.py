@@ -3,7 +3,7 @@
 import pandas as pd
 
 from shelf.analytics.tally import tally
-from shelf.storage import store
+from shelf.storage import sku_matches, store
 from tests.conftest import image_bytes, skimage_photo
 from tests.e2e.conftest import correct_one_region, open_page, settled
 from tests.reference import build_detections
@@ -14,7 +14,7 @@ def detections_of(server):
     engine = store.open_store(f"sqlite:///{server.data_dir / 'shelf.db'}")
     with engine.connect():
         frame = build_detections(store.predictions_frame(engine), store.latest_corrections(engine),
-                                 {}, store.sku_match_frame(engine))
+                                 {}, sku_matches.sku_match_frame(engine))
     engine.dispose()
     return frame
 

@@ -6,7 +6,16 @@ import pytest
 from shelf.storage import store
 from tests.e2e.conftest import open_page, settled
 from tests.factory import TEST_RUN
-from tests.test_compliance import BEER, DAY1, DAY2, PLANOGRAM, POP, WATER, WINE, add_shelf
+from tests.test_compliance import (
+    BEER,
+    DAY1,
+    DAY2,
+    PLANOGRAM,
+    POP,
+    WATER,
+    WINE,
+    add_shelf,
+)
 
 
 def test_import_a_planogram_and_download_the_compliance_table(server, page, tmp_path):

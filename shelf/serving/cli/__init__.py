@@ -9,8 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shelf.serving.cli import batch, bench, catalog, planogram, recognize, regions, serve, tallies, weights
-from shelf.serving.cli.common import EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, EXIT_NOTHING_DONE, EXIT_OK, EXIT_USAGE  # noqa: F401
+from shelf.serving.cli import (
+    batch,
+    bench,
+    catalog,
+    planogram,
+    recognize,
+    regions,
+    serve,
+    tallies,
+    weights,
+)
+from shelf.serving.cli.common import (  # noqa: F401
+    EXIT_INTERRUPTED,
+    EXIT_NO_WEIGHTS,
+    EXIT_NOTHING_DONE,
+    EXIT_OK,
+    EXIT_USAGE,
+)
 
 FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve)
 ORDER = ("classify", "recognize", "photo", "batch", "tallies", "planogram", "compliance", "export", "catalog",

@@ -72,7 +72,11 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
     from tqdm import tqdm
 
     from shelf.recognition import batch, engines, stages
-    from shelf.recognition.pipeline import catalog_provenance, mode_provenance, run_provenance
+    from shelf.recognition.pipeline import (
+        catalog_provenance,
+        mode_provenance,
+        run_provenance,
+    )
     from shelf.storage import batches
     from shelf.storage.store import create_run, open_store
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 from shelf.access import LOCAL
 from shelf.files import FileTooLarge, read_bounded
-from shelf.serving.cli.common import EXIT_NO_WEIGHTS, EXIT_NOTHING_DONE, EXIT_OK, _load_model_or_explain
+from shelf.serving.cli.common import (
+    EXIT_NO_WEIGHTS,
+    EXIT_NOTHING_DONE,
+    EXIT_OK,
+    _load_model_or_explain,
+)
 
 
 def cmd_catalog(args) -> int:

@@ -6,7 +6,12 @@ import sys
 from pathlib import Path
 
 from shelf.files import FileTooLarge, read_bounded
-from shelf.serving.cli.common import EXIT_NOTHING_DONE, EXIT_OK, _probability, _write_csv
+from shelf.serving.cli.common import (
+    EXIT_NOTHING_DONE,
+    EXIT_OK,
+    _probability,
+    _write_csv,
+)
 
 
 def cmd_planogram(args) -> int:
