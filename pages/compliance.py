@@ -151,11 +151,16 @@ with tab_results:
              key="compliance_worst")
 
     st.subheader("Look closer")
-    names = {i: f"{charts.blank_as_dash(r.store)} · {charts.blank_as_dash(r.aisle)} · "
-                f"{r.captured_on or 'undated'} · {r.compliance:.0%}" for i, r in enumerate(table.itertuples())}
-    picked = st.selectbox("Store · aisle · date", list(names), format_func=names.get, key="compliance_pick")
-    row = table.iloc[picked]
-    context = (row["store"], row["aisle"], row["captured_on"].toordinal() if row["captured_on"] else 0)
+    # The options are the contexts themselves, not row numbers: after a filter change row 0 is another aisle, and
+    # the picker would keep showing the old one's name over the new one's lines. Labels carry no figure that a
+    # threshold change could make stale.
+    rows = {(r.store, r.aisle, r.captured_on.toordinal() if r.captured_on else 0): r for r in table.itertuples()}
+    context = st.selectbox("Store · aisle · date", list(rows), key="compliance_pick", format_func=lambda c: (
+        f"{charts.blank_as_dash(c[0])} · {charts.blank_as_dash(c[1])} · "
+        f"{dt.date.fromordinal(c[2]) if c[2] else 'undated'}"))
+    picked = rows[context]
+    st.caption(f"Compliance {picked.compliance:.0%} · on-shelf availability {picked.osa:.0%} · "
+               f"{picked.missing} missing, {picked.under} under, {picked.extra} extra")
     detail = compliance.lines(engine, scope, threshold, contexts=[context])
     ui.table(detail.drop(columns=["store", "aisle", "captured_on"]), hide_index=True, width="stretch",
              key="compliance_detail", column_config={
