@@ -92,6 +92,20 @@ def test_boxes_mode_matches_photos_by_name_and_reports_the_rest(loaded, engine):
     assert store.counts(engine)["photos"] == 1
 
 
+def test_boxes_mode_numbers_regions_in_reading_order(loaded, engine):
+    """A box file lists the bottom shelf first, right to left: region #1 is still the top-left product, in the
+    result (overlay and region picker), in the store (Review's '#n') and in the exports."""
+    photo = image_bytes(Image.new("RGB", (300, 200), (10, 120, 200)), "PNG")
+    listed = [Box(200, 100, 300, 200), Box(0, 110, 100, 200), Box(100, 0, 200, 90), Box(0, 0, 100, 100)]
+    box_file = parse_box_file("".join(f"a.png,{b.x1},{b.y1},{b.x2},{b.y2}\n" for b in listed).encode(), "boxes.csv")
+    (result,) = recognize(loaded, engine, [Upload("a.png", photo)], CONTEXT, region_mode="boxes:boxes.csv",
+                          box_file=box_file)
+    in_reading_order = [listed[3], listed[2], listed[1], listed[0]]
+    assert [r.box for r in result.regions] == in_reading_order
+    stored = load_detections(engine).sort_values("position")
+    assert [Box(*b) for b in stored[["x1", "y1", "x2", "y2"]].itertuples(index=False)] == in_reading_order
+
+
 def test_auto_on_a_close_up_falls_back_to_the_whole_photo(loaded, engine):
     close_up = image_bytes(Image.new("RGB", (400, 300), (230, 225, 220)), "PNG")
     (result,) = recognize(loaded, engine, [Upload("crop.png", close_up)], CONTEXT, region_mode="auto")
