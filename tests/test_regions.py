@@ -1,9 +1,9 @@
+import random
+
 import pytest
 from PIL import Image
 
 from shelf.ingest.evaluation import precision_recall
-import random
-
 from shelf.ingest.regions import (
     AutoParams,
     Box,
