@@ -184,10 +184,19 @@ with tab_results:
     # benchmarks/compliance.py), so it is drawn when asked, not on each visit.
     if st.toggle("Show on-shelf availability and compliance over every date", key="compliance_trend",
                  help="Reads every photo of the selected stores and aisles: a few seconds on a large store."):
+        measure = st.segmented_control("Plot", ["Compliance", "On-shelf availability"], default="Compliance",
+                                       key="compliance_trend_measure") or "Compliance"
         with st.spinner("Computing the trend …"):
             trend = compliance.trend(engine, TallyFilter(stores, aisles), threshold)
-        if len(trend) > 1:
-            st.altair_chart(charts.compliance_trend_chart(trend), width="stretch")
+        if trend["date"].nunique() > 1:
+            value = "compliance" if measure == "Compliance" else "osa"
+            st.altair_chart(charts.store_trend_chart(trend, value, measure, percent=True), width="stretch")
+            st.caption(f"**{measure}** per store and photo date, over the store's aisles with a planogram "
+                       "photographed that day: "
+                       + ("planned facings found (at most as many as planned) ÷ planned facings." if value ==
+                          "compliance" else "planned products found ÷ planned products.")
+                       + (f" {trend['store'].nunique()} stores: one row each; pick up to {charts.MAX_LINES} under "
+                          "*Stores* for lines." if trend["store"].nunique() > charts.MAX_LINES else ""))
         else:
             st.caption("The trend needs photos of planned aisles on two or more dates.")
 

@@ -36,11 +36,32 @@ with tab_confidence:
     brush_event = st.altair_chart(charts.confidence_histogram(report.confidence_histogram(engine, scope), threshold),
                                   width="stretch", on_select="rerun", key=f"confidence_chart_{charts_key}")
 with tab_trend:
-    trend = report.trend(engine, threshold, scope) if facets.first_date else None
-    if trend is not None and not trend.empty:
-        st.altair_chart(charts.trend_chart(trend), width="stretch")
-    else:
+    EACH_STORE = ""
+    t1, t2 = st.columns([2, 3])
+    trend_store = t1.selectbox("Trend of", [EACH_STORE] + list(scope.stores or [s for s in facets.stores if s]),
+                               key="trend_store", format_func=lambda s: "every store, one line each"
+                               if s == EACH_STORE else f"store {s}, by category")
+    as_share = trend_store != EACH_STORE and t2.segmented_control(
+        "Plot", ["Facings per photo", "Share of shelf"], default="Facings per photo",
+        key="trend_measure") == "Share of shelf"
+    lines = "store" if trend_store == EACH_STORE else "category"
+    trend = report.trend(engine, threshold, scope if lines == "store" else
+                         dataclasses.replace(scope, stores=[trend_store]), lines) if facets.first_date else None
+    if trend is None or trend.empty:
         st.caption("No photo in the selection has a date.")
+    elif lines == "store":
+        st.altair_chart(charts.store_trend_chart(trend, "per_photo", "Facings per photo"), width="stretch")
+        st.caption("**Facings per photo**: counted facings ÷ photos taken, per store and photo date, so a day with "
+                   "more photos does not look like fuller shelves. "
+                   + (f"{trend['store'].nunique()} stores: one row each; pick up to {charts.MAX_LINES} under "
+                      "*Stores* for lines. " if trend["store"].nunique() > charts.MAX_LINES else "")
+                   + "Pick a store under *Trend of* to see its categories.")
+    else:
+        st.altair_chart(charts.category_trend_chart(trend, as_share), width="stretch")
+        st.caption(f"Store {ui.md_escape(trend_store)}, one band per category: "
+                   + ("each category's **share** of the store's counted facings that day." if as_share else
+                      "**facings per photo** (counted facings ÷ photos taken that day); the bands add up to the "
+                      "store's facings per photo."))
 
 with tab_empty:
     empty = report.empty_shelf(engine, scope, ["store", "aisle", "date"])

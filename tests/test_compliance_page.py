@@ -61,7 +61,8 @@ def test_import_then_heat_map_worst_list_and_csv(downloads):  # noqa: F811
     assert '"rect"' in heat_map.proto.spec and '"compliance"' in heat_map.proto.spec
     at.toggle(key="compliance_trend").set_value(True).run()
     heat_map, trend = at.get("vega_lite_chart")  # the trend covers every date whatever the date picked
-    assert '"line"' in trend.proto.spec
+    assert '"line"' in trend.proto.spec and '"field": "store"' in trend.proto.spec  # a line per store
+    assert "**Compliance** per store and photo date" in texts(at.caption)
     worst = table_with(at, "missing_products")
     assert worst["missing_products"].tolist() == ["beer bottle (440)"]
     detail = table_with(at, "status")
