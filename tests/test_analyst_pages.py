@@ -39,6 +39,9 @@ def test_tallies_trend_is_per_photo_one_line_per_store_and_says_so(loaded):
         add_photo(engine, run_id, number, [(737, 0.9)] * 4, "North", "A", DAY2)
     add_photo(engine, run_id, 5, [(737, 0.9), (954, 0.9), (931, 0.9)], "South", "A", DAY2)
     at = open_page("pages/tallies.py")
+    assert not charts_with(at, "per_photo")  # computed only while its tab is open
+    at.session_state["tallies_tab"] = "Trend"  # what a click on the tab does
+    at.run()
     (lines,) = charts_with(at, "per_photo")
     assert '"line"' in lines and '"field": "store"' in lines and '"title": "Facings per photo"' in lines
     assert "**Facings per photo**: counted facings ÷ photos taken, per store and photo date" in texts(at.caption)
