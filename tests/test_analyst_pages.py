@@ -54,3 +54,22 @@ def test_tallies_trend_is_per_photo_one_line_per_store_and_says_so(loaded):
     (bands,) = charts_with(at, "per_photo")
     assert '"field": "share"' in bands and '"title": "Share of shelf"' in bands
     assert "each category's **share** of the store's counted facings that day" in texts(at.caption)
+
+
+def test_review_starts_at_page_1_after_a_filter_change(loaded):
+    engine = store.open_store()
+    run_id = store.create_run(engine, TEST_RUN)
+    for number, name in enumerate(("North", "South"), start=1):  # 30 regions each: 3 pages in all, 2 per store
+        add_photo(engine, run_id, number, [(737, 0.01 + i / 100) for i in range(30)], name, "A", DAY1)
+    at = open_page("pages/review.py")
+    at.number_input(key="review_page").set_value(2).run()
+    assert "page 2 of 3" in texts(at.caption)
+    at.multiselect(key="review_stores").set_value(["South"]).run()
+    assert not at.exception, at.exception
+    assert "30 region(s) to review, least confident first · page 1 of 2" in texts(at.caption)
+    assert at.number_input(key="review_page").value == 1
+    rows = at.dataframe[0].value
+    assert rows["where"].str.match(r"#\d+ · IMG_00002\.jpg \(").all() and len(rows) == 25  # South's first page
+    at.number_input(key="review_page").set_value(2).run()  # paging still works, and stays put without a change
+    assert "page 2 of 2" in texts(at.caption) and len(at.dataframe[0].value) == 5
+    assert "Session State" not in texts(at.warning), texts(at.warning)  # no warning about setting the page
