@@ -117,3 +117,19 @@ def test_trend_charts_never_join_stores_and_stack_categories(photographed):
     spec = bands.to_dict()
     assert spec["mark"]["type"] == "bar" and spec["encoding"]["y"]["stack"] == "zero"
     assert spec["encoding"]["y"]["field"] == "share" and spec["encoding"]["color"]["field"] == "category"
+
+
+@pytest.mark.parametrize("skus", [16, 40])
+def test_the_confusion_heat_map_stays_readable(skus):
+    """Rows of a fixed height whatever the number of SKUs (they were squeezed to 7 px), long names slanted 45° so
+    neighbours never overprint, and each cell's count written in it."""
+    names = {i: f"Garant Ecological Medium Fat Milk {i}" for i in range(skus)}
+    confusion = pd.DataFrame({"true": range(skus), "predicted": [(i * 7) % skus for i in range(skus)],
+                              "count": [1 + i % 6 for i in range(skus)]})
+    spec = charts.confusion_heatmap(confusion, names).to_dict()
+    assert spec["height"]["step"] >= 18 and spec["width"]["step"] == spec["height"]["step"]
+    cells, counts = spec["layer"]
+    x_axis = cells["encoding"]["x"]["axis"]
+    assert x_axis["labelAngle"] == -45 and x_axis["labelOverlap"] is False and x_axis["labelLimit"] >= 180
+    assert cells["encoding"]["x"]["sort"] == cells["encoding"]["y"]["sort"]  # matches on the diagonal
+    assert counts["mark"]["type"] == "text" and counts["encoding"]["text"]["field"] == "count"

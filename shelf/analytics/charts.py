@@ -164,17 +164,30 @@ def brushed_range(selection: dict) -> tuple[float, float] | None:
     return THRESHOLD_STEPS[first], THRESHOLD_STEPS[max(threshold_step(max(low_high)), first + 1)]
 
 
-def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]):
-    """Altair heatmap of (true, predicted, count) rows, SKUs by name."""
+def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]) -> alt.LayerChart:
+    """Altair heatmap of (true, predicted, count) rows, SKUs by name in the same order on both axes. Cells have a
+    fixed size (rows are never squeezed, whatever the number of SKUs: draw it at width="content"), names are
+    slanted 45° so neighbours never overprint, and each cell shows its count."""
     frame = confusion.assign(true=confusion["true"].map(names), predicted=confusion["predicted"].map(names))
-    return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("predicted:N", title="Matched as", axis=alt.Axis(labelOverlap=False, labelAngle=-30)),
-        y=alt.Y("true:N", title="True SKU", axis=alt.Axis(labelOverlap=False)),
+    order = sorted(set(frame["true"]) | set(frame["predicted"]))
+    step = CONFUSION_STEP if len(order) <= 20 else CONFUSION_STEP_MANY
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", title="Matched as", sort=order,
+                axis=alt.Axis(labelAngle=-45, labelLimit=180, labelOverlap=False)),
+        y=alt.Y("true:N", title="True SKU", sort=order, axis=alt.Axis(labelLimit=220, labelOverlap=False)))
+    cells = base.mark_rect().encode(
         color=alt.Color("count:Q", title="Photos", scale=alt.Scale(scheme="blues"),
                         legend=alt.Legend(format="d", tickMinStep=1)),
         tooltip=[alt.Tooltip("true:N", title="True"), alt.Tooltip("predicted:N", title="Matched as"),
-                 alt.Tooltip("count:Q", title="Photos")],
-    ).properties(height=max(160, 32 * frame["true"].nunique()))
+                 alt.Tooltip("count:Q", title="Photos")])
+    dark = float(frame["count"].max()) / 2 if len(frame) else 0
+    counts = base.mark_text(fontSize=11).encode(
+        text=alt.Text("count:Q", format="d"),
+        color=alt.condition(f"datum.count > {dark}", alt.value("white"), alt.value("black")))
+    return (cells + counts).properties(width={"step": step}, height={"step": step})
+
+
+CONFUSION_STEP, CONFUSION_STEP_MANY = 26, 18  # px per SKU: a readable row and a two-digit count; over 20 SKUs
 
 
 def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
