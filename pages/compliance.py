@@ -176,9 +176,12 @@ with tab_results:
     st.caption(f"Compliance {picked.compliance:.0%} · on-shelf availability {picked.osa:.0%} · "
                f"{picked.missing} missing, {picked.under} under, {picked.extra} extra")
     detail = compliance.lines(engine, scope, threshold, contexts=[context])
-    ui.table(detail.drop(columns=["store", "aisle", "captured_on"]), hide_index=True, width="stretch",
+    # an extra product was planned nowhere: 0 facings expected, on no shelf row (not "None")
+    shown = detail.assign(expected_facings=detail["expected_facings"].fillna(0),
+                          shelf_row=detail["shelf_row"].map(lambda r: "" if pd.isna(r) else str(r)))
+    ui.table(shown.drop(columns=["store", "aisle", "captured_on"]), hide_index=True, width="stretch",
              key="compliance_detail", column_config={
-                 "product": "Product", "name": "Name", "shelf_row": st.column_config.NumberColumn("Shelf row"),
+                 "product": "Product", "name": "Name", "shelf_row": "Shelf row",
                  "expected_facings": st.column_config.NumberColumn("Expected", format="%d"),
                  "found_facings": st.column_config.NumberColumn("Found", format="%d"), "status": "Status"})
     shots = compliance.photos_of(engine, *context)

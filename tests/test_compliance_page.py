@@ -68,6 +68,8 @@ def test_import_then_heat_map_worst_list_and_csv(downloads):  # noqa: F811
     detail = table_with(at, "status")
     assert dict(zip(detail["product"], detail["status"])) == {"imagenet:440": "missing", "imagenet:907": "under",
                                                               "imagenet:898": "extra", "imagenet:737": "ok"}
+    extra = detail.set_index("product").loc["imagenet:898"]
+    assert (extra["expected_facings"], extra["shelf_row"]) == (0, "")  # planned nowhere, not "None"
     shown = table_with(at, "planned_products", "extra")
     url = next(b.proto.url for b in at.get("download_button") if b.label == "Download the store/aisle table (CSV)")
     csv = pd.read_csv(io.BytesIO(downloads[url]), dtype={"aisle": str})
