@@ -133,3 +133,12 @@ def test_the_confusion_heat_map_stays_readable(skus):
     assert x_axis["labelAngle"] == -45 and x_axis["labelOverlap"] is False and x_axis["labelLimit"] >= 180
     assert cells["encoding"]["x"]["sort"] == cells["encoding"]["y"]["sort"]  # matches on the diagonal
     assert counts["mark"]["type"] == "text" and counts["encoding"]["text"]["field"] == "count"
+
+
+def test_the_compliance_heat_map_legend_is_whole_and_its_figures_read():
+    table = pd.DataFrame({"store": ["S1", "S2"], "aisle": ["A1", "A1"], "compliance": [0.77, 0.93], "osa": [1, 1],
+                          "missing": [0, 0]})
+    cells, labels = charts.compliance_heatmap(table).to_dict()["layer"]
+    legend = cells["encoding"]["color"]["legend"]
+    assert (legend["orient"], legend["direction"]) == ("bottom", "horizontal")  # beside two rows, "0%" was cut off
+    assert "datum.compliance < 0.8" in labels["encoding"]["color"]["condition"]["test"]  # 77 %: black on light blue

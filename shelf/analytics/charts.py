@@ -199,13 +199,14 @@ def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
         y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=220, labelOverlap=False)))
     cells = base.mark_rect().encode(
         color=alt.Color("compliance:Q", title="Compliance", scale=alt.Scale(domain=[0, 1], scheme="redyellowblue"),
-                        legend=alt.Legend(format="%")),
+                        # below the cells: beside them, a few rows' height cut off its "0%"
+                        legend=alt.Legend(format="%", orient="bottom", direction="horizontal")),
         tooltip=[alt.Tooltip("store:N", title="Store"), alt.Tooltip("aisle:N", title="Aisle"),
                  alt.Tooltip("compliance:Q", format=".0%", title="Compliance"),
                  alt.Tooltip("osa:Q", format=".0%", title="On-shelf availability"),
                  alt.Tooltip("missing:Q", title="Missing products")])
     labels = base.mark_text(fontSize=11).encode(
         text=alt.Text("compliance:Q", format=".0%"),
-        color=alt.condition("datum.compliance > 0.3 && datum.compliance < 0.75", alt.value("black"),
+        color=alt.condition("datum.compliance > 0.3 && datum.compliance < 0.8", alt.value("black"),
                             alt.value("white")))
     return (cells + labels).properties(height={"step": 30})  # every store a readable, labelled row
