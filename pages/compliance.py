@@ -72,17 +72,19 @@ with tab_plans:
             "aisle": st.column_config.TextColumn("Aisle", required=True),
             "product": st.column_config.TextColumn("Product", help="SKU name or imagenet:<class index>",
                                                    required=True),
+            "name": st.column_config.TextColumn("Name", help="What the product is (from the catalog or ImageNet)"),
             "expected_facings": st.column_config.NumberColumn("Expected facings", min_value=1,
                                                               max_value=planogram.MAX_FACINGS, step=1, required=True),
             "shelf_row": st.column_config.NumberColumn("Shelf row", min_value=1, max_value=planogram.MAX_SHELF_ROW,
                                                        step=1),
             "changed_by": "Changed by", "changed_at": st.column_config.DatetimeColumn("Changed at")}
-        plan = shown[planogram.COLUMNS + ["changed_by", "changed_at"]].reset_index(drop=True)
+        plan = shown[planogram.COLUMNS[:3] + ["name"] + planogram.COLUMNS[3:] + ["changed_by", "changed_at"]] \
+            .reset_index(drop=True)
         if not may_edit:
             ui.table(plan, hide_index=True, width="stretch", key="planogram_table", column_config=PLAN_COLUMNS)
         else:
             edited = st.data_editor(plan, num_rows="dynamic", hide_index=True, width="stretch",
-                                    key=f"planogram_editor_{chosen}", disabled=["changed_by", "changed_at"],
+                                    key=f"planogram_editor_{chosen}", disabled=["name", "changed_by", "changed_at"],
                                     column_config=PLAN_COLUMNS)
             if st.button("Save the planogram", key="planogram_save"):
                 parsed = planogram.parse_frame(edited, planogram.by_name_map(engine), "the table")

@@ -238,7 +238,8 @@ def test_a_viewer_sees_and_cannot_change(loaded, roles_file, stored):
     assert not at.exception, at.exception
     assert planogram_controls(at) == set()  # no uploader, editor or disabled button without a reason …
     assert "An admin imports and edits them." in texts(at.caption)
-    assert at.dataframe[-1].value[["store", "aisle", "product"]].values.tolist() == [["*", "7", "imagenet:737"]]
+    assert at.dataframe[-1].value[["store", "aisle", "product", "name"]].values.tolist() == [
+        ["*", "7", "imagenet:737", "pop bottle (737)"]]  # … the planogram, read-only, with what each product is
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in a viewer's navigation
         at.switch_page("pages/audit.py")
 

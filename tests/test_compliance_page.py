@@ -7,6 +7,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from shelf import access
 from shelf.analytics import planogram
 from shelf.recognition import catalog
 from shelf.storage import store
@@ -95,3 +96,21 @@ def test_tallies_show_empty_shelf_share():
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["Empty shelf"] == "25.0%"
     assert table_with(at, "empty_share")["empty_share"].tolist() == [0.25]
+
+
+def test_an_admin_edits_a_planogram_in_its_grid():
+    engine = store.open_store()
+    planogram.import_csv(engine, b"store,aisle,product,expected_facings\n*,7,imagenet:737,4\n*,7,imagenet:907,3\n",
+                         "plan.csv", access.LOCAL)
+    at = open_compliance()
+    at.selectbox(key="planogram_pair").set_value(("*", "7")).run()
+    grid = table_with(at, "name", "expected_facings")
+    assert grid["name"].tolist() == ["pop bottle (737)", "wine bottle (907)"]  # what each product is, beside it
+    at.session_state["planogram_editor_('*', '7')"] = {"edited_rows": {0: {"expected_facings": 6}},
+                                                       "added_rows": [], "deleted_rows": []}
+    at.run()
+    at.button(key="planogram_save").click().run()
+    assert not at.exception, at.exception
+    assert "Saved 2 line(s)." in texts(at.success)
+    saved = planogram.frame(engine)
+    assert dict(zip(saved["product"], saved["expected_facings"])) == {"imagenet:737": 6, "imagenet:907": 3}
