@@ -78,7 +78,7 @@ else:
         disabled=[c for c in table.columns if c != "correct_to"] if may_correct else True,
         column_order=[c for c in table.columns if c != "region_id"],
         column_config={
-            "crop": st.column_config.ImageColumn("Region", width="small"),  # fixed widths: columns stay put
+            "crop": st.column_config.ImageColumn("Crop", width="small"),  # fixed widths: columns stay put
             "where": st.column_config.TextColumn("Region · photo", width="medium", help=(
                 "The region's number on its photo (as on the overlay), the photo's name and the start of its "
                 "content hash (two photos may share a name)")),
