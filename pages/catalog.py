@@ -139,10 +139,9 @@ else:
                                                                     key="apply_threshold"):
         catalog.set_threshold(engine, suggested, by=me)
         done(f"Threshold set to {suggested:.3f}.")
-    left, right = st.columns([2, 3])
-    with left:
-        per_sku_table(loo, names)
-    right.altair_chart(charts.confusion_heatmap(loo.confusion, names), width="stretch")
+    per_sku_table(loo, names)
+    st.markdown("**Confusions** — each reference photo matched against all the others (leave-one-out):")
+    st.altair_chart(charts.confusion_heatmap(loo.confusion, names), width="content")
     if not loo.worst.empty:
         st.markdown("**Worst confusions** — the most confident wrong matches (leave-one-out):")
         for column, (position, row) in zip(st.columns(5), loo.worst.head(5).iterrows()):
@@ -168,7 +167,7 @@ else:
                 st.metric("Accuracy on the labelled set", f"{evaluation.accuracy:.0%}",
                           help=f"{len(items)} photo(s), threshold {threshold:.3f}")
                 per_sku_table(evaluation, id_names)
-                st.altair_chart(charts.confusion_heatmap(evaluation.confusion, id_names), width="stretch")
+                st.altair_chart(charts.confusion_heatmap(evaluation.confusion, id_names), width="content")
     if may_edit and st.button("Match all stored regions against the catalog now", key="rematch"):
         n = catalog.match_stored_regions(engine, catalog.build_index(embeddings, sku_ids), loaded.weights.sha256,
                                          threshold, by=me)

@@ -19,28 +19,31 @@ tab_results, tab_plans = st.tabs(["Compliance", "Planograms"])
 
 # ---------------------------------------------------------------------------------------------------------------
 with tab_plans:
+    may_edit = identity.may("edit_planogram")  # the others see the planograms, not the means to change them
     st.caption("A planogram says which products each aisle should hold and with how many facings: one line per "
-               "product, `store,aisle,product,expected_facings[,shelf_row]`. `store` is `*` for every store without "
-               "its own planogram for that aisle; `product` is a SKU name from the catalog or "
-               "`imagenet:<class index>`. Importing a file replaces the planogram of each store/aisle it names.")
-    up_col, template_col = st.columns([4, 1])
-    template_col.download_button("Template (CSV)", planogram.template_bytes(), file_name="planogram-template.csv",
-                                 mime="text/csv", icon=":material/download:", key="planogram_template")
-    upload = up_col.file_uploader("Planogram CSV", type=["csv"], key="planogram_upload",
-                                  max_upload_size=planogram.MAX_BYTES // (1024 * 1024))
-    who = identity.name if identity.via != "local" else \
-        st.text_input("Your name (saved with each change)", value=identity.name, key="planogram_by", max_chars=100)
-    may_edit = identity.may("edit_planogram")
-    if upload is not None and st.button("Import this planogram", key="planogram_import", type="primary",
-                                        disabled=not may_edit):
-        try:
-            parsed = planogram.import_csv(engine, upload.getvalue(), upload.name, identity, who)
-        except (planogram.PlanogramError, access.Forbidden) as exc:
-            st.session_state["planogram_outcome"] = ([], [str(exc)])
-        else:
-            pairs = {(line.store, line.aisle) for line in parsed.lines}
-            st.session_state["planogram_outcome"] = (
-                [f"{len(parsed.lines)} line(s) imported for {len(pairs)} store/aisle(s)."], parsed.errors)
+               "product. `store` is `*` for every store without its own planogram for that aisle; `product` is a "
+               "SKU name from the catalog or `imagenet:<class index>`."
+               + (" Import a CSV (`store,aisle,product,expected_facings[,shelf_row]`): it replaces the planogram "
+                  "of each store/aisle it names." if may_edit else " An admin imports and edits them."))
+    if may_edit:
+        up_col, template_col = st.columns([4, 1])
+        template_col.download_button("Template (CSV)", planogram.template_bytes(),
+                                     file_name="planogram-template.csv", mime="text/csv",
+                                     icon=":material/download:", key="planogram_template")
+        upload = up_col.file_uploader("Planogram CSV", type=["csv"], key="planogram_upload",
+                                      max_upload_size=planogram.MAX_BYTES // (1024 * 1024))
+        who = identity.name if identity.via != "local" else \
+            st.text_input("Your name (saved with each change)", value=identity.name, key="planogram_by",
+                          max_chars=100)
+        if upload is not None and st.button("Import this planogram", key="planogram_import", type="primary"):
+            try:
+                parsed = planogram.import_csv(engine, upload.getvalue(), upload.name, identity, who)
+            except (planogram.PlanogramError, access.Forbidden) as exc:
+                st.session_state["planogram_outcome"] = ([], [str(exc)])
+            else:
+                pairs = {(line.store, line.aisle) for line in parsed.lines}
+                st.session_state["planogram_outcome"] = (
+                    [f"{len(parsed.lines)} line(s) imported for {len(pairs)} store/aisle(s)."], parsed.errors)
     if outcome := st.session_state.get("planogram_outcome"):
         done, errors = outcome
         for message in done:
@@ -52,39 +55,52 @@ with tab_plans:
     stored = planogram.frame(engine)
     pairs = sorted(set(zip(stored["store"], stored["aisle"])))
     NEW = ("", "")
-    chosen = st.selectbox("Edit the planogram of", [NEW] + pairs, key="planogram_pair",
-                          format_func=lambda p: "a new store/aisle" if p == NEW else
-                          f"store {charts.blank_as_dash(p[0])} · aisle {charts.blank_as_dash(p[1])}")
-    shown = stored[(stored["store"] == chosen[0]) & (stored["aisle"] == chosen[1])] if chosen != NEW \
-        else pd.DataFrame(columns=stored.columns)
-    st.caption(f"{len(stored)} planogram line(s) for {len(pairs)} store/aisle(s) stored. Add, change or delete rows, "
-               "then save; each row keeps who changed it last.")
-    edited = st.data_editor(
-        shown[planogram.COLUMNS + ["changed_by", "changed_at"]].reset_index(drop=True), num_rows="dynamic",
-        hide_index=True, width="stretch", key=f"planogram_editor_{chosen}", disabled=["changed_by", "changed_at"],
-        column_config={
+    if not pairs and not may_edit:
+        st.info("No planogram is stored yet.", icon=":material/info:")
+    else:
+        chosen = st.selectbox("Edit the planogram of" if may_edit else "The planogram of",
+                              ([NEW] if may_edit else []) + pairs, key="planogram_pair",
+                              format_func=lambda p: "a new store/aisle" if p == NEW else
+                              f"store {charts.blank_as_dash(p[0])} · aisle {charts.blank_as_dash(p[1])}")
+        shown = stored[(stored["store"] == chosen[0]) & (stored["aisle"] == chosen[1])] if chosen != NEW \
+            else pd.DataFrame(columns=stored.columns)
+        st.caption(f"{len(stored)} planogram line(s) for {len(pairs)} store/aisle(s) stored."
+                   + (" Add, change or delete rows, then save; each row keeps who changed it last." if may_edit
+                      else " Each row says who changed it last."))
+        PLAN_COLUMNS = {
             "store": st.column_config.TextColumn("Store", help="* for every store without its own", required=True),
             "aisle": st.column_config.TextColumn("Aisle", required=True),
             "product": st.column_config.TextColumn("Product", help="SKU name or imagenet:<class index>",
                                                    required=True),
+            "name": st.column_config.TextColumn("Name", help="What the product is (from the catalog or ImageNet)"),
             "expected_facings": st.column_config.NumberColumn("Expected facings", min_value=1,
                                                               max_value=planogram.MAX_FACINGS, step=1, required=True),
             "shelf_row": st.column_config.NumberColumn("Shelf row", min_value=1, max_value=planogram.MAX_SHELF_ROW,
                                                        step=1),
-            "changed_by": "Changed by", "changed_at": st.column_config.DatetimeColumn("Changed at")})
-    if st.button("Save the planogram", key="planogram_save", disabled=not may_edit):
-        parsed = planogram.parse_frame(edited, planogram.by_name_map(engine), "the table")
-        if parsed.errors:
-            st.error("Nothing saved; fix these rows first:\n\n" + "\n".join(f"- {ui.md_escape(e)}"
-                                                                          for e in parsed.errors[:50]))
+            "changed_by": "Changed by", "changed_at": st.column_config.DatetimeColumn("Changed at")}
+        plan = shown[planogram.COLUMNS[:3] + ["name"] + planogram.COLUMNS[3:] + ["changed_by", "changed_at"]] \
+            .reset_index(drop=True)
+        if not may_edit:
+            ui.table(plan, hide_index=True, width="stretch", key="planogram_table", column_config=PLAN_COLUMNS)
         else:
-            scope = ({chosen} if chosen != NEW else set()) | {(line.store, line.aisle) for line in parsed.lines}
-            saved = planogram.replace(engine, parsed.lines, identity, who, scope)
-            st.session_state["planogram_outcome"] = ([f"Saved {saved} line(s)."], [])
-            st.rerun()
-    st.download_button("Download every planogram (CSV)", lambda: planogram.export_csv_bytes(engine),
-                       file_name=f"shelf-planograms-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
-                       icon=":material/download:", key="planogram_export", on_click="ignore")
+            edited = st.data_editor(plan, num_rows="dynamic", hide_index=True, width="stretch",
+                                    key=f"planogram_editor_{chosen}", disabled=["name", "changed_by", "changed_at"],
+                                    column_config=PLAN_COLUMNS)
+            if st.button("Save the planogram", key="planogram_save"):
+                parsed = planogram.parse_frame(edited, planogram.by_name_map(engine), "the table")
+                if parsed.errors:
+                    st.error("Nothing saved; fix these rows first:\n\n" + "\n".join(f"- {ui.md_escape(e)}"
+                                                                                  for e in parsed.errors[:50]))
+                else:
+                    scope = ({chosen} if chosen != NEW else set()) | {(line.store, line.aisle)
+                                                                      for line in parsed.lines}
+                    saved = planogram.replace(engine, parsed.lines, identity, who, scope)
+                    st.session_state["planogram_outcome"] = ([f"Saved {saved} line(s)."], [])
+                    st.rerun()
+    if pairs:
+        st.download_button("Download every planogram (CSV)", lambda: planogram.export_csv_bytes(engine),
+                           file_name=f"shelf-planograms-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
+                           icon=":material/download:", key="planogram_export", on_click="ignore")
 
 # ---------------------------------------------------------------------------------------------------------------
 with tab_results:
@@ -153,15 +169,23 @@ with tab_results:
              key="compliance_worst")
 
     st.subheader("Look closer")
-    names = {i: f"{charts.blank_as_dash(r.store)} · {charts.blank_as_dash(r.aisle)} · "
-                f"{r.captured_on or 'undated'} · {r.compliance:.0%}" for i, r in enumerate(table.itertuples())}
-    picked = st.selectbox("Store · aisle · date", list(names), format_func=names.get, key="compliance_pick")
-    row = table.iloc[picked]
-    context = (row["store"], row["aisle"], row["captured_on"].toordinal() if row["captured_on"] else 0)
+    # The options are the contexts themselves, not row numbers: after a filter change row 0 is another aisle, and
+    # the picker would keep showing the old one's name over the new one's lines. Labels carry no figure that a
+    # threshold change could make stale.
+    rows = {(r.store, r.aisle, r.captured_on.toordinal() if r.captured_on else 0): r for r in table.itertuples()}
+    context = st.selectbox("Store · aisle · date", list(rows), key="compliance_pick", format_func=lambda c: (
+        f"{charts.blank_as_dash(c[0])} · {charts.blank_as_dash(c[1])} · "
+        f"{dt.date.fromordinal(c[2]) if c[2] else 'undated'}"))
+    picked = rows[context]
+    st.caption(f"Compliance {picked.compliance:.0%} · on-shelf availability {picked.osa:.0%} · "
+               f"{picked.missing} missing, {picked.under} under, {picked.extra} extra")
     detail = compliance.lines(engine, scope, threshold, contexts=[context])
-    ui.table(detail.drop(columns=["store", "aisle", "captured_on"]), hide_index=True, width="stretch",
+    # an extra product was planned nowhere: 0 facings expected, on no shelf row (not "None")
+    shown = detail.assign(expected_facings=detail["expected_facings"].fillna(0),
+                          shelf_row=detail["shelf_row"].map(lambda r: "" if pd.isna(r) else str(r)))
+    ui.table(shown.drop(columns=["store", "aisle", "captured_on"]), hide_index=True, width="stretch",
              key="compliance_detail", column_config={
-                 "product": "Product", "name": "Name", "shelf_row": st.column_config.NumberColumn("Shelf row"),
+                 "product": "Product", "name": "Name", "shelf_row": "Shelf row",
                  "expected_facings": st.column_config.NumberColumn("Expected", format="%d"),
                  "found_facings": st.column_config.NumberColumn("Found", format="%d"), "status": "Status"})
     shots = compliance.photos_of(engine, *context)
@@ -183,10 +207,19 @@ with tab_results:
     # benchmarks/compliance.py), so it is drawn when asked, not on each visit.
     if st.toggle("Show on-shelf availability and compliance over every date", key="compliance_trend",
                  help="Reads every photo of the selected stores and aisles: a few seconds on a large store."):
+        measure = st.segmented_control("Plot", ["Compliance", "On-shelf availability"], default="Compliance",
+                                       key="compliance_trend_measure") or "Compliance"
         with st.spinner("Computing the trend …"):
             trend = compliance.trend(engine, TallyFilter(stores, aisles), threshold)
-        if len(trend) > 1:
-            st.altair_chart(charts.compliance_trend_chart(trend), width="stretch")
+        if trend["date"].nunique() > 1:
+            value = "compliance" if measure == "Compliance" else "osa"
+            st.altair_chart(charts.store_trend_chart(trend, value, measure, percent=True), width="stretch")
+            st.caption(f"**{measure}** per store and photo date, over the store's aisles with a planogram "
+                       "photographed that day: "
+                       + ("planned facings found (at most as many as planned) ÷ planned facings." if value ==
+                          "compliance" else "planned products found ÷ planned products.")
+                       + (f" {trend['store'].nunique()} stores: one row each; pick up to {charts.MAX_LINES} under "
+                          "*Stores* for lines." if trend["store"].nunique() > charts.MAX_LINES else ""))
         else:
             st.caption("The trend needs photos of planned aisles on two or more dates.")
 

@@ -31,7 +31,11 @@ who = ui.acting_identity(c3, "Your name (saved with each correction)", "reviewer
 review_filter = report.ReviewFilter(scope, band, include_reviewed)
 total = report.review_count(engine, review_filter)
 pages = max(1, -(-total // PAGE_SIZE))
-page = st.columns(4)[0].number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, 1, key="review_page") \
+if st.session_state.get("review_filter") != review_filter:  # other regions: their list starts at page 1
+    st.session_state["review_filter"] = review_filter
+    st.session_state["review_page"] = 1
+st.session_state["review_page"] = min(st.session_state.get("review_page", 1), pages)  # fewer pages after a save
+page = st.columns(4)[0].number_input(f"Page (of {pages}, {PAGE_SIZE} per page)", 1, pages, key="review_page") \
     if pages > 1 else 1
 shown = report.review_rows(engine, review_filter, int(page), PAGE_SIZE)
 PENDING = "review_pending"
@@ -60,10 +64,13 @@ if shown.empty:
 else:
     table = shown.assign(
         crop=ui.thumbnails(shown),
-        where=shown["photo"] + " (" + shown["sha256"].str[:6] + ") · #" + (shown["position"] + 1).astype(str),
+        # the region's number first, the column beside the picks: "#12" is what to find on the photo, in sight at
+        # any width (a long photo name is cut at its end, not its number)
+        where="#" + (shown["position"] + 1).astype(str) + " · " + shown["photo"] + " (" + shown["sha256"].str[:6]
+        + ")",
         counts_as=[label_choice(i) for i in shown["class_index"]],
         correct_to=None,
-    )[["region_id", "crop", "counts_as", "probability", "correct_to", "sku", "top_k", "category", "where", "store",
+    )[["region_id", "crop", "counts_as", "probability", "correct_to", "where", "sku", "top_k", "category", "store",
        "aisle", "captured_on"]]
     pending = ui.keyed_editor(
         table, ids="region_id", column="correct_to", state=PENDING, hide_index=True, width="stretch",
@@ -71,10 +78,10 @@ else:
         disabled=[c for c in table.columns if c != "correct_to"] if may_correct else True,
         column_order=[c for c in table.columns if c != "region_id"],
         column_config={
-            "crop": st.column_config.ImageColumn("Region", width="small"),  # fixed widths: columns stay put
-            "where": st.column_config.TextColumn("Photo · region", help="Photo name, the start of its content "
-                                                                        "hash (two photos may share a name) and "
-                                                                        "the region's number"),
+            "crop": st.column_config.ImageColumn("Crop", width="small"),  # fixed widths: columns stay put
+            "where": st.column_config.TextColumn("Region · photo", width="medium", help=(
+                "The region's number on its photo (as on the overlay), the photo's name and the start of its "
+                "content hash (two photos may share a name)")),
             "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
             "top_k": st.column_config.TextColumn("Model's top-k", width="medium"),
             "probability": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0,
@@ -102,7 +109,7 @@ if elsewhere:
 if changes:
     with st.expander(f"Picks not saved yet ({len(changes)})"):
         for row in current[current["region_id"].isin(changes)].itertuples():
-            st.text(f"{row.photo} · #{row.position + 1}: {label_choice(row.class_index)} → "
+            st.text(f"#{row.position + 1} · {row.photo}: {label_choice(row.class_index)} → "
                     f"{label_choice(changes[int(row.region_id)][0])}")
 save_col, discard_col = st.columns([2, 5])
 if may_correct and save_col.button(f"Save {len(changes)} correction(s)", type="primary", disabled=not changes,

@@ -25,8 +25,11 @@ threshold = c2.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", 
                       help="Regions whose top-1 probability is lower are not counted as facings, unless a "
                            "reviewer corrected them.")
 
+# on_change="rerun": the Trend tab is computed only while it is open (it reads every store and date: 0.3 s at 1 M
+# regions on SQLite, so not on every rerun); the other tabs are drawn on every run, as before.
 tab_facings, tab_share, tab_confidence, tab_trend, tab_empty = st.tabs(
-    ["Facings", "Share of shelf by store", "Confidence", "Trend", "Empty shelf"])
+    ["Facings", "Share of shelf by store", "Confidence", "Trend", "Empty shelf"], key="tallies_tab",
+    on_change="rerun")
 share = report.share_by_store(engine, threshold, scope)
 charts_key = st.session_state.get("tallies_charts", 0)  # a new number clears the charts' selections
 with tab_share:
@@ -35,12 +38,41 @@ with tab_share:
 with tab_confidence:
     brush_event = st.altair_chart(charts.confidence_histogram(report.confidence_histogram(engine, scope), threshold),
                                   width="stretch", on_select="rerun", key=f"confidence_chart_{charts_key}")
-with tab_trend:
-    trend = report.trend(engine, threshold, scope) if facets.first_date else None
-    if trend is not None and not trend.empty:
-        st.altair_chart(charts.trend_chart(trend), width="stretch")
-    else:
+
+
+def show_trend() -> None:
+    """Facings per photo over photo dates: a line per store, or one store's categories as stacked bands."""
+    EACH_STORE = ""
+    t1, t2 = st.columns([2, 3])
+    trend_store = t1.selectbox("Trend of", [EACH_STORE] + list(scope.stores or [s for s in facets.stores if s]),
+                               key="trend_store", format_func=lambda s: "every store, one line each"
+                               if s == EACH_STORE else f"store {s}, by category")
+    as_share = trend_store != EACH_STORE and t2.segmented_control(
+        "Plot", ["Facings per photo", "Share of shelf"], default="Facings per photo",
+        key="trend_measure") == "Share of shelf"
+    lines = "store" if trend_store == EACH_STORE else "category"
+    trend = report.trend(engine, threshold, scope if lines == "store" else
+                         dataclasses.replace(scope, stores=[trend_store]), lines) if facets.first_date else None
+    if trend is None or trend.empty:
         st.caption("No photo in the selection has a date.")
+    elif lines == "store":
+        st.altair_chart(charts.store_trend_chart(trend, "per_photo", "Facings per photo"), width="stretch")
+        st.caption("**Facings per photo**: counted facings ÷ photos taken, per store and photo date, so a day with "
+                   "more photos does not look like fuller shelves. "
+                   + (f"{trend['store'].nunique()} stores: one row each; pick up to {charts.MAX_LINES} under "
+                      "*Stores* for lines. " if trend["store"].nunique() > charts.MAX_LINES else "")
+                   + "Pick a store under *Trend of* to see its categories.")
+    else:
+        st.altair_chart(charts.category_trend_chart(trend, as_share), width="stretch")
+        st.caption(f"Store {ui.md_escape(trend_store)}, one band per category: "
+                   + ("each category's **share** of the store's counted facings that day." if as_share else
+                      "**facings per photo** (counted facings ÷ photos taken that day); the bands add up to the "
+                      "store's facings per photo."))
+
+
+if tab_trend.open:
+    with tab_trend:
+        show_trend()
 
 with tab_empty:
     empty = report.empty_shelf(engine, scope, ["store", "aisle", "date"])

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from shelf import access
 from shelf.access import Forbidden, Identity, RolesFileError, load_roles
-from shelf.analytics import categories
+from shelf.analytics import categories, planogram
 from shelf.recognition import backends, catalog
 from shelf.recognition.pipeline import Upload, recognize
 from shelf.serving import proxies, tokens
@@ -233,8 +233,22 @@ def test_a_viewer_sees_and_cannot_change(loaded, roles_file, stored):
     assert not [b for b in at.button if b.label.startswith("Save")] and "reviewer" not in [t.key for t in at.text_input]
     at.switch_page("pages/categories.py").run()
     assert not [b for b in at.button if b.key == "save_categories"]
+    planogram.import_csv(stored, b"store,aisle,product,expected_facings\n*,7,imagenet:737,4\n", "plan.csv", ADMIN)
+    at.switch_page("pages/compliance.py").run()
+    assert not at.exception, at.exception
+    assert planogram_controls(at) == set()  # no uploader, editor or disabled button without a reason …
+    assert "An admin imports and edits them." in texts(at.caption)
+    assert at.dataframe[-1].value[["store", "aisle", "product", "name"]].values.tolist() == [
+        ["*", "7", "imagenet:737", "pop bottle (737)"]]  # … the planogram, read-only, with what each product is
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in a viewer's navigation
         at.switch_page("pages/audit.py")
+
+
+def planogram_controls(at: AppTest) -> set[str]:
+    """The planogram editing a page offers: uploader, template, import and save buttons, an editable grid."""
+    editors = {"planogram_editor" for df in at.dataframe if df.proto.editing_mode}  # 0: read-only
+    return {e.key for e in [*at.file_uploader, *at.button, *at.get("download_button")]
+            if e.key in ("planogram_upload", "planogram_import", "planogram_save", "planogram_template")} | editors
 
 
 def test_a_viewers_forged_admin_action_is_refused_by_the_server_side_check(loaded, roles_file, stored, monkeypatch):
@@ -357,7 +371,9 @@ def test_photo_planogram_and_token_controls_follow_the_role(loaded, roles_file, 
         assert ("API tokens" in [h.value for h in at.header]) is may_delete
         at.switch_page("pages/compliance.py").run()
         assert not at.exception, at.exception
-        assert at.button(key="planogram_save").disabled is not may_delete  # planograms: admins only
+        assert planogram_controls(at) == ({"planogram_editor", "planogram_save",
+                                           "planogram_template", "planogram_upload"}
+                                          if may_delete else set())  # planograms: admins only
     with pytest.raises(Forbidden):
         store.delete_photo(stored, 1, by=REVIEWER)
     with pytest.raises(Forbidden):

@@ -224,7 +224,7 @@ def test_boxes_mode_on_recognize(loaded):
     absent = ("not-in-the-file.png", skimage_photo("coffee.png").read_bytes(), "image/png")
     upload(at, "uploads", [photo, absent])
     assert at.button(key="recognize").disabled  # no box file yet
-    box_csv = b"shelf1.jpg,0,0,300,400\nshelf1.jpg,300,0,600,400\nshelf1.jpg,50,50,10,10\n"
+    box_csv = b"shelf1.jpg,300,0,600,400\nshelf1.jpg,0,0,300,400\nshelf1.jpg,50,50,10,10\n"  # right box first
     upload(at, "box_file", [("boxes.csv", box_csv, "text/csv")])
     assert "SKU-110K CSV: 2 boxes for 1 image(s), 1 line(s) skipped" in texts(at.caption)
     assert ui_escape("boxes.csv, line 3: degenerate box") in texts(at.warning)
@@ -236,6 +236,8 @@ def test_boxes_mode_on_recognize(loaded):
     assert ui_escape("not-in-the-file.png: skipped: the box file boxes.csv has no usable boxes") in texts(at.info)
     frame = store.predictions_frame(store.open_store(), top1_only=True)
     assert sorted(zip(frame.x1, frame.x2)) == [(0, 300), (300, 600)]
+    assert frame.sort_values("position")["x1"].tolist() == [0, 300]  # numbered in reading order, not file order
+    assert [o.split(" · ")[0] for o in at.selectbox(key=f"region-{frame['photo_id'][0]}").options] == ["#1", "#2"]
 
 
 def test_a_broken_box_file_is_reported(loaded):

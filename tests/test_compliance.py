@@ -152,6 +152,9 @@ def test_trend_over_dates(chain):
     assert trend["date"].dt.date.tolist() == [DAY1, DAY2]
     assert trend["compliance"].tolist() == pytest.approx([1.0, 5 / 9])
     assert trend["osa"].tolist() == pytest.approx([1.0, 2 / 3])
+    every = compliance.trend(engine, TallyFilter(), 0.5)  # South (its own planogram, on day 2) is a line of its own
+    assert list(zip(every["date"].dt.date, every["store"])) == [(DAY1, "North"), (DAY2, "North"), (DAY2, "South")]
+    assert every["compliance"].tolist() == pytest.approx([1.0, 5 / 9, 1.0])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from shelf import access
 from shelf.analytics import planogram
 from shelf.recognition import catalog
 from shelf.storage import store
@@ -70,12 +71,15 @@ def test_import_then_heat_map_worst_list_and_csv(downloads):  # noqa: F811
     assert '"rect"' in heat_map.proto.spec and '"compliance"' in heat_map.proto.spec
     at.toggle(key="compliance_trend").set_value(True).run()
     heat_map, trend = at.get("vega_lite_chart")  # the trend covers every date whatever the date picked
-    assert '"line"' in trend.proto.spec
+    assert '"line"' in trend.proto.spec and '"field": "store"' in trend.proto.spec  # a line per store
+    assert "**Compliance** per store and photo date" in texts(at.caption)
     worst = table_with(at, "missing_products")
     assert worst["missing_products"].tolist() == ["beer bottle (440)"]
     detail = table_with(at, "status")
     assert dict(zip(detail["product"], detail["status"])) == {"imagenet:440": "missing", "imagenet:907": "under",
                                                               "imagenet:898": "extra", "imagenet:737": "ok"}
+    extra = detail.set_index("product").loc["imagenet:898"]
+    assert (extra["expected_facings"], extra["shelf_row"]) == (0, "")  # planned nowhere, not "None"
     shown = table_with(at, "planned_products", "extra")
     url = next(b.proto.url for b in at.get("download_button") if b.label == "Download the store/aisle table (CSV)")
     csv = pd.read_csv(io.BytesIO(downloads[url]), dtype={"aisle": str})
@@ -101,3 +105,21 @@ def test_tallies_show_empty_shelf_share():
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["Empty shelf"] == "25.0%"
     assert table_with(at, "empty_share")["empty_share"].tolist() == [0.25]
+
+
+def test_an_admin_edits_a_planogram_in_its_grid():
+    engine = store.open_store()
+    planogram.import_csv(engine, b"store,aisle,product,expected_facings\n*,7,imagenet:737,4\n*,7,imagenet:907,3\n",
+                         "plan.csv", access.LOCAL)
+    at = open_compliance()
+    at.selectbox(key="planogram_pair").set_value(("*", "7")).run()
+    grid = table_with(at, "name", "expected_facings")
+    assert grid["name"].tolist() == ["pop bottle (737)", "wine bottle (907)"]  # what each product is, beside it
+    at.session_state["planogram_editor_('*', '7')"] = {"edited_rows": {0: {"expected_facings": 6}},
+                                                       "added_rows": [], "deleted_rows": []}
+    at.run()
+    at.button(key="planogram_save").click().run()
+    assert not at.exception, at.exception
+    assert "Saved 2 line(s)." in texts(at.success)
+    saved = planogram.frame(engine)
+    assert dict(zip(saved["product"], saved["expected_facings"])) == {"imagenet:737": 6, "imagenet:907": 3}

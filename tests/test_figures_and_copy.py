@@ -78,7 +78,8 @@ def test_recognize_names_each_region_with_its_confidence_not_0_percent(loaded, e
     assert not at.exception, at.exception
     (shelf,) = at.session_state["results"]
     options = at.selectbox(key=f"region-{shelf.photo_id}").options  # the region picker of a shelf
-    assert options == [f"{i + 1} · {r.top1.label} {percent(r.top1.probability)}" for i, r in enumerate(shelf.regions)]
+    assert options == [f"#{i + 1} · {r.top1.label} · {percent(r.top1.probability)}"
+                       for i, r in enumerate(shelf.regions)]
     assert not any(option.endswith(" 0%") for option in options)
 
 

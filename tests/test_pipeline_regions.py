@@ -11,13 +11,15 @@ from shelf.ingest.images import decode_image
 from shelf.ingest.overlay import (
     LABEL_PALETTE,
     OTHER_COLOUR,
-    _fitting_tag,
+    _tag_texts,
     colours,
     confidence_colour,
     draw_legend,
     draw_overlay,
     png_bytes,
     preview,
+    tag_font_size,
+    tag_layout,
 )
 from shelf.ingest.regions import MAX_REGIONS, STORED_LIMITS, Box
 from shelf.recognition import stages
@@ -92,6 +94,20 @@ def test_boxes_mode_matches_photos_by_name_and_reports_the_rest(loaded, engine):
     assert store.counts(engine)["photos"] == 1
 
 
+def test_boxes_mode_numbers_regions_in_reading_order(loaded, engine):
+    """A box file lists the bottom shelf first, right to left: region #1 is still the top-left product, in the
+    result (overlay and region picker), in the store (Review's '#n') and in the exports."""
+    photo = image_bytes(Image.new("RGB", (300, 200), (10, 120, 200)), "PNG")
+    listed = [Box(200, 100, 300, 200), Box(0, 110, 100, 200), Box(100, 0, 200, 90), Box(0, 0, 100, 100)]
+    box_file = parse_box_file("".join(f"a.png,{b.x1},{b.y1},{b.x2},{b.y2}\n" for b in listed).encode(), "boxes.csv")
+    (result,) = recognize(loaded, engine, [Upload("a.png", photo)], CONTEXT, region_mode="boxes:boxes.csv",
+                          box_file=box_file)
+    in_reading_order = [listed[3], listed[2], listed[1], listed[0]]
+    assert [r.box for r in result.regions] == in_reading_order
+    stored = load_detections(engine).sort_values("position")
+    assert [Box(*b) for b in stored[["x1", "y1", "x2", "y2"]].itertuples(index=False)] == in_reading_order
+
+
 def test_auto_on_a_close_up_falls_back_to_the_whole_photo(loaded, engine):
     close_up = image_bytes(Image.new("RGB", (400, 300), (230, 225, 220)), "PNG")
     (result,) = recognize(loaded, engine, [Upload("crop.png", close_up)], CONTEXT, region_mode="auto")
@@ -153,11 +169,31 @@ def test_tags_stay_inside_the_picture_and_read_as_numbers():
     assert drawn.size == image.size
     font = ImageFont.load_default(size=12)
     draw = ImageDraw.Draw(image)
-    assert _fitting_tag(draw, font, 22, "pop bottle", 0.91, 400) == "#22 pop bottle 91%"
-    assert _fitting_tag(draw, font, 22, "pop bottle", 0.91, 60) == "#22 91%"
-    assert _fitting_tag(draw, font, 22, "pop bottle", 0.91, 5) == "#22"
+    assert _tag_texts(draw, font, 22, "pop bottle", 0.91, 400) == ["#22 pop bottle · 91%", "#22 · 91%", "#22"]
+    assert _tag_texts(draw, font, 3, "pop bottle", 0.03, 60) == ["#3 · 3%", "#3"]  # not "#3 3%", read "#33%"
+    assert _tag_texts(draw, font, 22, "pop bottle", 0.91, 5) == ["#22"]
     # the narrow box at the right edge: its tag is moved left into the picture, not cut off
     assert drawn.getpixel((399, 4)) != (255, 255, 255)
+
+
+def test_tags_of_a_dense_shelf_never_cover_one_another():
+    """120 narrow products in two rows whose boxes overlap (as a detector's or a box file's do), on a 1280 px
+    preview: every region keeps a readable '#n' tag of its own, none on top of another."""
+    photo = (4000, 3000)
+    boxes = [Box(x, y, x + 95, y + 1200 + (x % 7) * 20) for y in (100, 1250) for x in range(0, 3900, 65)]
+    regions = [(box, "water bottle", 898, 0.03) for box in boxes]
+    small = Image.new("RGB", (1280, 960), (255, 255, 255))
+    assert draw_overlay(small, photo, regions).size == small.size
+    scaled = [tuple(round(v * 1280 / 4000) for v in b.as_tuple) for b in boxes]
+    size = tag_font_size(small.size, scaled)
+    assert 10 <= size < 1280 // 50  # smaller than on a sparse shelf, still readable
+    tags = tag_layout(ImageDraw.Draw(small), ImageFont.load_default(size=size), scaled,
+                      [("water bottle", 0.03)] * len(boxes), small.size, 3)
+    assert [text.split(" ")[0] for text, _ in tags] == [f"#{n}" for n in range(1, len(boxes) + 1)]
+    for i, (_, a) in enumerate(tags):
+        assert 0 <= a[0] < a[2] <= 1280 and 0 <= a[1] < a[3] <= 960
+        for _, b in tags[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
 
 
 def test_confidence_bands_are_told_apart_without_red_green():

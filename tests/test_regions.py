@@ -1,3 +1,5 @@
+import random
+
 import pytest
 from PIL import Image
 
@@ -8,6 +10,7 @@ from shelf.ingest.regions import (
     auto_regions,
     grid,
     parse_region_mode,
+    reading_order,
     regions_for,
 )
 from tests.synthetic import make_shelf
@@ -30,6 +33,21 @@ def test_region_modes_round_trip(text, expected):
 def test_bad_region_modes_say_why(text):
     with pytest.raises(ValueError):
         parse_region_mode(text)
+
+
+def test_reading_order_is_rows_top_to_bottom_then_left_to_right():
+    """Three shelves of products of mixed heights standing on a slanted edge (the right end 30 px lower), listed
+    in a shuffled order as a box file or a detector may list them: numbered as a grid would be."""
+    shelves = []
+    for row, edge in enumerate((300, 650, 1000)):
+        shelves.append([Box(x, edge + x // 40 - height, x + 90, edge + x // 40)
+                        for x, height in zip(range(0, 1200, 100), [250, 120, 200, 90] * 3)])
+    expected = [box for shelf in shelves for box in shelf]
+    listed = expected[:]
+    random.Random(7).shuffle(listed)
+    assert [listed[i] for i in reading_order(listed)] == expected
+    assert grid(1000, 600, 3, 4) == [grid(1000, 600, 3, 4)[i] for i in reading_order(grid(1000, 600, 3, 4))]
+    assert reading_order([]) == []
 
 
 def test_grid_tiles_cover_the_image_exactly():

@@ -111,19 +111,46 @@ def photo_days() -> alt.X:
                                labelOverlap=True))
 
 
-def trend_chart(table: pd.DataFrame) -> alt.Chart:
-    """Facings per day and category (shelf.analytics.report.trend)."""
-    return (
-        alt.Chart(table)
-        .mark_line(point=True)
-        .encode(x=photo_days(),
-                y=alt.Y("facings:Q", title="Facings"),
-                color=alt.Color("category:N", title="Category"),
-                tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"),
-                         alt.Tooltip("category:N", title="Category"),
-                         alt.Tooltip("facings:Q", title="Facings")])
-        .properties(height=260)
-    )
+MAX_LINES = 8  # stores drawn as lines; more are a heat map, one row per store
+
+
+def store_trend_chart(table: pd.DataFrame, value: str, title: str, percent: bool = False) -> alt.Chart:
+    """`value` per store and photo date (report.trend by store, compliance.trend): one line per store, so points
+    of different stores are never joined; over MAX_LINES stores, a store × date heat map (one line each would
+    be a tangle)."""
+    table = table.assign(store=table["store"].map(blank_as_dash))
+    number = ".0%" if percent else ".1f"
+    tooltip = [alt.Tooltip("date:T", title="Date", format="%d %b %Y"), alt.Tooltip("store:N", title="Store"),
+               alt.Tooltip(f"{value}:Q", format=number, title=title)]
+    tooltip += [alt.Tooltip(f"{c}:Q", title=c.capitalize()) for c in ("facings", "photos") if c in table]
+    scale = alt.Scale(domain=[0, 1]) if percent else alt.Scale(zero=True)
+    if table["store"].nunique() <= MAX_LINES:
+        return (alt.Chart(table).mark_line(point=True).encode(
+            x=photo_days(), y=alt.Y(f"{value}:Q", title=title, scale=scale, axis=alt.Axis(format="%" if percent
+                                                                                        else "~f")),
+            color=alt.Color("store:N", title="Store"), tooltip=tooltip).properties(height=260))
+    return (alt.Chart(table).mark_rect().encode(
+        x=alt.X("yearmonthdate(date):O", title="Photo date", axis=alt.Axis(format="%d %b", labelAngle=-30)),
+        y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=220, labelOverlap=False)),
+        color=alt.Color(f"{value}:Q", title=title, scale=alt.Scale(scheme="blues", zero=True),
+                        legend=alt.Legend(format="%" if percent else "~f")),
+        tooltip=tooltip).properties(height={"step": 18}))
+
+
+def category_trend_chart(table: pd.DataFrame, as_share: bool) -> alt.Chart:
+    """One store's facings per photo (or share of shelf) per photo date, a stacked band per category
+    (report.trend by category): stacked, so categories with the same small count never hide one another."""
+    value, title = ("share", "Share of shelf") if as_share else ("per_photo", "Facings per photo")
+    return (alt.Chart(table).mark_bar().encode(
+        x=alt.X("yearmonthdate(date):O", title="Photo date", axis=alt.Axis(format="%d %b %Y", labelAngle=-30)),
+        y=alt.Y(f"{value}:Q", title=title, stack="zero", axis=alt.Axis(format="%" if as_share else "~f")),
+        color=alt.Color("category:N", title="Category"),
+        order=alt.Order("category:N"),
+        tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"), alt.Tooltip("category:N", title="Category"),
+                 alt.Tooltip("per_photo:Q", format=".2f", title="Facings per photo"),
+                 alt.Tooltip("share:Q", format=".1%", title="Share of shelf"),
+                 alt.Tooltip("facings:Q", title="Facings"), alt.Tooltip("photos:Q", title="Photos")])
+        .properties(height=260))
 
 
 def picked_categories(selection: dict) -> list[str]:
@@ -140,17 +167,30 @@ def brushed_range(selection: dict) -> tuple[float, float] | None:
     return THRESHOLD_STEPS[first], THRESHOLD_STEPS[max(threshold_step(max(low_high)), first + 1)]
 
 
-def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]):
-    """Altair heatmap of (true, predicted, count) rows, SKUs by name."""
+def confusion_heatmap(confusion: pd.DataFrame, names: dict[int, str]) -> alt.LayerChart:
+    """Altair heatmap of (true, predicted, count) rows, SKUs by name in the same order on both axes. Cells have a
+    fixed size (rows are never squeezed, whatever the number of SKUs: draw it at width="content"), names are
+    slanted 45° so neighbours never overprint, and each cell shows its count."""
     frame = confusion.assign(true=confusion["true"].map(names), predicted=confusion["predicted"].map(names))
-    return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("predicted:N", title="Matched as", axis=alt.Axis(labelOverlap=False, labelAngle=-30)),
-        y=alt.Y("true:N", title="True SKU", axis=alt.Axis(labelOverlap=False)),
+    order = sorted(set(frame["true"]) | set(frame["predicted"]))
+    step = CONFUSION_STEP if len(order) <= 20 else CONFUSION_STEP_MANY
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", title="Matched as", sort=order,
+                axis=alt.Axis(labelAngle=-45, labelLimit=180, labelOverlap=False)),
+        y=alt.Y("true:N", title="True SKU", sort=order, axis=alt.Axis(labelLimit=220, labelOverlap=False)))
+    cells = base.mark_rect().encode(
         color=alt.Color("count:Q", title="Photos", scale=alt.Scale(scheme="blues"),
                         legend=alt.Legend(format="d", tickMinStep=1)),
         tooltip=[alt.Tooltip("true:N", title="True"), alt.Tooltip("predicted:N", title="Matched as"),
-                 alt.Tooltip("count:Q", title="Photos")],
-    ).properties(height=max(160, 32 * frame["true"].nunique()))
+                 alt.Tooltip("count:Q", title="Photos")])
+    dark = float(frame["count"].max()) / 2 if len(frame) else 0
+    counts = base.mark_text(fontSize=11).encode(
+        text=alt.Text("count:Q", format="d"),
+        color=alt.condition(f"datum.count > {dark}", alt.value("white"), alt.value("black")))
+    return (cells + counts).properties(width={"step": step}, height={"step": step})
+
+
+CONFUSION_STEP, CONFUSION_STEP_MANY = 26, 18  # px per SKU: a readable row and a two-digit count; over 20 SKUs
 
 
 def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
@@ -162,26 +202,14 @@ def compliance_heatmap(table: pd.DataFrame) -> alt.Chart:
         y=alt.Y("store:N", title="Store", axis=alt.Axis(labelLimit=220, labelOverlap=False)))
     cells = base.mark_rect().encode(
         color=alt.Color("compliance:Q", title="Compliance", scale=alt.Scale(domain=[0, 1], scheme="redyellowblue"),
-                        legend=alt.Legend(format="%")),
+                        # below the cells: beside them, a few rows' height cut off its "0%"
+                        legend=alt.Legend(format="%", orient="bottom", direction="horizontal")),
         tooltip=[alt.Tooltip("store:N", title="Store"), alt.Tooltip("aisle:N", title="Aisle"),
                  alt.Tooltip("compliance:Q", format=".0%", title="Compliance"),
                  alt.Tooltip("osa:Q", format=".0%", title="On-shelf availability"),
                  alt.Tooltip("missing:Q", title="Missing products")])
     labels = base.mark_text(fontSize=11).encode(
         text=alt.Text("compliance:Q", format=".0%"),
-        color=alt.condition("datum.compliance > 0.3 && datum.compliance < 0.75", alt.value("black"),
+        color=alt.condition("datum.compliance > 0.3 && datum.compliance < 0.8", alt.value("black"),
                             alt.value("white")))
     return (cells + labels).properties(height={"step": 30})  # every store a readable, labelled row
-
-
-def compliance_trend_chart(table: pd.DataFrame) -> alt.Chart:
-    """OSA and compliance per photo date (shelf.analytics.compliance.trend)."""
-    long = table.melt(id_vars="date", value_vars=["compliance", "osa"], var_name="measure", value_name="value")
-    long["measure"] = long["measure"].map({"compliance": "Compliance", "osa": "On-shelf availability"})
-    return (alt.Chart(long).mark_line(point=True).encode(
-        x=photo_days(),
-        y=alt.Y("value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("measure:N", title=None),
-        tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"), alt.Tooltip("measure:N", title="Measure"),
-                 alt.Tooltip("value:Q", format=".1%", title="Value")])
-        .properties(height=240))

@@ -206,19 +206,21 @@ def summary(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0
 
 
 def trend(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0) -> pd.DataFrame:
-    """date, osa, compliance over every aisle with a planogram, per date of dated photos (the selection's dates)."""
+    """date, store, osa, compliance per date of dated photos and store, over the store's aisles with a planogram
+    photographed that day (the selection's dates). Per store: which stores were photographed changes from day to
+    day, so one figure over every store would move with that, not with the shelves."""
     parts = _parts(f if f.dated else dataclasses.replace(f, dated_only=True), threshold)
     lines_ = parts.lines
-    query = (sa.select(lines_.c.day, sa.func.count().label("planned_products"),
+    query = (sa.select(lines_.c.day, lines_.c.store, sa.func.count().label("planned_products"),
                        sa.func.sum(sa.case((lines_.c.found > 0, 1), else_=0)).label("found_products"),
                        sa.func.sum(lines_.c.expected_facings).label("expected_facings"),
                        sa.func.sum(_capped(lines_.c.found, lines_.c.expected_facings)).label("found_facings"))
-             .where(lines_.c.day > 0).group_by(lines_.c.day).order_by(lines_.c.day))
+             .where(lines_.c.day > 0).group_by(lines_.c.day, lines_.c.store).order_by(lines_.c.day, lines_.c.store))
     with engine.connect() as conn:
         frame = _frame(conn, query)
     if frame.empty:
-        return pd.DataFrame(columns=["date", "osa", "compliance"])
-    return pd.DataFrame({"date": pd.to_datetime(_dates(frame["day"])),
+        return pd.DataFrame(columns=["date", "store", "osa", "compliance"])
+    return pd.DataFrame({"date": pd.to_datetime(_dates(frame["day"])), "store": frame["store"],
                          "osa": frame["found_products"] / frame["planned_products"],
                          "compliance": frame["found_facings"] / frame["expected_facings"]})
 

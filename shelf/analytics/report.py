@@ -373,17 +373,37 @@ def confidence_histogram(engine: Engine, f: TallyFilter = TallyFilter(), bins: i
                          "regions": list(counts.values())})
 
 
-def trend(engine: Engine, threshold: float, f: TallyFilter = TallyFilter()) -> pd.DataFrame:
-    """date, category, facings of dated photos — for the trend chart."""
+TREND_LINES = ("store", "category")
+
+
+def trend(engine: Engine, threshold: float, f: TallyFilter = TallyFilter(), by: str = "category") -> pd.DataFrame:
+    """date, `by` (store or category), facings, photos, per_photo, share per date of dated photos — for the trend
+    charts. `photos`: the photos of that date (and store) in the selection, so facings per photo does not rise and
+    fall with how many photos were taken that day, as raw facings do. `share`: of the date's facings (for
+    categories). Facings come from the rollups; photos are counted in the photos table (by its day index), never
+    from the regions. Categories beyond MAX_SERIES are folded into "Other"."""
+    if by not in TREND_LINES:
+        raise ValueError(f"a trend has one line per store or per category, not per {by}")
+    keys = ["day", *(["store"] if by == "store" else [])]
     with engine.connect() as conn:
-        cells = _Cells(conn, f, ["day", "category"])
-        query = cells.select({"day": cells.column("day"), "category": cells.column("category")},
+        cells = _Cells(conn, f, ["day", by])
+        query = cells.select({"day": cells.column("day"), by: cells.column(by)},
                              [cells.facings(threshold).label("facings")]).where(cells.t.c.day > 0)
         frame = _frame(conn, query)
-    if frame.empty:
-        return pd.DataFrame(columns=["date", "category", "facings"])
-    frame = _fold_small(frame, "category").groupby(["day", "category"], as_index=False)["facings"].sum()
-    return frame.assign(date=pd.to_datetime(_dates(frame["day"])))[["date", "category", "facings"]]
+        taken = _frame(conn, sa.select(*(photos.c[k] for k in keys), sa.func.count().label("photos"))
+                       .where(*photo_scope(f), photos.c.day > 0).group_by(*(photos.c[k] for k in keys)))
+    if frame.empty or taken.empty:
+        return pd.DataFrame(columns=["date", by, "facings", "photos", "per_photo", "share"])
+    if by == "category":
+        frame = _fold_small(frame, "category").groupby(["day", "category"], as_index=False)["facings"].sum()
+        frame = frame.merge(taken, on="day")
+    else:  # every store photographed that day has a point, none of its facings selected or not
+        frame = taken.merge(frame, on=keys, how="left").fillna({"facings": 0})
+    frame["facings"] = frame["facings"].astype(int)
+    day_total = frame.groupby("day")["facings"].transform("sum")
+    frame = frame.assign(date=pd.to_datetime(_dates(frame["day"])), per_photo=frame["facings"] / frame["photos"],
+                         share=frame["facings"] / day_total.where(day_total > 0, 1))
+    return frame.sort_values(["day", by], ignore_index=True)[["date", by, "facings", "photos", "per_photo", "share"]]
 
 
 # ---------------------------------------------------------------------------------------------------------------

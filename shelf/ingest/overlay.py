@@ -90,37 +90,97 @@ def draw_gaps(draw: ImageDraw.ImageDraw, gaps: Sequence[Box], scale: float, line
 
 def draw_overlay(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
                  colour_by: str = "label", gaps: Sequence[Box] = ()) -> Image.Image:
-    """Draw numbered boxes with '#n label p%' tags on `image` (a preview of a photo of `full_size`), and the empty
-    `gaps` hatched. A tag stays inside its box's width (shortened to '#n p%', then '#n') and inside the picture."""
+    """Draw numbered boxes with '#n label · p%' tags on `image` (a preview of a photo of `full_size`), and the empty
+    `gaps` hatched. Tags never cover one another (see tag_layout); boxes are drawn first, so no outline crosses a
+    tag."""
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas, "RGBA")
     scale = canvas.width / full_size[0]
-    side = max(canvas.size)
-    line = max(2, side // 400)
+    line = max(2, max(canvas.size) // 400)
     draw_gaps(draw, gaps, scale, line)
-    font = ImageFont.load_default(size=max(12, side // 50))
-    for number, ((box, label, _, probability), colour) in enumerate(zip(regions, colours(regions, colour_by)[0]),
-                                                                     start=1):
-        x1, y1, x2, y2 = (round(v * scale) for v in box.as_tuple)
+    boxes = [tuple(round(v * scale) for v in box.as_tuple) for box, *_ in regions]
+    picked = colours(regions, colour_by)[0]
+    for (x1, y1, x2, y2), colour in zip(boxes, picked):
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour + (255,), width=line)
-        text = _fitting_tag(draw, font, number, label, probability, x2 - x1 - 2 * line)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 2 * line, bottom - top + 2 * line
-        tx, ty = max(0, min(x1, canvas.width - tw)), min(y1 + line, canvas.height - th)
-        draw.rectangle((tx, ty, tx + tw, ty + th), fill=colour + (235,))
-        draw.text((tx + line - left, ty + line - top), text, font=font, fill=_ink(colour))
+    font = ImageFont.load_default(size=tag_font_size(canvas.size, boxes))
+    tags = tag_layout(draw, font, boxes, [(label, p) for _, label, _, p in regions], canvas.size, line)
+    for (text, (tx1, ty1, tx2, ty2)), colour in zip(tags, picked):
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.rectangle((tx1, ty1, tx2 - 1, ty2 - 1), fill=colour + (235,))
+        draw.text((tx1 + line - left, ty1 + line - top), text, font=font, fill=_ink(colour))
     return canvas
 
 
-def _fitting_tag(draw: ImageDraw.ImageDraw, font, number: int, label: str, probability: float, width: int) -> str:
-    """'#n label p%' with the label shortened until it fits `width`; else '#n p%'; at least '#n'."""
-    head, tail = f"#{number} ", f" {percent(probability)}"
+MIN_TAG_FONT = 10  # px: below this a number no longer reads
+
+
+def tag_font_size(canvas: tuple[int, int], boxes: Sequence[tuple[int, int, int, int]]) -> int:
+    """Large enough to read when a 12 MP photo is shown small (1/50 of its longer side), small enough that the
+    widest number ('#120') fits a typical box of a dense shelf, so tags need not spill onto the neighbours'."""
+    size = max(12, max(canvas) // 50)
+    if not boxes:
+        return size
+    typical = sorted(x2 - x1 for x1, _, x2, _ in boxes)[len(boxes) // 2]
+    widest = ImageFont.load_default(size=100).getlength(f"#{len(boxes)}") / 100  # per pixel of font size
+    return max(MIN_TAG_FONT, min(size, int(0.9 * typical / widest)))
+
+
+def tag_layout(draw: ImageDraw.ImageDraw, font, boxes: Sequence[tuple[int, int, int, int]],
+               labels: Sequence[tuple[str, float]], canvas: tuple[int, int], line: int
+               ) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Each box's tag text and rectangle (x2/y2 exclusive), inside the picture and clear of the tags placed before
+    it: the longest text that fits the box's width ('#n label · p%', then '#n · p%', then '#n'), at the first free
+    spot among the box's top and bottom inside corners and just above and below it. A tag with no free spot left
+    (a pile of overlapping boxes) goes to its box's top corner as a bare '#n'."""
+    taken: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}  # a coarse grid of placed tags
+    cell = 4 * (font.size + 2 * line)
+
+    def cells(rect):
+        return [(cx, cy) for cx in range(rect[0] // cell, (rect[2] - 1) // cell + 1)
+                for cy in range(rect[1] // cell, (rect[3] - 1) // cell + 1)]
+
+    def free(rect) -> bool:
+        return not any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3]
+                       for c in cells(rect) for o in taken.get(c, ()))
+
+    placed = []
+    for number, ((x1, y1, x2, y2), (label, probability)) in enumerate(zip(boxes, labels), start=1):
+        spot = None
+        for text in _tag_texts(draw, font, number, label, probability, x2 - x1 - 2 * line):
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            w, h = right - left + 2 * line, bottom - top + 2 * line
+            for tx, ty in ((x1, y1 + line), (x1, y2 - line - h), (x1, y1 - h), (x1, y2)):
+                tx, ty = max(0, min(tx, canvas[0] - w)), max(0, min(ty, canvas[1] - h))
+                if free((tx, ty, tx + w, ty + h)):
+                    spot = (text, (tx, ty, tx + w, ty + h))
+                    break
+            if spot:
+                break
+        if spot is None:
+            text = f"#{number}"
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            w, h = right - left + 2 * line, bottom - top + 2 * line
+            tx, ty = max(0, min(x1, canvas[0] - w)), max(0, min(y1 + line, canvas[1] - h))
+            spot = (text, (tx, ty, tx + w, ty + h))
+        for c in cells(spot[1]):
+            taken.setdefault(c, []).append(spot[1])
+        placed.append(spot)
+    return placed
+
+
+def _tag_texts(draw: ImageDraw.ImageDraw, font, number: int, label: str, probability: float, width: int
+               ) -> list[str]:
+    """The tags that fit `width`, longest first: '#n label · p%' (the label shortened, never to a stub), '#n · p%',
+    and always '#n'. The '·' keeps '#3 · 3%' from reading as '#33%'."""
+    head, tail = f"#{number} ", f" · {percent(probability)}"
+    texts = []
     for length in range(min(len(label), 18), min(len(label), 5) - 1, -1):  # a stub of a label helps nobody
         text = f"{head}{label[:length]}{'…' if length < len(label) else ''}{tail}"
         if draw.textlength(text, font=font) <= width:
-            return text
+            texts.append(text)
+            break
     short = f"#{number}{tail}"
-    return short if draw.textlength(short, font=font) <= width else f"#{number}"
+    return texts + ([short] if draw.textlength(short, font=font) <= width else []) + [f"#{number}"]
 
 
 def draw_legend(entries: Sequence[LegendEntry], width: int = 320, font_size: int = 18) -> Image.Image:

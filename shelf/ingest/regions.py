@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +162,32 @@ def grid(width: int, height: int, rows: int, cols: int, overlap: float = 0.0) ->
             if box.width > 0 and box.height > 0:
                 boxes.append(box)
     return boxes
+
+
+def reading_order(boxes: Sequence[Box]) -> list[int]:
+    """The indices of `boxes` in reading order: shelf rows top to bottom, each row left to right — the order grid
+    and auto number their regions in — so region #n is where a reader looks for it, whatever order a box file or
+    a detector listed the boxes in. A box joins the row its vertical extent overlaps most (by at least half of
+    the box's or the row's mean height, whichever is smaller: products of one shelf stand on the same edge but
+    differ in height); rows are ordered by their mean centre."""
+    rows: list[list[int]] = []
+    extents: list[list[float]] = []  # per row: sum of y1, sum of y2
+    for i in sorted(range(len(boxes)), key=lambda i: (boxes[i].y1 + boxes[i].y2, boxes[i].x1)):
+        box, best, best_overlap = boxes[i], None, 0.0
+        for r, (sum_top, sum_bottom) in enumerate(extents):
+            top, bottom = sum_top / len(rows[r]), sum_bottom / len(rows[r])
+            overlap = min(bottom, box.y2) - max(top, box.y1)
+            if overlap >= 0.5 * min(box.height, bottom - top) and overlap > best_overlap:
+                best, best_overlap = r, overlap
+        if best is None:
+            rows.append([i])
+            extents.append([float(box.y1), float(box.y2)])
+        else:
+            rows[best].append(i)
+            extents[best][0] += box.y1
+            extents[best][1] += box.y2
+    by_centre = sorted(range(len(rows)), key=lambda r: sum(extents[r]) / len(rows[r]))
+    return [i for r in by_centre for i in sorted(rows[r], key=lambda i: (boxes[i].x1, boxes[i].y1))]
 
 
 # ---------------------------------------------------------------------------------------------------------------

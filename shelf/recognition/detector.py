@@ -30,7 +30,7 @@ from shelf import config
 from shelf.access import LOCAL, Identity, require
 from shelf.files import write_atomically
 from shelf.ingest.images import clean_filename
-from shelf.ingest.regions import DETECTOR_CONF, DETECTOR_IOU, DETECTOR_TILES, Box
+from shelf.ingest.regions import DETECTOR_CONF, DETECTOR_IOU, DETECTOR_TILES, Box, reading_order
 
 MAX_DETECTOR_BYTES = 300 * 1024 * 1024
 PAD_GREY = 114
@@ -345,7 +345,8 @@ def detect(info: DetectorInfo, image: Image.Image, conf: float = DETECTOR_CONF, 
                        torch.zeros(len(boxes), dtype=torch.int64), iou).numpy()[:MAX_DETECTIONS]
     found = [(Box(round(b[0]), round(b[1]), round(b[2]), round(b[3])), float(s))
              for b, s in zip(boxes[keep], scores[keep])]
-    found = _reading_order([(b, s) for b, s in found if b.width > 0 and b.height > 0])
+    found = [(b, s) for b, s in found if b.width > 0 and b.height > 0]
+    found = [found[i] for i in reading_order([b for b, _ in found])]
     return [b for b, _ in found], [s for _, s in found]
 
 
@@ -370,14 +371,6 @@ def _not_cut_by_tile_edge(boxes: np.ndarray, window: tuple[int, int, int, int], 
 def _inside(boxes: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
     return (boxes[:, 0] >= window[0]) & (boxes[:, 1] >= window[1]) & (boxes[:, 2] <= window[2]) & \
         (boxes[:, 3] <= window[3])
-
-
-def _reading_order(found: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
-    """Row by row (rows as tall as the typical box), left to right."""
-    if not found:
-        return []
-    row = max(1.0, float(np.median([b.height for b, _ in found])))
-    return sorted(found, key=lambda f: (round((f[0].y1 + f[0].y2) / 2 / row), f[0].x1))
 
 
 def provenance(info: DetectorInfo, conf: float, iou: float, tiles: str) -> dict:

@@ -40,6 +40,7 @@ from shelf.ingest.regions import (
     auto_layout,
     check_stored_top_k,
     parse_region_mode,
+    reading_order,
     regions_for,
     sized_regions,
     stored_regions_problem,
@@ -173,7 +174,7 @@ def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_fil
         boxes, notes = boxes_for_photo(box_file, name, width, height, sha256)
         if not boxes:
             raise Skipped(name, f"skipped: the box file {box_file.source} has no usable boxes for this photo")
-        return FoundRegions(boxes, notes)
+        return FoundRegions([boxes[i] for i in reading_order(boxes)], notes)  # numbered as a reader looks
     if mode.kind == "detector":
         boxes, scores = detect(detector or resolve_detector(mode.source), image, mode.conf, mode.iou, mode.tiles)
         return FoundRegions(boxes, [], scores)

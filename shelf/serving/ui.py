@@ -385,8 +385,8 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
                                   "mean_confidence": st.column_config.NumberColumn("Mean conf.", format="percent")})
         with inspect_col:
             chosen = st.selectbox("Inspect a region", range(len(result.regions)), key=f"region-{result.photo_id}",
-                                  format_func=lambda i: f"{i + 1} · {result.regions[i].top1.label} "
-                                                        f"{percent(result.regions[i].top1.probability)}")
+                                  format_func=lambda i: f"#{i + 1} · {result.regions[i].top1.label} · "
+                                                        f"{percent(result.regions[i].top1.probability)}")  # as tagged
             region = result.regions[chosen]
             crop_col, table_col = st.columns([1, 3])
             if result.preview is not None:
