@@ -245,3 +245,9 @@ def test_nms_keeps_exactly_what_torchvisions_keeps(seed):
     iou = float(rng.choice([0.3, 0.45, 0.5, 0.6, 0.7]))
     expected = torchvision_nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
     np.testing.assert_array_equal(detector.nms(boxes, scores, iou), expected)
+
+
+def test_nms_keeps_a_box_whose_overlap_equals_the_threshold():
+    """torchvision suppresses only an IoU above the threshold: these two overlap by exactly 0.5."""
+    boxes = np.array([[0, 0, 3, 1], [1, 0, 4, 1], [1, 0, 3.9, 1]], np.float32)
+    assert detector.nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.5).tolist() == [0, 1]

@@ -53,6 +53,8 @@ def test_after_the_convert_job_classify_and_recognize_run_on_onnx_runtime(monkey
     (model.models_dir(loaded.weights.sha256) / model.FP32_FILE).unlink()  # checked once, the conversion gone
     assert main(["weights", "status"]) == 3
     assert "not converted for ONNX Runtime yet" in capsys.readouterr().out
+    assert main(["classify", photo]) == 3
+    assert "has not been converted for ONNX Runtime yet" in capsys.readouterr().err
 
 
 def test_a_weights_file_cannot_be_checked_without_torch(no_torch, weights_file):
