@@ -149,6 +149,21 @@ def test_a_crafted_or_mismatched_backup_is_refused_and_nothing_is_written(tmp_pa
     assert not (tmp_path.parent / "escape.txt").exists() and not config.data_dir().exists()
 
 
+def test_a_truncated_backup_is_refused_and_a_file_deleted_meanwhile_is_left_out(tmp_path, capsys, monkeypatch):
+    store.open_store().dispose()
+    photo = config.data_dir() / "photos" / "ab" / "ab.png"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"png")
+    listed = backup._data_files
+    monkeypatch.setattr(backup, "_data_files", lambda root, skip: [*listed(root, skip), root / "photos" / "gone.png"])
+    summary = backup.create_backup(tmp_path / "b.tar")
+    assert summary.files == 1 and summary.n_bytes == 3
+    data = summary.path.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:len(data) // 2])
+    assert main(["restore", str(tmp_path / "cut.tar"), "--replace"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'cut.tar'}: cannot be read whole (")
+
+
 def test_a_file_that_is_not_a_backup_is_named_in_the_message(tmp_path, capsys):
     path = tmp_path / "holiday.jpg"
     path.write_bytes(image_bytes(solid(), "JPEG"))

@@ -76,22 +76,27 @@ def create_backup(target: Path, url: str | None = None) -> BackupSummary:
         dump = Path(scratch) / DATABASE_MEMBERS[kind]
         version = _dump(url, kind, dump)
         files = list(_data_files(root, skip={target.resolve(), partial.resolve(), *_sqlite_files(url)}))
-        n_bytes = sum(path.stat().st_size for path in files)
         manifest = {"format": FORMAT, "shelf_version": shelf.__version__, "schema_version": version,
-                    "database": kind, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "files": len(files), "bytes": n_bytes}
+                    "database": kind, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        kept, n_bytes = 0, 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tarfile.open(partial, "w:gz" if target.name.endswith("gz") else "w") as tar:
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
                 tar.add(dump, arcname=dump.name)
                 for path in files:
-                    tar.add(path, arcname=f"{FILES}/{path.relative_to(root).as_posix()}", recursive=False)
+                    try:
+                        info = tar.gettarinfo(path, arcname=f"{FILES}/{path.relative_to(root).as_posix()}")
+                        with open(path, "rb") as handle:
+                            tar.addfile(info, handle)
+                    except FileNotFoundError:
+                        continue  # deleted since it was listed (a photo someone deleted): nothing to keep
+                    kept, n_bytes = kept + 1, n_bytes + info.size
             os.replace(partial, target)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise BackupError(f"{target}: cannot be written ({exc.strerror or exc})") from None
-    return BackupSummary(target, kind, version, len(files), n_bytes)
+            raise BackupError(f"{exc.filename or target}: {exc.strerror or exc}") from None
+    return BackupSummary(target, kind, version, kept, n_bytes)
 
 
 def restore_backup(source: Path, url: str | None = None, *, replace: bool = False) -> tuple[BackupSummary, int]:
@@ -117,14 +122,18 @@ def restore_backup(source: Path, url: str | None = None, *, replace: bool = Fals
             raise BackupError(f"the target store holds {photos} photo(s); restoring replaces them all. Run again "
                               "with --replace to do that")
         dump = Path(scratch) / DATABASE_MEMBERS[kind]
-        _extract(tar, members[DATABASE_MEMBERS[kind]], dump)
-        _load(url, kind, dump)
         root = config.data_dir()
         n_bytes = 0
-        for name, member in members.items():
-            if name.startswith(f"{FILES}/"):
-                _extract(tar, member, root / name.removeprefix(f"{FILES}/"))
-                n_bytes += member.size
+        try:
+            _extract(tar, members[DATABASE_MEMBERS[kind]], dump)
+            _load(url, kind, dump)
+            for name, member in members.items():
+                if name.startswith(f"{FILES}/"):
+                    _extract(tar, member, root / name.removeprefix(f"{FILES}/"))
+                    n_bytes += member.size
+        except (OSError, tarfile.TarError) as exc:  # a full disk, a folder not writable, a truncated backup
+            raise BackupError(f"{getattr(exc, 'filename', None) or source}: {getattr(exc, 'strerror', None) or exc}"
+                              ) from None
         open_store(url).dispose()  # migrates a backup from an older Shelf to this one's schema
     summary = BackupSummary(source, kind, manifest["schema_version"], len(members) - 2, n_bytes)
     return summary, SCHEMA_VERSION
@@ -304,7 +313,9 @@ def _read_members(tar: tarfile.TarFile, source: Path) -> tuple[dict, dict[str, t
             name = _safe_name(member, source)
             members[name] = member
         manifest = json.loads(tar.extractfile(members[MANIFEST]).read())
-    except (KeyError, ValueError, AttributeError, tarfile.TarError, OSError):
+    except (tarfile.TarError, OSError) as exc:
+        raise BackupError(f"{source}: cannot be read whole ({getattr(exc, 'strerror', None) or exc})") from None
+    except (KeyError, ValueError, AttributeError):
         raise BackupError(f"{source}: not a Shelf backup (no readable {MANIFEST})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or \
             manifest.get("database") not in DATABASE_MEMBERS or not isinstance(manifest.get("schema_version"), int):
