@@ -167,7 +167,7 @@ photo_id=$(field "$posted" photo_id) sha=$(field "$posted" sha256)
 regions=$(python3 -c "import json, sys; print(len(json.loads(sys.argv[1])['regions']))" "$posted")
 note "photo $(basename "$photo") uploaded through the API in $(seconds_since "$t0") s: id $photo_id, $regions regions"
 [ "$(curl -fsS "$dashboard/_stcore/health")" = ok ] || fail "the dashboard's health URL does not say ok"
-curl -fsS "$dashboard/" | grep -q '<title>Streamlit</title>' || fail "the dashboard's page does not load"
+page=$(curl -fsS "$dashboard/") && [[ $page == *"<title>Streamlit</title>"* ]] || fail "the dashboard's page does not load"
 log "dashboard $dashboard/_stcore/health: ok; health by Docker: dashboard $(docker_health dashboard), api $(docker_health api)"
 stored() {  # stored: the photo's sha256 as the API has it now
   field "$(curl -fsS -H "Authorization: Bearer $token" "$api/v1/photos/$photo_id")" sha256
