@@ -93,3 +93,17 @@ def test_the_home_page_without_torch_offers_no_pytorch_fidelity_check(capsys):
     finally:
         sys.modules.update(real)
         st.cache_resource.clear()
+
+
+def test_fast_mode_is_calibrated_and_runs_without_torch(monkeypatch, capsys):
+    """int8: quantised by ONNX Runtime from the converted model and stored crops, no PyTorch involved."""
+    assert main(["weights", "convert"]) == 0
+    for name in ("torch", "torchvision"):
+        monkeypatch.setitem(sys.modules, name, None)
+    photo = str(skimage_photo("coffee.png"))
+    assert main(["recognize", photo, "--regions", "grid:4x4"]) == 0  # 16 crops to calibrate on
+    assert main(["weights", "recalibrate"]) == 0
+    assert "fast mode recalibrated: 16 crops" in capsys.readouterr().out
+    monkeypatch.setenv("SHELF_BACKEND", "int8")
+    assert main(["classify", photo]) == 0
+    assert "fast mode (int8) is on" in capsys.readouterr().err
