@@ -108,9 +108,12 @@ if loaded is not None:
             else:
                 ui.reload_model()
                 st.rerun()
-    if st.button("Check fidelity against PyTorch on stored crops", key="check_fidelity",
-                 help="Runs this backend and torchvision's own PyTorch model on up to 64 crops from the store and "
-                      "compares their probabilities."):
+    if not model.torch_installed():
+        st.caption("The fidelity check runs PyTorch, which this installation (Shelf's serving image) does not have; "
+                   "the convert image has it.")
+    elif st.button("Check fidelity against PyTorch on stored crops", key="check_fidelity",
+                   help="Runs this backend and torchvision's own PyTorch model on up to 64 crops from the store and "
+                        "compares their probabilities."):
         with st.spinner("Running both on up to 64 stored crops …"):
             report = backends.check_fidelity(loaded, ui.store())
         if report is None:

@@ -2,6 +2,9 @@
 
 SHELF_DATA_DIR      where Shelf keeps its database, photos and imported weights (default ./shelf-data)
 SHELF_DATABASE_URL  SQLAlchemy URL of the store (default: SQLite file in the data dir)
+SHELF_DATABASE_PASSWORD_FILE
+                    a file holding the database password, put into SHELF_DATABASE_URL (container secrets: the
+                    password never sits in the environment)
 SHELF_WEIGHTS       a ResNet-18 weights file to use before anything else
 SHELF_OFFLINE=1     never try to download weights
 SHELF_ALLOW_UNVERIFIED_WEIGHTS=1
@@ -27,8 +30,27 @@ def data_dir() -> Path:
     return Path(os.environ.get("SHELF_DATA_DIR") or "shelf-data").expanduser().resolve()
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and the problem."""
+
+
 def database_url() -> str:
-    return os.environ.get("SHELF_DATABASE_URL") or f"sqlite:///{data_dir() / 'shelf.db'}"
+    url = os.environ.get("SHELF_DATABASE_URL") or f"sqlite:///{data_dir() / 'shelf.db'}"
+    password_file = os.environ.get("SHELF_DATABASE_PASSWORD_FILE")
+    return with_password_from(url, Path(password_file)) if password_file else url
+
+
+def with_password_from(url: str, path: Path) -> str:
+    """`url` with the password kept in the file `path` (its first line)."""
+    import sqlalchemy as sa
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"SHELF_DATABASE_PASSWORD_FILE={path}: cannot be read "
+                          f"({getattr(exc, 'strerror', None) or exc})") from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"SHELF_DATABASE_PASSWORD_FILE={path}: the file is empty; put the password on its first line")
+    return sa.engine.make_url(url).set(password=lines[0]).render_as_string(hide_password=False)
 
 
 def weights_file_from_env() -> Path | None:

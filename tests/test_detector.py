@@ -228,3 +228,26 @@ def test_a_detector_that_finds_nothing_classifies_the_whole_photo(loaded, engine
                                                                                           "PNG"))],
                                    store.Context(), region_mode="detector", detector=info)
     assert [r.box for r in result.regions] == [Box(0, 0, 50, 40)] and "found no products" in result.notes[0]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_nms_keeps_exactly_what_torchvisions_keeps(seed):
+    """The serving image has no torch: detector NMS runs in numpy, and must keep the boxes torchvision keeps (dense,
+    overlapping shelves; tied scores; boxes sharing an edge; empty boxes), in the same order."""
+    import torch
+    from torchvision.ops import nms as torchvision_nms
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    corners = rng.uniform(0, 1000, (n, 2)).astype(np.float32)
+    sizes = rng.uniform(0, 120, (n, 2)).astype(np.float32) * (rng.random((n, 1)) > 0.02)  # a few empty boxes
+    boxes = np.concatenate([corners, corners + sizes], axis=1)
+    scores = rng.choice(rng.uniform(0, 1, max(1, n // 3)), n).astype(np.float32)  # many ties
+    iou = float(rng.choice([0.3, 0.45, 0.5, 0.6, 0.7]))
+    expected = torchvision_nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
+    np.testing.assert_array_equal(detector.nms(boxes, scores, iou), expected)
+
+
+def test_nms_keeps_a_box_whose_overlap_equals_the_threshold():
+    """torchvision suppresses only an IoU above the threshold: these two overlap by exactly 0.5."""
+    boxes = np.array([[0, 0, 3, 1], [1, 0, 4, 1], [1, 0, 3.9, 1]], np.float32)
+    assert detector.nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.5).tolist() == [0, 1]

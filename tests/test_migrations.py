@@ -271,3 +271,36 @@ def test_a_version_3_store_gains_an_append_only_indexed_audit_log(db_url, monkey
     assert_append_only(engine)
     assert audit.page(engine)["target"].tolist() == ["a new row", "v3 rows could be changed"]
     store.open_store(db_url)  # again: nothing left to do
+
+
+def _open_at(job: tuple[str, float]) -> str:
+    """In a process of its own: wait for the common start time, then open (and so migrate) the store."""
+    import time
+    url, start = job
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        store.open_store(url).dispose()
+    except Exception as exc:  # the test shows what went wrong in which process
+        return f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+    return "ok"
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["fresh", "version-1"])
+def test_services_starting_together_migrate_the_store_exactly_once(db_url, older):
+    """The dashboard, the API and batch workers start at the same moment in a container deployment: against a
+    fresh database, or one an older Shelf wrote, every one starts and the schema is created or upgraded once."""
+    import multiprocessing
+    import time
+    if older:
+        write_v1(db_url)
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        start = time.time() + 3  # after the workers have imported Shelf
+        outcomes = pool.map(_open_at, [(db_url, start)] * 3)
+    assert outcomes == ["ok"] * 3
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        versions = conn.execute(sa.select(store.schema_version.c.version).order_by(store.schema_version.c.version))
+        assert versions.scalars().all() == list(range(1 if older else store.SCHEMA_VERSION, store.SCHEMA_VERSION + 1))
+    if older:
+        assert report.review_count(engine, report.ReviewFilter()) == 8  # the rollups were built once, not twice
+        assert report.tally_table(engine, ["label"])["facings"].sum() == 9

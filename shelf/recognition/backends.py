@@ -287,8 +287,11 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
     model inputs or normalised batches, or a callable returning them) is used only when no int8 model is cached for
     these weights, or with `recalibrate`; it is then frozen beside the model, `described` (where the crops came
     from) with it."""
+    from shelf.recognition.model import FP32_FILE, RUN_THE_CONVERT_JOB, torch_installed
     torch_model = model if callable(model) and not hasattr(model, "parameters") else lambda: model  # a builder
     if kind == "eager":
+        if not torch_installed():
+            raise BackendError(f"the PyTorch reference backend needs PyTorch. {RUN_THE_CONVERT_JOB}")
         return EagerBackend(torch_model())
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
@@ -303,8 +306,10 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
     int8 = folder / INT8_FILE
     if kind == "int8" and int8.exists() and not recalibrate:
         return OnnxBackend("int8", int8_for_this_cpu(int8))  # calibrated once; the store growing does not change it
-    fp32 = folder / "resnet18-fp32.onnx"
+    fp32 = folder / FP32_FILE
     if not fp32.exists():
+        if not torch_installed():
+            raise BackendError(f"no converted model for weights {weights_sha256[:16]}…. {RUN_THE_CONVERT_JOB}")
         export_onnx(torch_model(), fp32)
     if kind == "onnx":
         return OnnxBackend("onnx", fp32)
@@ -411,6 +416,8 @@ def with_backend(loaded, kind: str, engine=None, *, recalibrate: bool = False):
     Fast mode is calibrated on stored crops the first time only (or with `recalibrate`): afterwards the frozen
     int8 model is loaded as it is, without reading the store."""
     import dataclasses
+
+    from shelf.recognition.model import torch_installed
     described = {}
 
     def calibration():
@@ -425,10 +432,10 @@ def with_backend(loaded, kind: str, engine=None, *, recalibrate: bool = False):
         backend = build_backend(kind, lambda: loaded.model, loaded.weights.sha256, calibration,
                                 recalibrate=recalibrate, described=described)
     except Exception as exc:
-        if kind == "int8":
+        if kind == "int8" or not torch_installed():  # without torch there is no eager model to fall back to
             if isinstance(exc, BackendError):
                 raise
-            raise BackendError(f"fast mode could not be built: {exc}") from exc
+            raise BackendError(f"{'fast mode' if kind == 'int8' else kind} could not be built: {exc}") from exc
         log.warning("backend %s unavailable (%s); using torch eager fp32", kind, exc)
         backend = EagerBackend(loaded.model)
     return dataclasses.replace(loaded, backend=backend)

@@ -7,8 +7,9 @@ Two output layouts are understood, with any number of classes (facings are class
 Boxes are in the model's letterboxed input pixels. The input size comes from the model; photos are letterboxed as
 Ultralytics does (aspect kept, centred, padded with grey 114) and boxes mapped back to the photo's pixels. Big
 photos are cut into overlapping tiles at the model's input size; a box cut by a tile's inner edge is dropped (the
-overlap shows that product whole in a neighbouring tile) and the rest merge by class-agnostic NMS
-(`torchvision.ops.batched_nms`). Models exported with NMS inside (`nms=True`, end-to-end YOLOv10) are not supported.
+overlap shows that product whole in a neighbouring tile) and the rest merge by class-agnostic NMS (torchvision's
+`nms`, step for step in numpy: the serving image has no torch; a test holds the two equal). Models exported with
+NMS inside (`nms=True`, end-to-end YOLOv10) are not supported.
 
 Detector files are untrusted: size limit, `onnx.checker`, recognised input/output shapes and one trial run before
 anything is kept; kept under the data dir by their sha256, never under the uploaded name.
@@ -217,9 +218,10 @@ def resolve_detector(source: str) -> DetectorInfo:
 
 def _new_session(model: bytes | str):
     import onnxruntime as ort
-    import torch
+
+    from shelf.recognition.model import cpu_threads
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = cpu_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: a checked model still warns about unused initializers
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
@@ -313,9 +315,6 @@ def detect(info: DetectorInfo, image: Image.Image, conf: float = DETECTOR_CONF, 
 
     tiles: 'off' (one pass over the whole photo), 'N' (N overlapping tiles along the photo's longer side), or
     'auto' (a first pass over the whole photo measures the products; tiles follow if they are small)."""
-    import torch
-    from torchvision.ops import batched_nms
-
     whole_boxes, whole_scores = _run(info, image, conf)
     side = None
     if tiles == "auto":
@@ -341,13 +340,36 @@ def detect(info: DetectorInfo, image: Image.Image, conf: float = DETECTOR_CONF, 
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.height)
     sized = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
     boxes, scores = boxes[sized], scores[sized]
-    keep = batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(),
-                       torch.zeros(len(boxes), dtype=torch.int64), iou).numpy()[:MAX_DETECTIONS]
+    keep = nms(boxes, scores, iou)[:MAX_DETECTIONS]
     found = [(Box(round(b[0]), round(b[1]), round(b[2]), round(b[3])), float(s))
              for b, s in zip(boxes[keep], scores[keep])]
     found = [(b, s) for b, s in found if b.width > 0 and b.height > 0]
     found = [found[i] for i in reading_order([b for b, _ in found])]
     return [b for b, _ in found], [s for _, s in found]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes (x1, y1, x2, y2) kept by non-maximum suppression, best score first: torchvision's
+    `nms` in numpy, float32 like it (a stable sort by score; a box goes when its IoU with a kept one exceeds
+    `iou`)."""
+    boxes, scores = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-scores, kind="stable")
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    keep = []
+    for position, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = order[position + 1:]
+        width = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        height = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = width * height
+        with np.errstate(divide="ignore", invalid="ignore"):  # empty boxes: 0/0 is NaN, never over `iou`, as in C++
+            overlap = inter / (areas[i] + areas[rest] - inter)
+        suppressed[rest[overlap.astype(np.float64) > iou]] = True
+    return np.asarray(keep, dtype=np.int64)
 
 
 def _not_cut_by_tile_edge(boxes: np.ndarray, window: tuple[int, int, int, int], size: tuple[int, int],
@@ -377,5 +399,5 @@ def provenance(info: DetectorInfo, conf: float, iou: float, tiles: str) -> dict:
     """What a run records about its detector (in the run's preprocessing JSON)."""
     return {"sha256": info.sha256, "name": info.name, "format": info.format, "layout": info.layout,
             "input_size": list(info.input_size), "classes": info.classes, "conf": conf, "iou": iou, "tiles": tiles,
-            "letterbox": f"aspect kept, centred, pad {PAD_GREY}", "nms": "class-agnostic torchvision batched_nms",
+            "letterbox": f"aspect kept, centred, pad {PAD_GREY}", "nms": "class-agnostic, torchvision's nms rule",
             "tile_overlap": TILE_OVERLAP}

@@ -34,7 +34,7 @@ import threading
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +80,12 @@ HOW_TO_GET_WEIGHTS = (
     "- on a machine with internet access, run `python -m shelf weights download`.\n"
     f"The file is published by torchvision at {WEIGHTS_URL}."
 )
+FP32_FILE = "resnet18-fp32.onnx"  # the converted model the ONNX Runtime backends run (shelf.recognition.backends)
+RUN_THE_CONVERT_JOB = (
+    "This installation has no PyTorch (Shelf's serving image), which checking a weights file and converting it "
+    "for ONNX Runtime need. Run the convert job once (`docker compose run --rm convert`, or `python -m shelf "
+    "weights convert` where requirements.txt is installed, with the same data dir); it converts the weights into "
+    "the data dir, and this installation then runs them.")
 
 
 class WeightsError(ValueError):
@@ -161,6 +167,8 @@ def torch_version() -> str:
     torch = sys.modules.get("torch")
     if torch is not None:
         return torch.__version__
+    if not torch_installed():
+        return "not installed"
     from importlib.util import find_spec
     spec = find_spec("torch")
     try:
@@ -181,6 +189,12 @@ def cpu_threads() -> int:
         return torch.get_num_threads()
     affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
     return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def torch_installed() -> bool:
+    """Whether PyTorch can be imported here (the serving image runs without it, on converted models)."""
+    from importlib.util import find_spec
+    return sys.modules.get("torch") is not None or find_spec("torch") is not None
 
 
 def runtime_summary() -> str:
@@ -210,11 +224,18 @@ def models_dir(weights_sha256: str) -> Path:
     return config.data_dir() / "models" / weights_sha256[:16]
 
 
+def converted(weights_sha256: str) -> bool:
+    """Whether these weights were converted for ONNX Runtime (what runs them where PyTorch is not installed)."""
+    return (models_dir(weights_sha256) / FP32_FILE).is_file()
+
+
 CHECKED_FILE = "checked.json"
 
 
 def parse_weights(data: bytes, name: str) -> dict[str, torch.Tensor]:
     """Untrusted bytes → a ResNet-18 state dict, checked key by key and shape by shape. Never runs pickled code."""
+    if not torch_installed():
+        raise WeightsError(f"{name}: cannot be checked here. {RUN_THE_CONVERT_JOB}")
     import torch
     if not data:
         raise WeightsError(f"{name}: the file is empty")
@@ -417,9 +438,13 @@ def build_model(state: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Te
 
 
 def load_model(download: bool | None = None) -> tuple[LoadedModel | None, WeightsStatus]:
+    """The weights resolved and ready to run, or None and why. Without PyTorch they run only once converted."""
     state, status = resolve_weights(download)
     if state is None or not status.available:
         return None, status
+    if not torch_installed() and not converted(status.info.sha256):
+        problem = f"{status.info.path} has not been converted for ONNX Runtime yet. {RUN_THE_CONVERT_JOB}"
+        return None, replace(status, problem=problem)
     return build_model(state, status.info), status
 
 

@@ -19,6 +19,7 @@ from shelf.storage.store import utc_now, write_transaction
 from shelf.text import clean_text
 
 PREFIX = "shelf_"  # makes a leaked token recognisable to secret scanners and people
+MIN_SECRET_CHARS = 32  # after the prefix, for a secret the operator brings (token_urlsafe(32) gives 43)
 
 
 class TokenError(ValueError):
@@ -41,18 +42,26 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(engine: Engine, name: str, role: str, *, by: Identity = LOCAL) -> str:
-    """A new token for `name` with `role`; returns the secret, which is not stored and cannot be shown again."""
+def create_token(engine: Engine, name: str, role: str, *, by: Identity = LOCAL, secret: str | None = None) -> str:
+    """A new token for `name` with `role`; returns the secret, which is not stored and cannot be shown again.
+    `secret`: one the operator made (a container secret file), registered instead of a new one; registering the
+    same secret under the same name and role again changes nothing."""
     require(by, "manage_tokens")
     name = clean_text(name)
     if not name:
         raise TokenError("a token needs a name (who or what uses it)")
     if role not in ROLES:
         raise TokenError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    secret = PREFIX + secrets.token_urlsafe(32)
+    if secret is not None and not (secret.startswith(PREFIX) and len(secret) >= len(PREFIX) + MIN_SECRET_CHARS):
+        raise TokenError(f"a token is '{PREFIX}' and at least {MIN_SECRET_CHARS} random characters; make one with "
+                         f"python3 -c 'import secrets; print(\"{PREFIX}\" + secrets.token_urlsafe(32))'")
+    secret = secret or PREFIX + secrets.token_urlsafe(32)
     with write_transaction(engine) as conn:
-        if conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name,
-                                                         api_tokens.c.revoked_at.is_(None))).first():
+        active = conn.execute(sa.select(api_tokens.c.role, api_tokens.c.sha256).where(
+            api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))).first()
+        if active is not None and (active.role, active.sha256) == (role, digest(secret)):
+            return secret
+        if active is not None:
             raise TokenError(f"an active token named {name!r} exists; revoke it first or choose another name")
         conn.execute(api_tokens.insert().values(name=name, role=role, sha256=digest(secret), created_at=utc_now()))
         audit.record(conn, by, "manage_tokens", f"token {name}", None, {"role": role})

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shelf.config import ConfigError
 from shelf.serving.cli import (
+    backup,
     batch,
     bench,
     catalog,
@@ -28,9 +30,9 @@ from shelf.serving.cli.common import (  # noqa: F401
     EXIT_USAGE,
 )
 
-FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve)
+FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve, backup)
 ORDER = ("classify", "recognize", "photo", "batch", "tallies", "planogram", "compliance", "export", "catalog",
-         "regions", "detector", "bench", "serve", "token", "weights")  # as `--help` lists them
+         "regions", "detector", "bench", "serve", "token", "weights", "backup", "restore")  # as `--help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,4 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         return bench.cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ConfigError as exc:  # a setting in the environment that cannot be used
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from shelf.serving.cli.common import EXIT_NOTHING_DONE, EXIT_OK, _positive
 
@@ -33,6 +34,8 @@ def cmd_token(args) -> int:
     from shelf.storage.store import open_store
     access.require(access.LOCAL, "manage_tokens")  # the operator at the shell; one rule table for every door
     engine = open_store(args.db)
+    if args.action == "create" and args.secret_file:
+        return _register_token(engine, args)
     if args.action == "create":
         try:
             secret = tokens.create_token(engine, args.name, args.role)
@@ -58,6 +61,21 @@ def cmd_token(args) -> int:
     return EXIT_OK
 
 
+def _register_token(engine, args) -> int:
+    """`token create NAME --secret-file FILE`: a token the operator made, kept in a file (a container secret), is
+    registered; again with the same file, nothing changes. The secret is never printed."""
+    from shelf.files import read_bounded
+    from shelf.serving import tokens
+    try:
+        secret = read_bounded(args.secret_file, 4096).decode("utf-8").strip()
+        tokens.create_token(engine, args.name, args.role, secret=secret)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: {args.secret_file}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    print(f"token {args.name!r} ({args.role}) from {args.secret_file} is registered", file=sys.stderr)
+    return EXIT_OK
+
+
 def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="the HTTP API (FastAPI on uvicorn); OpenAPI docs at /docs")
     p.add_argument("--host", default="127.0.0.1",
@@ -74,6 +92,9 @@ def add_token(sub) -> None:
     create = tsub.add_parser("create")
     create.add_argument("name", help="who or what uses the token")
     create.add_argument("--role", choices=["viewer", "reviewer", "admin"], required=True)
+    create.add_argument("--secret-file", type=Path, default=None,
+                        help="register the token kept in this file (a container secret) instead of making one; "
+                             "running again with the same file changes nothing")
     revoke = tsub.add_parser("revoke")
     revoke.add_argument("name")
     for parser_ in (create, revoke, tsub.add_parser("list")):

@@ -25,6 +25,8 @@ def cmd_weights(args) -> int:
         return EXIT_OK
     if args.action == "recalibrate":
         return _recalibrate(args.db)
+    if args.action == "convert":
+        return _convert()
     if args.action == "download":
         try:
             path = model.download_weights(by=LOCAL)
@@ -40,6 +42,9 @@ def cmd_weights(args) -> int:
               f"  kind     {w.kind}\n  classes  {len(model.CATEGORIES)}")
         for line in status.skipped:
             print(f"  not used {line}")
+        if not model.torch_installed() and not model.converted(w.sha256):
+            print(f"  not converted for ONNX Runtime yet. {model.RUN_THE_CONVERT_JOB}")
+            return EXIT_NO_WEIGHTS
         return EXIT_OK
     print(f"weights: unavailable\n  {status.problem}")
     for line in status.tried:
@@ -62,6 +67,24 @@ def _recalibrate(db: str | None) -> int:
         return EXIT_NOTHING_DONE
     print(f"fast mode recalibrated: {backends.describe_calibration(backends.frozen_calibration(loaded.weights.sha256))}"
           "; the int8 model is rebuilt, and kept until the next recalibration")
+    return EXIT_OK
+
+
+def _convert() -> int:
+    """The convert job: check the weights in use (with PyTorch) and convert them for ONNX Runtime into the data dir,
+    where an installation without PyTorch (the serving image) finds and runs them."""
+    from shelf.recognition import backends, model
+    if not model.torch_installed():
+        print("error: converting needs PyTorch, which this installation does not have: run it in the convert image "
+              "(`docker compose run --rm convert`) or where requirements.txt is installed", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    loaded, status = model.load_model()
+    if loaded is None:
+        print(f"error: ResNet-18 weights unavailable. {status.problem}\n{model.HOW_TO_GET_WEIGHTS}", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
+    w = loaded.weights  # checked by now, and remembered as checked (by sha256) for the serving image
+    backend = backends.build_backend("onnx", lambda: loaded.model, w.sha256)
+    print(f"converted {w.path} ({w.kind})\n  sha256 {w.sha256}\n  → {backend.path}")
     return EXIT_OK
 
 
@@ -90,7 +113,7 @@ def cmd_detector(args) -> int:
 
 
 def add_weights(sub) -> None:
-    p = sub.add_parser("weights", help="weights status, import or download")
+    p = sub.add_parser("weights", help="weights status, import, download or convert")
     wsub = p.add_subparsers(dest="action", required=True)
     wsub.add_parser("status")
     imp = wsub.add_parser("import")
@@ -99,6 +122,8 @@ def add_weights(sub) -> None:
     recalibrate = wsub.add_parser("recalibrate", help="fast mode: re-take its calibration crops from the store now "
                                                       "and rebuild the int8 model (otherwise taken once, then kept)")
     recalibrate.add_argument("--db", default=None)
+    wsub.add_parser("convert", help="check the weights in use and convert them for ONNX Runtime into the data dir "
+                                    "(the convert job: an installation without PyTorch then runs them)")
     p.set_defaults(run=cmd_weights)
 
 
