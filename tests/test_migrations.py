@@ -213,7 +213,25 @@ def test_a_version_2_store_gains_its_empty_shelf_widths(db_url):
     engine.dispose()
     engine = store.open_store(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [2, 3]
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [2, 3, 4]
     shares = report.empty_shelf(engine, TallyFilter(), ["store", "date"])
     assert shares[["store", "gap_width", "shelf_width"]].values.tolist() == [["North", 15, 45]]  # auto photo only
     assert shares["empty_share"].tolist() == [pytest.approx(15 / 45)]
+
+
+def test_a_version_3_store_gains_the_task_tables_and_token_stores(db_url):
+    from shelf.serving import tokens
+    from shelf.storage.schema import TASK_TABLES, api_tokens
+    engine = store.open_store(db_url)
+    tokens.create_token(engine, "store-app", "viewer")
+    with engine.begin() as conn:  # what a version 3 store looks like: no task tables, tokens without a store
+        for table in reversed(TASK_TABLES):
+            conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        conn.exec_driver_sql("ALTER TABLE api_tokens DROP COLUMN store")
+        conn.execute(store.schema_version.update().values(version=3))  # created at 4: one row
+    engine.dispose()
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [3, 4]
+        assert conn.execute(sa.select(api_tokens.c.name, api_tokens.c.store)).all() == [("store-app", None)]
+        assert {t.name for t in TASK_TABLES} <= set(sa.inspect(conn).get_table_names())

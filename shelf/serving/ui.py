@@ -70,7 +70,7 @@ def _signed_in(email: str, via: str) -> access.Identity:
     except access.RolesFileError as exc:  # fail closed: nobody gets a role from a file that cannot be read
         _refuse(f"Shelf cannot tell your role: {md_escape(str(exc))}. Ask an administrator to fix the roles file.")
     email = email.strip().lower()
-    return access.Identity(name=email, role=roles.role_for(email), email=email, via=via)
+    return access.Identity(email, roles.role_for(email), email, via, roles.store_for(email))
 
 
 def sign_in_screen() -> None:

@@ -3,7 +3,8 @@
 Version 1 was the first schema; version 2 lays the store out for chain scale (schema's docstring): region rows
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
 predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
-empty-shelf width rollup (a new table only). store.migrate creates new tables and builds the rollups once the
+empty-shelf width rollup (a new table only). Version 4 adds store tasks: the task tables, their outbox and webhooks
+(schema.TASK_TABLES), and a store column on API tokens. store.migrate creates new tables and builds the rollups once the
 steps are done.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shelf.storage.schema import (
+    TASK_TABLES,
     THRESHOLD_STEPS,
     embeddings,
     metadata,
@@ -100,4 +102,12 @@ def _to_v2(conn: Connection) -> None:
                 index.create(conn)
 
 
-MIGRATIONS = {2: _to_v2}
+def _to_v4(conn: Connection) -> None:
+    """Store tasks: new tables only, and the store a token acts for."""
+    for table in TASK_TABLES:
+        table.create(conn, checkfirst=True)
+    if "store" not in {c["name"] for c in sa.inspect(conn).get_columns("api_tokens")}:  # not when an earlier step
+        conn.exec_driver_sql("ALTER TABLE api_tokens ADD COLUMN store VARCHAR(100)")  # made the table as it is now
+
+
+MIGRATIONS = {2: _to_v2, 4: _to_v4}

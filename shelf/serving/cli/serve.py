@@ -35,7 +35,7 @@ def cmd_token(args) -> int:
     engine = open_store(args.db)
     if args.action == "create":
         try:
-            secret = tokens.create_token(engine, args.name, args.role)
+            secret = tokens.create_token(engine, args.name, args.role, store=args.store)
         except tokens.TokenError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
@@ -74,6 +74,7 @@ def add_token(sub) -> None:
     create = tsub.add_parser("create")
     create.add_argument("name", help="who or what uses the token")
     create.add_argument("--role", choices=["viewer", "reviewer", "admin"], required=True)
+    create.add_argument("--store", default=None, help="a store's app: it works on that store's tasks only")
     revoke = tsub.add_parser("revoke")
     revoke.add_argument("name")
     for parser_ in (create, revoke, tsub.add_parser("list")):
