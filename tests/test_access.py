@@ -84,10 +84,12 @@ def test_each_role_may_do_what_the_table_says():
 def test_store_staff_work_on_their_own_store_s_tasks_only(tmp_path):
     path = tmp_path / "roles.toml"
     path.write_text('default = "viewer"\n[roles]\n"@stores.example.com" = { role = "viewer", store = "S014" }\n'
-                    '"sam@stores.example.com" = { role = "reviewer", store = " S 015 " }\n"ana@example.com" = "admin"\n')
+                    '"sam@stores.example.com" = { role = "reviewer", store = " S 015 " }\n'
+                    '"ana@example.com" = "admin"\n')
     roles = load_roles(path)
     assert (roles.role_for("kim@stores.example.com"), roles.store_for("kim@stores.example.com")) == ("viewer", "S014")
-    assert (roles.role_for("sam@stores.example.com"), roles.store_for("Sam@Stores.example.com")) == ("reviewer", "S 015")
+    assert (roles.role_for("sam@stores.example.com"), roles.store_for("Sam@Stores.example.com")) == \
+        ("reviewer", "S 015")
     assert roles.store_for("ana@example.com") is None and roles.store_for("eve@other.test") is None
     staff = Identity("kim@stores.example.com", "viewer", via="oidc", store="S014")
     assert staff.may("work_task", "S014") and not staff.may("work_task", "S015")

@@ -159,6 +159,14 @@ def lines(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0
     return frame[LINE_COLUMNS]
 
 
+def place_lines(conn: Connection, store: str, aisle: str, day: int, threshold: float) -> list:
+    """(product_kind, product_id, expected_facings, found) per planned product of one store × aisle × date, read on
+    `conn` (the task evaluator's transaction: shelf.analytics.tasks)."""
+    lines_ = _parts(TallyFilter(), threshold, [(store, aisle, day)]).lines
+    return conn.execute(sa.select(lines_.c.product_kind, lines_.c.product_id, lines_.c.expected_facings,
+                                  lines_.c.found)).all()
+
+
 def summary(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0) -> pd.DataFrame:
     """One row per store × aisle × date with photos and a planogram: SUMMARY_COLUMNS, least compliant first."""
     parts = _parts(f, threshold)

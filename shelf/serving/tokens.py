@@ -1,7 +1,8 @@
 """API tokens: created by an admin (dashboard or `python -m shelf token`), shown once, kept only as a sha256.
 
-A token maps to an `Identity(name=<token name>, role=<its role>, via="token", store=<its store>)`, so the HTTP API enforces the same
-roles (shelf.access) as the dashboard; a token made for a store (a store's app) works on that store's tasks only. A revoked token stays listed (when, by name) and never works again.
+A token maps to an `Identity(name=<token name>, role=<its role>, via="token", store=<its store>)`, so the HTTP API
+enforces the same roles (shelf.access) as the dashboard; a token made for a store (a store's app) works on that
+store's tasks only. A revoked token stays listed (when, by name) and never works again.
 """
 from __future__ import annotations
 

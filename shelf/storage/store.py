@@ -43,6 +43,7 @@ from shelf.storage.schema import (  # noqa: F401  (re-exported: callers use stor
     settings,
     sku_references,
     skus,
+    task_checks,
 )
 from shelf.text import clean_text
 
@@ -287,6 +288,7 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
                            gap_rows(photo_id, run_id, gaps, len(boxes)))
             rollup.add(conn, regions.c.photo_id == photo_id)
+            conn.execute(task_checks.insert().values(photo_id=photo_id, created_at=utc_now()))  # tasks: to evaluate
     except IntegrityError:
         # Lost a race with another session storing the same photo: theirs stands, ours is dropped whole.
         existing = find_photo(engine, decoded.sha256)
@@ -308,6 +310,7 @@ def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[
                          .values(active=False))
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
                            gap_rows(photo_id, run_id, gaps, len(boxes)))
+            conn.execute(task_checks.insert().values(photo_id=photo_id, created_at=utc_now()))  # new evidence
 
 
 def photo_context(engine: Engine, photo_id: int) -> Context:
