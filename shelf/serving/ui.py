@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from shelf import access, config
 from shelf.analytics.tally import tally
 from shelf.ingest.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, gap_legend, png_bytes
+from shelf.serving import webhooks
 from shelf.storage.store import open_store
 
 if TYPE_CHECKING:  # torch is imported only by the pages that classify (Tallies, Review … open without it)
@@ -42,7 +43,7 @@ def _cached_model(backend: str) -> tuple[LoadedModel | None, WeightsStatus, str 
 
 @st.cache_resource(show_spinner=False)
 def _cached_store(url: str) -> Engine:
-    return open_store(url)
+    return webhooks.started_with(open_store(url))  # the task worker: evaluates and delivers store tasks
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,7 +141,8 @@ def account_box(me: access.Identity) -> None:
     if me.via == "local":
         return
     with st.sidebar:
-        st.caption(f"Signed in as **{md_escape(me.name)}** · {me.role}")
+        st.caption(f"Signed in as **{md_escape(me.name)}** · {me.role}" + (f" · store {md_escape(me.store)}"
+                                                                          if me.store else ""))
         if me.via == "oidc":
             st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out")
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shelf.serving.cli import batch, bench, catalog, planogram, recognize, regions, serve, tallies, weights
+from shelf.serving.cli import batch, bench, catalog, planogram, recognize, regions, serve, tallies, tasks, weights
 from shelf.serving.cli.common import EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, EXIT_NOTHING_DONE, EXIT_OK, EXIT_USAGE  # noqa: F401
 
-FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve)
+FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve, tasks)
 ORDER = ("classify", "recognize", "photo", "batch", "tallies", "planogram", "compliance", "export", "catalog",
-         "regions", "detector", "bench", "serve", "token", "weights")  # as `--help` lists them
+         "regions", "detector", "bench", "serve", "token", "weights", "tasks")  # as `--help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
