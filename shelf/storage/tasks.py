@@ -158,12 +158,14 @@ class TaskFilter:
     older_than_hours: float | None = None  # opened at least this long ago
     newer_than_hours: float | None = None  # opened at most this long ago
 
-    def where(self, now: dt.datetime | None = None) -> list:
-        now = now or utc_now()
+    def __post_init__(self):
         unknown = set(self.states) - set(TASK_STATES)
         if unknown:
             raise ValueError(f"unknown task state(s): {', '.join(sorted(unknown))}; states are "
                              f"{', '.join(TASK_STATES)}")
+
+    def where(self, now: dt.datetime | None = None) -> list:
+        now = now or utc_now()
         conditions = []
         if self.stores:
             conditions.append(tasks.c.store.in_(list(self.stores)))
