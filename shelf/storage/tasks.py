@@ -210,14 +210,18 @@ def get(engine: Engine, task_id: int) -> dict | None:
 
 
 def fix_hours(engine: Engine, f: TaskFilter = TaskFilter()) -> list[tuple[str, float]]:
-    """(store, hours from open to verified) of the verified tasks in the selection."""
-    verified = TaskFilter(f.stores, f.aisles, (VERIFIED,), f.older_than_hours, f.newer_than_hours)
-    query = sa.select(tasks.c.store, tasks.c.opened_at, tasks.c.verified_at).where(*verified.where())
+    """(store, hours from open to verified) of the verified tasks in the selection; the hours computed by the
+    database (100 000 tasks: no datetime objects made in Python)."""
     if f.states and VERIFIED not in f.states:
         return []
+    verified = TaskFilter(f.stores, f.aisles, (VERIFIED,), f.older_than_hours, f.newer_than_hours)
+    if engine.dialect.name == "sqlite":
+        hours = (sa.func.julianday(tasks.c.verified_at) - sa.func.julianday(tasks.c.opened_at)) * 24
+    else:
+        hours = sa.extract("epoch", tasks.c.verified_at - tasks.c.opened_at) / 3600
     with engine.connect() as conn:
-        return [(store, (verified_at - opened_at).total_seconds() / 3600)
-                for store, opened_at, verified_at in conn.execute(query)]
+        return [(store, float(h)) for store, h in conn.execute(sa.select(tasks.c.store, hours)
+                                                               .where(*verified.where()))]
 
 
 def stores_and_aisles(engine: Engine) -> tuple[list[str], list[str]]:
