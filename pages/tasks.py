@@ -16,7 +16,7 @@ from shelf.serving import ui
 from shelf.storage import outbox
 from shelf.storage import tasks as stored
 from shelf.storage.schema import TASK_STATES, VERIFIED
-from shelf.storage.store import photo_record
+from shelf.storage.store import change_setting, get_setting, photo_record
 
 ui.use_router()
 st.title("Tasks")
@@ -81,10 +81,10 @@ with tab_tasks:
                             key="tasks_states", placeholder="Every state")
     older, newer = AGES[c4.selectbox("Age", list(AGES), key="tasks_age")]
     selection = stored.TaskFilter(stores, aisles, states, older, newer)
-    counts = stored.count_by_state(engine, selection)
+    counts = stored.count_by_state(engine, stored.TaskFilter(stores, aisles, (), older, newer))  # every state
     for column, state in zip(st.columns(len(TASK_STATES)), TASK_STATES):
         column.metric(state.capitalize(), f"{counts[state]:,}")
-    total = sum(counts.values())
+    total = sum(counts[state] for state in states or TASK_STATES)
     if outcome := st.session_state.pop("task_outcome", None):
         (st.success if outcome[0] == "success" else st.error)(ui.md_escape(outcome[1]))
     if not total:
@@ -174,6 +174,16 @@ if tab_admin is not None:
             else:
                 stored.replace_rules(engine, [evaluator.rule_row(r) for r in parsed], by=me)
                 st.success(f"{len(parsed)} rule(s) in force.")
+
+        t1, t2 = st.columns([3, 1], vertical_alignment="bottom")
+        counted = float(get_setting(engine, evaluator.THRESHOLD_SETTING) or 0.0)
+        wanted = t1.number_input("Minimum confidence for a facing to count (as on the Compliance page's slider)",
+                                 0.0, 1.0, counted, 0.05, format="%.2f", key="tasks_threshold",
+                                 help="Regions below this top-1 probability are not counted as found, unless a "
+                                      "reviewer corrected them.")
+        if t2.button("Save", key="tasks_threshold_save", disabled=wanted == counted):
+            change_setting(engine, evaluator.THRESHOLD_SETTING, f"{wanted:g}", by=me, action="manage_tasks")
+            st.rerun()
 
         st.subheader("Webhooks")
         st.caption("Each task event is POSTed as JSON to every webhook, signed with its secret (X-Shelf-Signature), "
