@@ -90,7 +90,7 @@ def test_a_missing_product_becomes_a_signed_task_event_and_the_next_photo_verifi
         recognize(page, server, without, "S014", "3")  # the receiver is down
         open_page(page, server, "tasks", "Look closer")
         assert page.get_by_test_id("stMetric").first.inner_text().endswith("1")
-        page.get_by_text(f"in store S014, aisle 3: missing (0 of 1 planned facings found)").wait_for()
+        page.get_by_text("in store S014, aisle 3: missing (0 of 1 planned facings found)").wait_for()
         wait_for(lambda: failed_once(engine), "a first delivery that fails")
         assert receiver.received == []
         receiver.up()
