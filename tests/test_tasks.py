@@ -147,3 +147,24 @@ def test_a_photo_stored_leaves_a_check_in_its_own_transaction(chain):
     add_shelf(chain, chain.run_id, 1, "S014", "3", DAY1, NO_BEER)
     with chain.connect() as conn:
         assert conn.execute(sa.select(task_checks.c.photo_id)).scalars().all() == [1]
+
+
+@pytest.mark.parametrize("fetch_all", [0, 20_000])
+def test_time_to_fix_is_pandas_median_and_p90_read_either_way(chain, monkeypatch, fetch_all):
+    import numpy as np
+    import pandas as pd
+
+    from shelf.storage.schema import tasks
+    monkeypatch.setattr(stored, "FETCH_ALL", fetch_all)  # 0: an index walk per store and quantile
+    rng = np.random.default_rng(5)
+    opened = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    rows = [{"store": f"S{i % 3}", "aisle": "3", "product_kind": "imagenet", "product_id": i, "product": "p",
+             "state": "verified", "finding": "missing", "day": 1, "evidence": "{}", "opened_at": opened,
+             "updated_at": opened, "hours_to_fix": float(h)} for i, h in enumerate(rng.gamma(2, 5, 47))]
+    with store.write_transaction(chain) as conn:
+        conn.execute(tasks.insert(), rows)
+    frame = pd.DataFrame(rows).groupby("store")["hours_to_fix"]
+    found = evaluator.time_to_fix(chain).set_index("store")
+    assert found["verified"].tolist() == frame.size().tolist() == [16, 16, 15]
+    assert found["median_hours"].tolist() == pytest.approx(frame.median().tolist())
+    assert found["p90_hours"].tolist() == pytest.approx(frame.quantile(0.9).tolist())

@@ -338,7 +338,7 @@ tasks = sa.Table(
     sa.Column("day", sa.Integer, nullable=False),  # the photo date of the newest evidence
     sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="SET NULL"), nullable=True),
     sa.Column("evidence", sa.Text, nullable=False),  # JSON: photo size, gap boxes, boxes of the product found
-    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("acknowledged_by", sa.String(200), nullable=True),
     sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
@@ -347,7 +347,10 @@ tasks = sa.Table(
     sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("verified_photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="SET NULL"), nullable=True),
     sa.Column("reopened", sa.Integer, nullable=False, server_default="0"),  # times a 'done' was not borne out
-    sa.Index("ix_tasks_state_store", "state", "store"),
+    sa.Column("hours_to_fix", sa.Float, nullable=True),  # verified_at - opened_at, for the time-to-fix figures
+    # Covering indexes for the Tasks page at 100 000 tasks: counts per state and time to fix, by store or age.
+    sa.Index("ix_tasks_state_store", "state", "store", "hours_to_fix"),
+    sa.Index("ix_tasks_opened", "opened_at", "state", "store", "hours_to_fix"),
     sa.Index("ix_tasks_store_aisle_product", "store", "aisle", "product_kind", "product_id"),
     sa.Index("ux_tasks_active", "store", "aisle", "product_kind", "product_id", unique=True,
              postgresql_where=sa.text("state <> 'verified'"), sqlite_where=sa.text("state <> 'verified'")),
