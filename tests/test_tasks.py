@@ -168,3 +168,17 @@ def test_time_to_fix_is_pandas_median_and_p90_read_either_way(chain, monkeypatch
     assert found["verified"].tolist() == frame.size().tolist() == [16, 16, 15]
     assert found["median_hours"].tolist() == pytest.approx(frame.median().tolist())
     assert found["p90_hours"].tolist() == pytest.approx(frame.quantile(0.9).tolist())
+
+
+def test_an_event_when_the_finding_changes_not_when_a_count_moves(chain):
+    add_shelf(chain, chain.run_id, 1, "S014", "3", DAY1, [(POP, 0.9), (BEER, 0.9)])  # pop 1 of 2: under
+    assert evaluator.evaluate_pending(chain) == {"opened": 1}
+    add_shelf(chain, chain.run_id, 2, "S014", "3", DAY2, [(BEER, 0.9)])  # pop gone: missing
+    assert evaluator.evaluate_pending(chain) == {"updated": 1}
+    rules, _ = evaluator.parse_rules([{"product": "imagenet:737", "min_gap": 1}])
+    stored.replace_rules(chain, [evaluator.rule_row(r) for r in rules])
+    add_shelf(chain, chain.run_id, 3, "S014", "3", DAY3, [(BEER, 0.9)] * 2)  # still missing, other facings moved
+    assert evaluator.evaluate_pending(chain) == {}
+    (task,) = stored.page(chain)
+    assert (task["finding"], task["found_facings"], task["photo_id"], task["date"]) == ("missing", 0, 3, DAY3)
+    assert [e for _, e in events(chain)] == ["task.opened", "task.updated"]

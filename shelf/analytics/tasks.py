@@ -6,7 +6,8 @@ on every path: Recognize, `recognize`, `batch`, the API), computes compliance fo
 one transaction per store × aisle × date with the checks it used, so a crash leaves them waiting, never half done:
 
 - a planned product that is `missing` or `under` (as the rules say: which statuses, a minimum gap in facings, no
-  task in quiet hours) opens a task, or updates the one not yet verified for that store × aisle × product;
+  task in quiet hours) opens a task, or updates the one not yet verified for that store × aisle × product (its
+  evidence and counts always; an event when the finding itself changes, missing ↔ under);
 - optionally an empty-shelf share over a limit opens one for the aisle (product "empty shelf");
 - a product found at plan (found ≥ expected; the share back under its limit) verifies the task, whoever touched it;
 - a task marked done that a photo stored afterwards does not show at plan is reopened.
@@ -281,7 +282,7 @@ def evaluate_place(engine: Engine, store_name: str, aisle: str, day: int, now: d
                 if task.done_at is None or _aware(photo["created_at"]) > _aware(task.done_at):  # after the work
                     changes["reopened"] += stored.change_task(conn, task, {
                         **values, "state": REOPENED, "reopened": task.reopened + 1}, "task.reopened", now)
-            elif (f.finding, f.expected, f.found) != (task.finding, task.expected_facings, task.found_facings):
+            elif f.finding != task.finding:  # missing ↔ under: news for the store (a count that moves is not)
                 changes["updated"] += stored.change_task(conn, task, values, "task.updated", now)
             else:
                 silent.append((task.id, task.state, values))

@@ -13,6 +13,7 @@ nothing (shelf.analytics.tasks evaluates them). This module knows no compliance:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import zlib
 from collections.abc import Sequence
@@ -104,11 +105,18 @@ def open_task(conn: Connection, values: dict, now: dt.datetime) -> int:
     return task_id
 
 
+@functools.lru_cache(maxsize=32)
+def _update(columns: tuple[str, ...]) -> sa.Update:
+    """UPDATE of these columns of a task still in the state read: built once per set of columns."""
+    return tasks.update().where(tasks.c.id == sa.bindparam("task_id"), tasks.c.state == sa.bindparam("was")) \
+        .values({**{c: sa.bindparam(f"new_{c}") for c in columns}, "updated_at": sa.bindparam("now")})
+
+
 def change_task(conn: Connection, task, values: dict, event: str, now: dt.datetime) -> bool:
     """Update `task` (its row as read) if it is still in the state read (another change may have come first: then
     nothing is done and False is returned), and write `event` to the outbox."""
-    changed = conn.execute(tasks.update().where(tasks.c.id == task.id, tasks.c.state == task.state)
-                           .values(**values, updated_at=now)).rowcount
+    changed = conn.execute(_update(tuple(sorted(values))), {
+        "task_id": task.id, "was": task.state, "now": now, **{f"new_{k}": v for k, v in values.items()}}).rowcount
     if changed:
         outbox.add_event(conn, task.id, event, task_document({**task._mapping, **values, "updated_at": now}), now)
     return bool(changed)
@@ -116,15 +124,13 @@ def change_task(conn: Connection, task, values: dict, event: str, now: dt.dateti
 
 EVIDENCE_FIELDS = ("product", "finding", "expected_facings", "found_facings", "empty_share", "day", "photo_id",
                    "evidence")
-_REFRESH = (tasks.update().where(tasks.c.id == sa.bindparam("task_id"), tasks.c.state == sa.bindparam("was"))
-            .values({**{f: sa.bindparam(f"new_{f}") for f in EVIDENCE_FIELDS}, "updated_at": sa.bindparam("now")}))
 
 
 def refresh_evidence(conn: Connection, changes: Sequence[tuple[int, str, dict]], now: dt.datetime) -> None:
     """(task id, its state, EVIDENCE_FIELDS values) for tasks whose newest photo says what they said before: their
     evidence moves to it, no event (one statement for them all: a photo touches every open task of its aisle)."""
     if changes:
-        conn.execute(_REFRESH, [{"task_id": task_id, "was": state, "now": now,
+        conn.execute(_update(EVIDENCE_FIELDS), [{"task_id": task_id, "was": state, "now": now,
                                  **{f"new_{f}": values[f] for f in EVIDENCE_FIELDS}}
                                 for task_id, state, values in changes])
 
