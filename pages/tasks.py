@@ -7,7 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from shelf import access
-from shelf.analytics import charts
 from shelf.analytics import tasks as evaluator
 from shelf.analytics.review import photo_for_thumbnails
 from shelf.ingest.overlay import draw_overlay
@@ -19,6 +18,14 @@ from shelf.storage.schema import TASK_STATES, VERIFIED
 from shelf.storage.store import change_setting, get_setting, photo_record
 
 ui.use_router()
+
+
+def dash(value) -> str:
+    """An empty store or aisle, as the other pages show it."""
+    return str(value) if value else "—"
+
+
+
 st.title("Tasks")
 engine = ui.store()
 me = ui.current_identity()
@@ -74,8 +81,8 @@ with tab_tasks:
     c1, c2, c3, c4 = st.columns([2, 2, 3, 2])
     default_stores = [me.store] if me.store in have_stores else []
     stores = c1.multiselect("Stores", have_stores, default=default_stores, key="tasks_stores",
-                            format_func=charts.blank_as_dash, placeholder="All stores")
-    aisles = c2.multiselect("Aisles", have_aisles, key="tasks_aisles", format_func=charts.blank_as_dash,
+                            format_func=dash, placeholder="All stores")
+    aisles = c2.multiselect("Aisles", have_aisles, key="tasks_aisles", format_func=dash,
                             placeholder="All aisles")
     states = c3.multiselect("States", list(TASK_STATES), default=[s for s in TASK_STATES if s != VERIFIED],
                             key="tasks_states", placeholder="Every state")
@@ -109,13 +116,13 @@ with tab_tasks:
                      "verified_at": st.column_config.DatetimeColumn("Verified", format="YYYY-MM-DD HH:mm")})
 
         st.subheader("Look closer")
-        names = {r["id"]: f"#{r['id']} · {charts.blank_as_dash(r['store'])} · aisle {charts.blank_as_dash(r['aisle'])}"
+        names = {r["id"]: f"#{r['id']} · {dash(r['store'])} · aisle {dash(r['aisle'])}"
                           f" · {r['product']} · {r['state']}" for r in rows}
         picked = st.selectbox("Task", list(names), format_func=names.get, key="tasks_pick")
         task = stored.get(engine, picked)
         facings = f"{task['found_facings']} of {task['expected_facings']} planned facings found" \
             if task["expected_facings"] is not None else f"empty shelf {task['empty_share']:.0%}"
-        where = [ui.md_escape(charts.blank_as_dash(task[k])) for k in ("store", "aisle")]
+        where = [ui.md_escape(dash(task[k])) for k in ("store", "aisle")]
         st.markdown(f"**{ui.md_escape(task['product'])}** in store **{where[0]}**, aisle **{where[1]}**: "
                     f"{task['finding']} ({facings}) on the photo of {task['date']} · "
                     f":{STATE_COLOURS[task['state']]}-badge[{task['state']}]")
@@ -148,7 +155,8 @@ with tab_tasks:
         st.caption("No task in this selection has been verified yet: time to fix is measured from a task's opening "
                    "to the photo that verified it.")
     else:
-        st.altair_chart(charts.time_to_fix_chart(fix), width="stretch")
+        data, spec = evaluator.time_to_fix_spec(fix)
+        st.vega_lite_chart(data, spec, width="stretch")
         st.caption(f"Median and 90th percentile of the hours from open to verified, per store, over "
                    f"{int(fix['verified'].sum()):,} verified task(s).")
 

@@ -182,20 +182,3 @@ def compliance_trend_chart(table: pd.DataFrame) -> alt.Chart:
         tooltip=[alt.Tooltip("date:T", title="Date", format="%d %b %Y"), alt.Tooltip("measure:N", title="Measure"),
                  alt.Tooltip("value:Q", format=".1%", title="Value")])
         .properties(height=240))
-
-
-def time_to_fix_chart(table: pd.DataFrame) -> alt.Chart:
-    """Per store (shelf.analytics.tasks.time_to_fix): median and p90 hours from open to verified, slowest first."""
-    long = table.melt(id_vars=["store", "verified"], value_vars=["median_hours", "p90_hours"], var_name="measure",
-                      value_name="hours")
-    long["measure"] = long["measure"].map({"median_hours": "median", "p90_hours": "p90"})
-    order = table.sort_values("p90_hours", ascending=False)["store"].map(blank_as_dash).tolist()[:MAX_BARS]
-    long = long.assign(store=long["store"].map(blank_as_dash))
-    long = long[long["store"].isin(order)]
-    return alt.Chart(long).mark_bar().encode(
-        y=alt.Y("store:N", sort=order, title="Store"), yOffset=alt.YOffset("measure:N", sort=["median", "p90"]),
-        x=alt.X("hours:Q", title="Hours from open to verified"),
-        color=alt.Color("measure:N", title="", scale=alt.Scale(domain=["median", "p90"],
-                                                               range=["#4c78a8", "#f58518"])),
-        tooltip=["store", "measure", alt.Tooltip("hours:Q", format=".1f"), alt.Tooltip("verified:Q",
-                                                                                        title="verified tasks")])

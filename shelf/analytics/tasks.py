@@ -327,3 +327,24 @@ def time_to_fix(engine: Engine, f: stored.TaskFilter = stored.TaskFilter()) -> p
             row[column] = hours[low] + (hours[high] - hours[low]) * (position - low)
         rows.append(row)
     return pd.DataFrame(rows, columns=["store", "verified", "median_hours", "p90_hours"])
+
+
+def time_to_fix_spec(table: pd.DataFrame, most: int = 25) -> tuple[pd.DataFrame, dict]:
+    """(data, Vega-Lite spec) of time_to_fix's table: median and p90 bars per store, slowest p90 first, at most
+    `most` stores. A plain spec, not an Altair chart: importing Altair costs the page's first render 1.4 s here."""
+    slowest = table.sort_values("p90_hours", ascending=False).head(most)
+    data = slowest.melt(id_vars=["store", "verified"], value_vars=["median_hours", "p90_hours"], var_name="measure",
+                        value_name="hours")
+    data["measure"] = data["measure"].map({"median_hours": "median", "p90_hours": "p90"})
+    data["store"] = data["store"].map(lambda s: s or "—")
+    spec = {"mark": {"type": "bar"}, "encoding": {
+        "y": {"field": "store", "type": "nominal", "title": "Store", "sort": list(slowest["store"].map(
+            lambda s: s or "—"))},
+        "yOffset": {"field": "measure", "type": "nominal", "sort": ["median", "p90"]},
+        "x": {"field": "hours", "type": "quantitative", "title": "Hours from open to verified"},
+        "color": {"field": "measure", "type": "nominal", "title": "",
+                  "scale": {"domain": ["median", "p90"], "range": ["#4c78a8", "#f58518"]}},
+        "tooltip": [{"field": "store"}, {"field": "measure"}, {"field": "hours", "type": "quantitative",
+                                                                 "format": ".1f"},
+                    {"field": "verified", "type": "quantitative", "title": "verified tasks"}]}}
+    return data, spec
