@@ -211,16 +211,21 @@ def _findings(conn: Connection, place: tuple[str, str, int], threshold: float, r
     return found
 
 
+_NEWEST_PHOTO = (sa.select(photos.c.id, photos.c.width, photos.c.height, photos.c.created_at)
+                 .where(photos.c.store == sa.bindparam("store"), photos.c.aisle == sa.bindparam("aisle"),
+                        photos.c.day == sa.bindparam("day")).order_by(photos.c.id.desc()).limit(1))
+_PHOTO_REGIONS = (sa.select(regions.c.x1, regions.c.y1, regions.c.x2, regions.c.y2, regions.c.kind,
+                            regions.c.class_index, regions.c.sku_id, regions.c.corrected,
+                            sa.or_(regions.c.corrected, regions.c.bin >= sa.bindparam("step")).label("n"))
+                  .where(regions.c.photo_id == sa.bindparam("photo_id"), regions.c.active)
+                  .order_by(regions.c.position))  # both built once: they run after every photo stored
+
+
 def _evidence(conn: Connection, place: tuple[str, str, int], threshold: float) -> tuple[dict, list]:
     """The newest photo of the place (id, size, stored when) and its current regions, for the tasks' evidence."""
     store_name, aisle, day = place
-    photo = conn.execute(sa.select(photos.c.id, photos.c.width, photos.c.height, photos.c.created_at)
-                         .where(photos.c.store == store_name, photos.c.aisle == aisle, photos.c.day == day)
-                         .order_by(photos.c.id.desc()).limit(1)).one()
-    counted = sa.or_(regions.c.corrected, regions.c.bin >= threshold_step(threshold))
-    found = conn.execute(sa.select(regions.c.x1, regions.c.y1, regions.c.x2, regions.c.y2, regions.c.kind,
-                                   regions.c.class_index, regions.c.sku_id, regions.c.corrected, counted.label("n"))
-                         .where(regions.c.photo_id == photo.id, regions.c.active).order_by(regions.c.position)).all()
+    photo = conn.execute(_NEWEST_PHOTO, {"store": store_name, "aisle": aisle, "day": day}).one()
+    found = conn.execute(_PHOTO_REGIONS, {"photo_id": photo.id, "step": threshold_step(threshold)}).all()
     return dict(photo._mapping), found
 
 

@@ -52,14 +52,17 @@ def add_event(conn: Connection, task_id: int, event: str, task: dict, at: dt.dat
         raise ValueError(f"unknown task event {event!r}")
     at = at or _now()
     key = uuid.uuid4().hex
-    event_id = conn.execute(task_events.insert().values(
-        task_id=task_id, event=event, key=key, body=event_body(event, key, at, task).decode(), created_at=at)
-    ).inserted_primary_key[0]
-    conn.execute(webhook_deliveries.insert().from_select(
-        ["webhook_id", "event_id", "task_id", "next_attempt_at"],
-        sa.select(webhooks.c.id, sa.literal(event_id), sa.literal(task_id), sa.literal(at, sa.DateTime(True)))
-        .where(webhooks.c.active)))
+    event_id = conn.execute(task_events.insert(), {"task_id": task_id, "event": event, "key": key, "created_at": at,
+                                                   "body": event_body(event, key, at, task).decode()}
+                            ).inserted_primary_key[0]
+    conn.execute(_FAN_OUT, {"event_id": event_id, "task_id": task_id, "at": at})
     return key
+
+
+_FAN_OUT = webhook_deliveries.insert().from_select(  # built once: an upload may write dozens of events
+    ["webhook_id", "event_id", "task_id", "next_attempt_at"],
+    sa.select(webhooks.c.id, sa.bindparam("event_id", type_=sa.Integer), sa.bindparam("task_id", type_=sa.Integer),
+              sa.bindparam("at", type_=sa.DateTime(timezone=True))).where(webhooks.c.active))
 
 
 # ---------------------------------------------------------------------------------------------------------------

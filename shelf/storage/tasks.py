@@ -76,33 +76,45 @@ def pending_places(engine: Engine, limit: int = 500) -> list[tuple[str, str, int
         return [(r.store, r.aisle, r.day) for r in conn.execute(query)]
 
 
+_PLACE = (photos.c.store == sa.bindparam("store"), photos.c.aisle == sa.bindparam("aisle"),
+          photos.c.day == sa.bindparam("day"))
+# Statements built once: an evaluation runs after every photo stored, and building one costs about what running it
+# does.
+_CHECKS = sa.select(task_checks.c.id, task_checks.c.photo_id).where(
+    task_checks.c.photo_id.in_(sa.select(photos.c.id).where(*_PLACE)))
+_DROP_CHECKS = task_checks.delete().where(task_checks.c.id.in_(sa.bindparam("ids", expanding=True)))
+_ACTIVE = sa.select(tasks).where(tasks.c.store == sa.bindparam("store"), tasks.c.aisle == sa.bindparam("aisle"),
+                                 tasks.c.state != VERIFIED)
+_CLOSED = (sa.select(tasks.c.product_kind, tasks.c.product_id, sa.func.max(tasks.c.day).label("day"))
+           .where(tasks.c.store == sa.bindparam("store"), tasks.c.aisle == sa.bindparam("aisle"),
+                  tasks.c.state == VERIFIED).group_by(tasks.c.product_kind, tasks.c.product_id))
+
+
 def take_checks(conn: Connection, store: str, aisle: str, day: int) -> list[int]:
     """Remove the checks of one store × aisle × date; returns their photo ids (none: another worker took them)."""
-    of_place = sa.select(photos.c.id).where(photos.c.store == store, photos.c.aisle == aisle, photos.c.day == day)
-    found = conn.execute(sa.select(task_checks.c.id, task_checks.c.photo_id)
-                         .where(task_checks.c.photo_id.in_(of_place))).all()
+    found = conn.execute(_CHECKS, {"store": store, "aisle": aisle, "day": day}).all()
     if found:
-        conn.execute(task_checks.delete().where(task_checks.c.id.in_([r.id for r in found])))
+        conn.execute(_DROP_CHECKS, {"ids": [r.id for r in found]})
     return sorted({r.photo_id for r in found})
 
 
 def tasks_of_place(conn: Connection, store: str, aisle: str) -> tuple[dict, dict]:
     """({(kind, id): active task row}, {(kind, id): day of the newest verified task}) of one store × aisle."""
-    active = {(r.product_kind, r.product_id): r for r in conn.execute(
-        sa.select(tasks).where(tasks.c.store == store, tasks.c.aisle == aisle, tasks.c.state != VERIFIED))}
-    closed = {(r.product_kind, r.product_id): r.day for r in conn.execute(
-        sa.select(tasks.c.product_kind, tasks.c.product_id, sa.func.max(tasks.c.day).label("day"))
-        .where(tasks.c.store == store, tasks.c.aisle == aisle, tasks.c.state == VERIFIED)
-        .group_by(tasks.c.product_kind, tasks.c.product_id))}
+    place = {"store": store, "aisle": aisle}
+    active = {(r.product_kind, r.product_id): r for r in conn.execute(_ACTIVE, place)}
+    closed = {(r.product_kind, r.product_id): r.day for r in conn.execute(_CLOSED, place)}
     return active, closed
 
 
 def open_task(conn: Connection, values: dict, now: dt.datetime) -> int:
     """A new task (state open) with its task.opened event."""
     row = {**values, "state": OPEN, "opened_at": now, "updated_at": now, "reopened": 0}
-    task_id = conn.execute(tasks.insert().values(**row)).inserted_primary_key[0]
-    outbox.add_event(conn, task_id, "task.opened", _snapshot(conn, task_id), now)
+    task_id = conn.execute(tasks.insert(), row).inserted_primary_key[0]
+    outbox.add_event(conn, task_id, "task.opened", task_document({**EMPTY_TASK, **row, "id": task_id}), now)
     return task_id
+
+
+EMPTY_TASK = {column.name: None for column in tasks.columns}
 
 
 @functools.lru_cache(maxsize=32)
@@ -135,10 +147,6 @@ def refresh_evidence(conn: Connection, changes: Sequence[tuple[int, str, dict]],
                                 for task_id, state, values in changes])
 
 
-def _snapshot(conn: Connection, task_id: int) -> dict:
-    return task_document(conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).one())
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # People's changes
 
@@ -162,7 +170,7 @@ def move(engine: Engine, task_id: int, action: str, *, by: Identity = LOCAL) -> 
         change_task(conn, row, {"state": target, **stamp}, "task.done" if target == DONE else "task.acknowledged", now)
         audit.record(conn, by, "work_task", f"task {task_id} {row.store}/{row.aisle} {row.product}",
                      {"state": row.state}, {"state": target})
-        return _snapshot(conn, task_id)
+        return task_document(conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).one())
 
 
 # ---------------------------------------------------------------------------------------------------------------
