@@ -1,7 +1,8 @@
 """Storage: the one database (SQLAlchemy Core; SQLite by default, PostgreSQL for a chain).
 
 schema (tables), migrations, store (photos, regions, predictions, corrections, runs, settings; one transaction per
-photo), rollup (tallies kept in step on every write), audit (who changed what), batches. Takes
+photo), rollup (tallies kept in step on every write), audit (who changed what), batches, tasks (store tasks, their rules
+and the photos waiting to be evaluated), outbox (task events and the webhooks they go to). Takes
 ingest's decoded images and boxes; knows nothing of the model (no torch) or of reports.
 """
 MAY_IMPORT = ("ingest",)

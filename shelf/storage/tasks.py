@@ -227,7 +227,7 @@ def _by_age(column, f: TaskFilter):
     """`column` to group or sort by; with an age filter wrapped in an expression, so that SQLite reads the range of
     the opened_at index rather than a whole index already in that column's order (at 100 000 tasks: counts by
     state 8 ms against 200 ms)."""
-    return sa.func.coalesce(column, "") if f.older_than_hours is not None or f.newer_than_hours is not None \
+    return sa.func.coalesce(column, column) if f.older_than_hours is not None or f.newer_than_hours is not None \
         else column
 
 
