@@ -162,3 +162,30 @@ def test_twenty_uploads_of_one_aisle_at_once_open_one_task(chain):
     (task,) = stored.page(chain)
     assert (task["store"], task["aisle"], task["product"], task["state"]) == ("S014", "3", "beer bottle (440)", "open")
     assert [e["event"] for e in outbox.events_of(chain, [task["id"]])] == ["task.opened"]
+
+
+def test_the_api_server_delivers_from_its_own_thread(loaded, tmp_path, monkeypatch):
+    """`shelf serve`: the worker thread starts with the app and stops with it; a photo stored meanwhile by anyone
+    (here straight into the store, as a batch would) is evaluated and its event delivered without any request."""
+    from fastapi.testclient import TestClient
+
+    from shelf.serving import api
+    monkeypatch.setenv(webhooks.WORKER_ENV, "on")
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    engine = store.open_store(url)
+    planogram.import_csv(engine, PLAN, "plan.csv", access.LOCAL)
+    receiver = Receiver().up()
+    try:
+        receiver.secret = outbox.add_webhook(engine, "store chat", receiver.url)
+        with TestClient(api.create_app(api.ApiSettings(db_url=url, task_worker=True), loaded)):
+            run = store.create_run(engine, {**TEST_RUN, "region_mode": "auto"})
+            add_shelf(engine, run, 1, "S014", "3", DAY1, NO_BEER)
+            deadline = time.monotonic() + 30
+            while not receiver.received:
+                assert time.monotonic() < deadline, "the server's worker did not deliver"
+                time.sleep(0.1)
+        assert not any(t.name == "shelf-task-worker" and t.is_alive() for t in threading.enumerate())
+    finally:
+        receiver.down()
+        engine.dispose()
+    assert receiver.events() == [(1, "task.opened")] and receiver.received[0]["signed"]
