@@ -106,3 +106,22 @@ def test_tasks_commands(db, tmp_path, capsys):
     assert cli(["tasks", "webhook", "remove", "1", "--db", db]) == 0
     assert outbox.outbox_rows(engine, undelivered_only=True) == [] and stored.get(engine, 1)["state"] == "verified"
     engine.dispose()
+
+
+def test_recognize_and_batch_open_tasks_as_they_store(db, tmp_path, capsys):
+    """Every door runs the evaluation right after storing: `recognize` (told on stderr) and `batch`."""
+    engine = store.open_store(db)
+    planogram.import_csv(engine, b"store,aisle,product,expected_facings\n*,9,imagenet:1,1\n", "plan.csv", access.LOCAL)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for number, colour in enumerate([(200, 30, 30), (30, 160, 40), (20, 20, 200)]):
+        (photos / f"p{number}.png").write_bytes(image_bytes(solid(colour, (96, 64)), "PNG"))
+    assert cli(["recognize", str(photos / "p0.png"), "--store", "S014", "--aisle", "9", "--date", "2026-03-01",
+                "--db", db]) == 0
+    assert "note: store tasks opened 1" in capsys.readouterr().err
+    (photos / "p0.png").unlink()
+    assert cli(["batch", str(photos), "--store", "S015", "--aisle", "9", "--date", "2026-03-01", "--db", db]) == 0
+    assert sorted((t["store"], t["product"]) for t in stored.page(engine)) == [("S014", "goldfish (1)"),
+                                                                               ("S015", "goldfish (1)")]
+    assert stored.pending_checks(engine) == 0
+    engine.dispose()
