@@ -141,7 +141,8 @@ def test_store_staff_filters_and_time_to_fix(chain):
     assert fix.to_dict("records") == [{"store": "S014", "verified": 1, "median_hours": 6.0, "p90_hours": 6.0}]
     recent, old = stored.TaskFilter(newer_than_hours=1), stored.TaskFilter(older_than_hours=1)  # by age: opened 2026
     assert evaluator.time_to_fix(chain, old).equals(fix) and evaluator.time_to_fix(chain, recent).empty
-    assert stored.count_by_state(chain, old)["verified"] == 1 and sum(stored.count_by_state(chain, recent).values()) == 0
+    assert stored.count_by_state(chain, old)["verified"] == 1
+    assert sum(stored.count_by_state(chain, recent).values()) == 0
     with pytest.raises(ValueError, match="unknown task state"):
         stored.page(chain, stored.TaskFilter(states=["closed"]))
 
