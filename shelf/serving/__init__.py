@@ -2,6 +2,7 @@
 
 api (the HTTP API, FastAPI; task_api: its /v1/tasks routes), tokens (API tokens), webhooks (delivering store task
 events: signed POSTs, retries, from a thread or `tasks deliver`), ui (the only module importing Streamlit: cached
-loaders and shared widgets for pages/), cli (`python -m shelf`, one module per command family). Wires the parts below together.
+loaders and shared widgets for pages/), cli (`python -m shelf`, one module per command family). Wires the parts
+below together.
 """
 MAY_IMPORT = ("ingest", "storage", "analytics", "recognition")
