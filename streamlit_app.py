@@ -14,6 +14,7 @@ pages = [
     st.Page("pages/review.py", title="Review", icon=":material/rule:", url_path="review"),
     st.Page("pages/tallies.py", title="Tallies", icon=":material/bar_chart:", url_path="tallies"),
     st.Page("pages/compliance.py", title="Compliance", icon=":material/fact_check:", url_path="compliance"),
+    st.Page("pages/tasks.py", title="Tasks", icon=":material/task_alt:", url_path="tasks"),
     st.Page("pages/catalog.py", title="SKU catalog", icon=":material/inventory_2:", url_path="catalog"),
     st.Page("pages/categories.py", title="Categories", icon=":material/category:", url_path="categories"),
     # The home page is served at /; /home (a natural guess, as every other page has a name) leads there too.

@@ -4,6 +4,7 @@ import hashlib
 
 import streamlit as st
 
+from shelf.analytics.tasks import evaluate_pending
 from shelf.ingest.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB
 from shelf.ingest.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
 from shelf.ingest.regions import MAX_STORED_TOP_K, MAX_TILES_ACROSS, STORED_LIMITS, RegionMode
@@ -107,6 +108,7 @@ def run(chosen: list[Upload], again: bool = False) -> list:
         detector=chosen_detector, on_progress=show, previews=ui.RECENT_PREVIEWS, again=again,
         by=ui.current_identity())
     progress.empty()
+    evaluate_pending(ui.store())  # store tasks from these photos (the Tasks page; webhooks from the task worker)
     return results
 
 

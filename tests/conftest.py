@@ -54,6 +54,7 @@ def shelf_env(monkeypatch, tmp_path, weights_file):
     monkeypatch.setenv("SHELF_ALLOW_UNVERIFIED_WEIGHTS", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache
     monkeypatch.setenv("SHELF_BENCH_CACHE", str(tmp_path / "bench-cache"))  # no figures from a benchmark run here
+    monkeypatch.setenv("SHELF_TASK_WORKER", "off")  # no delivery thread polling each test's store (tests/test_webhooks)
     return tmp_path
 
 

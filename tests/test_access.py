@@ -71,13 +71,44 @@ def test_a_bad_roles_file_is_refused_with_its_name_and_the_problem(tmp_path, tex
 
 def test_each_role_may_do_what_the_table_says():
     assert [a for a in access.ACTIONS if VIEWER.may(a)] == ["view", "export"]
-    assert [a for a in access.ACTIONS if REVIEWER.may(a)] == ["view", "export", "recognize", "correct", "edit_photo"]
+    assert [a for a in access.ACTIONS if REVIEWER.may(a)] == ["view", "export", "recognize", "correct", "edit_photo",
+                                                              "work_task"]
     assert all(ADMIN.may(a) for a in access.ACTIONS) and all(access.LOCAL.may(a) for a in access.ACTIONS)
     assert not Identity("x", "superuser").may("view")  # an unknown role may do nothing
     with pytest.raises(KeyError):
         ADMIN.may("launch_rockets")
     with pytest.raises(Forbidden, match="rui@example.com \\(reviewer\\) may not switch backend; that needs the admin"):
         access.require(REVIEWER, "switch_backend")
+
+
+def test_store_staff_work_on_their_own_store_s_tasks_only(tmp_path):
+    path = tmp_path / "roles.toml"
+    path.write_text('default = "viewer"\n[roles]\n"@stores.example.com" = { role = "viewer", store = "S014" }\n'
+                    '"sam@stores.example.com" = { role = "reviewer", store = " S 015 " }\n'
+                    '"ana@example.com" = "admin"\n')
+    roles = load_roles(path)
+    assert (roles.role_for("kim@stores.example.com"), roles.store_for("kim@stores.example.com")) == ("viewer", "S014")
+    assert (roles.role_for("sam@stores.example.com"), roles.store_for("Sam@Stores.example.com")) == \
+        ("reviewer", "S 015")
+    assert roles.store_for("ana@example.com") is None and roles.store_for("eve@other.test") is None
+    staff = Identity("kim@stores.example.com", "viewer", via="oidc", store="S014")
+    assert staff.may("work_task", "S014") and not staff.may("work_task", "S015")
+    assert not staff.may("work_task") and not VIEWER.may("work_task", "S014")  # a viewer at head office may not
+    assert REVIEWER.may("work_task", "S015") and not staff.may("recognize", "S014")  # only STORE_ACTIONS widen
+    with pytest.raises(Forbidden, match="works for store S014 and may not work task for store S015"):
+        access.require(staff, "work_task", "S015")
+    with pytest.raises(Forbidden, match="needs the viewer role \\(store staff: for their own store\\)"):
+        access.require(Identity("x", "nobody", store="S014"), "work_task", "S014")
+
+
+def test_a_roles_entry_with_an_unknown_key_or_a_blank_store_is_refused(tmp_path):
+    path = tmp_path / "roles.toml"
+    path.write_text('[roles]\n"kim@example.com" = { role = "viewer", shop = "S014" }\n')
+    with pytest.raises(RolesFileError, match="roles.toml: kim@example.com has shop"):
+        load_roles(path)
+    path.write_text('[roles]\n"kim@example.com" = { role = "viewer", store = " " }\n')
+    with pytest.raises(RolesFileError, match="store for kim@example.com must be a store's name"):
+        load_roles(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------

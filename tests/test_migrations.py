@@ -265,7 +265,8 @@ def test_a_version_3_store_gains_an_append_only_indexed_audit_log(db_url, monkey
     monkeypatch.setattr(rollup, "rebuild", lambda conn: pytest.fail("no rollup changed shape: none is rebuilt"))
     engine = store.open_store(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [3, 4]
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == \
+            list(range(3, store.SCHEMA_VERSION + 1))
         indexes = {index["name"] for index in sa.inspect(conn).get_indexes("audit_log")}
     assert {"ix_audit_log_who_id", "ix_audit_log_action_id"} <= indexes
     assert_append_only(engine)
@@ -304,3 +305,20 @@ def test_services_starting_together_migrate_the_store_exactly_once(db_url, older
     if older:
         assert report.review_count(engine, report.ReviewFilter()) == 8  # the rollups were built once, not twice
         assert report.tally_table(engine, ["label"])["facings"].sum() == 9
+def test_a_version_4_store_gains_the_task_tables_and_token_stores(db_url):
+    from shelf.serving import tokens
+    from shelf.storage.schema import TASK_TABLES, api_tokens
+    engine = store.open_store(db_url)
+    tokens.create_token(engine, "store-app", "viewer")
+    with engine.begin() as conn:  # what a version 4 store looks like: no task tables, tokens without a store
+        for table in reversed(TASK_TABLES):
+            conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        conn.exec_driver_sql("ALTER TABLE api_tokens DROP COLUMN store")
+        conn.execute(store.schema_version.update().values(version=4))  # created at the newest: one row
+    engine.dispose()
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == \
+            list(range(4, store.SCHEMA_VERSION + 1))
+        assert conn.execute(sa.select(api_tokens.c.name, api_tokens.c.store)).all() == [("store-app", None)]
+        assert {t.name for t in TASK_TABLES} <= set(sa.inspect(conn).get_table_names())

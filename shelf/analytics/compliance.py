@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from shelf.storage.schema import (
     GAP,
     GAP_FINDING_MODES,
     SKU_PRODUCT,
+    THRESHOLD_STEPS,
     photos,
     planograms,
     regions,
@@ -65,8 +67,8 @@ class Parts:
     extras: sa.CTE  # store, aisle, day, product_kind, product_id, found
 
 
-def _parts(f: TallyFilter, threshold: float, only: Sequence[tuple[str, str, int]] | None = None) -> Parts:
-    """`only` (store, aisle, day) contexts narrow the photos read, not only the rows returned."""
+def _parts(f: TallyFilter, threshold: float, only: Sequence[tuple[str, str, int]] | str | None = None) -> Parts:
+    """`only` (store, aisle, day) contexts (or ONE_PLACE) narrow the photos read, not only the rows returned."""
     scope = report.photo_scope(f) + _contexts_filter(photos, only)
     contexts = sa.select(photos.c.store, photos.c.aisle, photos.c.day).where(*scope).distinct().cte("contexts")
     own = planograms.alias("own")
@@ -131,9 +133,15 @@ def _frame(conn: Connection, query) -> pd.DataFrame:
     return pd.DataFrame(list(map(tuple, result)), columns=list(result.keys()))
 
 
-def _contexts_filter(table, contexts: Sequence[tuple[str, str, int]] | None) -> list:
+ONE_PLACE = "one place"  # `only`: the store × aisle × date given when the statement runs (place_lines)
+
+
+def _contexts_filter(table, contexts: Sequence[tuple[str, str, int]] | str | None) -> list:
     if contexts is None:
         return []
+    if contexts == ONE_PLACE:
+        return [table.c.store == sa.bindparam("place_store"), table.c.aisle == sa.bindparam("place_aisle"),
+                table.c.day == sa.bindparam("place_day")]
     return [sa.tuple_(table.c.store, table.c.aisle, table.c.day).in_([tuple(c) for c in contexts])]
 
 
@@ -167,6 +175,20 @@ def lines(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0
     for column in ("shelf_row", "expected_facings", "found_facings"):
         frame[column] = frame[column].astype("Int64")
     return frame[LINE_COLUMNS]
+
+
+def place_lines(conn: Connection, store: str, aisle: str, day: int, threshold: float) -> list:
+    """(product_kind, product_id, expected_facings, found) per planned product of one store × aisle × date, read on
+    `conn` (the task evaluator's transaction: shelf.analytics.tasks)."""
+    return conn.execute(_place_statement(threshold_step(threshold)),
+                        {"place_store": store, "place_aisle": aisle, "place_day": day}).all()
+
+
+@functools.lru_cache(maxsize=21)
+def _place_statement(step: int) -> sa.Select:
+    """Built once per threshold step (building the CTEs costs more than running them for one aisle)."""
+    lines_ = _parts(TallyFilter(), THRESHOLD_STEPS[step], ONE_PLACE).lines
+    return sa.select(lines_.c.product_kind, lines_.c.product_id, lines_.c.expected_facings, lines_.c.found)
 
 
 def summary(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0) -> pd.DataFrame:

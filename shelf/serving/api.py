@@ -56,7 +56,7 @@ from shelf.ingest.regions import (
     STORED_LIMITS,
     check_stored_top_k,
 )
-from shelf.serving import tokens
+from shelf.serving import tokens, webhooks
 from shelf.serving.responses import (
     Box,
     ClassifiedFile,
@@ -71,6 +71,7 @@ from shelf.serving.responses import (
     SkuMatch,
     TallyResponse,
 )
+from shelf.serving.task_api import add_task_routes
 from shelf.storage.schema import MAX_ID
 
 FORM_SLACK = MB  # multipart framing and the text fields, on top of the files themselves
@@ -87,10 +88,11 @@ class ApiSettings:
     max_files: int = config.DEFAULT_MAX_FILES_PER_REQUEST
     local: bool = False  # no token configured: tokenless requests act as the local user (serve binds 127.0.0.1)
     work_slots: int = 2  # recognitions at once per worker: bounds memory (a 12 MP photo decodes to 36 MB)
+    task_worker: bool = False  # deliver store tasks' webhooks from a thread (shelf.serving.webhooks)
 
     @classmethod
     def from_env(cls) -> ApiSettings:
-        return cls(max_files=config.max_files_per_request(), local=config.env_flag(LOCAL_ENV))
+        return cls(max_files=config.max_files_per_request(), local=config.env_flag(LOCAL_ENV), task_worker=True)
 
 
 @dataclass
@@ -288,7 +290,9 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
             worker.loaded = loaded
         else:
             worker.loaded, worker.model_problem = load_model(worker.engine)
+        delivering = webhooks.start_background(worker.engine) if settings.task_worker else None
         yield
+        webhooks.stop_background(delivering)
         worker.engine.dispose()
 
     app = FastAPI(title="Shelf", version=shelf.__version__, lifespan=lifespan,
@@ -382,6 +386,8 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                                            catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity)
         if not result.ok:
             raise HTTPException(422, result.error)
+        from shelf.analytics.tasks import evaluate_pending
+        evaluate_pending(worker.engine)  # store tasks from this photo (the webhooks get them from the worker)
         if result.already_stored:
             response.status_code = 200
         return _photo(result, photo_record(worker.engine, result.photo_id), _sku_names(worker.engine, result))
@@ -499,6 +505,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                       access="local" if settings.local else "tokens", model=model, database=database)
         return JSONResponse(jsonable_encoder(body), status_code=200 if ok else 503)
 
+    add_task_routes(app, allowed, errors)
     return app
 
 

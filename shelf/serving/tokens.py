@@ -1,7 +1,8 @@
 """API tokens: created by an admin (dashboard or `python -m shelf token`), shown once, kept only as a sha256.
 
-A token maps to an `Identity(name=<token name>, role=<its role>, via="token")`, so the HTTP API enforces the same
-roles (shelf.access) as the dashboard. A revoked token stays listed (when, by name) and never works again.
+A token maps to an `Identity(name=<token name>, role=<its role>, via="token", store=<its store>)`, so the HTTP API
+enforces the same roles (shelf.access) as the dashboard; a token made for a store (a store's app) works on that
+store's tasks only. A revoked token stays listed (when, by name) and never works again.
 """
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(engine: Engine, name: str, role: str, *, by: Identity = LOCAL, secret: str | None = None) -> str:
-    """A new token for `name` with `role`; returns the secret, which is not stored and cannot be shown again.
-    `secret`: one the operator made (a container secret file), registered instead of a new one; registering the
-    same secret under the same name and role again changes nothing."""
+def create_token(engine: Engine, name: str, role: str, *, store: str | None = None, by: Identity = LOCAL,
+                 secret: str | None = None) -> str:
+    """A new token for `name` with `role` (acting for `store` only, if given); returns the secret, which is not
+    stored and cannot be shown again. `secret`: one the operator made (a container secret file), registered instead
+    of a new one; registering the same secret under the same name and role again changes nothing."""
     require(by, "manage_tokens")
     name = clean_text(name)
     if not name:
@@ -55,6 +57,7 @@ def create_token(engine: Engine, name: str, role: str, *, by: Identity = LOCAL, 
     if secret is not None and not (secret.startswith(PREFIX) and len(secret) >= len(PREFIX) + MIN_SECRET_CHARS):
         raise TokenError(f"a token is '{PREFIX}' and at least {MIN_SECRET_CHARS} random characters; make one with "
                          f"python3 -c 'import secrets; print(\"{PREFIX}\" + secrets.token_urlsafe(32))'")
+    store = clean_text(store) or None if store is not None else None
     secret = secret or PREFIX + secrets.token_urlsafe(32)
     with write_transaction(engine) as conn:
         active = conn.execute(sa.select(api_tokens.c.role, api_tokens.c.sha256).where(
@@ -63,8 +66,9 @@ def create_token(engine: Engine, name: str, role: str, *, by: Identity = LOCAL, 
             return secret
         if active is not None:
             raise TokenError(f"an active token named {name!r} exists; revoke it first or choose another name")
-        conn.execute(api_tokens.insert().values(name=name, role=role, sha256=digest(secret), created_at=utc_now()))
-        audit.record(conn, by, "manage_tokens", f"token {name}", None, {"role": role})
+        conn.execute(api_tokens.insert().values(name=name, role=role, store=store, sha256=digest(secret),
+                                                created_at=utc_now()))
+        audit.record(conn, by, "manage_tokens", f"token {name}", None, {"role": role, "store": store})
     return secret
 
 
@@ -98,6 +102,6 @@ def identity_for(engine: Engine, secret: str) -> Identity | None:
     if not secret.startswith(PREFIX):
         return None
     with engine.connect() as conn:
-        row = conn.execute(sa.select(api_tokens.c.name, api_tokens.c.role).where(
+        row = conn.execute(sa.select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.store).where(
             api_tokens.c.sha256 == digest(secret), api_tokens.c.revoked_at.is_(None))).first()
-    return None if row is None else Identity(name=row.name, role=row.role, via="token")
+    return None if row is None else Identity(name=row.name, role=row.role, via="token", store=row.store)

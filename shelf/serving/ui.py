@@ -23,7 +23,7 @@ from shelf.ingest.overlay import (
     gap_legend,
     png_bytes,
 )
-from shelf.serving import proxies
+from shelf.serving import proxies, webhooks
 from shelf.storage.store import open_store
 from shelf.text import percent
 
@@ -52,7 +52,7 @@ def _cached_model(backend: str) -> tuple[LoadedModel | None, WeightsStatus, str 
 
 @st.cache_resource(show_spinner=False)
 def _cached_store(url: str) -> Engine:
-    return open_store(url)
+    return webhooks.started_with(open_store(url))  # the task worker: evaluates and delivers store tasks
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ def _signed_in(email: str, via: str) -> access.Identity:
     except access.RolesFileError as exc:  # fail closed: nobody gets a role from a file that cannot be read
         _refuse(f"Shelf cannot tell your role: {md_escape(str(exc))}. Ask an administrator to fix the roles file.")
     email = email.strip().lower()
-    return access.Identity(name=email, role=roles.role_for(email), email=email, via=via)
+    return access.Identity(email, roles.role_for(email), email, via, roles.store_for(email))
 
 
 def sign_in_screen() -> None:
@@ -153,7 +153,8 @@ def account_box(me: access.Identity) -> None:
     if me.via == "local":
         return
     with st.sidebar:
-        st.caption(f"Signed in as **{md_escape(me.name)}** · {me.role}")
+        st.caption(f"Signed in as **{md_escape(me.name)}** · {me.role}" + (f" · store {md_escape(me.store)}"
+                                                                          if me.store else ""))
         if me.via == "oidc":
             st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out")
 

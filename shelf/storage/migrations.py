@@ -4,7 +4,8 @@ Version 1 was the first schema; version 2 lays the store out for chain scale (sc
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
 predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
 empty-shelf width rollup (a new table only). Version 4 makes the audit log append-only (database triggers) and
-indexes it for the Audit log page's filters. store.migrate creates new tables and builds the rollups once the
+indexes it for the Audit log page's filters. Version 5 adds store tasks: the task tables, their outbox and webhooks
+(schema.TASK_TABLES), and a store column on API tokens. store.migrate creates new tables and builds the rollups once the
 steps are done.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shelf.storage.schema import (
+    TASK_TABLES,
     THRESHOLD_STEPS,
     audit_log,
     embeddings,
@@ -115,5 +117,13 @@ def _to_v4(conn: Connection) -> None:
         _create_missing_indexes(conn, audit_log)
 
 
-MIGRATIONS = {2: _to_v2, 4: _to_v4}
+def _to_v5(conn: Connection) -> None:
+    """Store tasks: new tables only, and the store a token acts for."""
+    for table in TASK_TABLES:
+        table.create(conn, checkfirst=True)
+    if "store" not in {c["name"] for c in sa.inspect(conn).get_columns("api_tokens")}:  # not when an earlier step
+        conn.exec_driver_sql("ALTER TABLE api_tokens ADD COLUMN store VARCHAR(100)")  # made the table as it is now
+
+
+MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5}
 REBUILDS_ROLLUPS = {2, 3}  # steps after which store.migrate rebuilds the rollups (a new or reshaped one)

@@ -333,7 +333,114 @@ api_tokens = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(100), nullable=False, index=True),  # who or what uses it; unique among active ones
     sa.Column("role", sa.String(20), nullable=False),  # shelf.access.ROLES
+    sa.Column("store", sa.String(100), nullable=True),  # a store app's token acts for that store only (version 4)
     sa.Column("sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+# ---------------------------------------------------------------------------------------------------------------
+# Store tasks (shelf.storage.tasks, shelf.analytics.tasks, shelf.serving.webhooks): a gap found in a photo becomes a
+# task for its store, and every change of a task is an event written to an outbox in the same transaction, which a
+# worker delivers to the webhooks later. All of it arrived in schema version 4 (shelf.storage.migrations._to_v4).
+
+OPEN, ACKNOWLEDGED, DONE, VERIFIED, REOPENED = "open", "acknowledged", "done", "verified", "reopened"
+TASK_STATES = (OPEN, ACKNOWLEDGED, DONE, REOPENED, VERIFIED)
+EMPTY_SHELF_PRODUCT = "empty"  # product_kind of a task about the empty-shelf share of an aisle (product_id 0)
+
+task_checks = sa.Table(
+    "task_checks", metadata,  # a photo stored whose store × aisle × date has not been evaluated for tasks yet
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks", metadata,  # one per store × aisle × product while it is not verified (the partial unique index)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("store", sa.String(100), nullable=False),
+    sa.Column("aisle", sa.String(100), nullable=False),
+    sa.Column("product_kind", sa.String(10), nullable=False),  # sku | imagenet | empty
+    sa.Column("product_id", sa.Integer, nullable=False),
+    sa.Column("product", sa.String(200), nullable=False),  # readable name, as it was when the task changed last
+    sa.Column("state", sa.String(20), nullable=False),  # TASK_STATES
+    sa.Column("finding", sa.String(10), nullable=False),  # missing | under | empty
+    sa.Column("expected_facings", sa.Integer, nullable=True),
+    sa.Column("found_facings", sa.Integer, nullable=True),
+    sa.Column("empty_share", sa.Float, nullable=True),
+    sa.Column("day", sa.Integer, nullable=False),  # the photo date of the newest evidence
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("evidence", sa.Text, nullable=False),  # JSON: photo size, gap boxes, boxes of the product found
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acknowledged_by", sa.String(200), nullable=True),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("done_by", sa.String(200), nullable=True),
+    sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("verified_photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("reopened", sa.Integer, nullable=False, server_default="0"),  # times a 'done' was not borne out
+    sa.Column("hours_to_fix", sa.Float, nullable=True),  # verified_at - opened_at, for the time-to-fix figures
+    # Covering indexes for the Tasks page at 100 000 tasks: counts per state and time to fix, by store or age.
+    sa.Index("ix_tasks_state_store", "state", "store", "hours_to_fix"),
+    sa.Index("ix_tasks_opened", "opened_at", "state", "store", "hours_to_fix"),
+    sa.Index("ix_tasks_store_aisle_product", "store", "aisle", "product_kind", "product_id"),
+    sa.Index("ux_tasks_active", "store", "aisle", "product_kind", "product_id", unique=True,
+             postgresql_where=sa.text("state <> 'verified'"), sqlite_where=sa.text("state <> 'verified'")),
+)
+
+task_rules = sa.Table(
+    "task_rules", metadata,  # which findings open tasks, per store / aisle / product ('*': any); the most specific wins
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("store", sa.String(100), nullable=False),
+    sa.Column("aisle", sa.String(100), nullable=False),
+    sa.Column("product", sa.String(120), nullable=False),  # '*', a SKU name or imagenet:<index>, as in planograms
+    sa.Column("statuses", sa.String(40), nullable=False),  # comma-separated: missing, under ('' : none)
+    sa.Column("min_gap", sa.Integer, nullable=False),  # facings short of the plan before a task opens
+    sa.Column("empty_share_limit", sa.Float, nullable=True),  # an empty-shelf share above it opens a task
+    sa.Column("quiet_hours", sa.String(20), nullable=False, server_default=""),  # "22:00-06:00": no task opens
+    sa.Column("timezone", sa.String(60), nullable=False, server_default="UTC"),  # of the quiet hours
+    sa.Column("changed_by", sa.String(200), nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("store", "aisle", "product"),
+)
+
+task_events = sa.Table(
+    "task_events", metadata,  # the outbox: every task change, written in the change's own transaction
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("event", sa.String(30), nullable=False),  # task.opened, task.updated, task.acknowledged, ...
+    sa.Column("key", sa.String(64), nullable=False, unique=True),  # the idempotency key receivers dedupe on
+    sa.Column("body", sa.Text, nullable=False),  # the JSON delivered, byte for byte (it is what is signed)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+webhooks = sa.Table(
+    "webhooks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("url", sa.String(500), nullable=False),
+    sa.Column("secret", sa.String(100), nullable=False),  # signs each body (HMAC-SHA256); needed in clear to sign
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_owner", sa.String(200), nullable=True),  # the worker delivering to it now, one at a time
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,  # one per event and webhook active when the event was written
+    sa.Column("webhook_id", sa.Integer, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("task_events.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("task_id", sa.Integer, nullable=False),  # events of one task go out in order
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),  # the receiver's HTTP status
+    sa.Column("last_error", sa.String(300), nullable=True),
+    sa.Index("ix_webhook_deliveries_pending", "webhook_id", "delivered_at", "event_id"),
+)
+
+TASK_TABLES = (task_checks, tasks, task_rules, task_events, webhooks, webhook_deliveries)

@@ -44,6 +44,7 @@ from shelf.storage.schema import (  # noqa: F401  (re-exported: callers use stor
     sku_references,
     skus,
     storable_id,
+    task_checks,
 )
 from shelf.storage.vectors import (  # noqa: F401  (re-exported: callers use store.embedding_array, ...)
     EMBEDDING_DTYPE,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.rec
     from shelf.ingest.images import DecodedImage
     from shelf.ingest.regions import Box
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ def save_photo(engine: Engine, run_id: int, decoded: DecodedImage, data: bytes, 
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
                            gap_rows(photo_id, run_id, gaps, len(boxes)))
             rollup.add(conn, regions.c.photo_id == photo_id)
+            conn.execute(task_checks.insert().values(photo_id=photo_id, created_at=utc_now()))  # tasks: to evaluate
     except IntegrityError:
         # Lost a race with another session storing the same photo: theirs stands, ours is dropped whole.
         existing = find_photo(engine, decoded.sha256)
@@ -310,6 +312,7 @@ def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[
             insert_regions(conn, region_rows(photo_id, run_id, boxes, results, matches), results,
                            gap_rows(photo_id, run_id, gaps, len(boxes)))
             _move_photo(conn, photo_id, after)
+            conn.execute(task_checks.insert().values(photo_id=photo_id, created_at=utc_now()))  # new evidence
         audit.record(conn, by, "recognize_again", f"photo {photo_id} {name}",
                      {**asdict(before), "run": run_before, "regions": n_before},
                      {**asdict(after), "run": run_id, "regions": len(boxes)})

@@ -20,6 +20,7 @@ from shelf.serving.cli import (
     regions,
     serve,
     tallies,
+    tasks,
     weights,
 )
 from shelf.serving.cli.common import (  # noqa: F401
@@ -30,9 +31,10 @@ from shelf.serving.cli.common import (  # noqa: F401
     EXIT_USAGE,
 )
 
-FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve, backup)
+# ORDER: as `--help` lists them
+FAMILIES = (recognize, batch, tallies, planogram, catalog, regions, weights, bench, serve, tasks, backup)
 ORDER = ("classify", "recognize", "photo", "batch", "tallies", "planogram", "compliance", "export", "catalog",
-         "regions", "detector", "bench", "serve", "token", "weights", "backup", "restore")  # as `--help` lists them
+         "regions", "detector", "bench", "serve", "token", "weights", "tasks", "backup", "restore")
 
 
 def build_parser() -> argparse.ArgumentParser:

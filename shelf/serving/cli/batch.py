@@ -71,6 +71,7 @@ def _notes_to_stderr(logger: logging.Logger):
 def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, cluster) -> int:
     from tqdm import tqdm
 
+    from shelf.analytics.tasks import evaluate_pending
     from shelf.recognition import batch, engines, stages
     from shelf.recognition.pipeline import (
         catalog_provenance,
@@ -107,6 +108,8 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
         with tqdm(total=tally.total, initial=len(problems), desc=f"batch {batch_id}", unit="photo",
                   file=sys.stderr, disable=None) as bar:
             for result in batch.run(results, tally, engine, batch_id, errors, bar):
+                if result["status"] == stages.STORED:
+                    evaluate_pending(engine)  # store tasks from it, as each photo comes in
                 if result["status"] == stages.FAILED:
                     line = f" (manifest line {result['line']})" if result["line"] else ""
                     bar.write(f"error: {result['source']}{line}: {result['error']}", file=sys.stderr)

@@ -100,6 +100,7 @@ def cmd_recognize(args) -> int:
                                      box_file=box_file, catalog=index, catalog_threshold=threshold,
                                      detector=detector, previews=0, again=args.again, runs=runs, by=LOCAL))
             bar.update()
+    _note_task_changes(engine)
     for r in results:
         if r.ok:
             note = " (already stored)" if r.already_stored else " (recognized again)" if r.recognized_again else ""
@@ -114,6 +115,15 @@ def cmd_recognize(args) -> int:
     stored = sum(r.ok for r in results)
     print(f"{stored} of {len(args.images)} photo(s) recognized and stored.")
     return EXIT_OK if stored else EXIT_NOTHING_DONE
+
+
+def _note_task_changes(engine) -> None:
+    """Store tasks from the photos just stored (shelf.analytics.tasks), told on stderr when any changed."""
+    from shelf.analytics.tasks import evaluate_pending
+    changes = evaluate_pending(engine)
+    if changes:
+        print("note: store tasks " + ", ".join(f"{what} {n}" for what, n in sorted(changes.items())),
+              file=sys.stderr)
 
 
 def _facings_summary(result, most: int = 3) -> str:

@@ -38,7 +38,7 @@ def cmd_token(args) -> int:
         return _register_token(engine, args)
     if args.action == "create":
         try:
-            secret = tokens.create_token(engine, args.name, args.role)
+            secret = tokens.create_token(engine, args.name, args.role, store=args.store)
         except tokens.TokenError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
@@ -68,7 +68,7 @@ def _register_token(engine, args) -> int:
     from shelf.serving import tokens
     try:
         secret = read_bounded(args.secret_file, 4096).decode("utf-8").strip()
-        tokens.create_token(engine, args.name, args.role, secret=secret)
+        tokens.create_token(engine, args.name, args.role, store=args.store, secret=secret)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"error: {args.secret_file}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return EXIT_NOTHING_DONE
@@ -95,6 +95,7 @@ def add_token(sub) -> None:
     create.add_argument("--secret-file", type=Path, default=None,
                         help="register the token kept in this file (a container secret) instead of making one; "
                              "running again with the same file changes nothing")
+    create.add_argument("--store", default=None, help="a store's app: it works on that store's tasks only")
     revoke = tsub.add_parser("revoke")
     revoke.add_argument("name")
     for parser_ in (create, revoke, tsub.add_parser("list")):
