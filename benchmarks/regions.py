@@ -24,7 +24,7 @@ REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 
 def auto_quality(n_shelves: int) -> None:
-    from shelf.ingest.regions import auto_regions
+    from shelf.ingest.auto import auto_regions
     matched = found = truth = 0
     seconds = 0.0
     for seed in range(FIRST_SEED, FIRST_SEED + n_shelves):
@@ -93,7 +93,7 @@ def twelve_megapixel_upload(tmp: Path) -> None:
         total = time.perf_counter() - start
     finally:
         pipeline.decode_image = real_decode
-    from shelf.ingest.regions import auto_regions
+    from shelf.ingest.auto import auto_regions
     from shelf.recognition.classify import classify_images
     stage = {}
     image = timed(stage, "decode", real_decode, data, "x").image

@@ -3,8 +3,8 @@
 Version 1 was the first schema; version 2 lays the store out for chain scale (schema's docstring): region rows
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
 predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
-empty-shelf width rollup (a new table only). store.migrate creates new tables and builds the rollups once the
-steps are done.
+empty-shelf width rollup (a new table only); version 4 the region profiles and their per-store choice (new tables
+only). store.migrate creates new tables and builds the rollups once the steps are done.
 """
 from __future__ import annotations
 
@@ -101,3 +101,4 @@ def _to_v2(conn: Connection) -> None:
 
 
 MIGRATIONS = {2: _to_v2}
+REBUILDS_ROLLUPS = {2, 3}  # the versions whose step leaves the rollups to be built again (the others add tables)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.rec
     from shelf.ingest.images import DecodedImage
     from shelf.ingest.regions import Box
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 EMBEDDING_DTYPE = "<f2"  # float16: half the bytes; catalog matching tolerates it (tests compare both)
 
 
@@ -118,7 +118,7 @@ class SchemaError(RuntimeError):
 def migrate(conn: Connection) -> int:
     """Create missing tables and apply pending migration steps, in one transaction; idempotent, and safe when
     several processes start at once (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock)."""
-    from shelf.storage.migrations import MIGRATIONS, existing_version
+    from shelf.storage.migrations import MIGRATIONS, REBUILDS_ROLLUPS, existing_version
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724519)")  # any constant: Shelf's migration lock
     current = existing_version(conn)
@@ -134,7 +134,7 @@ def migrate(conn: Connection) -> int:
     for version in steps:
         conn.execute(schema_version.insert().values(version=version, applied_at=utc_now()))
     _sync_class_categories(conn)
-    if current and current < SCHEMA_VERSION:
+    if current and REBUILDS_ROLLUPS.intersection(steps):  # a chain's rollups take minutes: only when a step needs it
         rollup.rebuild(conn)
     return SCHEMA_VERSION
 
