@@ -48,7 +48,7 @@ def post_photos(url: str, paths: list[Path], grid: str, clients: int) -> float:
     def post(path: Path) -> None:
         with path.open("rb") as handle:
             answer = httpx.post(f"{url}/v1/photos", data={"regions": f"grid:{grid}", "store": "bench"},
-                                files={"photo": (path.name, handle, "image/jpeg")}, timeout=600)
+                                files={"file": (path.name, handle, "image/jpeg")}, timeout=600)
         assert answer.status_code == 201, answer.text
         assert len(answer.json()["regions"]) == regions_of(grid)
 

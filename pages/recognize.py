@@ -6,7 +6,7 @@ import streamlit as st
 
 from shelf.ingest.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB
 from shelf.ingest.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
-from shelf.ingest.regions import MAX_TILES_ACROSS, RegionMode
+from shelf.ingest.regions import MAX_STORED_TOP_K, MAX_TILES_ACROSS, STORED_LIMITS, RegionMode
 from shelf.recognition import catalog, detector
 from shelf.recognition.pipeline import Upload, compare_regions, recognize
 from shelf.serving import ui
@@ -26,7 +26,8 @@ left, middle, right, far = st.columns([3, 3, 2, 1])
 store_name = left.text_input("Store", key="store", placeholder="e.g. Downtown #12")
 aisle = middle.text_input("Aisle", key="aisle", placeholder="e.g. 7 – Beverages")
 captured_on = right.date_input("Photo date", value=dt.date.today(), key="captured_on", format="YYYY-MM-DD")
-top_k = far.number_input("Top-k", min_value=1, max_value=10, value=3, key="top_k")
+top_k = far.number_input("Top-k", min_value=1, max_value=MAX_STORED_TOP_K, value=3, key="top_k",
+                         help=f"Predictions kept per region. {STORED_LIMITS}.")
 
 MODES = {"whole": "Whole photo", "auto": "Auto (shelf → facings)", "grid": "Grid of tiles",
          "boxes": "Boxes from a file"}

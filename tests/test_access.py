@@ -14,7 +14,7 @@ from shelf.access import Forbidden, Identity, RolesFileError, load_roles
 from shelf.analytics import categories
 from shelf.recognition import backends, catalog
 from shelf.recognition.pipeline import Upload, recognize
-from shelf.serving import tokens
+from shelf.serving import proxies, tokens
 from shelf.storage import audit, store
 from shelf.storage.schema import audit_log
 from tests.synthetic import shelf_jpeg
@@ -280,14 +280,49 @@ def test_a_reviewer_corrects_as_themself_and_an_admin_reads_the_audit_log(loaded
 def test_behind_a_proxy_the_user_comes_from_the_trusted_header(loaded, roles_file, monkeypatch):
     from types import SimpleNamespace
     monkeypatch.setenv("SHELF_TRUSTED_USER_HEADER", "X-Forwarded-Email")
-    monkeypatch.setattr(st, "context", SimpleNamespace(headers={"X-Forwarded-Email": "Rui@Example.com"}))
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception, at.exception
-    assert "Signed in as **rui@example.com** · reviewer" in texts(at.sidebar.caption)
-    assert not at.sidebar.button  # the proxy owns the session: no sign-out here
-    monkeypatch.setattr(st, "context", SimpleNamespace(headers={}))  # straight to the port, around the proxy
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    monkeypatch.setenv("SHELF_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/24")
+
+    def visit(peer: str | None, **headers) -> AppTest:
+        monkeypatch.setattr(st, "context", SimpleNamespace(headers=headers, ip_address=peer))
+        return AppTest.from_file(APP, default_timeout=120).run()
+
+    for proxy in (None, "10.0.0.7"):  # None: Streamlit's address of a loopback connection
+        at = visit(proxy, **{"X-Forwarded-Email": "Rui@Example.com"})
+        assert not at.exception, at.exception
+        assert "Signed in as **rui@example.com** · reviewer" in texts(at.sidebar.caption)
+        assert not at.sidebar.button  # the proxy owns the session: no sign-out here
+    at = visit(None)  # straight to the port, around the proxy
     assert "No X-Forwarded-Email header came with this request" in texts(at.error) and not at.metric
+    at = visit("192.0.2.9", **{"X-Forwarded-Email": "ana@example.com"})  # a direct connection, the header forged
+    assert "This session comes from 192.0.2.9, not from a trusted proxy" in texts(at.error)
+    assert not at.metric and not at.sidebar.caption
+    monkeypatch.delenv("SHELF_TRUSTED_PROXIES")  # and Streamlit listens on every address (server.address unset)
+    at = visit(None, **{"X-Forwarded-Email": "ana@example.com"})
+    assert "this server listens on every address" in texts(at.error) and not at.metric
+
+
+def test_the_proxy_header_counts_only_from_the_listed_proxies():
+    header = "X-Forwarded-Email"
+    assert "listens on every address" in proxies.setup_problem({}, None, header)
+    assert "listens on 0.0.0.0" in proxies.setup_problem({}, "0.0.0.0", header)
+    for loopback in ("127.0.0.1", "localhost", "::1"):
+        assert proxies.setup_problem({}, loopback, header) is None
+    listed = {"SHELF_TRUSTED_PROXIES": "10.0.0.5, 2001:db8::/32"}
+    assert proxies.setup_problem(listed, None, header) is None
+    assert "'10.0.0.x' is neither" in proxies.setup_problem({"SHELF_TRUSTED_PROXIES": "10.0.0.x"}, None, header)
+    for forwarders in ("*", "10.0.0.0/8", "192.0.2.1"):  # uvicorn would let these claim a proxy's address
+        problem = proxies.setup_problem({**listed, "FORWARDED_ALLOW_IPS": forwarders}, None, header)
+        assert f"FORWARDED_ALLOW_IPS is {forwarders!r}" in problem
+    for forwarders in ("", "10.0.0.5", "127.0.0.1,::1", "2001:db8::1"):
+        assert proxies.setup_problem({**listed, "FORWARDED_ALLOW_IPS": forwarders}, None, header) is None
+    assert proxies.session_problem(listed, "10.0.0.5", None) is None
+    assert proxies.session_problem(listed, "::ffff:10.0.0.5", None) is None  # IPv4 over a dual-stack socket
+    assert proxies.session_problem(listed, "2001:db8::7", None) is None
+    assert "comes from 10.0.0.6," in proxies.session_problem(listed, "::ffff:10.0.0.6", None)
+    assert "comes from 127.0.0.1" in proxies.session_problem(listed, None, None)  # loopback is not listed
+    assert proxies.session_problem({}, None, None) is None  # the default list: loopback
+    forwarded = proxies.session_problem({}, "203.0.113.7", "203.0.113.7")
+    assert "took this address from it" in forwarded and "FORWARDED_ALLOW_IPS= (empty)" in forwarded
 
 
 def test_photo_planogram_and_token_controls_follow_the_role(loaded, roles_file, stored):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from shelf.analytics import report
 from shelf.files import MB
+from shelf.ingest import regions as region_modes
 from shelf.serving import api, tokens
 from shelf.serving.cli import main as cli
 from shelf.storage import store
@@ -145,6 +146,49 @@ def test_photos_refuse_bad_input_with_a_message(make_client):
     assert store.counts(client.app.state.worker.engine)["photos"] == 0
 
 
+def test_huge_photo_ids_are_no_photo(make_client):
+    client = make_client(local=True)
+    for photo_id in (2**31, 2**63, 10**30):  # past PostgreSQL's integer, past SQLite's, past both
+        assert client.get(f"/v1/photos/{photo_id}").json() == {"detail": f"no photo with id {photo_id}"}
+        assert client.get(f"/v1/photos/{photo_id}/overlay").status_code == 404
+
+
+def test_a_photo_stores_capped_top_k_and_is_read_a_page_at_a_time(make_client, monkeypatch):
+    client = make_client(local=True)
+    shelf = {"file": ("shelf.png", png((40, 90, 200), (300, 200)))}
+    refused = client.post("/v1/photos", data={"regions": "grid:30x30", "top_k": "1000"}, files=shelf)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == f"top_k: top-k 1000 cannot be stored: {region_modes.STORED_LIMITS}"
+    with monkeypatch.context() as patched:  # a photo stored before the cap, with more predictions than it keeps
+        patched.setattr(region_modes, "MAX_STORED_TOP_K", 12)
+        posted = client.post("/v1/photos", data={"regions": "grid:5x6", "top_k": "12"}, files=shelf).json()
+    assert posted["regions_total"] == len(posted["regions"]) == 30
+    page = client.get(f"/v1/photos/{posted['photo_id']}", params={"offset": 10, "limit": 5}).json()
+    assert [r["position"] for r in page["regions"]] == [10, 11, 12, 13, 14] and page["regions_total"] == 30
+    assert page["regions"][0]["predictions"] == posted["regions"][10]["predictions"][:region_modes.MAX_STORED_TOP_K]
+    assert len(client.get(f"/v1/photos/{posted['photo_id']}").json()["regions"]) == 30  # one default page
+    assert client.get(f"/v1/photos/{posted['photo_id']}", params={"offset": 30}).json()["regions"] == []
+    assert client.get(f"/v1/photos/{posted['photo_id']}", params={"limit": 0}).status_code == 422
+    overlay = client.get(f"/v1/photos/{posted['photo_id']}/overlay")
+    assert overlay.status_code == 200
+
+
+def test_errors_have_one_shape_and_the_upload_field_two_names(make_client):
+    client = make_client(local=True)
+    missing = client.post("/v1/photos", data={"store": "North"})
+    assert missing.status_code == 422 and missing.json() == {"detail": "file: Field required"}
+    bad = client.post("/v1/photos", data={"crop": "sideways", "top_k": "0"}, files={"file": ("a.png", png())})
+    assert bad.json() == {"detail": "crop: Input should be 'center' or 'pad'; top_k: Input should be greater "
+                                    "than or equal to 1"}
+    assert client.post("/v1/classify", data={"top_k": "3"}).json() == {"detail": "file: Field required"}
+    for name in ("file", "photo"):  # `photo`, the field's first name, still works
+        answer = client.post("/v1/photos", files={name: (f"{name}.png", png((9, 9, 9)))})
+        assert answer.status_code in (200, 201) and answer.json()["name"] == "file.png"
+    garbled = client.post("/v1/photos", content=b"--xx\r\nnot multipart",
+                          headers={"content-type": "multipart/form-data; boundary=xx"})
+    assert garbled.status_code == 400 and isinstance(garbled.json()["detail"], str)
+
+
 def test_tokens_and_roles(make_client, token, api_db):
     client = make_client(local=False)
     photo = {"photo": ("a.png", png())}
@@ -154,6 +198,8 @@ def test_tokens_and_roles(make_client, token, api_db):
     assert client.get("/v1/tallies", headers={"Authorization": "Basic dTpw"}).status_code == 401
     early = client.post("/v1/photos", files={"photo": ("big.png", big)})  # refused before the body is read
     assert early.status_code == 401 and early.json()["detail"].startswith("an API token is required")
+    made_up = client.post("/v1/classify", files={"file": ("big.png", big)}, headers={"Authorization": "Bearer x"})
+    assert made_up.status_code == 401 and made_up.json()["detail"] == "unknown or revoked API token"
     viewer, reviewer = token("viewer", "bi-dashboard"), token("reviewer", "store-app")
     assert client.get("/v1/tallies", headers=viewer).status_code == 200
     assert client.post("/v1/classify", headers=viewer, files={"file": ("a.png", png())}).status_code == 200

@@ -102,3 +102,43 @@ def test_without_tokens_the_server_listens_on_loopback_only(shelf_env):
     log = server.log.read_text()
     assert "listens on 127.0.0.1 only" in log and "(asked for 0.0.0.0)" in log
     assert f"Uvicorn running on http://127.0.0.1:{server.port}" in log
+
+
+def multipart_stream(total: int, chunk: int = 1_000_000):
+    """(Content-Length, a generator of a multipart body of `total` bytes: one file of zeros), never holding more than
+    one chunk: the test must not hold what it sends."""
+    head = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    tail = b"\r\n--xx--\r\n"
+    zeros = bytes(chunk)
+
+    def body():
+        yield head
+        left = total - len(head) - len(tail)
+        while left > 0:
+            yield zeros[:min(chunk, left)]
+            left -= chunk
+        yield tail
+    return total, body()
+
+
+def written_by(pid: int) -> int:
+    """Bytes the process has written so far, to files, pipes and sockets alike (/proc/PID/io wchar)."""
+    return int(dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())["wchar"])
+
+
+def test_an_unknown_token_is_refused_before_the_body_is_read(shelf_env):
+    engine = store.open_store()
+    tokens.create_token(engine, "store-app", "reviewer")  # tokens are required from now on
+    server = ApiServer(shelf_env / "data")
+    try:
+        before = written_by(server.process.pid)
+        length, body = multipart_stream(900_000_000)
+        answer = httpx.post(f"{server.url}/v1/classify", content=body, timeout=120,
+                            headers={"Authorization": "Bearer shelf_made-up", "Content-Length": str(length),
+                                     "Content-Type": "multipart/form-data; boundary=xx"})
+        written = written_by(server.process.pid) - before
+    finally:
+        server.stop()
+    assert answer.status_code == 401 and answer.json()["detail"] == "unknown or revoked API token"
+    assert written < 10_000_000, f"the server wrote {written / 1e6:.0f} MB before refusing the token"
+    print(f"401 after the server wrote {written / 1e3:.0f} kB")

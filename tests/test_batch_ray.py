@@ -2,6 +2,7 @@
 manifest with bad rows, an actor killed mid-batch, and a two-node cluster started with `ray start`.
 
 One local Ray instance (2 CPUs) serves the module; the two-node cluster is its own, stopped by its temp dir."""
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from shelf.serving.cli import main as cli
 from shelf.storage import batches, store
 from tests.conftest import POSTGRES_URL, require_service
-from tests.raycluster import LocalCluster
+from tests.raycluster import SUBREAPER, LocalCluster
 from tests.test_batch import write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,3 +163,83 @@ def test_two_node_cluster_shares_the_batch_and_refuses_sqlite(two_nodes, archive
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"0 stored, {PHOTOS} already stored" in again.stdout
     stored_exactly_once(db_url, PHOTOS)
+
+
+ZOMBIE = ("Initialization failure from server:\nTraceback (most recent call last):\n  File \"proxier.py\", line 396, "
+          "in start_specific_server\npsutil.ZombieProcess: PID still exists but it's a zombie (pid=4242)")
+
+
+class FlakyJoin:
+    """A Ray Client connect that fails `failures` times as the proxier does when the client's server dies at birth."""
+
+    def __init__(self, failures: int, message: str = ZOMBIE):
+        self.failures, self.message, self.calls = failures, message, 0
+
+    def __call__(self, **_options):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionAbortedError(self.message)
+        return "connected"
+
+
+def test_ray_client_is_tried_again_while_its_server_fails_to_start(caplog):
+    from shelf.recognition import engines
+    join, pauses = FlakyJoin(failures=2), []
+    assert engines.with_client_retries(join, "ray://head:10001", sleep=pauses.append) == "connected"
+    assert join.calls == 3 and pauses == [1.0, 2.0]
+    retries = [r.getMessage() for r in caplog.records if r.name == engines.log.name]
+    assert retries == [f"Ray Client at ray://head:10001 could not start a server for this driver "
+                       f"(psutil.ZombieProcess); trying again in {pause:g} s (try {n} of 4)"
+                       for pause, n in ((1, 2), (2, 3))]
+
+
+def test_ray_client_gives_up_after_its_tries_and_at_once_on_other_errors():
+    from shelf.recognition import engines
+    for join, calls in ((FlakyJoin(failures=99), engines.CLIENT_TRIES),
+                        (FlakyJoin(failures=99, message="Initialization failure from server: bad runtime_env"), 1)):
+        with pytest.raises(ConnectionAbortedError, match=join.message[:30]):
+            engines.with_client_retries(join, "ray://head:10001", sleep=lambda _: None)
+        assert join.calls == calls
+
+
+def test_the_cli_notes_each_ray_client_retry_on_stderr(monkeypatch, tmp_path, capsys):
+    """Through `connect` as the CLI calls it: a cluster of two nodes, reached on the third try, then refused for
+    its SQLite store (nothing runs)."""
+    import ray
+
+    from shelf.recognition import engines
+    join = FlakyJoin(failures=2, message="Initialization failure from server: RuntimeError: Starting Ray client "
+                                         "server failed. See ray_client_server_23000.err for detailed logs.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", join)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(engines, "CLIENT_BACKOFF_S", 0.0)
+    (tmp_path / "photos").mkdir()
+    args = ["batch", str(tmp_path / "photos"), "--engine", "ray", "--address", "ray://127.0.0.1:1",
+            "--db", f"sqlite:///{tmp_path / 'shelf.db'}"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert join.calls == 3
+    assert err.count("note: Ray Client at ray://127.0.0.1:1 could not start a server for this driver "
+                     "(Starting Ray client server failed); trying again") == 2, err
+    assert "2 nodes, and an SQLite file cannot be shared" in err
+
+
+def test_the_cluster_launcher_adopts_and_reaps_what_its_command_leaves_behind():
+    """`ray start` exits and leaves its daemons behind: the launcher, not PID 1, must become their parent and reap
+    them when they exit (this sandbox's PID 1 reaps late)."""
+    command = ["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"]
+    launcher = subprocess.Popen([sys.executable, str(SUBREAPER), *command], stdout=subprocess.PIPE, text=True)
+    with launcher.stdout:
+        report = json.loads(launcher.stdout.readline())
+    orphan = int(report["stdout"])
+    try:
+        assert report["returncode"] == 0
+        parent = int(Path(f"/proc/{orphan}/status").read_text().split("PPid:")[1].split()[0])
+        assert parent == launcher.pid, "the launcher did not adopt the orphan"
+    finally:
+        os.kill(orphan, signal.SIGTERM)
+    assert launcher.wait(timeout=30) == 0  # it leaves once its last child is reaped
+    assert not Path(f"/proc/{orphan}").exists(), "the orphan was left a zombie"

@@ -51,6 +51,17 @@ def test_classify_exit_codes(photos, tmp_path, monkeypatch, capsys):
     assert "resnet18-f37072fd.pth" in capsys.readouterr().err
 
 
+def test_recognize_and_batch_store_at_most_the_capped_top_k(photos, capsys):
+    (good1, _), _ = photos
+    for command in (["recognize", str(good1)], ["batch", str(good1)]):
+        with pytest.raises(SystemExit) as usage:
+            cli([*command, "--top-k", "11"])
+        assert usage.value.code == 2
+        assert "top-k 11 cannot be stored: Shelf stores at most 1000 regions per photo" in capsys.readouterr().err
+    assert cli(["classify", str(good1), "--top-k", "1000", "--format", "csv"]) == 0  # nothing stored: no cap
+    assert store.counts(store.open_store())["photos"] == 0
+
+
 def test_recognize_then_tallies(photos, tmp_path, capsys):
     (good1, good2), bad = photos
     db = f"sqlite:///{tmp_path / 'cli.db'}"

@@ -85,7 +85,8 @@ def test_download_checks_the_hash(monkeypatch, weights_file):
 def test_wrong_shape_file_is_refused_with_the_reason(tmp_path, monkeypatch):
     path = tmp_path / "ten-classes.pth"
     torch.save(resnet18(num_classes=10).state_dict(), path)
-    with pytest.raises(model.WeightsError, match=r"ten-classes\.pth.*fc\.weight \(10, 512\) \(expected \(1000, 512\)\)"):
+    with pytest.raises(model.WeightsError,
+                       match=r"ten-classes\.pth.*fc\.weight \(10, 512\) \(expected \(1000, 512\)\)"):
         model.read_weights_file(path, "test")
     monkeypatch.setenv("SHELF_WEIGHTS", str(path))
     loaded, status = model.load_model()

@@ -19,7 +19,7 @@ from shelf.ingest.overlay import (
     png_bytes,
     preview,
 )
-from shelf.ingest.regions import Box
+from shelf.ingest.regions import MAX_REGIONS, STORED_LIMITS, Box
 from shelf.recognition import stages
 from shelf.recognition.classify import classify_images
 from shelf.recognition.pipeline import Upload, recognize
@@ -102,6 +102,22 @@ def test_auto_on_a_close_up_falls_back_to_the_whole_photo(loaded, engine):
 def test_unknown_crop_mode_fails_before_any_work(loaded, engine):
     with pytest.raises(ValueError, match="crop mode"):
         recognize(loaded, engine, [Upload("x.png", b"")], CONTEXT, crop_mode="stretch")
+
+
+def test_a_photo_stores_at_most_the_capped_regions_and_top_k(loaded, engine):
+    """What a photo stores is what every later reader of it pays for: regions and top-k are capped, in the app,
+    the CLI, the API and batches alike (stages.Settings and stages.photo_regions), with one message."""
+    with pytest.raises(ValueError, match=f"top-k 11 cannot be stored: {STORED_LIMITS}"):
+        recognize(loaded, engine, [Upload("x.png", b"")], CONTEXT, region_mode="grid:30x30", top_k=11)
+    with pytest.raises(ValueError, match="top-k 1000 cannot be stored"):
+        stages.Settings("sqlite://", "grid:30x30", top_k=1000)  # what `shelf batch` builds
+    photo = image_bytes(Image.new("RGB", (1100, 20), (10, 120, 200)), "PNG")
+    rows = "".join(f"a.png,{x},0,{x + 1},20\n" for x in range(MAX_REGIONS + 1)).encode()
+    box_file = parse_box_file(rows, "boxes.csv")
+    (result,) = recognize(loaded, engine, [Upload("a.png", photo)], CONTEXT, region_mode="boxes:boxes.csv",
+                          box_file=box_file, top_k=10)
+    assert result.error == f"a.png: {MAX_REGIONS + 1} regions found: {STORED_LIMITS}"
+    assert store.counts(engine)["photos"] == 0
 
 
 def test_overlay_draws_each_box_in_its_colour():

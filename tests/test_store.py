@@ -51,6 +51,14 @@ def test_recognize_stores_photo_regions_predictions_and_provenance(loaded, any_e
     assert store.region_embeddings_of(engine, results[0].photo_id).shape == (1, 512)
 
 
+def test_an_id_no_row_can_have_is_no_photo(any_engine):
+    """Ids come from URLs and the command line: one past the database's integers finds nothing, never an error."""
+    for photo_id in (0, -1, 2**31, 2**63, 10**30):
+        assert store.photo_record(any_engine, photo_id) is None
+        with pytest.raises(ValueError, match=f"no such photo: {photo_id}"):
+            store.photo_context(any_engine, photo_id)
+
+
 def test_reuploading_the_same_photo_does_not_duplicate_it(loaded, any_engine, photo_bytes):
     engine = any_engine
     data = photo_bytes["chelsea.png"]

@@ -19,6 +19,12 @@ import re
 from dataclasses import dataclass
 
 MAX_GRID = 30
+# What one stored photo may hold: what every later reader of it pays for (a photo's page in the API, its overlay, its
+# stored result on Recognize). grid:30x30 (900 tiles) fits; a box file or a detector finding more is refused.
+MAX_REGIONS = 1000
+MAX_STORED_TOP_K = 10  # predictions kept per region (classifying without storing may ask for all 1000 classes)
+STORED_LIMITS = (f"Shelf stores at most {MAX_REGIONS} regions per photo and the top {MAX_STORED_TOP_K} predictions "
+                 "of each region")
 DETECTOR_CONF, DETECTOR_IOU, DETECTOR_TILES = 0.25, 0.6, "auto"
 MAX_TILES_ACROSS = 16
 
@@ -140,6 +146,17 @@ def _parse_detector(text: str) -> RegionMode:
             raise ValueError(f"detector option {key} must be above 0 and at most 1")
         values[key] = number
     return RegionMode("detector", source=source, **values)
+
+
+def check_stored_top_k(top_k: int) -> None:
+    """ValueError (saying the limits) unless `top_k` predictions per region may be stored."""
+    if not 1 <= top_k <= MAX_STORED_TOP_K:
+        raise ValueError(f"top-k {top_k} cannot be stored: {STORED_LIMITS}")
+
+
+def stored_regions_problem(count: int) -> str | None:
+    """Why a photo with `count` regions (products and gaps) cannot be stored, or None when it can."""
+    return f"{count} regions found: {STORED_LIMITS}" if count > MAX_REGIONS else None
 
 
 def whole_image(width: int, height: int) -> list[Box]:

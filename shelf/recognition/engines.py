@@ -11,11 +11,13 @@ On a small machine the actors must leave CPU to the reading tasks, or nothing fe
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +33,15 @@ TASK_CPUS = 0.25
 PHOTOS_PER_CALL = 4  # photos per classifier call: enough crops for a full batch, small enough to retry cheaply
 PHOTOS_PER_BLOCK = 2  # photos per reading task
 CLIENT_POLL_S = 0.5
+# Ray Client's proxier starts a server process for each client, which now and then dies at birth (a gRPC fork race
+# in the proxier: ray-project/ray#63202, unfixed up to Ray 2.60 at least); the proxier then reports one of these.
+# Trying again starts a fresh server.
+CLIENT_START_FAILURES = ("Starting Ray client server failed", "psutil.ZombieProcess",
+                         "Proxy failed to Connect to backend")
+CLIENT_TRIES = 4
+CLIENT_BACKOFF_S = 1.0  # doubled after each failed try: 1 + 2 + 4 s at most
+
+log = logging.getLogger(__name__)
 
 
 class ClusterError(RuntimeError):
@@ -83,8 +94,9 @@ class Cluster:
 
 
 def connect(address: str | None) -> Cluster:
-    """Join the Ray cluster at `address` (auto, host:port, ray://host:10001); without one, use the Ray instance
-    this process already runs, or start one sized to this machine (stopped again by `disconnect`)."""
+    """Join the Ray cluster at `address` (auto, host:port, ray://host:10001; Ray Client is tried again while it
+    fails to start its server); without one, use the Ray instance this process already runs, or start one sized to
+    this machine (stopped again by `disconnect`)."""
     import ray
     initialized_here = not ray.is_initialized()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Shelf does not report usage anywhere unless asked
@@ -92,11 +104,32 @@ def connect(address: str | None) -> Cluster:
         options = {"include_dashboard": False, "logging_level": "warning", "log_to_driver": True}
         if address:  # the workers run the driver's own Shelf code, whatever the nodes have installed
             import shelf
-            ray.init(address=address, runtime_env={"py_modules": [str(Path(shelf.__file__).parent)]}, **options)
+            join = functools.partial(ray.init, address=address,
+                                     runtime_env={"py_modules": [str(Path(shelf.__file__).parent)]}, **options)
+            if address.startswith("ray://"):
+                with_client_retries(join, address)
+            else:
+                join()
         else:
             ray.init(num_cpus=os.cpu_count(), **options)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return Cluster(address or "local", len(nodes), float(ray.cluster_resources().get("CPU", 0)), initialized_here)
+
+
+def with_client_retries(join: Callable[[], object], address: str, sleep: Callable[[float], None] = time.sleep):
+    """`join()`, tried again with a growing pause while Ray Client fails to start this client's server; any other
+    error, or the last try's, is raised as it is."""
+    for attempt in range(1, CLIENT_TRIES + 1):
+        try:
+            return join()
+        except ConnectionAbortedError as exc:  # Ray Client's "Initialization failure from server"
+            reason = next((failure for failure in CLIENT_START_FAILURES if failure in str(exc)), None)
+            if reason is None or attempt == CLIENT_TRIES:
+                raise
+            pause = CLIENT_BACKOFF_S * 2 ** (attempt - 1)
+            log.warning("Ray Client at %s could not start a server for this driver (%s); trying again in %g s "
+                        "(try %d of %d)", address, reason, pause, attempt + 1, CLIENT_TRIES)
+            sleep(pause)
 
 
 def disconnect(cluster: Cluster) -> None:

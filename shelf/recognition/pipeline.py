@@ -21,7 +21,7 @@ from shelf.ingest.auto import AutoParams
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
 from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
 from shelf.ingest.overlay import preview
-from shelf.ingest.regions import Box, RegionMode, parse_region_mode
+from shelf.ingest.regions import MAX_STORED_TOP_K, Box, RegionMode, parse_region_mode
 from shelf.recognition import stages
 from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex
 from shelf.recognition.classify import DEFAULT_TOP_K, Prediction
@@ -68,6 +68,7 @@ class PhotoResult:
     preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
     recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
     skipped: bool = False  # read, but left out by this run (`error` says why): not a broken file
+    regions_total: int | None = None  # of a stored result read one page at a time: all its regions (None: `regions`)
 
     @property
     def ok(self) -> bool:
@@ -99,17 +100,21 @@ def catalog_provenance(settings: stages.Settings) -> dict | None:
             "embedding": "L2-normalised 512-d pooled features, same preprocessing"}
 
 
-def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
-    frame = store.predictions_frame(engine, photo_ids=[photo_id])
+def stored_result(engine: Engine, name: str, photo_id: int, page: range | None = None, top_k: int = MAX_STORED_TOP_K
+                  ) -> PhotoResult:
+    """A stored photo's current regions at the positions in `page` (all: None), each with its top `top_k`
+    predictions: what a reader gets, however many a photo stored before Shelf capped them."""
+    frame = store.predictions_frame(engine, photo_ids=[photo_id], positions=page, max_rank=top_k)
     matches = store.current_sku_matches(engine, photo_id)
-    result = PhotoResult(name=name, photo_id=photo_id, already_stored=True)
-    for position, group in frame.groupby("position", sort=True):
-        first = group.iloc[0]
-        result.regions.append(RegionResult(
-            box=Box(int(first.x1), int(first.y1), int(first.x2), int(first.y2)),
-            predictions=[Prediction(int(r["rank"]), int(r.class_index), r.label, float(r.probability))
-                         for _, r in group.iterrows()],
-            sku_id=matches.get(position, (None, None))[0], sku_similarity=matches.get(position, (None, None))[1]))
+    result = PhotoResult(name=name, photo_id=photo_id, already_stored=True, regions_total=len(matches))
+    regions: dict[int, RegionResult] = {}
+    for row in frame.itertuples(index=False):  # by position, then rank
+        region = regions.get(row.position)
+        if region is None:
+            region = regions[row.position] = RegionResult(Box(int(row.x1), int(row.y1), int(row.x2), int(row.y2)),
+                                                          [], *matches.get(row.position, (None, None)))
+        region.predictions.append(Prediction(int(row.rank), int(row.class_index), row.label, float(row.probability)))
+    result.regions = list(regions.values())
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
     return result

@@ -35,7 +35,15 @@ from shelf.ingest.images import (
     sha256_hex,
 )
 from shelf.ingest.overlay import PREVIEW_SIDE
-from shelf.ingest.regions import Box, RegionMode, parse_region_mode, sized_regions, whole_image
+from shelf.ingest.regions import (
+    Box,
+    RegionMode,
+    check_stored_top_k,
+    parse_region_mode,
+    sized_regions,
+    stored_regions_problem,
+    whole_image,
+)
 from shelf.ingest.sources import SourceError, read_source
 from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex, match
 from shelf.recognition.classify import DEFAULT_TOP_K, Classification, ClassifiedArrays, classify_inputs
@@ -69,6 +77,9 @@ class Settings:
     detector: DetectorInfo | None = None  # for a detector: region mode (resolved before the batch starts)
     auto_profile: RegionProfile | None = None  # for auto:PROFILE (resolved before the batch starts)
     store_profiles: dict[str, RegionProfile] = field(default_factory=dict)  # for plain auto: per store, if set
+
+    def __post_init__(self):
+        check_stored_top_k(self.top_k)  # these settings store what they classify: ValueError before any work
 
     @property
     def mode(self) -> RegionMode:
@@ -188,8 +199,12 @@ def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_fil
 def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
                   detector: DetectorInfo | None = None, sha256: str | None = None,
                   size: tuple[int, int] | None = None, auto_params: AutoParams = AutoParams()) -> FoundRegions:
-    """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing."""
+    """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing.
+    ImageError when it finds more than a photo may store."""
     found = find_regions(mode, image, name, box_file, detector, sha256, size, auto_params)
+    too_many = stored_regions_problem(len(found.boxes) + len(found.gaps))
+    if too_many:
+        raise ImageError(name, too_many)
     if found.boxes:
         return found
     why = f"the detector found no products at conf {mode.conf:g}" if mode.kind == "detector" \

@@ -2,13 +2,14 @@
 
     POST /v1/classify               whole-image predictions, nothing stored (the `shelf classify --format json` list)
     POST /v1/photos                 recognise and store one photo (exactly once by content hash)
-    GET  /v1/photos/{id}            a stored photo's regions, top-k and SKU matches
+    GET  /v1/photos/{id}            a stored photo's regions (a page of them), top-k and SKU matches
     GET  /v1/photos/{id}/overlay    the photo with its regions drawn (PNG)
     GET  /v1/tallies                tallies as JSON, or CSV with `Accept: text/csv` (formula cells inert)
     GET  /v1/health                 model and database state (no token needed)
 
 Access: `Authorization: Bearer <token>` (shelf.serving.tokens); a token is an Identity with a role, checked with
-shelf.access like every dashboard action. A server started with no token configured listens on 127.0.0.1 only and
+shelf.access like every dashboard action. An upload's token is checked before its body is read, so an unknown
+token costs the server nothing. A server started with no token configured listens on 127.0.0.1 only and
 treats tokenless requests as the local user, like the dashboard without sign-in. Uploads are untrusted: their names
 are display text only (photos are kept under their content hash), and each has the dashboard's size and pixel limits.
 
@@ -28,21 +29,40 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPBearer
+from pydantic import AliasChoices
+from starlette.concurrency import run_in_threadpool
 
 import shelf
 from shelf import config
 from shelf.access import LOCAL, Forbidden, Identity, require
 from shelf.files import MB, size_problem
 from shelf.ingest.images import MAX_BYTES, clean_filename
+from shelf.ingest.regions import MAX_REGIONS, MAX_STORED_TOP_K, STORED_LIMITS, check_stored_top_k
 from shelf.serving import tokens
+from shelf.serving.responses import (
+    Box,
+    ClassifiedFile,
+    ComplianceResponse,
+    DatabaseState,
+    Health,
+    ModelState,
+    Photo,
+    Prediction,
+    Problem,
+    Region,
+    SkuMatch,
+    TallyResponse,
+)
+from shelf.storage.schema import MAX_ID
 
 FORM_SLACK = MB  # multipart framing and the text fields, on top of the files themselves
 LOCAL_ENV = "SHELF_API_NO_TOKENS"  # set by `shelf serve` when it started with no token (and bound to 127.0.0.1)
 GROUPINGS = Literal["label", "category", "sku", "brand", "store", "aisle", "date"]
 HEX = re.compile(r"[0-9a-fA-F]{8,64}")
+PAGE = 100  # regions per page of GET /v1/photos/{id} unless `limit` says otherwise
 
 
 @dataclass(frozen=True)
@@ -70,105 +90,10 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Response shapes (they are the OpenAPI schema clients generate code from)
-
-
-class Prediction(BaseModel):
-    rank: int = Field(description="1 = most probable")
-    class_index: int = Field(description="ImageNet class index (names are not unique: key on this)")
-    label: str
-    probability: float = Field(ge=0, le=1)
-
-
-class ClassifiedFile(BaseModel):
-    image: str = Field(description="the uploaded file's name, cleaned for display")
-    predictions: list[Prediction] | None = Field(None, description="top-k, best first (absent on error)")
-    error: str | None = Field(None, description="why the file could not be classified (absent on success)")
-
-
-class Box(BaseModel):
-    x1: int
-    y1: int
-    x2: int
-    y2: int
-
-
-class SkuMatch(BaseModel):
-    id: int | None = Field(description="the catalog SKU, or null: nothing in the catalog was close enough")
-    name: str = Field(description="the SKU's name, or 'Unknown'")
-    similarity: float | None
-
-
-class Region(BaseModel):
-    position: int
-    box: Box = Field(description="in pixels of the upright (EXIF-rotated) photo")
-    predictions: list[Prediction]
-    sku: SkuMatch | None = Field(None, description="the catalog match, when the photo was matched against it")
-
-
-class Photo(BaseModel):
-    photo_id: int
-    name: str
-    sha256: str
-    already_stored: bool = Field(description="true when these bytes were stored before this request; the stored "
-                                             "result is returned and nothing is written")
-    width: int
-    height: int
-    store: str
-    aisle: str
-    captured_on: dt.date | None
-    regions: list[Region]
-    notes: list[str] = Field(default_factory=list, description="things to know that did not stop the photo")
-    overlay: str = Field(description="path of the overlay PNG")
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-class ModelState(BaseModel):
-    loaded: bool
-    weights_sha256: str | None = None
-    weights: str | None = Field(None, description="verified ImageNet file, unverified, or untrained")
-    backend: str | None = None
-    problem: str | None = None
-
-
-class DatabaseState(BaseModel):
-    ok: bool
-    dialect: str
-    photos: int | None = None
-    problem: str | None = None
-
-
-class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
-    version: str
-    access: Literal["tokens", "local"] = Field(description="local: no token configured, loopback only")
-    model: ModelState
-    database: DatabaseState
-
-
-class TallyResponse(BaseModel):
-    by: list[str]
-    min_confidence: float
-    rows: list[dict[str, Any]] = Field(description="one per group: the grouping columns, facings, share, "
-                                                   "mean_confidence, min_confidence, below_threshold, corrected")
-
-
-class ComplianceResponse(BaseModel):
-    level: Literal["products", "aisles"]
-    min_confidence: float
-    rows: list[dict[str, Any]] = Field(description="products: per store × aisle × date × product, expected and "
-                                                   "found facings and status (ok, under, missing, extra); aisles: "
-                                                   "per store × aisle × date, on-shelf availability, compliance "
-                                                   "and empty shelf share")
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Access
 
 
+# declared for the OpenAPI schema's security scheme; `authenticate` reads the header itself
 bearer = HTTPBearer(auto_error=False, description="an API token: `python -m shelf token create --role ROLE NAME`")
 
 
@@ -176,17 +101,23 @@ def _unauthorised(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _identity(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-              ) -> Identity:
-    worker: Worker = request.app.state.worker
-    if credentials is None:
-        if request.app.state.settings.local and not tokens.any_active(worker.engine):
+def authenticate(app: FastAPI, authorization: str | None) -> Identity:
+    """Who sent a request with this Authorization header (HTTPException 401 when nobody we know)."""
+    worker: Worker = app.state.worker
+    scheme, _, secret = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        if app.state.settings.local and not tokens.any_active(worker.engine):
             return LOCAL
         raise _unauthorised("an API token is required: send 'Authorization: Bearer <token>'")
-    found = tokens.identity_for(worker.engine, credentials.credentials)
+    found = tokens.identity_for(worker.engine, secret.strip())
     if found is None:
         raise _unauthorised("unknown or revoked API token")
     return found
+
+
+def _identity(request: Request, _: Annotated[Any, Depends(bearer)]) -> Identity:
+    """The caller: as BodyLimit found it before an upload's body was read, else from the header now."""
+    return getattr(request.state, "identity", None) or authenticate(request.app, request.headers.get("authorization"))
 
 
 def allowed(action: str):
@@ -219,11 +150,12 @@ def load_model(engine) -> tuple[Any, str | None]:
 
 class BodyLimit:
     """A request body over its route's limit gets 413 with a JSON message: at once when Content-Length declares
-    it, else as soon as the streamed body passes the limit (nothing beyond it is read or spooled to disk). With
-    tokens required, an upload without any Authorization header gets its 401 before its body is read."""
+    it, else as soon as the streamed body passes the limit (nothing beyond it is read or spooled to disk). An
+    upload (a route with its own limit) is authenticated first: a missing, unknown or revoked token gets its 401
+    before a byte of the body is read."""
 
-    def __init__(self, app, limits: dict[str, int], default: int = FORM_SLACK, tokens_required: bool = True):
-        self.app, self.limits, self.default, self.tokens_required = app, limits, default, tokens_required
+    def __init__(self, app, limits: dict[str, int], default: int = FORM_SLACK):
+        self.app, self.limits, self.default = app, limits, default
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -231,9 +163,13 @@ class BodyLimit:
         limit = self.limits.get(scope["path"], self.default)
         detail = f"the request is over the limit of {limit / MB:g} MB for {scope['path']}"
         headers = dict(scope["headers"])
-        if self.tokens_required and scope["path"] in self.limits and b"authorization" not in headers:
-            return await JSONResponse({"detail": "an API token is required: send 'Authorization: Bearer <token>'"},
-                                      status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if scope["path"] in self.limits:
+            try:
+                identity = await run_in_threadpool(authenticate, scope["app"],
+                                                   headers.get(b"authorization", b"").decode("latin-1"))
+            except HTTPException as exc:
+                return await JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)(scope, receive, send)
+            scope.setdefault("state", {})["identity"] = identity  # the endpoint's dependency takes it from here
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
@@ -268,19 +204,22 @@ def _read(upload: UploadFile, limit: int) -> tuple[str, bytes | None, str | None
     return name, data, None
 
 
-def _photo(result, record: dict, sku_names: dict[int, str]) -> Photo:
+def _photo(result, record: dict, sku_names: dict[int, str], first: int = 0) -> Photo:
+    """The API's view of a result whose regions are those from position `first` on (a photo's regions are
+    numbered 0, 1, 2 … as they were stored)."""
     regions = []
-    for position, region in enumerate(result.regions):
+    for position, region in enumerate(result.regions, start=first):
         sku = None
         if region.sku_similarity is not None:
             sku = SkuMatch(id=region.sku_id, name=sku_names.get(region.sku_id, "Unknown"),
                            similarity=region.sku_similarity)
         regions.append(Region(position=position, box=Box(**vars(region.box)),
                               predictions=[Prediction(**vars(p)) for p in region.predictions], sku=sku))
+    total = len(regions) if result.regions_total is None else result.regions_total
     return Photo(photo_id=result.photo_id, name=record["name"], sha256=record["sha256"],
                  already_stored=result.already_stored, width=record["width"], height=record["height"],
                  store=record["store"], aisle=record["aisle"], captured_on=record["captured_on"], regions=regions,
-                 notes=result.notes, overlay=f"/v1/photos/{result.photo_id}/overlay")
+                 regions_total=total, notes=result.notes, overlay=f"/v1/photos/{result.photo_id}/overlay")
 
 
 def _sku_names(engine, result) -> dict[int, str]:
@@ -290,6 +229,15 @@ def _sku_names(engine, result) -> dict[int, str]:
     from shelf.recognition.catalog import skus_frame
     skus = skus_frame(engine)
     return {int(i): name for i, name in zip(skus["id"], skus["name"]) if int(i) in ids}
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 in the API's one error shape, `{"detail": "..."}`, naming each field and its problem."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part not in ("body", "query", "path", "header"))
+        problems.append(f"{where or 'request'}: {error['msg'].removeprefix('Value error, ')}")
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
 
 def _region_mode(text: str):
@@ -336,19 +284,24 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
     app.state.settings = settings
     app.state.worker = Worker(slots=threading.BoundedSemaphore(settings.work_slots))
     app.add_middleware(BodyLimit, limits={"/v1/classify": settings.max_files * settings.max_bytes + FORM_SLACK,
-                                          "/v1/photos": settings.max_bytes + FORM_SLACK},
-                       tokens_required=not settings.local)
+                                          "/v1/photos": settings.max_bytes + FORM_SLACK})
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    invalid = {422: {"model": Problem, "description": "a parameter or field is not valid (the detail says which)"}}
     errors = {401: {"model": Problem, "description": "no token, or an unknown or revoked one"},
-              403: {"model": Problem, "description": "the token's role may not do this"}}
-    too_big = {413: {"model": Problem, "description": "over the size limit, or too many files"}}
-    unavailable = {503: {"model": Problem, "description": "the model is not available (no weights)"}}
+              403: {"model": Problem, "description": "the token's role may not do this"}, **invalid}
+    upload = {400: {"model": Problem, "description": "the body is not multipart/form-data Shelf can parse"},
+              413: {"model": Problem, "description": "over the size limit, or too many files"},
+              503: {"model": Problem, "description": "the model is not available (no weights)"}}
 
     @app.post("/v1/classify", response_model=list[ClassifiedFile], response_model_exclude_none=True,
               tags=["recognition"],
-              responses={**errors, **too_big, **unavailable,
-                         422: {"model": list[ClassifiedFile], "description": "no file could be classified"}})
+              responses={**errors, **upload,
+                         422: {"model": list[ClassifiedFile] | Problem,
+                               "description": "no file could be classified (the list says why, per file), or a "
+                                              "field is not valid (`detail`)"}})
     def classify(request: Request,
-                 file: Annotated[list[UploadFile], File(description="one or more photos (repeat the field)")],
+                 file: Annotated[list[UploadFile], File(min_length=1,
+                                                        description="one or more photos (repeat the field)")],
                  identity: Annotated[Identity, Depends(allowed("view"))],
                  top_k: Annotated[int, Form(ge=1, le=1000)] = 3):
         """Whole-image predictions for each file; nothing is stored. The same list as `shelf classify --format
@@ -373,11 +326,12 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         return JSONResponse(jsonable_encoder(records), status_code=413 if too_large else 422)
 
     @app.post("/v1/photos", response_model=Photo, status_code=201, tags=["photos"],
-              responses={**errors, **too_big, **unavailable,
+              responses={**errors, **upload,
                          200: {"model": Photo, "description": "already stored: the stored result"},
                          422: {"model": Problem, "description": "the photo or a field cannot be used"}})
     def post_photo(request: Request, response: Response,
-                   photo: Annotated[UploadFile, File(description="the shelf photo")],
+                   file: Annotated[UploadFile, File(validation_alias=AliasChoices("file", "photo"),
+                                                    description="the shelf photo (`photo` is accepted too)")],
                    identity: Annotated[Identity, Depends(allowed("recognize"))],
                    store: Annotated[str, Form(max_length=100)] = "",
                    aisle: Annotated[str, Form(max_length=100)] = "",
@@ -386,14 +340,20 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                                                             "detector[:SHA256][@conf=…,iou=…,tiles=…]")] = "whole",
                    crop: Annotated[Literal["center", "pad"], Form()] = "center",
                    catalog: Annotated[bool, Form(description="also name SKUs from the catalog")] = False,
-                   top_k: Annotated[int, Form(ge=1, le=1000)] = 3) -> Photo:
+                   top_k: Annotated[int, Form(ge=1, json_schema_extra={"maximum": MAX_STORED_TOP_K},
+                                              description=f"predictions stored per region: {STORED_LIMITS}")
+                          ] = 3) -> Photo:
         """Recognise one photo and store it, exactly once by content hash: 201 with the result when it is new,
         200 with the stored result (`already_stored: true`) when the same bytes were posted before."""
         from shelf.recognition import pipeline
         from shelf.storage.store import Context, photo_record
         model = _model(request)
         mode = _region_mode(regions)
-        name, data, problem = _read(photo, settings.max_bytes)
+        try:
+            check_stored_top_k(top_k)
+        except ValueError as exc:
+            raise HTTPException(422, f"top_k: {exc}") from None
+        name, data, problem = _read(file, settings.max_bytes)
         if problem:
             raise HTTPException(413, f"{name}: {problem}")
         worker: Worker = request.app.state.worker
@@ -414,13 +374,17 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
     @app.get("/v1/photos/{photo_id}", response_model=Photo, tags=["photos"],
              responses={**errors, 404: {"model": Problem, "description": "no such photo"}})
     def get_photo(request: Request, photo_id: Annotated[int, Path(ge=1)],
-                  identity: Annotated[Identity, Depends(allowed("view"))]) -> Photo:
-        """A stored photo: its context and current regions with their top-k and SKU matches."""
+                  identity: Annotated[Identity, Depends(allowed("view"))],
+                  offset: Annotated[int, Query(ge=0, le=MAX_ID, description="first region position")] = 0,
+                  limit: Annotated[int, Query(ge=1, le=MAX_REGIONS, description="regions per page")] = PAGE
+                  ) -> Photo:
+        """A stored photo: its context and one page of its current regions (by position) with their top-k and SKU
+        matches; `regions_total` says how many there are."""
         from shelf.recognition.pipeline import stored_result
         worker: Worker = request.app.state.worker
         record = _stored(worker, photo_id)
-        result = stored_result(worker.engine, record["name"], photo_id)
-        return _photo(result, record, _sku_names(worker.engine, result))
+        result = stored_result(worker.engine, record["name"], photo_id, range(offset, offset + limit))
+        return _photo(result, record, _sku_names(worker.engine, result), first=offset)
 
     @app.get("/v1/photos/{photo_id}/overlay", tags=["photos"], response_class=Response,
              responses={**errors, 404: {"model": Problem, "description": "no such photo"},
@@ -439,7 +403,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
             image = preview(decode_image(data, record["name"], reduce_to=PREVIEW_SIDE).image)
         except (OSError, ImageError) as exc:
             raise HTTPException(404, f"{record['name']}: the stored photo file cannot be read ({exc})") from None
-        result = stored_result(worker.engine, record["name"], photo_id)
+        result = stored_result(worker.engine, record["name"], photo_id, top_k=1)
         drawn = draw_overlay(image, (record["width"], record["height"]),
                              [(r.box, r.top1.label, r.top1.class_index, r.top1.probability) for r in result.regions],
                              colour_by)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from shelf import access, config
 from shelf.analytics.tally import tally
 from shelf.ingest.overlay import COLOUR_MODES, annotated, colours, draw_legend, draw_overlay, gap_legend, png_bytes
+from shelf.serving import proxies
 from shelf.storage.store import open_store
 
 if TYPE_CHECKING:  # torch is imported only by the pages that classify (Tallies, Review … open without it)
@@ -93,7 +94,10 @@ def current_identity() -> access.Identity:
     laptop); behind an authenticating proxy (SHELF_TRUSTED_USER_HEADER), the e-mail in that header; with [auth],
     the signed-in user (not signed in: the sign-in screen, and the run stops). Roles come from SHELF_ROLES_FILE."""
     header = os.environ.get(TRUSTED_HEADER_ENV, "").strip()
-    if header:
+    if header:  # believed only from the proxies (shelf.serving.proxies); checked on every run, before anything
+        problem = proxies.header_problem(os.environ, st.get_option("server.address"), header, st.context)
+        if problem:
+            _refuse(md_escape(problem))
         email = (st.context.headers.get(header) or "").strip()
         if not email:
             _refuse(f"No {md_escape(header)} header came with this request: this Shelf server takes the user from "

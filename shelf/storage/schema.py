@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+MAX_ID = 2**31 - 1  # ids are sa.Integer: PostgreSQL's integer (SQLite's is wider); no row has a larger one
+
+
+def storable_id(value: int) -> bool:
+    """Whether `value` can be a row's id at all: one that cannot is no row's, and the database would refuse it."""
+    return 0 < value <= MAX_ID
 
 runs = sa.Table(
     "runs", metadata,

@@ -43,6 +43,7 @@ from shelf.storage.schema import (  # noqa: F401  (re-exported: callers use stor
     settings,
     sku_references,
     skus,
+    storable_id,
 )
 from shelf.text import clean_text
 
@@ -312,12 +313,10 @@ def replace_regions(engine: Engine, photo_id: int, run_id: int, boxes: Sequence[
 
 def photo_context(engine: Engine, photo_id: int) -> Context:
     """Where and when a stored photo was taken (ValueError if there is no such photo)."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(photos.c.store, photos.c.aisle, photos.c.captured_on)
-                           .where(photos.c.id == photo_id)).one_or_none()
-    if row is None:
+    record = photo_record(engine, photo_id)
+    if record is None:
         raise ValueError(f"no such photo: {photo_id}")
-    return Context(row.store, row.aisle, row.captured_on)
+    return Context(record["store"], record["aisle"], record["captured_on"])
 
 
 def photos_page(engine: Engine, store_name: str | None = None, limit: int = 50) -> pd.DataFrame:
@@ -390,10 +389,10 @@ PREDICTION_COLUMNS = ["photo_id", "photo", "sha256", "file", "width", "height", 
                       "run_id", "weights_verified", "weights_untrained"]
 
 
-def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Sequence[int] | None = None
-                      ) -> pd.DataFrame:
-    """The model's predictions joined with their region, photo and run: one row per (region, rank), for the
-    current regions of the given photos (or of every photo: small stores and tests only)."""
+def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Sequence[int] | None = None,
+                      positions: range | None = None, max_rank: int | None = None) -> pd.DataFrame:
+    """The model's predictions joined with their region, photo and run: one row per (region, rank), for the current
+    regions of the given photos (all: small stores and tests only) at `positions` (all: None), ranks ≤ `max_rank`."""
     query = (
         sa.select(photos.c.id.label("photo_id"), photos.c.name.label("photo"), photos.c.sha256, photos.c.file,
                   photos.c.width, photos.c.height, photos.c.store, photos.c.aisle, photos.c.captured_on,
@@ -404,8 +403,10 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
         .where(regions.c.active)
         .order_by(photos.c.id, regions.c.position, predictions.c.rank)
     )
-    if top1_only:
-        query = query.where(predictions.c.rank == 1)
+    if top1_only or max_rank:
+        query = query.where(predictions.c.rank <= (1 if top1_only else max_rank))
+    if positions is not None:
+        query = query.where(regions.c.position >= positions.start, regions.c.position < positions.stop)
     if photo_ids is not None:
         query = query.where(photos.c.id.in_(list(photo_ids)))
     import pandas as pd
@@ -420,15 +421,17 @@ def predictions_frame(engine: Engine, *, top1_only: bool = False, photo_ids: Seq
 
 def photo_record(engine: Engine, photo_id: int) -> dict | None:
     """One stored photo's row (name, hash, file, size, context), or None if there is no such photo."""
+    if not storable_id(photo_id):
+        return None
     with engine.connect() as conn:
         row = conn.execute(sa.select(photos).where(photos.c.id == photo_id)).mappings().one_or_none()
     return None if row is None else dict(row)
 
 
 def current_sku_matches(engine: Engine, photo_id: int) -> dict[int, tuple[int | None, float | None]]:
-    """position → (SKU id or None, similarity or None) of a photo's current regions."""
+    """position → (SKU id or None, similarity or None) of a photo's current product regions."""
     query = sa.select(regions.c.position, regions.c.sku_id, regions.c.sku_similarity) \
-        .where(regions.c.photo_id == photo_id, regions.c.active)
+        .where(regions.c.photo_id == photo_id, regions.c.active, regions.c.kind == PRODUCT)
     with engine.connect() as conn:
         return {row.position: (row.sku_id, row.sku_similarity) for row in conn.execute(query)}
 

@@ -1,7 +1,9 @@
 """`batch`: a photo archive through the same stages, in this process or on a Ray cluster."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import sys
 
 from shelf import config
@@ -35,7 +37,8 @@ def cmd_batch(args) -> int:
     cluster = None
     if args.engine == "ray":
         try:
-            cluster = engines.connect(args.address)
+            with _notes_to_stderr(engines.log):  # Ray Client's retries, as they happen
+                cluster = engines.connect(args.address)
             engines.check_store_for(cluster, db_url)
         except Exception as exc:  # ray.init raises ConnectionError, ValueError, RuntimeError … for a bad address
             print(f"error: {exc}" if isinstance(exc, engines.ClusterError) else
@@ -50,6 +53,19 @@ def cmd_batch(args) -> int:
     finally:
         if cluster is not None:
             engines.disconnect(cluster)
+
+
+@contextlib.contextmanager
+def _notes_to_stderr(logger: logging.Logger):
+    """`logger`'s warnings printed as notes for the user while the block runs (the CLI sets up no logging)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, cluster) -> int:

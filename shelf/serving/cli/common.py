@@ -22,6 +22,16 @@ def _top_k(value: str) -> int:
     return k
 
 
+def _stored_top_k(value: str) -> int:
+    from shelf.ingest.regions import check_stored_top_k
+    k = int(value)
+    try:
+        check_stored_top_k(k)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return k
+
+
 def _probability(value: str) -> float:
     p = float(value)
     if not 0.0 <= p <= 1.0:
@@ -93,7 +103,7 @@ def add_recognition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="")
     p.add_argument("--aisle", default="")
     p.add_argument("--date", type=dt.date.fromisoformat, default=None, help="capture date, YYYY-MM-DD")
-    p.add_argument("--top-k", type=_top_k, default=3)
+    p.add_argument("--top-k", type=_stored_top_k, default=3, help="predictions stored per region (at most 10)")
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
     p.add_argument("--catalog", action="store_true", help="also name SKUs from the catalog by similarity")
 
