@@ -32,8 +32,11 @@ SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual col
 
 @dataclass(frozen=True)
 class AutoParams:
-    """auto's settings. The default profile is measured on real and generated shelves of several kinds
-    (README, `python -m benchmarks.regions`); a tuned profile changes the fields in `TUNABLE`."""
+    """auto's settings. The defaults were tuned (shelf.ingest.tuning's search, mean F1 of three sets) on half of
+    the shared real shelf photos and on generated mixed and uniform shelves, and checked on the other half and on
+    held-out generated seeds (README, `python -m benchmarks.regions`). They assume a photo of one shelf section
+    (a facing at least 4.5 % of its width); a tuned profile changes the fields in shelf.ingest.tuning.TUNABLE.
+    The row's rhythm is off by default: once cuts follow edges it helped no set; a profile may turn it on."""
 
     work_width: int = 800  # the analysis runs on a copy this wide; boxes are scaled back
     max_tilt_degrees: float = 3.0  # search range for straightening the photo
@@ -42,17 +45,17 @@ class AutoParams:
     min_shelf_rhythm: float = 0.5  # autocorrelation at that pitch; below it the photo is not of shelves
     shelf_line_weight: float = 0.5  # how much long straight lines, against smooth bands, mark a shelf edge
     floor_line: float = 0.5  # share of the width a shelf's front edge must span to straighten its row by it
-    shelf_extent: float = 0.5  # a facing needs this share of its width above a shelf edge (not a fixture beside)
+    shelf_extent: float = 0.7  # a facing needs this share of its width above a shelf edge (not a fixture beside)
     product_level: float = 0.25  # rows of a shelf band whose texture rises this far from its low to its high
     edge_percentile: float = 75.0  # colour changes above this percentile of the photo's count as edges
-    facing_width: tuple[float, float] = (0.02, 0.3)  # a facing's width, of the image width
-    min_facing_aspect: float = 0.25  # ... and at least this fraction of the products' height
-    edge_power: float = 2.0  # sharpens the edge evidence: full-height edges dominate partial ones
+    facing_width: tuple[float, float] = (0.045, 0.3)  # a facing's width, of the image width
+    min_facing_aspect: float = 0.15  # ... and at least this fraction of the products' height
+    edge_power: float = 1.5  # sharpens the edge evidence: full-height edges dominate partial ones
     cut_cost: float = 0.2  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
-    rhythm_weight: float = 0.5  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
+    rhythm_weight: float = 0.0  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
     rhythm_floor: float = 0.2  # rows whose rhythm is weaker than this are cut by their edges alone
     min_fill: float = 0.5  # a facing with less product than this is an empty gap
-    partial_width: float = 0.7  # a facing cut by the photo's side and narrower than this × its row's is dropped
+    partial_width: float = 0.0  # a facing cut by the photo's side and narrower than this × its row's is dropped
     min_facing_pixels: int = 12  # in the original photo; smaller boxes are noise
     wall_chroma: float = 0.035  # chromaticity distance from the background that counts as product
     wall_brightness: tuple[float, float] = (0.7, 1.4)  # brightness ratio to the background that still counts as it

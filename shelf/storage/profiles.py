@@ -153,6 +153,12 @@ def set_store_profile(engine: Engine, store: str, name: str, *, by: Identity = L
                      before or DEFAULT, name)
 
 
+def profile_for(engine: Engine, name: str, store: str) -> RegionProfile:
+    """The profile auto uses for one photo of `store` in mode auto[:name]."""
+    named, by_store = profiles_for(engine, name)
+    return named or by_store.get(clean_text(store), DEFAULT_PROFILE)
+
+
 def profiles_for(engine: Engine, name: str = "") -> tuple[RegionProfile | None, dict[str, RegionProfile]]:
     """What a run in mode `auto[:name]` uses, resolved once before it starts: (the named profile, or None to
     choose per store; store → profile for the stores that have one). ProfileError for an unknown name."""

@@ -69,7 +69,7 @@ def _evaluate(args) -> int:
     from shelf.recognition.pipeline import Upload, compare_regions
 
     truth = _truth(args.truth)
-    inputs = _region_inputs(args.regions)
+    inputs = _region_inputs(args.regions, args.db)
     params = _auto_params(args.regions, args.db)
     if truth is None or inputs is None or params is None:
         return EXIT_USAGE
