@@ -5,7 +5,12 @@ discarded."""
 import pandas as pd
 import streamlit as st
 
-from shelf.analytics.categories import RETAIL_CATEGORIES, category_map, default_map, save_category_edits
+from shelf.analytics.categories import (
+    RETAIL_CATEGORIES,
+    category_map,
+    default_map,
+    save_category_edits,
+)
 from shelf.labels import IMAGENET_CLASSES
 from shelf.serving import ui
 

@@ -5,13 +5,21 @@ import hashlib
 import streamlit as st
 
 from shelf.analytics.tasks import evaluate_pending
+from shelf.ingest import tuning
 from shelf.ingest.boxfiles import BOX_FILE_EXTENSIONS, MAX_BOX_FILE_MB
 from shelf.ingest.images import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS
-from shelf.ingest.regions import MAX_STORED_TOP_K, MAX_TILES_ACROSS, STORED_LIMITS, RegionMode
+from shelf.ingest.regions import (
+    MAX_STORED_TOP_K,
+    MAX_TILES_ACROSS,
+    STORED_LIMITS,
+    RegionMode,
+)
 from shelf.recognition import catalog, detector
 from shelf.recognition.pipeline import Upload, compare_regions, recognize
 from shelf.serving import ui
+from shelf.storage import profiles
 from shelf.storage.store import Context
+from shelf.text import clean_text
 
 ui.use_router()
 st.title("Recognize")
@@ -65,8 +73,24 @@ elif kind == "detector":
                                                 key="detector_tiles", help="auto: tiles when products are small in "
                                                 "the model's input; N: N overlapping tiles along the longer side."))
 elif kind == "auto":
-    options_col.caption("Finds the shelves from their regular spacing, then the facings from each row's repeating "
-                        "pattern and product edges; empty stretches are kept as gaps (never counted as facings: they "
+    stores_profiles = profiles.store_profile_names(ui.store())
+    this_store = stores_profiles.get(clean_text(store_name), profiles.DEFAULT)
+    choices = ["", profiles.DEFAULT, *(p.name for p in profiles.list_profiles(ui.store()))]
+    profile_name = options_col.selectbox(
+        "Region profile", choices, key="region_profile",
+        format_func=lambda n: f"This store's ({this_store})" if n == "" else "Default (built in)"
+        if n == profiles.DEFAULT else n,
+        help="auto's settings. A profile is tuned from labelled photos of a kind of shelf (Compare with these "
+             "boxes → Tune). 'This store's' uses the profile chosen for the store typed above, else the default.")
+    mode = RegionMode("auto", source=profile_name)
+    if profile_name and profile_name != this_store and ui.shows("manage_profiles") and store_name.strip():
+        if options_col.button(f"Use {profile_name} for store {ui.md_escape(clean_text(store_name))} from now on",
+                              key="set_store_profile", help="auto then uses it for this store's photos, also in "
+                                                            "batches with --layout"):
+            profiles.set_store_profile(ui.store(), store_name, profile_name, by=ui.current_identity())
+            st.rerun()
+    options_col.caption("Finds the shelf rows, then the facings at the product edges along each row (uniform packs "
+                        "also by their rhythm); empty stretches are kept as gaps (never counted as facings: they "
                         "give the empty shelf share). Needs two or more shelf rows in view; otherwise the whole "
                         "photo is classified.")
 crop_mode = crop_col.radio("Crop preprocessing", ["center", "pad"], key="crop_mode", horizontal=True,
@@ -127,8 +151,40 @@ with st.expander("Compare with these boxes: measure the regions against a labell
                  help="Finds the regions of each photo with the mode above and matches them to the true boxes. "
                       "Nothing is classified or stored."):
         with st.spinner("Finding regions …"):
+            profile = profiles.profile_for(ui.store(), mode.source, store_name) if kind == "auto" \
+                else profiles.DEFAULT_PROFILE  # other modes' source is a detector or a box file, not a profile
             st.session_state["comparison"] = (mode.text, compare_regions(uploads, mode, truth, box_file,
-                                                                         chosen_detector, with_preview=True))
+                                                                         chosen_detector, with_preview=True,
+                                                                         auto_params=profile.params))
+    if ui.shows("manage_profiles") and st.button(
+            "Tune from these photos", disabled=not (uploads and truth), key="tune",
+            help="Searches auto's settings for the best F1 at IoU 0.5 on these photos, and measures the result "
+                 "honestly: each photo is scored with settings tuned on the others. Takes a few minutes."):
+        items, problems = tuning.labelled_photos(((u.name, u.data) for u in uploads), truth)
+        for problem in problems:
+            st.warning(ui.md_escape(problem), icon=":material/warning:")
+        if items:
+            bar = st.progress(0.0, text="Tuning …")
+            total, done = tuning.evaluations(len(items)), [0]
+
+            def step() -> None:
+                done[0] += 1
+                bar.progress(min(1.0, done[0] / total), text=f"Tuning … {done[0]}/{total} trials")
+            st.session_state["tuned"] = tuning.tune(items, progress=step)
+            bar.empty()
+if tuned := st.session_state.get("tuned"):
+    st.subheader("Tuned region profile")
+    st.code(tuning.report(tuned), language=None)
+    name_col, save_col = st.columns([3, 1])
+    profile_name = name_col.text_input("Save as profile", key="tuned_name", placeholder="e.g. beverages-aisle")
+    if save_col.button("Save profile", key="save_profile", disabled=not profile_name.strip()):
+        try:
+            saved = profiles.save_profile(ui.store(), profile_name.strip(), tuned.params, tuned.figures(),
+                                          by=ui.current_identity())
+            st.success(f"Saved region profile {ui.md_escape(saved.label)}: pick it under Regions → Auto, or make it "
+                       "a store's profile there.", icon=":material/check:")
+        except profiles.ProfileError as exc:
+            st.error(ui.md_escape(str(exc)))
 if comparison := st.session_state.get("comparison"):
     st.subheader("Regions vs true boxes")
     ui.region_comparison(comparison[1], comparison[0])

@@ -39,6 +39,7 @@ ACTIONS = {
     "edit_categories": "admin",
     "edit_catalog": "admin",     # SKUs, reference photos, catalog threshold
     "edit_planogram": "admin",
+    "manage_profiles": "admin",  # region profiles: tune, save, remove, choose one for a store
     "manage_tokens": "admin",
     "view_audit": "admin",
     "work_task": "reviewer",     # acknowledge a store task, mark it done (store staff: see STORE_ACTIONS)

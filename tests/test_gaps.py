@@ -5,9 +5,10 @@ import sqlalchemy as sa
 
 from shelf.analytics import report
 from shelf.analytics.tally import TallyFilter
+from shelf.ingest.auto import auto_layout
 from shelf.ingest.evaluation import greedy_matches
 from shelf.ingest.overlay import GAP_COLOUR, draw_overlay
-from shelf.ingest.regions import Box, auto_layout
+from shelf.ingest.regions import Box
 from shelf.recognition.pipeline import Upload, recognize
 from shelf.storage import store
 from tests.conftest import image_bytes

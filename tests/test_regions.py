@@ -3,16 +3,9 @@ import random
 import pytest
 from PIL import Image
 
+from shelf.ingest.auto import AutoParams, auto_regions, regions_for
 from shelf.ingest.evaluation import precision_recall
-from shelf.ingest.regions import (
-    AutoParams,
-    Box,
-    auto_regions,
-    grid,
-    parse_region_mode,
-    reading_order,
-    regions_for,
-)
+from shelf.ingest.regions import Box, grid, parse_region_mode, reading_order
 from tests.synthetic import make_shelf
 
 # Reached on these shelves when the floor was set: precision 0.98, recall 0.98 (see benchmarks/regions.py for the

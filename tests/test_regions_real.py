@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from shelf.ingest.auto import auto_regions
 from shelf.ingest.boxfiles import boxes_for_photo, parse_box_file
 from shelf.ingest.evaluation import summarise
-from shelf.ingest.regions import auto_regions
 from tests.conftest import require_service
 
 REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 import shelf
 from shelf.access import LOCAL, Identity, require
+from shelf.ingest.auto import AutoParams
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
 from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
 from shelf.ingest.overlay import preview
@@ -32,7 +33,7 @@ from shelf.recognition.stages import (
     crops,  # noqa: F401  (moved to the stages; benchmarks know it here)
     find_regions,
 )
-from shelf.storage import sku_matches, store
+from shelf.storage import profiles, sku_matches, store
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,17 @@ class PhotoResult:
 
 
 def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
-                   catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False) -> dict:
-    """What a run records. `recognized_again`: its regions replace those of photos that were stored before."""
+                   catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False,
+                   region_profile: dict | None = None) -> dict:
+    """What a run records. `recognized_again`: its regions replace those of photos that were stored before;
+    `region_profile`: auto's profile(s) (stages.Settings.profile_provenance)."""
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch_version(),
             "torchvision_version": torchvision_version(), "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog, **({"detector": detector} if detector else {}),
+                              **({"region_profile": region_profile} if region_profile else {}),
                               **({"recognized_again": True} if recognized_again else {})},
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
@@ -135,7 +139,8 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
     `already_stored` — unless `again`: then it is recognised with these settings, its new regions count from now on
     (the old ones stay as history) and its store/aisle/date become `context`. A detector mode uses `detector`, or
-    resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
+    resolves its FILE before any work (DetectorError if it cannot); auto resolves its region profile(s) likewise
+    (ProfileError for an unknown one). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
     across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run."""
     require(by, "edit_photo" if again else "recognize")
@@ -143,8 +148,10 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
         detector = resolve_detector(mode.source)
+    auto_profile, store_profiles = profiles.profiles_for(engine, mode.source) if mode.kind == "auto" else (None, {})
     settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
-                               backend=getattr(loaded.backend, "kind", "eager"), detector=detector)
+                               backend=getattr(loaded.backend, "kind", "eager"), detector=detector,
+                               auto_profile=auto_profile, store_profiles=store_profiles)
     classifier = stages.Classifier(settings, loaded)
     row_context = {"store": context.store, "aisle": context.aisle,
                    "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
@@ -165,7 +172,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                     mode_text, detector_info = mode_provenance(mode, detector)
                     settings = replace(settings, run_id=_run_id(engine, run_provenance(
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
-                        recognized_again=again), runs))
+                        recognized_again=again, region_profile=settings.profile_provenance()), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context, by)
             result.size = (decoded.width, decoded.height)
@@ -218,9 +225,11 @@ class RegionComparison:
 def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, truth: BoxImport,
                     box_file: BoxImport | None = None, detector: DetectorInfo | None = None,
                     with_preview: bool = False,
-                    on_progress: Callable[[int, int, str], None] | None = None) -> list[RegionComparison]:
+                    on_progress: Callable[[int, int, str], None] | None = None,
+                    auto_params: AutoParams = AutoParams()) -> list[RegionComparison]:
     """Each photo's regions under a mode and its true boxes from `truth` (matched by file name, like boxes:FILE).
-    A photo the truth file has no boxes for, or that cannot be read, gets an error and the rest go on."""
+    A photo the truth file has no boxes for, or that cannot be read, gets an error and the rest go on.
+    `auto_params`: the region profile's, for auto."""
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     if mode.kind == "detector" and detector is None:
         detector = resolve_detector(mode.source)
@@ -233,7 +242,7 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
             true_boxes, notes = boxes_for_photo(truth, name, image.width, image.height, decoded.sha256)
             if not true_boxes:
                 raise Skipped(name, f"skipped: the truth file {truth.source} has no boxes for this photo")
-            found = find_regions(mode, image, name, box_file, detector, decoded.sha256)
+            found = find_regions(mode, image, name, box_file, detector, decoded.sha256, auto_params=auto_params)
             result = RegionComparison(name, found.boxes, found.scores, true_boxes, notes + found.notes,
                                       size=image.size, preview=preview(image) if with_preview else None)
         except ImageError as exc:

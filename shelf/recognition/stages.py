@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import NamedTuple
 
@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy.engine import Engine
 
+from shelf.ingest.auto import AutoParams, auto_layout, regions_for
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
 from shelf.ingest.images import (
     DecodedImage,
@@ -37,11 +38,9 @@ from shelf.ingest.overlay import PREVIEW_SIDE
 from shelf.ingest.regions import (
     Box,
     RegionMode,
-    auto_layout,
     check_stored_top_k,
     parse_region_mode,
     reading_order,
-    regions_for,
     sized_regions,
     stored_regions_problem,
     whole_image,
@@ -58,6 +57,8 @@ from shelf.recognition.detector import DetectorInfo, detect, resolve_detector
 from shelf.recognition.inputs import model_input, region_input
 from shelf.recognition.model import CATEGORIES, LoadedModel
 from shelf.storage import store
+from shelf.storage.profiles import DEFAULT_PROFILE, RegionProfile
+from shelf.text import clean_text
 
 PENDING, STORED, ALREADY_STORED, FAILED = "pending", "stored", "already stored", "error"
 INPUT_SHAPE = (224, 224, 3)
@@ -80,6 +81,8 @@ class Settings:
     db_pool: int = 1  # connections each worker process may hold
     environment: tuple[tuple[str, str], ...] = ()  # SHELF_* settings for workers (see `adopt_environment`)
     detector: DetectorInfo | None = None  # for a detector: region mode (resolved before the batch starts)
+    auto_profile: RegionProfile | None = None  # for auto:PROFILE (resolved before the batch starts)
+    store_profiles: dict[str, RegionProfile] = field(default_factory=dict)  # for plain auto: per store, if set
 
     def __post_init__(self):
         check_stored_top_k(self.top_k)  # these settings store what they classify: ValueError before any work
@@ -87,6 +90,19 @@ class Settings:
     @property
     def mode(self) -> RegionMode:
         return parse_region_mode(self.region_mode)
+
+    def profile_for(self, store_name: str) -> RegionProfile:
+        """The region profile auto uses for a photo of `store_name`: the one named, the store's, or the default."""
+        return self.auto_profile or self.store_profiles.get(clean_text(store_name), DEFAULT_PROFILE)
+
+    def profile_provenance(self) -> dict | None:
+        """Which region profiles a run in auto mode uses, as its provenance records them (None: not auto)."""
+        if self.mode.kind != "auto":
+            return None
+        if self.auto_profile:
+            return self.auto_profile.provenance()
+        return {**DEFAULT_PROFILE.provenance(),
+                "stores": {store: profile.provenance() for store, profile in sorted(self.store_profiles.items())}}
 
     @property
     def matching(self) -> bool:
@@ -163,10 +179,11 @@ class FoundRegions(NamedTuple):
 
 def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_file: BoxImport | None,
                  detector: DetectorInfo | None = None, sha256: str | None = None,
-                 size: tuple[int, int] | None = None) -> FoundRegions:
+                 size: tuple[int, int] | None = None, auto_params: AutoParams = AutoParams()) -> FoundRegions:
     """What a region mode finds on one photo, possibly nothing. Raises ImageError when the photo cannot be done,
     Skipped when the box file has no boxes for it. `size`: the photo's own size when `image` is decoded at a
-    reduced scale (or not at all, for the modes that need only the size: whole, grid, boxes)."""
+    reduced scale (or not at all, for the modes that need only the size: whole, grid, boxes). `auto_params`: the
+    region profile's, for auto."""
     width, height = size or image.size
     if mode.kind == "boxes":
         if box_file is None:
@@ -179,7 +196,7 @@ def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_fil
         boxes, scores = detect(detector or resolve_detector(mode.source), image, mode.conf, mode.iou, mode.tiles)
         return FoundRegions(boxes, [], scores)
     if mode.kind == "auto":
-        layout = auto_layout(image)
+        layout = auto_layout(image, auto_params)
         return FoundRegions(layout.facings, [], None, tuple(layout.gaps))
     sized = sized_regions(mode, width, height)
     return FoundRegions(regions_for(mode, image) if sized is None else sized, [])
@@ -187,10 +204,10 @@ def find_regions(mode: RegionMode, image: Image.Image | None, name: str, box_fil
 
 def photo_regions(mode: RegionMode, image: Image.Image, name: str, box_file: BoxImport | None,
                   detector: DetectorInfo | None = None, sha256: str | None = None,
-                  size: tuple[int, int] | None = None) -> FoundRegions:
+                  size: tuple[int, int] | None = None, auto_params: AutoParams = AutoParams()) -> FoundRegions:
     """The regions to classify on one photo: what the mode finds, or the whole photo (with a note) if nothing.
     ImageError when it finds more than a photo may store."""
-    found = find_regions(mode, image, name, box_file, detector, sha256, size)
+    found = find_regions(mode, image, name, box_file, detector, sha256, size, auto_params)
     too_many = stored_regions_problem(len(found.boxes) + len(found.gaps))
     if too_many:
         raise ImageError(name, too_many)
@@ -263,7 +280,8 @@ def region_inputs(decoded: DecodedImage, boxes: Sequence[Box], settings: Setting
 def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> dict:
     """`row` with the decoded photo's regions and the model inputs of their crops. Raises ImageError."""
     boxes, notes, _, gaps = photo_regions(settings.mode, decoded.image, decoded.name, settings.box_file,
-                                          settings.detector, decoded.sha256, (decoded.width, decoded.height))
+                                          settings.detector, decoded.sha256, (decoded.width, decoded.height),
+                                          settings.profile_for(row.get("store", "")).params)
     notes = [*notes, *small_crop_notes((decoded.width, decoded.height), boxes)]
     inputs = region_inputs(decoded, boxes, settings)
     return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,

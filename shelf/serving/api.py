@@ -72,6 +72,7 @@ from shelf.serving.responses import (
     TallyResponse,
 )
 from shelf.serving.task_api import add_task_routes
+from shelf.storage.profiles import ProfileError
 from shelf.storage.schema import MAX_ID
 
 FORM_SLACK = MB  # multipart framing and the text fields, on top of the files themselves
@@ -265,8 +266,8 @@ def _region_mode(text: str):
     except ValueError as exc:
         raise HTTPException(422, f"regions: {exc}") from None
     if mode.kind == "boxes":
-        raise HTTPException(422, "regions: boxes:FILE reads a box file on the server; the API offers whole, auto, "
-                                 "grid:RxC and detector")
+        raise HTTPException(422, "regions: boxes:FILE reads a box file on the server; the API offers whole, "
+                                 "auto[:PROFILE], grid:RxC and detector")
     if mode.kind == "detector" and mode.source and not HEX.fullmatch(mode.source):
         raise HTTPException(422, "regions: name a detector by the start of its sha256 (`python -m shelf detector "
                                  "status`), never by a path on the server")
@@ -355,7 +356,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                    store: Annotated[str, Form(max_length=100)] = "",
                    aisle: Annotated[str, Form(max_length=100)] = "",
                    date: Annotated[dt.date | None, Form(description="capture date, YYYY-MM-DD")] = None,
-                   regions: Annotated[str, Form(description="whole | auto | grid:RxC[@OVERLAP] | "
+                   regions: Annotated[str, Form(description="whole | auto[:PROFILE] | grid:RxC[@OVERLAP] | "
                                                             "detector[:SHA256][@conf=…,iou=…,tiles=…]")] = "whole",
                    crop: Annotated[Literal["center", "pad"], Form()] = "center",
                    catalog: Annotated[bool, Form(description="also name SKUs from the catalog")] = False,
@@ -381,9 +382,12 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
             from shelf.recognition import catalog as skus
             index, threshold = skus.load_index(worker.engine, model, crop), skus.get_threshold(worker.engine)
         with worker.slots:
-            (result,) = pipeline.recognize(model, worker.engine, [pipeline.Upload(name, data)],
-                                           Context(store, aisle, date), mode, top_k, crop, catalog=index,
-                                           catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity)
+            try:
+                (result,) = pipeline.recognize(model, worker.engine, [pipeline.Upload(name, data)],
+                                               Context(store, aisle, date), mode, top_k, crop, catalog=index,
+                                               catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity)
+            except ProfileError as exc:
+                raise HTTPException(422, f"regions: {exc}") from None
         if not result.ok:
             raise HTTPException(422, result.error)
         from shelf.analytics.tasks import evaluate_pending

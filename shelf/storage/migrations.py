@@ -5,8 +5,8 @@ carry their top-1, confidence bin, effective label and SKU match; embeddings mov
 predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
 empty-shelf width rollup (a new table only). Version 4 makes the audit log append-only (database triggers) and
 indexes it for the Audit log page's filters. Version 5 adds store tasks: the task tables, their outbox and webhooks
-(schema.TASK_TABLES), and a store column on API tokens. store.migrate creates new tables and builds the rollups once the
-steps are done.
+(schema.TASK_TABLES), and a store column on API tokens. Version 6 adds the region profiles and their per-store choice
+(new tables only). store.migrate creates new tables and builds the rollups once the steps are done.
 """
 from __future__ import annotations
 
@@ -125,5 +125,5 @@ def _to_v5(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE api_tokens ADD COLUMN store VARCHAR(100)")  # made the table as it is now
 
 
-MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5}
+MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5}  # 3 and 6 add tables only: create_all makes them
 REBUILDS_ROLLUPS = {2, 3}  # steps after which store.migrate rebuilds the rollups (a new or reshaped one)

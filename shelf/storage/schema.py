@@ -218,6 +218,24 @@ def guard_audit_log(conn) -> None:
 
 
 sa.event.listen(audit_log, "after_create", lambda _table, connection, **_kw: guard_audit_log(connection))
+region_profiles = sa.Table(
+    "region_profiles", metadata,  # auto's settings tuned from labelled photos; a new version per tuning, never edited
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(40), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),  # JSON: the fields that differ from the default profile
+    sa.Column("figures", sa.Text, nullable=False),  # JSON: how it measured when it was tuned
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("removed", sa.Boolean, nullable=False, server_default=sa.false()),  # kept for the runs that used it
+    sa.UniqueConstraint("name", "version"),
+)
+
+store_profiles = sa.Table(
+    "store_profiles", metadata,  # the region profile `auto` uses for a store's photos (others: the default)
+    sa.Column("store", sa.String(100), primary_key=True),
+    sa.Column("profile", sa.String(40), nullable=False),
+)
 
 schema_version = sa.Table(
     "schema_version", metadata,  # one row per migration step applied

@@ -27,7 +27,7 @@ def cmd_batch(args) -> int:
     from shelf.recognition import engines
     from shelf.storage.store import Context
 
-    inputs = _region_inputs(args.regions)
+    inputs = _region_inputs(args.regions, args.db)
     if inputs is None:
         return EXIT_USAGE
     db_url = engines.absolute_url(args.db or config.database_url())
@@ -78,7 +78,7 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
         mode_provenance,
         run_provenance,
     )
-    from shelf.storage import batches
+    from shelf.storage import batches, profiles
     from shelf.storage.store import create_run, open_store
 
     loaded = _load_model_or_explain(db_url)
@@ -87,12 +87,16 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
     engine = open_store(db_url)
     index, threshold = _catalog_index(args, engine, loaded)
     box_file, detector = region_inputs
+    auto_profile, store_profiles = profiles.profiles_for(engine, args.regions.source) \
+        if args.regions.kind == "auto" else (None, {})  # each photo's store picks its profile (--layout)
     settings = stages.Settings(db_url, args.regions.text, args.crop, args.top_k, box_file, index, threshold,
                                backend=getattr(loaded.backend, "kind", "eager"), weights_sha256=loaded.weights.sha256,
-                               db_pool=args.db_pool, environment=engines.worker_environment(), detector=detector)
+                               db_pool=args.db_pool, environment=engines.worker_environment(), detector=detector,
+                               auto_profile=auto_profile, store_profiles=store_profiles)
     mode_text, detector_info = mode_provenance(args.regions, detector)
     settings = dataclasses.replace(settings, run_id=create_run(engine, run_provenance(
-        loaded, mode_text, args.top_k, args.crop, catalog_provenance(settings), detector_info)))
+        loaded, mode_text, args.top_k, args.crop, catalog_provenance(settings), detector_info,
+        region_profile=settings.profile_provenance())))
     workers = (args.workers or engines.default_workers(cluster)) if cluster else 1
     place = batch.who_and_where() + (f" · {cluster.description}, {workers} classifier(s)" if cluster
                                      else " · in-process")

@@ -165,12 +165,21 @@ def _detector(mode):
         return None
 
 
-def _region_inputs(mode):
-    """(box file, detector) a region mode needs, or None when one of them cannot be used (message printed)."""
+def _region_inputs(mode, db: str | None = None):
+    """(box file, detector) a region mode needs, or None when one of them, or auto's named region profile (in
+    store `db`), cannot be used (message printed)."""
     box_file = _box_file(mode) if mode.kind == "boxes" else None
     found_detector = _detector(mode) if mode.kind == "detector" else None
     if (mode.kind == "boxes" and box_file is None) or (mode.kind == "detector" and found_detector is None):
         return None
+    if mode.kind == "auto" and mode.source:
+        from shelf.storage import profiles
+        from shelf.storage.store import open_store
+        try:
+            profiles.get_profile(open_store(db), mode.source)
+        except profiles.ProfileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
     return box_file, found_detector
 
 

@@ -69,7 +69,7 @@ def _print_classifications(records: list[dict], fmt: str) -> None:
 
 
 def cmd_recognize(args) -> int:
-    inputs = _region_inputs(args.regions)  # before loading torch: a bad box file or detector is told at once
+    inputs = _region_inputs(args.regions, args.db)  # before loading torch: a bad box file, detector or profile
     if inputs is None:
         return EXIT_USAGE
     box_file, detector = inputs

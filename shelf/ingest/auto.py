@@ -1,0 +1,528 @@
+"""`auto` regions: shelf rows, then the facings along each row, from the photo alone (no learned model).
+
+Shelf edges are long straight horizontal lines that repeat down the photo (the rails' edges), found with the
+smooth bands between product rows; each row is straightened along its own shelf edge (perspective tilts rows
+differently) and cut into facings where product edges are: a product's side is a vertical edge running most of
+the product's height, while the print inside a pack, a label or a picture, runs only part of it. The cuts are
+placed by dynamic programming that collects the most edge evidence for a fixed cost per facing, so a weak edge
+inside a wide product is not worth a cut; where a row is rhythmic (uniform packs) the rhythm also pulls the cuts
+to its spacing, so a boundary that glare hides is still cut. Stretches of a row with no product are kept as gaps.
+
+Every number that matters is a field of `AutoParams`; a region profile (tuned from labelled photos by
+`shelf.ingest.tuning`) is a set of them. `prepare` does the work no tunable changes (downscale, straightening),
+so a tuner runs `layout` many times on one prepared photo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from shelf.ingest.regions import Box, RegionMode, parse_region_mode, sized_regions
+
+GREY_EDGE = 14.0  # grey-level step that counts as an edge between rows (shelf lines)
+LINE_STRIPS = 16  # a long line is followed across this many vertical strips, each at its own offset
+SHELF_DEPTH = 0.1  # of the shelf pitch: how far below the shelf's upper edge its lower edge may be
+SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual colour below its edge is shelf
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    """auto's settings. The defaults were tuned (shelf.ingest.tuning's search, mean F1 of three sets) on half of
+    the shared real shelf photos and on generated mixed and uniform shelves, and checked on the other half and on
+    held-out generated seeds (README, `python -m benchmarks.regions`). They assume a photo of one shelf section
+    (a facing at least 4.5 % of its width); a tuned profile changes the fields in shelf.ingest.tuning.TUNABLE.
+    The row's rhythm is off by default: once cuts follow edges it helped no set; a profile may turn it on."""
+
+    work_width: int = 800  # the analysis runs on a copy this wide; boxes are scaled back
+    max_tilt_degrees: float = 3.0  # search range for straightening the photo
+    max_band_tilt_degrees: float = 3.0  # ... and each shelf edge after that (perspective)
+    shelf_pitch: tuple[float, float] = (0.08, 0.5)  # distance between shelf edges searched, of the image height
+    min_shelf_rhythm: float = 0.5  # autocorrelation at that pitch; below it the photo is not of shelves
+    shelf_line_weight: float = 0.5  # how much long straight lines, against smooth bands, mark a shelf edge
+    floor_line: float = 0.5  # share of the width a shelf's front edge must span to straighten its row by it
+    shelf_extent: float = 0.7  # a facing needs this share of its width above a shelf edge (not a fixture beside)
+    product_level: float = 0.25  # rows of a shelf band whose texture rises this far from its low to its high
+    edge_percentile: float = 75.0  # colour changes above this percentile of the photo's count as edges
+    facing_width: tuple[float, float] = (0.045, 0.3)  # a facing's width, of the image width
+    min_facing_aspect: float = 0.15  # ... and at least this fraction of the products' height
+    edge_power: float = 1.5  # sharpens the edge evidence: full-height edges dominate partial ones
+    cut_cost: float = 0.2  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
+    rhythm_weight: float = 0.0  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
+    rhythm_floor: float = 0.2  # rows whose rhythm is weaker than this are cut by their edges alone
+    min_fill: float = 0.5  # a facing with less product than this is an empty gap
+    partial_width: float = 0.0  # a facing cut by the photo's side and narrower than this × its row's is dropped
+    min_facing_pixels: int = 12  # in the original photo; smaller boxes are noise
+    wall_chroma: float = 0.035  # chromaticity distance from the background that counts as product
+    wall_brightness: tuple[float, float] = (0.7, 1.4)  # brightness ratio to the background that still counts as it
+
+    def replaced(self, **changes) -> AutoParams:
+        return dataclasses.replace(self, **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+
+    def changes(self) -> dict:
+        """The fields that differ from the default profile (what a profile stores and provenance records)."""
+        default = AutoParams()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+
+@dataclass(frozen=True)
+class ShelfLayout:
+    """What auto mode reads off a shelf photo: the facings, and the empty gaps between them (stretches of a shelf
+    row that should hold a product, but that show the shelf or the back wall instead)."""
+
+    facings: list[Box]
+    gaps: list[Box]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A photo made ready for `layout`: downscaled and straightened (what no tunable field changes)."""
+
+    rgb: np.ndarray  # H×W×3 float32, straightened work copy
+    texture: np.ndarray  # H×W horizontal colour change
+    angle: float
+    scale: float
+    size: tuple[int, int]  # the original photo's
+    edge_levels: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def auto_regions(image: Image.Image, params: AutoParams = AutoParams()) -> list[Box]:
+    """Product facings on a shelf photo, row by row, left to right; [] when the photo shows no shelf rows."""
+    return auto_layout(image, params).facings
+
+
+def auto_layout(image: Image.Image, params: AutoParams = AutoParams()) -> ShelfLayout:
+    """Facings and empty gaps on a shelf photo, row by row, left to right; both empty without shelf rows."""
+    return layout(prepare(image, params), params)
+
+
+def prepare(image: Image.Image, params: AutoParams = AutoParams()) -> Prepared:
+    scale = min(1.0, params.work_width / image.width)
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                         Image.BILINEAR) if scale < 1 else image
+    angle = _straightening_angle(small, params)
+    work = small.rotate(angle, resample=Image.BILINEAR, expand=False, fillcolor=small.getpixel((0, 0))) \
+        if angle else small
+    rgb = np.asarray(work.convert("RGB"), dtype=np.float32)
+    texture = np.pad(np.abs(rgb[:, 2:] - rgb[:, :-2]).max(axis=2), ((0, 0), (1, 1)))  # horizontal colour change
+    return Prepared(rgb, texture, angle, scale, image.size)
+
+
+ROW_FIELDS = ("max_band_tilt_degrees", "shelf_pitch", "min_shelf_rhythm", "shelf_line_weight", "floor_line")
+
+
+@dataclass(frozen=True)
+class ShelfRow:
+    """One shelf band, straightened along its shelf: its pixels sheared so the shelf runs along an image row."""
+
+    y0: int  # the band's first row in the prepared photo
+    shift: np.ndarray  # rows each column was moved by
+    rgb: np.ndarray
+    texture: np.ndarray
+    top: int  # of the band, within these pixels
+    bottom: int
+    pitch: int
+    floor: int | None  # the row the products stand on, if a shelf edge shows it
+    support: np.ndarray | None  # per column: whether the shelf's edge runs there (None: not known)
+    masks: dict = field(default_factory=dict, compare=False, repr=False)  # the background mask, per settings
+
+
+def shelf_rows(prepared: Prepared, params: AutoParams = AutoParams()) -> list[ShelfRow]:
+    """The shelf bands of a prepared photo, each straightened; depends only on the fields in ROW_FIELDS."""
+    grey = prepared.rgb.mean(axis=2)
+    lines = _line_profile(grey, params.max_band_tilt_degrees)
+    return [_straightened(prepared, grey, top, bottom, pitch, params)
+            for top, bottom, pitch in _shelf_bands(prepared.texture, lines, params)]
+
+
+def layout(prepared: Prepared, params: AutoParams = AutoParams(), rows: list[ShelfRow] | None = None
+           ) -> ShelfLayout:
+    """Facings and gaps of a prepared photo; `rows` are its shelf_rows for these params, if already made."""
+    h, w = prepared.texture.shape
+    edge_level = edge_level_of(prepared, params.edge_percentile)
+    found = [_facings_of_row(row, edge_level, w, h, params)
+             for row in (shelf_rows(prepared, params) if rows is None else rows)]
+
+    def original(boxes: list[Box]) -> list[Box]:
+        moved = [_back_to_original(b, prepared.angle, (w, h), prepared.scale, prepared.size) for b in boxes]
+        return [b for b in moved if min(b.width, b.height) >= params.min_facing_pixels]
+    return ShelfLayout(original([b for facings, _ in found for b in facings]),
+                       original([b for _, gaps in found for b in gaps]))
+
+
+def edge_level_of(prepared: Prepared, percentile: float) -> float:
+    """The colour change that counts as an edge on this photo (kept per percentile: a tuner asks often)."""
+    if percentile not in prepared.edge_levels:
+        prepared.edge_levels[percentile] = max(10.0, float(np.percentile(prepared.texture, percentile)))
+    return prepared.edge_levels[percentile]
+
+
+def regions_for(mode: RegionMode | str, image: Image.Image, imported: list[Box] | None = None,
+                params: AutoParams = AutoParams()) -> list[Box]:
+    """The boxes for one photo. `imported` carries the boxes matched from a box file for mode boxes:FILE;
+    `params` are the profile's for auto."""
+    if isinstance(mode, str):
+        mode = parse_region_mode(mode)
+    if mode.kind in ("whole", "grid"):
+        return sized_regions(mode, image.width, image.height)
+    if mode.kind == "auto":
+        return auto_regions(image, params)
+    return list(imported or [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# straightening and shelf edges
+
+
+def _edge_span(image: np.ndarray, threshold: float = GREY_EDGE) -> np.ndarray:
+    """Per row of an H×W grey image: the fraction of pixels on a strong horizontal edge."""
+    diff = np.abs(image[2:] - image[:-2])
+    diff = np.maximum(diff[:-1], diff[1:])  # tolerate one pixel of slant
+    return np.pad((diff > threshold).mean(axis=1), (1, 2))
+
+
+def _straightening_angle(image: Image.Image, params: AutoParams) -> float:
+    """The small rotation that makes shelf edges most horizontal (sharpest row-edge profile)."""
+    thumb = image.convert("L").resize((min(400, image.width),
+                                       max(1, round(image.height * min(400, image.width) / image.width))))
+    best, best_score = 0.0, -1.0
+    for angle in np.arange(-params.max_tilt_degrees, params.max_tilt_degrees + 1e-9, 0.25):
+        turned = thumb.rotate(float(angle), resample=Image.BILINEAR, fillcolor=thumb.getpixel((0, 0)))
+        score = float(np.sort(_edge_span(np.asarray(turned, dtype=np.float32)))[-12:].sum())
+        if score > best_score + 1e-6:
+            best, best_score = float(angle), score
+    return best
+
+
+def _line_strips(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows × strips share of each strip's pixels on a horizontal edge, the strips' centres from the middle)."""
+    w = grey.shape[1]
+    edges = np.pad(np.abs(grey[2:] - grey[:-2]) > GREY_EDGE, ((1, 1), (0, 0)))
+    edges = edges | np.roll(edges, 1, axis=0)  # one pixel of tolerance
+    bounds = np.linspace(0, w, LINE_STRIPS + 1).astype(int)
+    strips = np.stack([edges[:, a:b].mean(axis=1) for a, b in itertools.pairwise(bounds)], axis=1)
+    return strips, (bounds[:-1] + bounds[1:]) / 2 - w / 2
+
+
+def _along_lines(strips: np.ndarray, centres: np.ndarray, rows: np.ndarray, slope: float) -> np.ndarray:
+    """For lines of `slope` through `rows` (at the photo's middle): the share of the width on an edge."""
+    shifted = np.clip(rows[:, None] + np.round(slope * centres).astype(int)[None, :], 0, len(strips) - 1)
+    return strips[shifted, np.arange(strips.shape[1])[None, :]].mean(axis=1)
+
+
+def _slopes(max_degrees: float, step: float = 0.25) -> np.ndarray:
+    return np.tan(np.radians(np.arange(-max_degrees, max_degrees + 1e-9, step)))
+
+
+def _line_profile(grey: np.ndarray, max_degrees: float) -> np.ndarray:
+    """Per row: the largest share of the width on one long straight horizontal edge through it, over slants up to
+    `max_degrees` (a shelf edge is a long straight line; product tops and print are short)."""
+    strips, centres = _line_strips(grey)
+    rows = np.arange(len(strips))
+    return np.max([_along_lines(strips, centres, rows, s) for s in _slopes(max_degrees)], axis=0)
+
+
+def _floor_line(grey: np.ndarray, first: int, last: int, max_degrees: float) -> tuple[int, float, float] | None:
+    """(row at the middle, slope, share of the width) of the front edge of a shelf, which products stand on: the
+    longest straight horizontal edge whose middle lies in rows first..last (the highest of the rows nearly as
+    long, as a shelf's edge may be a few rows thick)."""
+    h = grey.shape[0]
+    first, last = max(0, first), min(h, last)
+    if last <= first:
+        return None
+    strips, centres = _line_strips(grey)
+    rows = np.arange(first, last)
+    best = None
+    for slope in _slopes(max_degrees):
+        profile = _along_lines(strips, centres, rows, slope)
+        if best is None or profile.max() > best[2] + 1e-9:
+            best = (first + int(np.flatnonzero(profile >= 0.8 * profile.max())[0]), float(slope),
+                    float(profile.max()))
+    return best
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    width = max(1, int(width)) | 1
+    return np.convolve(np.pad(values, width // 2, mode="edge"), np.ones(width) / width, mode="valid")
+
+
+def _rhythm(profile: np.ndarray, shortest: int, longest: int) -> tuple[int, float] | None:
+    """The fundamental period of a profile and its autocorrelation there: the shortest lag whose autocorrelation
+    peak is within 80 % of the strongest (so twice the period never wins over the period itself)."""
+    centred = profile - profile.mean()
+    n = len(centred)
+    longest = min(longest, n - 2)
+    if longest <= max(shortest, 1) + 1 or not centred.any():
+        return None
+    energy = float(np.dot(centred, centred)) / n
+    correlation = np.array([np.dot(centred[:n - k], centred[k:]) / (n - k) for k in range(longest + 1)]) / energy
+    peaks = [k for k in range(max(shortest, 1), longest)
+             if correlation[k] >= correlation[k - 1] and correlation[k] >= correlation[k + 1] and correlation[k] > 0.05]
+    if not peaks:
+        return None
+    strongest = max(correlation[k] for k in peaks)
+    period = min(k for k in peaks if correlation[k] >= 0.8 * strongest)
+    return period, float(correlation[period])
+
+
+def _cuts(strength: np.ndarray, period: float, shortest: int, longest: int, rhythm_weight: float,
+          cut_cost: float = 0.0) -> list[int]:
+    """Cut positions that collect the most `strength`, consecutive cuts `shortest`..`longest` apart, each spacing
+    costing `cut_cost` + `rhythm_weight` × log(spacing / period)². The first cut lies within one spacing of the
+    start, the last within one of the end (a row may run off the photo)."""
+    n = len(strength)
+    shortest = max(1, shortest)
+    longest = max(shortest + 1, longest)
+    spacings = np.arange(longest, shortest - 1, -1)  # longest first: lines up with a slice of `best`
+    cost = cut_cost + rhythm_weight * np.log(spacings / period) ** 2
+    best = np.full(n + longest, -np.inf)  # best[longest + x]: the best total with a cut at x; before 0, none
+    previous = np.full(n, -1)
+    for start in range(0, n, shortest):  # a block of `shortest` positions looks back only at finished ones
+        xs = np.arange(start, min(n, start + shortest))
+        scores = best[longest + xs[:, None] - spacings[None, :]] - cost[None, :]
+        j = np.argmax(scores, axis=1)
+        joined = scores[np.arange(len(xs)), j] + strength[xs]
+        first = np.where(xs < longest, strength[xs], -np.inf)  # the first cut
+        join = (xs >= shortest) & (joined > first)
+        best[longest + xs] = np.where(join, joined, first)
+        previous[xs] = np.where(join, xs - spacings[j], -1)
+    x = max(range(max(0, n - longest), n), key=lambda i: best[longest + i])
+    cuts = []
+    while x >= 0:
+        cuts.append(x)
+        x = int(previous[x])
+    return cuts[::-1]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True, end exclusive."""
+    steps = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(steps == 1).tolist(), np.flatnonzero(steps == -1).tolist()))
+
+
+def _shelf_bands(texture: np.ndarray, lines: np.ndarray, params: AutoParams) -> list[tuple[int, int, int]]:
+    """(top, bottom, pitch) of each band between shelf edges. Shelf edges repeat at the shelf pitch, read from
+    the texture valleys (smooth rails, price strips, dark gaps) or the long straight lines, whichever is more
+    regular; no clear pitch means no shelf rows. They are placed where a valley and a long line come together."""
+    h = texture.shape[0]
+    profile = texture.mean(axis=1)
+    span = int(params.shelf_pitch[0] * h), int(params.shelf_pitch[1] * h)
+    candidates = [r for r in (_rhythm(_smooth(profile, 5), *span), _rhythm(_smooth(lines, 5), *span)) if r]
+    if not candidates:
+        return []
+    pitch, regularity = max(candidates, key=lambda r: r[1])
+    if regularity < params.min_shelf_rhythm:
+        return []
+    valleys = _smooth(profile, max(3, pitch // 6))
+    depth = (valleys.max() - valleys) / (np.ptp(valleys) + 1e-9)
+    reach = pitch // 12
+    near_line = np.lib.stride_tricks.sliding_window_view(np.pad(lines, reach, mode="edge"), 2 * reach + 1).max(axis=1)
+    strength = depth * (1 - params.shelf_line_weight + params.shelf_line_weight * near_line / (near_line.max() + 1e-9))
+    edges = [0] + _cuts(strength, pitch, int(0.7 * pitch), math.ceil(1.4 * pitch), 1.0) + [h]
+    return [(top, bottom, pitch) for top, bottom in itertools.pairwise(edges) if bottom - top >= 0.4 * pitch]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# facings along a shelf
+
+
+def _straightened(prepared: Prepared, grey: np.ndarray, top: int, bottom: int, pitch: int,
+                  params: AutoParams) -> ShelfRow:
+    """A shelf band following its shelf's own slant: in a photo taken at an angle the shelves are not parallel
+    (perspective), so each band is sheared straight along the front edge its products stand on (or, without a
+    clear one, along its texture); its boxes are sheared back."""
+    texture = prepared.texture
+    h, w = texture.shape
+    margin = pitch // 3
+    y0, y1 = max(0, top - margin), min(h, bottom + margin)
+    floor = _floor_line(grey, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
+    if floor is not None and floor[2] < params.floor_line:
+        floor = None
+    slope = floor[1] if floor else _band_slope(texture[y0:y1], params)
+    shift = np.round(slope * (np.arange(w) - w / 2)).astype(int)  # rows to move each column by
+    rows = np.clip(np.arange(y0, y1)[:, None] + shift[None, :], 0, h - 1)
+    columns = np.arange(w)[None, :]
+    floor_row = floor[0] - y0 if floor else None
+    support = _shelf_support(prepared.rgb[rows, columns], floor_row, pitch) if floor else None
+    return ShelfRow(y0, shift, prepared.rgb[rows, columns], texture[rows, columns], top - y0, bottom - y0, pitch,
+                    floor_row, support)
+
+
+def _facings_of_row(row: ShelfRow, edge_level: float, w: int, h: int, params: AutoParams
+                    ) -> tuple[list[Box], list[Box]]:
+    """The facings and gaps of one straightened shelf band, in the prepared photo's pixels."""
+    facings, gaps = _facings(row, edge_level, params)
+    if row.support is not None:
+        facings = _within_shelf(facings, row.support, params.shelf_extent)
+        gaps = _within_shelf(gaps, row.support, params.shelf_extent)
+    if facings:  # a product cut by the photo's side cannot be told, and the next photo shows it whole
+        typical = float(np.median([b.width for b in facings]))
+        facings = [b for b in facings if not ((b.x1 <= 2 or b.x2 >= w - 2) and b.width < params.partial_width
+                                              * typical)]
+    shift, y0 = row.shift, row.y0
+    return tuple([Box(b.x1, y0 + b.y1 + int(min(shift[b.x1], shift[b.x2 - 1])), b.x2,
+                      y0 + b.y2 + int(max(shift[b.x1], shift[b.x2 - 1]))).clipped(w, h) for b in boxes]
+                 for boxes in (facings, gaps))
+
+
+def _shelf_support(rgb: np.ndarray, floor: int, pitch: int) -> np.ndarray:
+    """Per column of a straightened band: whether the shelf runs there, smoothed — an edge on the shelf's upper or
+    lower side, or the shelf's own colour just below its edge (a dark product on a dark shelf shows no edge)."""
+    grey = rgb.mean(axis=2)
+    edges = np.abs(grey[2:] - grey[:-2]) > GREY_EDGE
+    present = edges[max(0, floor - 3):floor + max(2, int(pitch * SHELF_DEPTH))].any(axis=0)
+    below = rgb[floor + 2:floor + 2 + max(2, pitch // 20)]
+    if len(below):
+        colour = below.mean(axis=0)
+        present |= np.abs(colour - np.median(colour, axis=0)).max(axis=1) < SHELF_COLOUR
+    return _smooth(present.astype(float), 9)
+
+
+def _within_shelf(boxes: list[Box], support: np.ndarray, needed: float) -> list[Box]:
+    """`boxes` (left to right) without those at either end of the row that stand where the shelf does not run (a
+    pillar, the cabinet's frame): from each end inwards, up to the first box the shelf's edge supports. Boxes
+    between supported ones stay (a dark product on a dark shelf shows no edge)."""
+    supported = [support[b.x1:b.x2].mean() >= needed for b in boxes]
+    if not any(supported):
+        return []
+    first, last = supported.index(True), len(supported) - supported[::-1].index(True)
+    return boxes[first:last]
+
+
+def _band_slope(texture: np.ndarray, params: AutoParams) -> float:
+    """The shear (rows per column) that makes a band's row texture profile sharpest: rails and product rows line
+    up with the image rows."""
+    h, w = texture.shape
+    sample = np.arange(0, w, 2)  # every other column is plenty for a profile
+    x = sample - w / 2
+    best, best_score = 0.0, -1.0
+    for slope in _slopes(params.max_band_tilt_degrees):
+        rows = np.clip(np.arange(h)[:, None] + np.round(slope * x)[None, :].astype(int), 0, h - 1)
+        score = float(np.var(texture[rows, sample[None, :]].mean(axis=1)))
+        if score > best_score * (1 + 1e-3):
+            best, best_score = float(slope), score
+    return best
+
+
+def _product_rows(profile: np.ndarray, level: float) -> tuple[int, int] | None:
+    """The run of rows where the texture stands `level` of the way from the band's low to its high: products."""
+    low, high = np.percentile(profile, 5), np.percentile(profile, 95)
+    runs = _runs(profile >= low + level * (high - low))
+    return max(runs, key=lambda run: profile[run[0]:run[1]].sum()) if runs else None
+
+
+def _vertical_runs(edges: np.ndarray, tolerance: int = 2) -> np.ndarray:
+    """Per column: the longest vertical run of edge pixels (one column of slack either side, gaps of up to
+    `tolerance` rows bridged) — a product's side spans its height, print inside it does not."""
+    wide = edges | np.roll(edges, 1, axis=1) | np.roll(edges, -1, axis=1)
+    current, missed, longest = (np.zeros(edges.shape[1]) for _ in range(3))
+    for row in wide:
+        missed = np.where(row, 0, missed + 1)
+        current = np.where(row, current + 1, np.where(missed <= tolerance, current, 0))
+        longest = np.maximum(longest, current)
+    return longest
+
+
+def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list[Box], list[Box]]:
+    """(facings, gaps) of a straightened band: the cells between cuts that hold a product, and the ones that
+    do not (their box spans the row's product height)."""
+    texture, top, bottom, pitch = row.texture, row.top, row.bottom, row.pitch
+    w = texture.shape[1]
+    rows = _product_rows(_smooth(texture[top:bottom].mean(axis=1), 3), params.product_level)
+    if rows is None or rows[1] - rows[0] < 0.15 * pitch:
+        return [], []
+    upper, lower = rows  # of the products, within the band
+    if row.floor is not None and row.floor - top > upper + 0.15 * pitch:
+        lower = row.floor - top  # products end where the shelf's front edge begins, price labels or not
+    product = (texture[top:bottom] > edge_level) | _background_differs(row, upper, params)
+    height = lower - upper
+    occupancy = _smooth(product[upper:lower].mean(axis=0), 3)
+    evidence = np.maximum(_vertical_runs(texture[top + upper:top + lower] > edge_level) / height,
+                          np.minimum(1.0, 2 * np.abs(np.gradient(occupancy))))  # product ↔ empty shelf too
+    shortest = int(max(params.facing_width[0] * w, params.min_facing_aspect * height))
+    longest = int(params.facing_width[1] * w)
+    rhythm = _rhythm(_smooth(evidence, 3), shortest, longest)
+    period, regularity = (float(rhythm[0]), rhythm[1]) if rhythm else (2.0 * shortest, 0.0)
+    weight = params.rhythm_weight * float(np.clip((regularity - params.rhythm_floor) / (1 - params.rhythm_floor),
+                                                  0, 1))
+    cuts = _cuts(evidence ** params.edge_power, period, shortest, longest, weight, params.cut_cost)
+    boxes, gaps = [], []
+    allowed_top = max(0, upper - int(0.15 * height))  # products in a row differ a little in height
+    for x1, x2 in itertools.pairwise(cuts):
+        cell = product[:, x1:x2]
+        filled = cell.mean(axis=1)
+        filled[:allowed_top] = 0
+        filled[lower:] = 0
+        runs = _runs(filled > 0.5)
+        y1, y2 = max(runs, key=lambda run: filled[run[0]:run[1]].sum()) if runs else (0, 0)
+        if y2 - y1 >= 0.3 * height and cell[y1:y2].mean() >= params.min_fill:
+            across = np.flatnonzero(cell[y1:y2].mean(axis=0) >= 0.5)  # trim wall at the ends of the row
+            boxes.append(Box(x1 + int(across[0]), top + y1, x1 + int(across[-1]) + 1, top + y2) if len(across)
+                         else Box(x1, top + y1, x2, top + y2))
+        else:
+            gaps.append(Box(x1, top + upper, x2, top + lower))
+    return boxes, _gap_slots(gaps, boxes)
+
+
+def _gap_slots(gaps: list[Box], facings: list[Box]) -> list[Box]:
+    """Gaps as many as the facings they would hold: a stretch of empty shelf twice as wide as the row's typical
+    facing is two empty facings (no edge divides it: there is nothing there)."""
+    if not facings:
+        return gaps
+    typical = float(np.median([b.width for b in facings]))
+    slots = []
+    for gap in gaps:
+        n = max(1, round(gap.width / typical))
+        edges = np.linspace(gap.x1, gap.x2, n + 1).round().astype(int)
+        slots += [Box(int(a), gap.y1, int(b), gap.y2) for a, b in itertools.pairwise(edges)]
+    return slots
+
+
+def _background_differs(row: ShelfRow, upper: int, params: AutoParams) -> np.ndarray:
+    """The band's pixels that differ from the background above its products (all of them when no background
+    shows above them)."""
+    key = (upper, params.wall_chroma, params.wall_brightness)
+    if key not in row.masks:
+        band = row.rgb[row.top:row.bottom]
+        row.masks[key] = _not_wall(band, _commonest_colour(band[:upper]), params) if upper >= 3 else \
+            np.ones(band.shape[:2], bool)
+    return row.masks[key]
+
+
+def _commonest_colour(pixels: np.ndarray) -> np.ndarray:
+    """The commonest colour (in 16-level bins) of an H×W×3 block: the background behind the products."""
+    flat = pixels.reshape(-1, 3)
+    quantised = (flat // 16).astype(np.int32)
+    keys = quantised[:, 0] * 256 + quantised[:, 1] * 16 + quantised[:, 2]
+    values, counts = np.unique(keys, return_counts=True)
+    return flat[keys == values[np.argmax(counts)]].mean(axis=0)
+
+
+def _not_wall(band: np.ndarray, wall: np.ndarray, params: AutoParams) -> np.ndarray:
+    """Pixels that are not background. Compared by chromaticity and by a brightness ratio, so the uneven lighting
+    of a real shelf (brighter on one side) does not turn the background into product."""
+    brightness = band.sum(axis=2) + 1.0
+    wall_brightness = float(wall.sum()) + 1.0
+    chroma_distance = np.linalg.norm(band / brightness[..., None] - wall / wall_brightness, axis=2)
+    ratio = brightness / wall_brightness
+    return (chroma_distance > params.wall_chroma) | (ratio < params.wall_brightness[0]) | \
+        (ratio > params.wall_brightness[1])
+
+
+def _back_to_original(box: Box, angle: float, work_size: tuple[int, int], scale: float,
+                      size: tuple[int, int]) -> Box:
+    """Undo the straightening rotation and the downscale: bounds of the box's corners in the original."""
+    w, h = work_size
+    cx, cy = w / 2, h / 2
+    c, s = math.cos(math.radians(-angle)), math.sin(math.radians(-angle))
+    xs, ys = [], []
+    for x, y in ((box.x1, box.y1), (box.x2, box.y1), (box.x1, box.y2), (box.x2, box.y2)):
+        dx, dy = x - cx, y - cy
+        xs.append((cx + dx * c + dy * s) / scale)
+        ys.append((cy - dx * s + dy * c) / scale)
+    return Box(math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys))).clipped(*size)
