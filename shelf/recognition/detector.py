@@ -255,7 +255,8 @@ def letterbox(image: Image.Image, input_size: tuple[int, int]) -> tuple[Image.Im
     new_w, new_h = max(1, round(image.width * gain)), max(1, round(image.height * gain))
     left, top = round((w_in - new_w) / 2 - 0.1), round((h_in - new_h) / 2 - 0.1)
     canvas = Image.new("RGB", (w_in, h_in), (PAD_GREY,) * 3)
-    canvas.paste(image.convert("RGB").resize((new_w, new_h), Image.BILINEAR), (left, top))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB photo whole
+    canvas.paste(rgb.resize((new_w, new_h), Image.BILINEAR), (left, top))
     return canvas, Letterbox(new_w / image.width, new_h / image.height, left, top)
 
 
