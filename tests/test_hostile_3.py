@@ -114,6 +114,26 @@ print("STORED", [r.photo_id is not None for r in results])
     assert added <= ONE_GIF_MB, f"{added:.0f} MB"
 
 
+def test_auto_mode_analyses_a_very_tall_photo_at_a_bounded_size(monkeypatch):
+    """800 × 150 000 pixels used to be analysed whole, in float32 (5 GB and two minutes)."""
+    from shelf.ingest import regions
+    analysed = []
+    monkeypatch.setattr(regions, "_straightening_angle", lambda small, params: analysed.append(small.size) or 0.0)
+    regions.auto_layout(Image.new("RGB", (200, 30000), (90, 90, 90)))
+    ((width, height),) = analysed
+    assert width * height <= regions.AutoParams().work_pixels and height > 20000
+
+
+def test_the_detectors_letterbox_does_not_copy_a_photo_whole(monkeypatch):
+    from shelf.recognition import detector
+    whole = []
+    real = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: whole.append(self.size) or real(self, *a, **k))
+    photo = Image.new("RGB", (3000, 2000), (5, 6, 7))
+    canvas, _ = detector.letterbox(photo, (320, 320))
+    assert canvas.size == (320, 320) and (3000, 2000) not in whole
+
+
 def _whole_image_rgb(image: Image.Image) -> Image.Image:
     """The conversion as it was before it went by bands, on the whole image at once: what the bands must equal."""
     if image.mode.startswith("I") or image.mode == "F":
@@ -229,3 +249,76 @@ def test_a_decode_that_waited_too_long_says_so(monkeypatch):
         decode_image(png_bytes((60, 50)), "b.png")  # an RGB PNG of 60×50 is budgeted 24 000 bytes: 64 too many
     del photo
     assert decode_image(png_bytes((60, 50)), "b.png").image.size == (60, 50)
+
+
+# -- 6. detector graphs that explode or never end -----------------------------------------------------------------
+
+DETECTOR = """
+import resource, time
+from shelf.recognition import detector
+from tests import detectors
+"""
+IMPORT = """
+start = time.perf_counter()
+try:
+    detector.import_detector(data, "hostile.onnx")
+    print("IMPORTED")
+except detector.DetectorError as exc:
+    print("REFUSED", exc)
+print("SECONDS", time.perf_counter() - start)
+print("TRIAL_PEAK_MB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+
+
+def _import_hostile(build: str, *, timeout: float = 120, setup: str = "") -> tuple[str, float, float]:
+    """(what importing the detector `build` makes said, MB it added to the importing process's peak, the trial
+    process's peak in MB), in a child process that a hang past `timeout` seconds fails."""
+    added, out = added_peak_mb(f"{DETECTOR}{setup}\ndata = detectors.{build}\n", IMPORT, timeout=timeout)
+    said = next(line for line in out.splitlines() if line.startswith(("REFUSED", "IMPORTED")))
+    trial = float(next(line for line in out.splitlines() if line.startswith("TRIAL_PEAK_MB")).split()[1])
+    return said, added, trial
+
+
+def test_a_graph_expanding_to_gigabytes_is_refused_before_it_runs():
+    said, added, trial = _import_hostile("expanding_detector()")  # [1, 40000, 40000] floats
+    assert said == ("REFUSED hostile.onnx: tensor 'huge' would be [1, 40000, 40000] (6.4 GB); a detector's tensors "
+                    "stay under 512 MB")
+    assert added + trial <= GIGABYTE_MB, (added, trial)
+
+
+def test_a_graph_with_a_loop_is_refused_before_it_runs():
+    said, added, trial = _import_hostile("looping_detector()", timeout=60)  # 10^13 steps: runs for ever
+    assert said == ("REFUSED hostile.onnx: has a Loop node; a detector has no loops (a loop runs as long as its own "
+                    "counts say)")
+    assert added + trial <= GIGABYTE_MB, (added, trial)
+
+
+def test_a_graph_expanding_only_when_it_runs_meets_the_trials_memory_limit():
+    """Its size comes from the input's pixels: no shape inference sees it; the trial's own process stops it."""
+    said, added, trial = _import_hostile("expanding_at_run_time_detector()")
+    assert said == "REFUSED hostile.onnx: running it once on a grey photo needs more memory than a trial run may " \
+                   "take (2 GB)"
+    assert added <= 200 and trial <= 2000, (added, trial)  # the importing process is spared; the trial is held
+
+
+def test_a_graph_running_past_the_trials_time_limit_is_stopped():
+    said, _, _ = _import_hostile("slow_detector()", setup="detector.TRIAL_SECONDS = 1")
+    assert said == "REFUSED hostile.onnx: its trial run did not finish in 1 s (a detector takes a few seconds at most)"
+
+
+def test_a_detector_imported_before_these_checks_is_checked_before_it_runs(tmp_path):
+    import json
+
+    from shelf.recognition import detector
+    from tests.detectors import looping_detector
+    folder = detector.detectors_dir()
+    folder.mkdir(parents=True)
+    data = looping_detector(steps=3)  # harmless, but a loop: it would not be imported today
+    sha = __import__("hashlib").sha256(data).hexdigest()
+    (folder / f"{sha}.onnx").write_bytes(data)
+    (folder / f"{sha}.json").write_text(json.dumps({
+        "sha256": sha, "path": None, "name": "old.onnx", "layout": "yolov8", "input_size": [320, 320], "classes": 80,
+        "output_shape": [1, 84, 8400], "input_name": "images", "input_type": "float32", "imported_at": "2024"}))
+    info = detector.resolve_detector(sha[:12])
+    with pytest.raises(detector.DetectorError, match=rf"^detector {sha[:12]}: has a Loop node"):
+        detector.detect(info, Image.new("RGB", (64, 48)))
