@@ -1,16 +1,22 @@
 """Hostile input, round three (issue 29): small files that decode to huge images, detector graphs that explode or
 never end, box files that cost more than their size, and parameters that quietly meant something else. Memory is
 measured in a child process (its own VmHWM), as what a call adds to the peak of a process that is already up."""
+import json
 import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from shelf.ingest import images, memory
 from shelf.ingest.images import ALPHA_MODES, ImageError, decode_image, upright_rgb
+from shelf.ingest.regions import Box
 from tests.conftest import image_bytes
-from tests.hostile_files import added_peak_mb, near_limit_images, png_bytes
+from tests.hostile_files import added_peak_mb, near_limit_images, peak_rss_mb, png_bytes
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 GIGABYTE_MB = 1000  # the bound: no accepted image adds more than this to a process's peak
 ONE_GIF_MB = 750  # what one near-limit two-colour GIF may add (its decode is budgeted 632 MB): two must not add more
@@ -322,3 +328,126 @@ def test_a_detector_imported_before_these_checks_is_checked_before_it_runs(tmp_p
     info = detector.resolve_detector(sha[:12])
     with pytest.raises(detector.DetectorError, match=rf"^detector {sha[:12]}: has a Loop node"):
         detector.detect(info, Image.new("RGB", (64, 48)))
+
+
+# -- 8. box files that cost more than their size, dates and names that meant something else ----------------------
+
+BOX_FILES = """
+from shelf.ingest.boxfiles import parse_box_file
+csv = "".join(f"i{i:07d}.jpg,1,1,2,2\\n" for i in range(640_000)).encode()  # 13 MB, a photo a line
+coco = ('{"images": [], "annotations": [' + '{},' * 3_999_999 + '{}]}').encode()  # 12 MB, 4 million objects
+"""
+
+
+@pytest.mark.parametrize("parse,said", [("parse_box_file(csv, 'd.csv')", "10000 photos, 10000 boxes, 0 problems"),
+                                        ("parse_box_file(coco, 'e.json')", "0 photos, 0 boxes, 4000000 problems")])
+def test_a_box_file_costs_about_its_own_size_to_parse(parse, said):
+    """Parsed a line or an element at a time and kept packed: these took 328 and 256 MB as objects."""
+    added, out = added_peak_mb(BOX_FILES, f"""
+imported = {parse}
+print("PARSED", len(imported.by_image), "photos,", imported.n_boxes, "boxes,", imported.n_problems, "problems")
+""")
+    assert f"PARSED {said}" in out
+    assert added <= 50, f"{added:.0f} MB"
+
+
+@pytest.fixture
+def two_photos_a_file(monkeypatch):
+    from shelf.ingest import boxfiles
+    monkeypatch.setattr(boxfiles, "MAX_PHOTOS_PER_BOX_FILE", 2)
+
+
+def test_boxes_for_more_photos_than_a_box_file_may_describe_are_skipped(two_photos_a_file):
+    from shelf.ingest.boxfiles import boxes_for_photo, parse_box_file
+    imported = parse_box_file(b"a.jpg,1,1,5,5\nb.jpg,1,1,5,5\nc.jpg,1,1,5,5\nc.jpg,2,2,6,6\na.jpg,2,2,9,9\n", "b.csv")
+    assert sorted(imported.by_image) == ["a.jpg", "b.jpg"] and imported.n_boxes == 3  # a.jpg's later box is kept
+    assert imported.messages == ["b.csv: 2 boxes are for photos beyond the first 2 it describes, the most one box "
+                                 "file may; they are skipped"]
+    assert boxes_for_photo(imported, "c.jpg", 10, 10) == ([], ["b.csv: no boxes for c.jpg"])
+    coco = json.dumps({"images": [{"id": i, "file_name": f"{name}.jpg"} for i, name in enumerate("abc")],
+                       "annotations": [{"id": i, "image_id": i, "bbox": [1, 1, 4, 4]} for i in (2, 0, 1, 2)]})
+    imported = parse_box_file(coco.encode(), "c.json")
+    assert sorted(imported.by_image) == ["a.jpg", "b.jpg"] and imported.n_boxes == 2
+    assert imported.messages[0].startswith("c.json: 2 boxes are for photos beyond the first 2")
+
+
+def test_coco_elements_are_read_a_chunk_at_a_time_wherever_the_images_are(monkeypatch):
+    from shelf.ingest import boxfiles, jsonstream
+    monkeypatch.setattr(jsonstream, "CHUNK", 40)  # many chunks, and every way of cutting them
+    monkeypatch.setattr(boxfiles, "MAX_JSON_ELEMENT_BYTES", 200)
+    annotations = [{"id": i, "image_id": i % 3, "bbox": [i, 1, 2, 3], "segmentation": [[1, 2, 3, 4]]}
+                   for i in range(40)]
+    annotations[7] = {"id": 7, "image_id": 1, "bbox": [1, 1, 1, 1], "note": "}, {" * 80}  # too long: skipped
+    annotations[9] = "}, {\"not\": an object"
+    images = [{"id": i, "file_name": f"p{i}.jpg", "width": 100, "height": 100} for i in range(3)]
+    for document in ({"info": {"x": [[], {}]}, "images": images, "annotations": annotations},
+                     {"annotations": annotations, "licenses": [1, "]"], "images": images}):
+        imported = boxfiles.parse_box_file(json.dumps(document).encode(), "c.json")
+        assert imported.n_boxes == 38
+        assert imported.messages == ["c.json, annotation 7: 0.0 MB is more than any COCO annotation takes; skipped",
+                                     "c.json, annotation 9: not an object"]
+        assert boxfiles.boxes_for_photo(imported, "p1.jpg", 100, 100)[0][0] == Box(1, 1, 3, 4)
+
+
+@FAST
+@given(st.lists(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                             lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                             max_leaves=12), max_size=12),
+       st.integers(1, 60))
+def test_an_array_read_by_chunks_is_the_array_json_reads(elements, chunk):
+    from shelf.ingest import jsonstream
+    text = json.dumps({"a": elements, "b": 1})
+    read, too_large = [], []
+    original, jsonstream.CHUNK = jsonstream.CHUNK, chunk
+    try:
+        end = jsonstream.read_array(text, text.index("["), json.JSONDecoder(), lambda i, v: read.append((i, v)),
+                                    lambda i, n: too_large.append(i), max_element=10**6)
+    finally:
+        jsonstream.CHUNK = original
+    assert read == list(enumerate(elements)) and too_large == [] and text[end:] == ', "b": 1}'
+
+
+def test_invalid_json_is_told_where_it_is():
+    from shelf.ingest.boxfiles import BoxFileError, parse_box_file
+    document = '{"images": [],\n "annotations": [{"id": 1}, {"id": 2,}]}'  # json.loads says line 2, column 38
+    with pytest.raises(BoxFileError, match=r"^c.json: not valid JSON \(line 2, column 38: Expecting property name"):
+        parse_box_file(document.encode(), "c.json")
+
+
+def test_the_cli_reads_a_truth_file_and_photos_only_up_to_their_limits(tmp_path):
+    huge = tmp_path / "truth.csv"
+    with open(huge, "wb") as handle:
+        handle.truncate(3 * 10**9)  # sparse: 3 GB to whoever reads it whole
+    photo = tmp_path / "p.png"
+    photo.write_bytes(png_bytes())
+    peak, out = peak_rss_mb(f"""
+from shelf.serving.cli import main
+print("EXIT", main(["regions", "evaluate", "--truth", "{huge}", "{photo}"]))
+""")
+    assert "EXIT 2" in out and peak < 400, f"peak {peak:.0f} MB"
+
+
+def test_dates_in_the_api_are_iso_dates_only(loaded, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from shelf.serving import api
+    with TestClient(api.create_app(api.ApiSettings(db_url=f"sqlite:///{tmp_path}/a.db", local=True), loaded)) as client:
+        for path in ("/v1/tallies", "/v1/compliance"):
+            for bad in ("0", "1700000000", "20240131", "2024-02-30", "yesterday"):
+                answer = client.get(path, params={"to": bad})
+                assert answer.status_code == 422 and "date" in answer.text, (path, bad, answer.text)
+            assert client.get(path, params={"from": "2024-01-01", "to": "2024-01-31"}).status_code == 200
+        answer = client.post("/v1/photos", files={"photo": ("p.png", png_bytes())}, data={"date": "0"})
+        assert answer.status_code == 422 and "YYYY-MM-DD" in answer.text
+        assert client.post("/v1/photos", files={"photo": ("p.png", png_bytes())},
+                           data={"date": "2024-01-31"}).json()["captured_on"] == "2024-01-31"
+
+
+def test_a_sha256_start_never_names_a_file_in_the_working_directory(tmp_path, monkeypatch):
+    from shelf.recognition import detector
+    from tests.detectors import fixed_detector
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deadbeef").write_bytes(fixed_detector([(1, 1, 50, 50)], [0.9], "yolov8"))
+    with pytest.raises(detector.DetectorError, match="^deadbeef: no imported detector's sha256 starts so"):
+        detector.resolve_detector("deadbeef")
+    assert detector.resolve_detector("./deadbeef").layout == "yolov8"  # as a path, it is one

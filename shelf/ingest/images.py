@@ -89,19 +89,25 @@ TAG = re.compile(r"(<[^<>]*>)")
 def clean_filename(name: str | None) -> str:
     """A file name fit for display and CSV: no directories, no control characters, bounded length. A slash inside
     a tag ('<b>x</b>.jpg') is kept; every other slash or backslash ends a directory name, which is dropped."""
-    text = (name or "").replace("\\", "/")
+    if name and name.isascii() and name.isprintable() and not any(ch in name for ch in "/\\<"):
+        base = name.strip()  # nothing to drop: no look at each character (a box file names millions of photos)
+    else:
+        base = _displayable_base(name or "")
+    if len(base) > MAX_NAME_LENGTH:
+        base = base[: MAX_NAME_LENGTH - 1] + "…"
+    return base or "unnamed"
+
+
+def _displayable_base(name: str) -> str:
+    text = name.replace("\\", "/")
     start, position = 0, 0
     for index, piece in enumerate(TAG.split(text)):  # odd pieces are the tags
         if index % 2 == 0 and "/" in piece:
             start = position + piece.rindex("/") + 1
         position += len(piece)
-    base = text[start:]
     # Control/format characters (incl. bidi overrides) go; every kind of space or line separator becomes " ".
-    base = "".join(" " if unicodedata.category(ch)[0] == "Z" else ch for ch in base
+    return "".join(" " if unicodedata.category(ch)[0] == "Z" else ch for ch in text[start:]
                    if unicodedata.category(ch)[0] != "C").strip()
-    if len(base) > MAX_NAME_LENGTH:
-        base = base[: MAX_NAME_LENGTH - 1] + "…"
-    return base or "unnamed"
 
 
 def sha256_hex(data: bytes) -> str:

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -45,6 +46,7 @@ TILE_OVERLAP = 0.25  # of a tile's side
 MIN_PRODUCT_INPUT_PIXELS = 32  # tiles=auto: a typical product should span at least this much of the model's input
 MAX_AUTO_TILES = 64
 MAX_DETECTIONS = 2000
+SHA256_START = re.compile(r"[0-9a-fA-F]{8,64}")  # `detector:SHA256` names an imported detector, never a file
 LAYOUTS = {"yolov5": "YOLOv5 (1, N, 5+C)", "yolov8": "YOLOv8/YOLO11 (1, 4+C, N)"}
 SUPPORTED = ("input (1, 3, H, W) with a fixed H and W; output (1, N, 5+C) as YOLOv5 exports it or (1, 4+C, N) as "
              "YOLOv8/YOLO11 export it (Ultralytics `yolo export format=onnx`, without nms=True)")
@@ -265,8 +267,9 @@ def imported_detectors() -> list[DetectorInfo]:
 
 
 def resolve_detector(source: str) -> DetectorInfo:
-    """The detector a `detector:SOURCE` mode names: '' → the newest imported one; a path to an .onnx file (checked
-    on every use, not copied); or the start (8+ hex digits) of an imported detector's sha256."""
+    """The detector a `detector:SOURCE` mode names: '' → the newest imported one; the start (8 to 64 hex digits)
+    of an imported detector's sha256, never a file of that name (write ./NAME for one); or a path to an .onnx file
+    (checked on every use, not copied)."""
     source = source.strip()
     imported = imported_detectors()
     if not source:
@@ -275,18 +278,20 @@ def resolve_detector(source: str) -> DetectorInfo:
                                 "`python -m shelf detector import FILE.onnx`")
         return imported[0]
     path = Path(source).expanduser()
-    if path.is_file():
+    if not SHA256_START.fullmatch(source) and path.is_file():
         try:
             _check_size(path.stat().st_size, source)
             data = path.read_bytes()
         except OSError as exc:
             raise DetectorError(f"{source}: cannot read the file ({exc.strerror or exc})") from None
         return inspect_detector(data, source, path.resolve())
-    matches = [d for d in imported if len(source) >= 8 and d.sha256.startswith(source.lower())]
+    matches = [d for d in imported if SHA256_START.fullmatch(source) and d.sha256.startswith(source.lower())]
     if len(matches) == 1:
         return matches[0]
-    raise DetectorError(f"{source}: no such detector file, and no imported detector whose sha256 starts so"
-                        + (" (several do; give more digits)" if matches else ""))
+    if SHA256_START.fullmatch(source):
+        raise DetectorError(f"{source}: no imported detector's sha256 starts so" + (
+            " (several do; give more digits)" if matches else " (for a file of that name, write ./" + source + ")"))
+    raise DetectorError(f"{source}: no such detector file")
 
 
 # ---------------------------------------------------------------------------------------------------------------

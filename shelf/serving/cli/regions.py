@@ -17,12 +17,17 @@ from shelf.serving.cli.common import (
 
 
 def cmd_regions(args) -> int:
-    from shelf.ingest.boxfiles import BoxFileError, parse_box_file
+    from shelf.files import FileTooLarge, read_bounded
+    from shelf.ingest.boxfiles import MAX_BOX_FILE_BYTES, BoxFileError, parse_box_file
     from shelf.ingest.evaluation import summarise
+    from shelf.ingest.images import MAX_BYTES
     from shelf.recognition.pipeline import Upload, compare_regions
 
     try:
-        truth = parse_box_file(args.truth.read_bytes(), args.truth.name)
+        truth = parse_box_file(read_bounded(args.truth, MAX_BOX_FILE_BYTES), args.truth.name)
+    except FileTooLarge as exc:
+        print(f"error: truth file {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, BoxFileError) as exc:
         print(f"error: truth file {args.truth}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -35,7 +40,9 @@ def cmd_regions(args) -> int:
     with _progress(len(args.images), "evaluate") as bar:
         for path in args.images:
             try:
-                upload = Upload(path, Path(path).read_bytes())
+                upload = Upload(path, read_bounded(path, MAX_BYTES))
+            except FileTooLarge as exc:
+                unreadable.append(str(exc))
             except OSError as exc:
                 unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
             else:
