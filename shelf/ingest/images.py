@@ -266,15 +266,17 @@ WHITE = (255, 255, 255)
 
 def upright_rgb(image: Image.Image, turn: Image.Transpose | None = None) -> Image.Image:
     """Any Pillow mode → 8-bit RGB, turned upright. Transparency is composited on white, as a viewer shows it.
-    Other modes than RGB convert a band of rows at a time into the one RGB result, turned as they go: the image
-    is never whole in a third mode on the way (an RGBA photo would take its 4 bytes a pixel three more times, a
-    16-bit one 8 bytes a pixel as float64)."""
+    A conversion that needs a step between (transparency, 16/32-bit and float values) or a turn goes a band of
+    rows at a time into the one RGB result: the image is never whole in a third mode on the way (an RGBA photo
+    would take its 4 bytes a pixel three more times, a 16-bit one 8 bytes a pixel as float64)."""
     if image.mode == "RGB":
         return image if turn is None else image.transpose(turn)
     top = _wide_top(image) if _wide(image) else None
     alpha = image.mode in ALPHA_MODES or image.mode == "P" and image.has_transparency_data
+    if turn is None and top is None and not alpha:
+        return image.convert("RGB")  # straight into the result: nothing in between
     width, height = image.size
-    out = Image.new("RGB", (height, width) if turn in QUARTER_TURNS else (width, height), WHITE)
+    out = Image.new("RGB", (height, width) if turn in QUARTER_TURNS else (width, height), WHITE if alpha else 0)
     rows = max(1, BAND_PIXELS // width)
     for box in _bands(image, rows):
         band = image if rows >= height else image.crop(box)
