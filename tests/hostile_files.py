@@ -3,6 +3,7 @@ or encryption), deflate streams that inflate to gigabytes, images that decode to
 corpus of every kind of bad file Shelf reads, for the CLI and the browser."""
 from __future__ import annotations
 
+import ast
 import io
 import json
 import pickle
@@ -119,6 +120,46 @@ def _child(script: str, timeout: float) -> str:
 
 def _reported(out: str, key: str) -> int:
     return int(next(line for line in out.splitlines() if line.startswith(key)).split()[1])
+
+
+IMPORTING = """
+import re, subprocess, time, types
+from shelf.recognition import detector
+from tests import detectors
+trials = []
+
+def watched(args, **kwargs):  # the trial run, made to tell its own peak (VmHWM) on stderr as it ends
+    args = [*args[:-2], args[-2] + "\\nimport sys\\nprint(open('/proc/self/status').read(), file=sys.stderr)", args[-1]]
+    done = subprocess.run(args, **kwargs)
+    peak = re.search(r"VmHWM:\\s+(\\d+)", done.stderr.decode())
+    trials.append(int(peak[1]) / 1024 if peak else "no report")
+    return done
+detector.subprocess = types.SimpleNamespace(run=watched, TimeoutExpired=subprocess.TimeoutExpired)
+"""
+IMPORT_IT = """
+start = time.perf_counter()
+try:
+    detector.import_detector(data, "hostile.onnx")
+    print("IMPORTED")
+except detector.DetectorError as exc:
+    print("REFUSED", exc)
+print("SECONDS", time.perf_counter() - start)
+print("TRIALS", trials)
+"""
+
+
+def import_hostile_detector(build: str, *, timeout: float = 120, setup: str = "") -> tuple[str, float, list, float]:
+    """(what importing the detector tests.detectors.`build` made Shelf say, MB it added to the importing process's
+    peak, the peak in MB of each trial run, seconds), in a child process that a hang past `timeout` seconds fails."""
+    added, out = added_peak_mb(f"{IMPORTING}{setup}\ndata = detectors.{build}\n", IMPORT_IT, timeout=timeout)
+    lines = out.splitlines()
+    said = next(line for line in lines if line.startswith(("REFUSED", "IMPORTED")))
+    trials = ast.literal_eval(next(line for line in lines if line.startswith("TRIALS")).split(" ", 1)[1])
+    return said, added, trials, _reported_float(lines, "SECONDS")
+
+
+def _reported_float(lines: list[str], key: str) -> float:
+    return float(next(line for line in lines if line.startswith(key)).split()[1])
 
 
 def near_limit_images(folder: Path) -> dict[str, Path]:
