@@ -85,3 +85,80 @@ class _Classifier(torch.nn.Module):
 def classifier_model() -> bytes:
     """An ImageNet-style classifier: output (1, 1000), not a detector."""
     return _export(_Classifier(), (224, 224))
+
+
+# -- hostile graphs (issue 29), built with onnx.helper: a YOLOv8 output (1, 84, 8400) on top of what they do ----------
+
+
+def _graph_model(nodes, initializers, *, subgraph_opset: bool = False) -> bytes:
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(nodes, "hostile", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                               [1, 3, INPUT, INPUT])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 84, 8400])],
+                              initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _ints(name: str, values: list[int]):
+    from onnx import TensorProto, helper
+    return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+
+
+def _yolo_output(source: str) -> list:
+    """Nodes making the (1, 84, 8400) output from the scalar-ish tensor `source` (so it stays in the graph)."""
+    from onnx import helper
+    return [helper.make_node("ReduceMean", [source], ["level"], keepdims=0),
+            helper.make_node("Expand", ["level", "yolo_shape"], ["output0"])]
+
+
+def expanding_detector(side: int = 40000) -> bytes:
+    """Expands the input's mean to [1, side, side] floats (6.4 GB at 40000), then answers like a YOLOv8."""
+    from onnx import helper
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+             helper.make_node("Expand", ["mean", "huge_shape"], ["huge"]), *_yolo_output("huge")]
+    return _graph_model(nodes, [_ints("huge_shape", [1, side, side]), _ints("yolo_shape", [1, 84, 8400])])
+
+
+def expanding_at_run_time_detector(side: int = 40000) -> bytes:
+    """The same, with the size computed from the input's pixels (grey 114/255 → `side`): no shape inference sees
+    it, only running it does."""
+    from onnx import TensorProto, helper
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [1], [side / (114 / 255)])
+    nodes = [helper.make_node("ReduceMax", ["images"], ["top"], keepdims=0),
+             helper.make_node("Mul", ["top", "scale"], ["scaled"]),
+             helper.make_node("Round", ["scaled"], ["rounded"]),
+             helper.make_node("Cast", ["rounded"], ["length"], to=TensorProto.INT64),
+             helper.make_node("Concat", ["one", "length", "length"], ["huge_shape"], axis=0),
+             helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+             helper.make_node("Expand", ["mean", "huge_shape"], ["huge"]), *_yolo_output("huge")]
+    return _graph_model(nodes, [scale, _ints("one", [1]), _ints("yolo_shape", [1, 84, 8400])])
+
+
+def looping_detector(steps: int = 10**13) -> bytes:
+    """A Loop of `steps` iterations adding 1 to the input's mean, then a YOLOv8 answer."""
+    from onnx import TensorProto, helper
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "step"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])],
+        initializer=[helper.make_tensor("step", TensorProto.FLOAT, [], [1.0])])
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+             helper.make_node("Loop", ["steps", "keep_going", "mean"], ["counted"], body=body),
+             *_yolo_output("counted")]
+    return _graph_model(nodes, [helper.make_tensor("steps", TensorProto.INT64, [], [steps]),
+                                helper.make_tensor("keep_going", TensorProto.BOOL, [], [True]),
+                                _ints("yolo_shape", [1, 84, 8400])])
+
+
+def slow_detector(side: int = 1500, products: int = 40) -> bytes:
+    """`products` matrix products of side × side floats made from the input (nothing to fold ahead): seconds of
+    work in tensors of a few megabytes, which no shape tells."""
+    from onnx import helper
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+             helper.make_node("Expand", ["mean", "square"], ["m0"])]
+    nodes += [helper.make_node("MatMul", [f"m{i}", "m0"], [f"m{i + 1}"]) for i in range(products)]
+    return _graph_model(nodes + _yolo_output(f"m{products}"), [_ints("square", [side, side]),
+                                                                _ints("yolo_shape", [1, 84, 8400])])

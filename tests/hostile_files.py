@@ -3,6 +3,7 @@ or encryption), deflate streams that inflate to gigabytes, images that decode to
 corpus of every kind of bad file Shelf reads, for the CLI and the browser."""
 from __future__ import annotations
 
+import ast
 import io
 import json
 import pickle
@@ -92,17 +93,90 @@ def png_bytes(size=(48, 36), colour=(30, 160, 90)) -> bytes:
     return buffer.getvalue()
 
 
+VMHWM = "int(__import__('re').search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])"
+
+
 def peak_rss_mb(code: str, timeout: float = 300) -> tuple[float, str]:
     """Run `code` in a fresh Python; return (its peak resident memory in MB, its stdout), failing the test with the
     child's stderr if the child fails. The peak is the child's own VmHWM: getrusage's ru_maxrss survives exec and
     would report the (large) test process the child was forked from."""
-    script = code + ("\nimport re\nprint('PEAK_KB', re.search(r'VmHWM:\\s+(\\d+)', "
-                     "open('/proc/self/status').read())[1])\n")
+    out = _child(code + f"\nprint('PEAK_KB', {VMHWM})\n", timeout)
+    return _reported(out, "PEAK_KB") / 1024, out
+
+
+def added_peak_mb(setup: str, code: str, timeout: float = 300) -> tuple[float, str]:
+    """Run `setup` then `code` in a fresh Python; return (how many MB `code` raised its peak resident memory by,
+    its stdout): what a server that has done `setup` (imports, a model, a first photo) takes on top for `code`."""
+    out = _child(f"{setup}\n_base_kb = {VMHWM}\n{code}\nprint('ADDED_KB', {VMHWM} - _base_kb)\n", timeout)
+    return _reported(out, "ADDED_KB") / 1024, out
+
+
+def _child(script: str, timeout: float) -> str:
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    peak = next(line for line in done.stdout.splitlines() if line.startswith("PEAK_KB"))
-    return int(peak.split()[1]) / 1024, done.stdout
+    return done.stdout
+
+
+def _reported(out: str, key: str) -> int:
+    return int(next(line for line in out.splitlines() if line.startswith(key)).split()[1])
+
+
+IMPORTING = """
+import re, subprocess, time, types
+from shelf.recognition import detector
+from tests import detectors
+trials = []
+
+def watched(args, **kwargs):  # the trial run, made to tell its own peak (VmHWM) on stderr as it ends
+    args = [*args[:-2], args[-2] + "\\nimport sys\\nprint(open('/proc/self/status').read(), file=sys.stderr)", args[-1]]
+    done = subprocess.run(args, **kwargs)
+    peak = re.search(r"VmHWM:\\s+(\\d+)", done.stderr.decode())
+    trials.append(int(peak[1]) / 1024 if peak else "no report")
+    return done
+detector.subprocess = types.SimpleNamespace(run=watched, TimeoutExpired=subprocess.TimeoutExpired)
+"""
+IMPORT_IT = """
+start = time.perf_counter()
+try:
+    detector.import_detector(data, "hostile.onnx")
+    print("IMPORTED")
+except detector.DetectorError as exc:
+    print("REFUSED", exc)
+print("SECONDS", time.perf_counter() - start)
+print("TRIALS", trials)
+"""
+
+
+def import_hostile_detector(build: str, *, timeout: float = 120, setup: str = "") -> tuple[str, float, list, float]:
+    """(what importing the detector tests.detectors.`build` made Shelf say, MB it added to the importing process's
+    peak, the peak in MB of each trial run, seconds), in a child process that a hang past `timeout` seconds fails."""
+    added, out = added_peak_mb(f"{IMPORTING}{setup}\ndata = detectors.{build}\n", IMPORT_IT, timeout=timeout)
+    lines = out.splitlines()
+    said = next(line for line in lines if line.startswith(("REFUSED", "IMPORTED")))
+    trials = ast.literal_eval(next(line for line in lines if line.startswith("TRIALS")).split(" ", 1)[1])
+    return said, added, trials, _reported_float(lines, "SECONDS")
+
+
+def _reported_float(lines: list[str], key: str) -> float:
+    return float(next(line for line in lines if line.startswith(key)).split()[1])
+
+
+def near_limit_images(folder: Path) -> dict[str, Path]:
+    """Files of a few kilobytes that decode to about 120 MP, the pixel limit (issue 29): a 1-bit GIF, two two-colour
+    GIFs (palettes that are not grey: Pillow keeps them as P, not L), a 16-bit grey PNG, and an RGBA WebP as wide
+    as WebP goes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / name for name in ("one-bit.gif", "two-colour.gif", "other-colours.gif",
+                                              "grey-16-bit.png", "rgba.webp")}
+    Image.new("1", (12000, 10000), 1).save(paths["one-bit.gif"])
+    for name, palette in [("two-colour.gif", [255, 0, 0, 0, 0, 255]), ("other-colours.gif", [0, 200, 0, 200, 0, 9])]:
+        image = Image.new("P", (12000, 10000), 1)
+        image.putpalette(palette)
+        image.save(paths[name])
+    Image.new("I;16", (12000, 10000), 40000).save(paths["grey-16-bit.png"])
+    Image.new("RGBA", (16383, 7300), (10, 200, 30, 128)).save(paths["rgba.webp"], lossless=True)
+    return paths
 
 
 class _Exploit:

@@ -1,8 +1,6 @@
 """Schemathesis: requests generated from the API's own OpenAPI schema (valid ones, and ones that break it), sent
 with an admin token, and every answer checked against the schema: status codes, bodies, content types, and that
 valid requests are accepted and invalid ones refused. A few examples per operation, with a fixed seed."""
-import re
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -15,7 +13,6 @@ CONFIG = schemathesis.Config.from_dict({"operations": [{
     # a multipart body that fits the schema may still hold bytes that are no photo: 422, naming the file
     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429"]}},
 }]})
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @pytest.fixture
@@ -36,18 +33,10 @@ def api_schema(loaded, api_db):
                                           config=CONFIG)
 
 
-def non_iso_dates(case) -> bool:
-    """`from`/`to` that are not YYYY-MM-DD: issue 29 item 8 (brief 29a) makes the API refuse them; until that
-    is merged, pydantic reads `to=0` as 1970-01-01. Drop this filter once it is."""
-    return any(not ISO_DATE.fullmatch(str(value)) for key, value in (case.query or {}).items() if key in ("from", "to"))
-
-
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
 @settings(max_examples=5, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_answer_matches_the_schema(case, admin):
-    if non_iso_dates(case):
-        return
     case.call_and_validate(headers=admin)

@@ -162,14 +162,14 @@ def test_references_are_decoded_safely_and_embedded_once_per_weights(engine, loa
     first, ids, _ = catalog.reference_embeddings(engine, loaded)
     assert first.shape == (2, 512) and ids.tolist() == [sku, sku]
     import shelf.recognition.classify
-    real = shelf.recognition.classify.classify_images
-    monkeypatch.setattr(shelf.recognition.classify, "classify_images", lambda *a, **k: pytest.fail("recomputed"))
+    real = shelf.recognition.classify.classify_inputs
+    monkeypatch.setattr(shelf.recognition.classify, "classify_inputs", lambda *a, **k: pytest.fail("recomputed"))
     again, _, _ = catalog.reference_embeddings(engine, loaded)  # cached in the store
     assert np.array_equal(first, again)
     import dataclasses
     other = dataclasses.replace(loaded, weights=dataclasses.replace(loaded.weights, sha256="f" * 64))
     computed = []
-    monkeypatch.setattr(shelf.recognition.classify, "classify_images",
+    monkeypatch.setattr(shelf.recognition.classify, "classify_inputs",
                         lambda *a, **k: computed.append(1) or real(*a, **k))
     catalog.reference_embeddings(engine, other)  # other weights: embeddings are computed afresh
     assert computed

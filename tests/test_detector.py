@@ -188,8 +188,10 @@ def test_import_keeps_the_file_by_sha256_never_by_its_name():
     (listed,) = imported_detectors()
     assert listed == info and listed.format.startswith("YOLOv8/YOLO11 (1, 4+C, N) output (1, 6, 9)")
     assert detector.resolve_detector("") == info == detector.resolve_detector(info.sha256[:12])
-    with pytest.raises(DetectorError, match="no such detector file"):
+    with pytest.raises(DetectorError, match="deadbeefdeadbeef: no imported detector's sha256 starts so"):
         detector.resolve_detector("deadbeefdeadbeef")
+    with pytest.raises(DetectorError, match="nothing.onnx: no such detector file"):
+        detector.resolve_detector("nothing.onnx")
 
 
 def test_no_imported_detector_says_how_to_import_one():

@@ -206,8 +206,14 @@ def _coco(annotations, images=(COCO_IMAGE,)) -> bytes:
 
 
 def test_deeply_nested_json_is_a_message():
-    with pytest.raises(BoxFileError, match="deep.json: nested too deeply"):
-        parse_box_file(b"[" * 100_000 + b"]" * 100_000, "deep.json")
+    with pytest.raises(BoxFileError, match="deep.json: a COCO file needs 'images' and 'annotations' lists"):
+        parse_box_file(b"[" * 100_000 + b"]" * 100_000, "deep.json")  # never decoded: it is no COCO object
+    deep = _coco([{"id": 1, "image_id": 1, "bbox": [1, 1, 5, 5]}]).replace(b'"annotations": [',
+                                                                          b'"annotations": [' + b"[" * 100_000
+                                                                          + b"]" * 100_000 + b", ")
+    imported = parse_box_file(deep, "deep.json")  # deep inside one annotation: that one is told, the rest loads
+    assert imported.messages == ["deep.json, annotation 0: nested too deeply to be part of a COCO file"]
+    assert imported.n_boxes == 1
 
 
 @pytest.mark.parametrize("bad", ["9" * 5000, str(10**400), "1e309", "-1e309"],

@@ -39,6 +39,7 @@ class AutoParams:
     The row's rhythm is off by default: once cuts follow edges it helped no set; a profile may turn it on."""
 
     work_width: int = 800  # the analysis runs on a copy this wide; boxes are scaled back
+    work_pixels: int = 4_000_000  # ... and no larger: a photo 50 times taller than wide is not analysed whole
     max_tilt_degrees: float = 3.0  # search range for straightening the photo
     max_band_tilt_degrees: float = 3.0  # ... and each shelf edge after that (perspective)
     shelf_pitch: tuple[float, float] = (0.08, 0.5)  # distance between shelf edges searched, of the image height
@@ -102,7 +103,7 @@ def auto_layout(image: Image.Image, params: AutoParams = AutoParams()) -> ShelfL
 
 
 def prepare(image: Image.Image, params: AutoParams = AutoParams()) -> Prepared:
-    scale = min(1.0, params.work_width / image.width)
+    scale = min(1.0, params.work_width / image.width, math.sqrt(params.work_pixels / (image.width * image.height)))
     small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.BILINEAR) if scale < 1 else image
     angle = _straightening_angle(small, params)

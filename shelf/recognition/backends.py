@@ -394,17 +394,22 @@ def stored_crops(engine, crop_mode: str = "center", limit: int = CALIBRATION_REG
         rows = conn.execute(query).all()
     if len(rows) > limit:
         rows = [rows[i] for i in np.linspace(0, len(rows) - 1, limit).astype(int)]
-    inputs, photos = [], {}
-    for r in rows:
-        if r.file not in photos:
-            try:
-                photos[r.file] = decode_image((config.data_dir() / r.file).read_bytes(), r.file).image
-            except (OSError, ImageError):
-                photos[r.file] = None
-        if photos[r.file] is not None:
-            inputs.append(model_input(photos[r.file].crop((r.x1, r.y1, r.x2, r.y2)), crop_mode))
-    used = sum(image is not None for image in photos.values())
-    return (np.stack(inputs) if inputs else np.zeros((0, 224, 224, 3), np.uint8)), used
+    by_photo: dict[str, list[int]] = {}
+    for number, r in enumerate(rows):
+        by_photo.setdefault(r.file, []).append(number)
+    inputs, used = {}, 0
+    for file, numbers in by_photo.items():  # one photo in memory at a time
+        try:
+            photo = decode_image((config.data_dir() / file).read_bytes(), file).image
+        except (OSError, ImageError):
+            continue
+        used += 1
+        for number in numbers:
+            r = rows[number]
+            inputs[number] = model_input(photo.crop((r.x1, r.y1, r.x2, r.y2)), crop_mode)
+        photo = None
+    ordered = [inputs[number] for number in sorted(inputs)]  # in the regions' order, as before
+    return (np.stack(ordered) if ordered else np.zeros((0, 224, 224, 3), np.uint8)), used
 
 
 MIN_CALIBRATION_CROPS = 16

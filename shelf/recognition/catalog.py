@@ -267,31 +267,33 @@ def add_references(engine: Engine, sku_id: int, files: Iterable[tuple[str, bytes
     """Decode each reference photo safely and keep it; returns (added, messages for the files that were not).
     `files` may be a generator, so a caller can read the photos one at a time."""
     require(by, "edit_catalog")
-    added, messages = 0, []
-    for name, data in files:
-        try:
-            decoded = decode_image(data, name)
-        except ImageError as exc:
-            messages.append(str(exc))
-            continue
-        relative = store.photo_file(decoded.sha256, decoded.format)
-        store.keep_photo_bytes(data, relative)
-        try:
-            with store.write_transaction(engine) as conn:
-                count = conn.execute(sa.select(sa.func.count()).where(store.sku_references.c.sku_id == sku_id)
-                                     ).scalar_one()
-                if count >= MAX_REFERENCES_PER_SKU:
-                    messages.append(f"{decoded.name}: this SKU already has {MAX_REFERENCES_PER_SKU} references")
-                    continue
-                conn.execute(store.sku_references.insert().values(
-                    sku_id=sku_id, sha256=decoded.sha256, file=relative.as_posix(),
-                    source=f"{source}: {decoded.name}"[:100], created_at=store.utc_now()))
-                audit.record(conn, by, "edit_catalog", f"SKU {sku_id} reference", None,
-                             {"file": decoded.name, "sha256": decoded.sha256, "source": source})
-            added += 1
-        except sa.exc.IntegrityError:
-            messages.append(f"{decoded.name}: already a reference of this SKU (or the SKU was removed)")
-    return added, messages
+    problems = [_add_reference(engine, sku_id, name, data, source, by) for name, data in files]
+    return problems.count(None), [p for p in problems if p is not None]
+
+
+def _add_reference(engine: Engine, sku_id: int, name: str, data: bytes, source: str, by: Identity) -> str | None:
+    """Keep one reference photo; None, or why it was not kept. One function per photo: its decoded image is gone
+    before the next is decoded."""
+    try:
+        decoded = decode_image(data, name)
+    except ImageError as exc:
+        return str(exc)
+    relative = store.photo_file(decoded.sha256, decoded.format)
+    store.keep_photo_bytes(data, relative)
+    try:
+        with store.write_transaction(engine) as conn:
+            count = conn.execute(sa.select(sa.func.count()).where(store.sku_references.c.sku_id == sku_id)
+                                 ).scalar_one()
+            if count >= MAX_REFERENCES_PER_SKU:
+                return f"{decoded.name}: this SKU already has {MAX_REFERENCES_PER_SKU} references"
+            conn.execute(store.sku_references.insert().values(
+                sku_id=sku_id, sha256=decoded.sha256, file=relative.as_posix(),
+                source=f"{source}: {decoded.name}"[:100], created_at=store.utc_now()))
+            audit.record(conn, by, "edit_catalog", f"SKU {sku_id} reference", None,
+                         {"file": decoded.name, "sha256": decoded.sha256, "source": source})
+    except sa.exc.IntegrityError:
+        return f"{decoded.name}: already a reference of this SKU (or the SKU was removed)"
+    return None
 
 
 def promote_regions(engine: Engine, sku_id: int, region_ids: Sequence[int], *, by: Identity = LOCAL
@@ -331,7 +333,8 @@ def skus_frame(engine: Engine) -> pd.DataFrame:
 def reference_embeddings(engine: Engine, loaded: LoadedModel, crop_mode: str = "center"
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings, sku_ids, reference_ids) of every reference, computing and caching the missing ones."""
-    from shelf.recognition.classify import classify_images
+    from shelf.recognition.classify import classify_inputs
+    from shelf.recognition.inputs import model_input
     weights = loaded.weights.sha256
     refs = store.sku_references
     cached = store.reference_embeddings
@@ -345,11 +348,13 @@ def reference_embeddings(engine: Engine, loaded: LoadedModel, crop_mode: str = "
     missing = [r for r in rows if r.embedding is None]
     computed = {}
     for start in range(0, len(missing), 32):
-        chunk, images = missing[start:start + 32], []
-        for r in chunk:
-            images.append(decode_image((config.data_dir() / r.file).read_bytes(), r.file).image)
-        for r, result in zip(chunk, classify_images(loaded, images, top_k=1, crop_mode=crop_mode)):
-            computed[r.id] = result.embedding.astype("<f4")
+        chunk = missing[start:start + 32]
+        # each photo becomes its model input as it is decoded: one photo in memory at a time, not 32
+        inputs = np.stack([model_input(decode_image((config.data_dir() / r.file).read_bytes(), r.file).image,
+                                       crop_mode) for r in chunk])
+        arrays = classify_inputs(loaded, inputs, top_k=1)
+        for r, embedding in zip(chunk, arrays.embeddings):
+            computed[r.id] = embedding.astype("<f4")
     if computed:
         with store.write_transaction(engine) as conn:
             conn.execute(cached.insert(), [{"reference_id": i, "weights_sha256": weights, "crop_mode": crop_mode,

@@ -11,8 +11,9 @@ overlap shows that product whole in a neighbouring tile) and the rest merge by c
 `nms`, step for step in numpy: the serving image has no torch; a test holds the two equal). Models exported with
 NMS inside (`nms=True`, end-to-end YOLOv10) are not supported.
 
-Detector files are untrusted: size limit, `onnx.checker`, recognised input/output shapes and one trial run before
-anything is kept; kept under the data dir by their sha256, never under the uploaded name.
+Detector files are untrusted: size limit, `onnx.checker`, recognised input/output shapes, no loops and no tensor
+over MAX_TENSOR_BYTES where shape inference can tell, and one trial run in a child process held to TRIAL_MEMORY and
+TRIAL_SECONDS, before anything is kept; kept under the data dir by their sha256, never under the uploaded name.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import functools
 import hashlib
 import json
 import math
+import re
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,16 +33,21 @@ from PIL import Image
 
 from shelf import config
 from shelf.access import LOCAL, Identity, require
-from shelf.files import write_atomically
+from shelf.files import MB, write_atomically
 from shelf.ingest.images import clean_filename
 from shelf.ingest.regions import DETECTOR_CONF, DETECTOR_IOU, DETECTOR_TILES, Box, reading_order
 
 MAX_DETECTOR_BYTES = 300 * 1024 * 1024
+MAX_TENSOR_BYTES = 512 * MB  # a YOLO's largest activation at 1280 px input is 131 MB (1×80×640×640 floats)
+NO_LOOPS = ("Loop", "Scan")  # control flow that runs for as long as its (untrusted) counts say: no YOLO has any
+TRIAL_MEMORY = 2_000 * MB  # address space of the trial run's process: a 300 MB model and its activations fit
+TRIAL_SECONDS = 60.0
 PAD_GREY = 114
 TILE_OVERLAP = 0.25  # of a tile's side
 MIN_PRODUCT_INPUT_PIXELS = 32  # tiles=auto: a typical product should span at least this much of the model's input
 MAX_AUTO_TILES = 64
 MAX_DETECTIONS = 2000
+SHA256_START = re.compile(r"[0-9a-fA-F]{8,64}")  # `detector:SHA256` names an imported detector, never a file
 LAYOUTS = {"yolov5": "YOLOv5 (1, N, 5+C)", "yolov8": "YOLOv8/YOLO11 (1, 4+C, N)"}
 SUPPORTED = ("input (1, 3, H, W) with a fixed H and W; output (1, N, 5+C) as YOLOv5 exports it or (1, 4+C, N) as "
              "YOLOv8/YOLO11 export it (Ultralytics `yolo export format=onnx`, without nms=True)")
@@ -126,6 +135,7 @@ def inspect_detector(data: bytes, name: str, path: Path | None = None) -> Detect
     if layout is None:
         found = " ".join(str(tuple("?" if d is None else d for d in _dims(o))) for o in outputs) or "no output"
         raise DetectorError(f"{source}: output {found} is not a YOLO detection layout; supported: {SUPPORTED}")
+    check_graph(model, source)
     sha = hashlib.sha256(data).hexdigest()
     info = DetectorInfo(sha256=sha, path=path or Path(), name=source, layout=layout[0],
                         input_size=(input_shape[3], input_shape[2]), classes=layout[1], output_shape=output_shape,
@@ -135,22 +145,92 @@ def inspect_detector(data: bytes, name: str, path: Path | None = None) -> Detect
     return info
 
 
-def _trial_run(info: DetectorInfo, data: bytes) -> None:
-    """Run the model once on a grey input: it must load in ONNX Runtime and give the declared layout."""
+def check_graph(model, source: str) -> None:
+    """Refuse what would run for ever or take more memory than any detector: loops, and tensors over
+    MAX_TENSOR_BYTES wherever shape inference can tell their size before anything runs."""
+    import onnx
+    for node in _nodes(model):
+        if node.op_type in NO_LOOPS:
+            raise DetectorError(f"{source}: has a {node.op_type} node; a detector has no loops (a loop runs as long "
+                                "as its own counts say)")
     try:
-        session = _new_session(data)
-        (output, *_) = session.run(None, {info.input_name: _grey_input(info)})
-    except Exception as exc:
-        raise DetectorError(f"{info.name}: ONNX Runtime cannot run it ({exc.__class__.__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    if _layout(tuple(output.shape)) != (info.layout, info.classes):
-        raise DetectorError(f"{info.name}: declares output {info.output_shape} but gives {tuple(output.shape)}; "
-                            f"supported: {SUPPORTED}")
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # what inference cannot follow, the trial run meets, held to its limits
+        return
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        dims = _dims(value)
+        if not dims or None in dims:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).itemsize
+        except Exception:  # strings and the like: no YOLO computes with them
+            itemsize = 1
+        if math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
+            raise DetectorError(f"{source}: tensor '{clean_filename(value.name)[:60]}' would be {list(dims)} "
+                                f"({math.prod(dims) * itemsize / 1e9:,.1f} GB); a detector's tensors stay under "
+                                f"{MAX_TENSOR_BYTES // MB} MB")
 
 
-def _grey_input(info: DetectorInfo) -> np.ndarray:
+def _nodes(model):
+    """Every node of the model: its graph's, its subgraphs' (If branches, loop bodies) and its functions'."""
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    while graphs:
+        for node in graphs.pop().node:
+            nodes.append(node)
+            for attribute in node.attribute:
+                graphs += ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+    return nodes
+
+
+# The trial run, in a process of its own: a graph can do anything its shapes allow once it runs. The process limits
+# its own address space before it imports ONNX Runtime, so an allocation past it fails there and then.
+TRIAL = """
+import json, resource, sys
+spec = json.loads(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (spec["memory"], spec["memory"]))
+try:
+    import numpy as np
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(sys.stdin.buffer.read(), options, providers=["CPUExecutionProvider"])
+    grey = np.full(spec["shape"], spec["value"], dtype=spec["dtype"])
+    (output, *_) = session.run(None, {spec["input"]: grey})
+    print(json.dumps({"shape": list(output.shape)}))
+except BaseException as exc:
+    text = str(exc)
+    print(json.dumps({"error": f"{exc.__class__.__name__}: {text.splitlines()[0][:200] if text else ''}",
+                      "memory": isinstance(exc, MemoryError) or "allocate memory" in text}))
+"""
+
+
+def _trial_run(info: DetectorInfo, data: bytes) -> None:
+    """Run the model once on a grey input, in a child process held to TRIAL_MEMORY and TRIAL_SECONDS: it must load
+    in ONNX Runtime and give the declared layout."""
     w, h = info.input_size
-    return np.full((1, 3, h, w), PAD_GREY / 255, dtype=np.float16 if info.input_type == "float16" else np.float32)
+    spec = {"memory": TRIAL_MEMORY, "shape": [1, 3, h, w], "value": PAD_GREY / 255, "dtype": info.input_type,
+            "input": info.input_name}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", TRIAL, json.dumps(spec)], input=data, capture_output=True,
+                              timeout=TRIAL_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        raise DetectorError(f"{info.name}: its trial run did not finish in {TRIAL_SECONDS:g} s (a detector takes a "
+                            "few seconds at most)") from None
+    limit = f"more memory than a trial run may take ({TRIAL_MEMORY / 1e9:g} GB)"
+    try:
+        answer = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError):  # no answer: the process died (an abort past its memory limit, a crash)
+        raise DetectorError(f"{info.name}: its trial run ended abruptly (exit status {done.returncode}); it may need "
+                            f"{limit}") from None
+    if answer.get("memory"):
+        raise DetectorError(f"{info.name}: running it once on a grey photo needs {limit}")
+    if "error" in answer:
+        raise DetectorError(f"{info.name}: ONNX Runtime cannot run it ({answer['error']})")
+    if _layout(tuple(answer["shape"])) != (info.layout, info.classes):
+        raise DetectorError(f"{info.name}: declares output {info.output_shape} but gives {tuple(answer['shape'])}; "
+                            f"supported: {SUPPORTED}")
 
 
 def import_detector(data: bytes, name: str, *, by: Identity = LOCAL, engine=None) -> DetectorInfo:
@@ -188,8 +268,9 @@ def imported_detectors() -> list[DetectorInfo]:
 
 
 def resolve_detector(source: str) -> DetectorInfo:
-    """The detector a `detector:SOURCE` mode names: '' → the newest imported one; a path to an .onnx file (checked
-    on every use, not copied); or the start (8+ hex digits) of an imported detector's sha256."""
+    """The detector a `detector:SOURCE` mode names: '' → the newest imported one; the start (8 to 64 hex digits)
+    of an imported detector's sha256, never a file of that name (write ./NAME for one); or a path to an .onnx file
+    (checked on every use, not copied)."""
     source = source.strip()
     imported = imported_detectors()
     if not source:
@@ -198,18 +279,20 @@ def resolve_detector(source: str) -> DetectorInfo:
                                 "`python -m shelf detector import FILE.onnx`")
         return imported[0]
     path = Path(source).expanduser()
-    if path.is_file():
+    if not SHA256_START.fullmatch(source) and path.is_file():
         try:
             _check_size(path.stat().st_size, source)
             data = path.read_bytes()
         except OSError as exc:
             raise DetectorError(f"{source}: cannot read the file ({exc.strerror or exc})") from None
         return inspect_detector(data, source, path.resolve())
-    matches = [d for d in imported if len(source) >= 8 and d.sha256.startswith(source.lower())]
+    matches = [d for d in imported if SHA256_START.fullmatch(source) and d.sha256.startswith(source.lower())]
     if len(matches) == 1:
         return matches[0]
-    raise DetectorError(f"{source}: no such detector file, and no imported detector whose sha256 starts so"
-                        + (" (several do; give more digits)" if matches else ""))
+    if SHA256_START.fullmatch(source):
+        raise DetectorError(f"{source}: no imported detector's sha256 starts so" + (
+            " (several do; give more digits)" if matches else " (for a file of that name, write ./" + source + ")"))
+    raise DetectorError(f"{source}: no such detector file")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,7 +312,10 @@ def _new_session(model: bytes | str):
 
 @functools.lru_cache(maxsize=4)
 def _session(path: str, sha256: str):
-    """One ONNX Runtime session per detector file per process (sessions are safe to share between threads)."""
+    """One ONNX Runtime session per detector file per process (sessions are safe to share between threads). The
+    graph is checked again: a detector imported before the checks it now has to pass is not run unchecked."""
+    import onnx
+    check_graph(onnx.load(path), f"detector {sha256[:12]}")
     return _new_session(path)
 
 
@@ -257,7 +343,8 @@ def letterbox(image: Image.Image, input_size: tuple[int, int]) -> tuple[Image.Im
     new_w, new_h = max(1, round(image.width * gain)), max(1, round(image.height * gain))
     left, top = round((w_in - new_w) / 2 - 0.1), round((h_in - new_h) / 2 - 0.1)
     canvas = Image.new("RGB", (w_in, h_in), (PAD_GREY,) * 3)
-    canvas.paste(image.convert("RGB").resize((new_w, new_h), Image.BILINEAR), (left, top))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB photo whole
+    canvas.paste(rgb.resize((new_w, new_h), Image.BILINEAR), (left, top))
     return canvas, Letterbox(new_w / image.width, new_h / image.height, left, top)
 
 

@@ -185,6 +185,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
         results.append(result)
         if previews is not None and len(results) > previews:
             results[-previews - 1].preview = None
+        decoded = None  # gone before the next photo is decoded: a big photo holds its memory until then
     if on_progress:
         on_progress(len(uploads), len(uploads), "")
     return results
@@ -251,6 +252,7 @@ def compare_regions(uploads: Sequence[Upload], region_mode: str | RegionMode, tr
             result = RegionComparison(name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
                                                   f"{str(exc)[:200]})")
         results.append(result)
+        decoded = image = None  # gone before the next photo is decoded
         if on_progress:
             on_progress(number, len(uploads), name)
     return results

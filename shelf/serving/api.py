@@ -42,7 +42,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
-from pydantic import AliasChoices
+from pydantic import AliasChoices, BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 import shelf
@@ -80,6 +80,17 @@ LOCAL_ENV = "SHELF_API_NO_TOKENS"  # set by `shelf serve` when it started with n
 GROUPINGS = Literal["label", "category", "sku", "brand", "store", "aisle", "date"]
 HEX = re.compile(r"[0-9a-fA-F]{8,64}")
 PAGE = 100  # regions per page of GET /v1/photos/{id} unless `limit` says otherwise
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value):
+    """A date as YYYY-MM-DD and nothing else: pydantic would take `to=0` as a Unix time, 1970-01-01."""
+    if isinstance(value, dt.date) or isinstance(value, str) and ISO_DATE.fullmatch(value):
+        return value  # pydantic reads it (and checks the day exists)
+    raise ValueError("a date is written YYYY-MM-DD")
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
 
 
 @dataclass(frozen=True)
@@ -355,7 +366,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                    identity: Annotated[Identity, Depends(allowed("recognize"))],
                    store: Annotated[str, Form(max_length=100)] = "",
                    aisle: Annotated[str, Form(max_length=100)] = "",
-                   date: Annotated[dt.date | None, Form(description="capture date, YYYY-MM-DD")] = None,
+                   date: Annotated[IsoDate | None, Form(description="capture date, YYYY-MM-DD")] = None,
                    regions: Annotated[str, Form(description="whole | auto[:PROFILE] | grid:RxC[@OVERLAP] | "
                                                             "detector[:SHA256][@conf=…,iou=…,tiles=…]")] = "whole",
                    crop: Annotated[Literal["center", "pad"], Form()] = "center",
@@ -443,8 +454,8 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                     store: Annotated[list[str], Query(description="repeat for several")] = [],
                     aisle: Annotated[list[str], Query()] = [],
                     category: Annotated[list[str], Query()] = [],
-                    date_from: Annotated[dt.date | None, Query(alias="from")] = None,
-                    date_to: Annotated[dt.date | None, Query(alias="to")] = None):
+                    date_from: Annotated[IsoDate | None, Query(alias="from")] = None,
+                    date_to: Annotated[IsoDate | None, Query(alias="to")] = None):
         """Facings, share of shelf and confidence, computed in the database: the numbers the Tallies page and
         `python -m shelf tallies` give."""
         from shelf.analytics.export import to_csv_bytes
@@ -467,8 +478,8 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                        min_confidence: Annotated[float, Query(ge=0, le=1, description="steps of 0.05")] = 0.0,
                        store: Annotated[list[str], Query(description="repeat for several")] = [],
                        aisle: Annotated[list[str], Query()] = [],
-                       date_from: Annotated[dt.date | None, Query(alias="from")] = None,
-                       date_to: Annotated[dt.date | None, Query(alias="to")] = None):
+                       date_from: Annotated[IsoDate | None, Query(alias="from")] = None,
+                       date_to: Annotated[IsoDate | None, Query(alias="to")] = None):
         """Planogram compliance, computed in the database: what `python -m shelf compliance` and the Compliance
         page give. Only store × aisle × date with both photos and a planogram appear."""
         from shelf.analytics import compliance
