@@ -6,7 +6,8 @@ OCR gives lines of text; shelf labels print prices in many ways, all of which re
     2 for 3.00   2 für 3,00   3 pour 5 €   2/$5            a multi-buy: the amount for `quantity` items
     €3.98/kg   3,98 € / kg   1 kg = 3,98 €   0.45/100g    a unit price: the amount per `per`
 
-Letters OCR confuses with digits (O for 0, l and I for 1, S for 5) are read as digits inside a number. A bare
+Letters OCR confuses with digits (O for 0, l and I for 1, S for 5) are read as digits inside a number, and an
+`f` or `E` stuck to a number's front as the £ or € it was. A bare
 number with no decimals, currency or `.-` (say "199") is not taken for a price: on a label it is more often a
 product code, a weight or a superscript price the OCR flattened (the reader then says where the cents were).
 The planogram's `price` column is read with the same parser, so "1,99" there and "€1.99" on a label agree.
@@ -92,6 +93,7 @@ def _superscripts(text: str) -> str:
 
 def _normalised(text: str) -> str:
     text = _superscripts(text)
+    text = re.sub(r"(?<![A-Za-z])[fE](?=\d)", "", text)  # £ and € as the recogniser often misreads them
     text = text.replace("\u00a0", " ").replace("\u202f", " ").replace("＄", "$").replace("，", ",").replace("．", ".")
     text = re.sub(r"\s+", " ", text).strip()
     return _digits_from_lookalikes(text)
