@@ -110,9 +110,9 @@ def _clip(box: Box, size: tuple[int, int]) -> Box | None:
 
 def bands_below(rows: Sequence[Row], size: tuple[int, int]) -> list[Box]:
     """Where each row's labels hang: the shelf edge under it."""
-    return [b for row in rows if (b := _clip(Box(row.x1 - int(0.1 * row.height), row.low_bottom - int(0.08 * row.height),
-                                                  row.x2 + int(0.1 * row.height), row.bottom + int(0.4 * row.height)),
-                                              size))]
+    bands = [Box(row.x1 - int(0.1 * row.height), row.low_bottom - int(0.08 * row.height),
+                 row.x2 + int(0.1 * row.height), row.bottom + int(0.4 * row.height)) for row in rows]
+    return [b for band in bands if (b := _clip(band, size))]
 
 
 def band_above(row: Row, size: tuple[int, int]) -> Box | None:
