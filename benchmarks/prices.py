@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from shelf.ingest.prices import ShelfLabel
 from shelf.ingest.regions import Box
 from shelf.recognition import prices
 from tests.labelled_shelves import make_labelled_shelf
@@ -30,7 +31,7 @@ def overlap(a: Box, b: Box) -> float:
     return prices._overlap(a, b)
 
 
-def score(found: list[prices.ReadLabel], truth) -> tuple[int, int, list]:
+def score(found: list[ShelfLabel], truth) -> tuple[int, int, list]:
     """(labels found, prices read exactly, misses as (truth label, read label or None))."""
     hit = exact = 0
     misses = []

@@ -209,11 +209,34 @@ def test_a_version_2_store_gains_its_empty_shelf_widths(db_url):
     with engine.begin() as conn:  # what a version 2 store looks like
         conn.execute(shelf_width_rollup.delete())
         conn.exec_driver_sql(f"DROP TABLE {shelf_width_rollup.name}")
-        conn.execute(store.schema_version.update().values(version=2))  # created at 3: one row
+        conn.execute(store.schema_version.update().values(version=2))  # created at the newest: one row
     engine.dispose()
     engine = store.open_store(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [2, 3]
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == \
+            list(range(2, store.SCHEMA_VERSION + 1))
     shares = report.empty_shelf(engine, TallyFilter(), ["store", "date"])
     assert shares[["store", "gap_width", "shelf_width"]].values.tolist() == [["North", 15, 45]]  # auto photo only
     assert shares["empty_share"].tolist() == [pytest.approx(15 / 45)]
+
+
+def test_a_version_3_store_gains_shelf_edge_prices(db_url):
+    """Version 4: the price label tables, and a planned price on every planogram line (none for the old ones)."""
+    from shelf import access
+    from shelf.analytics import planogram
+    from shelf.storage.schema import PRICE_TABLES
+    engine = store.open_store(db_url)
+    planogram.import_csv(engine, b"store,aisle,product,expected_facings\n*,7,imagenet:737,4\n", "p.csv",
+                         access.LOCAL)
+    with engine.begin() as conn:  # what a version 3 store looks like
+        for table in reversed(PRICE_TABLES):
+            conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        conn.exec_driver_sql("ALTER TABLE planograms DROP COLUMN price")
+        conn.execute(store.schema_version.update().values(version=3))
+    engine.dispose()
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == [3, 4]
+    assert all(sa.inspect(engine).has_table(t.name) for t in PRICE_TABLES)
+    lines = planogram.frame(engine)
+    assert lines["product"].tolist() == ["imagenet:737"] and lines["price"].isna().all()

@@ -14,10 +14,13 @@ The planogram's `price` column is read with the same parser, so "1,99" there and
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from shelf.ingest.regions import Box
 
 CURRENCY_SIGNS = "€$£¥₹₽₩¢"
 CURRENCY_WORDS = ("eur", "euro", "usd", "gbp", "chf", "sek", "nok", "dkk", "pln", "czk", "huf", "ron", "kr", "zł",
@@ -259,3 +262,36 @@ def same_price(read: Decimal | float | None, planned: Decimal | float | None) ->
     if read is None or planned is None:
         return False
     return Decimal(str(read)).quantize(CENT, ROUND_HALF_UP) == Decimal(str(planned)).quantize(CENT, ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class ShelfLabel:
+    """A price label on a photo: where (photo pixels), what it says, the price read from it, and the facing group
+    it prices (positions of the photo's product regions; empty when it hangs under an empty stretch)."""
+
+    box: Box
+    price: Price | None
+    text: str
+    confidence: float
+    facings: tuple[int, ...] = ()
+
+
+def labels_json(labels: Sequence[ShelfLabel]) -> str:
+    """Labels as plain JSON (what a batch row carries between workers)."""
+    return json.dumps([{"box": list(label.box.as_tuple), "text": label.text, "confidence": round(label.confidence, 6),
+                        "facings": list(label.facings),
+                        "price": None if label.price is None else {"amount": str(label.price.amount),
+                                                                   "quantity": label.price.quantity,
+                                                                   "per": label.price.per,
+                                                                   "currency": label.price.currency}}
+                       for label in labels])
+
+
+def labels_from_json(text: str) -> list[ShelfLabel]:
+    out = []
+    for item in json.loads(text or "[]"):
+        p = item["price"]
+        price = None if p is None else Price(Decimal(p["amount"]), int(p["quantity"]), p["per"], p["currency"])
+        out.append(ShelfLabel(Box(*map(int, item["box"])), price, item["text"], float(item["confidence"]),
+                              tuple(int(i) for i in item.get("facings", ()))))
+    return out

@@ -11,6 +11,7 @@ import platform
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 
 from PIL import Image
 from sqlalchemy.engine import Engine
@@ -20,6 +21,7 @@ from shelf.access import LOCAL, Identity, require
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
 from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
 from shelf.ingest.overlay import preview
+from shelf.ingest.prices import Price, ShelfLabel
 from shelf.ingest.regions import Box, RegionMode, parse_region_mode
 from shelf.recognition import stages
 from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex
@@ -28,11 +30,14 @@ from shelf.recognition.detector import DetectorInfo, resolve_detector
 from shelf.recognition.detector import provenance as detector_provenance
 from shelf.recognition.inputs import preprocessing_provenance
 from shelf.recognition.model import LoadedModel, torch_version, torchvision_version
+from shelf.recognition.prices import available as price_reading_problem
+from shelf.recognition.prices import provenance as price_provenance
 from shelf.recognition.stages import (
     crops,  # noqa: F401  (moved to the stages; benchmarks know it here)
     find_regions,
 )
 from shelf.storage import store
+from shelf.storage.prices import labels_frame, scanned
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class PhotoResult:
     preview: Image.Image | None = None  # at most overlay.PREVIEW_SIDE pixels: thumbnails, overlays, region crops
     recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
     skipped: bool = False  # read, but left out by this run (`error` says why): not a broken file
+    labels: list[ShelfLabel] = field(default_factory=list)  # shelf-edge price labels; facings are region indices
+    prices_read: bool = False  # the labels were looked for (so none found means none there)
 
     @property
     def ok(self) -> bool:
@@ -74,15 +81,18 @@ class PhotoResult:
 
 
 def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
-                   catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False) -> dict:
-    """What a run records. `recognized_again`: its regions replace those of photos that were stored before."""
+                   catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False,
+                   prices: dict | None = None) -> dict:
+    """What a run records. `recognized_again`: its regions replace those of photos that were stored before;
+    `prices`: how shelf-edge prices were read (shelf.recognition.prices.provenance), when they were."""
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch_version(),
             "torchvision_version": torchvision_version(), "shelf_version": shelf.__version__,
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog, **({"detector": detector} if detector else {}),
-                              **({"recognized_again": True} if recognized_again else {})},
+                              **({"recognized_again": True} if recognized_again else {}),
+                              **({"prices": prices} if prices else {})},
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
@@ -108,7 +118,19 @@ def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
             sku_id=matches.get(position, (None, None))[0], sku_similarity=matches.get(position, (None, None))[1]))
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
+        index_of = {int(r): i for i, r in enumerate(frame.drop_duplicates("position")["region_id"])}
+        result.labels = stored_labels(engine, photo_id, index_of)
+        result.prices_read = scanned(engine, photo_id)
     return result
+
+
+def stored_labels(engine: Engine, photo_id: int, index_of: dict[int, int]) -> list[ShelfLabel]:
+    """A stored photo's current labels, their facings as indices into its regions (`index_of`: region id →)."""
+    return [ShelfLabel(Box(int(r.x1), int(r.y1), int(r.x2), int(r.y2)),
+                       None if r.price is None or r.price != r.price else Price(Decimal(str(r.price)), int(r.quantity),
+                                                                                r.per), r.text,
+                       float(r.confidence), tuple(sorted(index_of[i] for i in r.region_ids if i in index_of)))
+            for r in labels_frame(engine, [photo_id]).itertuples()]
 
 
 def mode_provenance(mode: RegionMode, detector: DetectorInfo | None) -> tuple[str, dict | None]:
@@ -124,7 +146,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
               previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None,
-              by: Identity = LOCAL) -> list[PhotoResult]:
+              by: Identity = LOCAL, prices: bool = False) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
     A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
@@ -132,14 +154,17 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     (the old ones stay as history) and its store/aisle/date become `context`. A detector mode uses `detector`, or
     resolves its FILE before any work (DetectorError if it cannot). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
-    across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run."""
+    across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run.
+    `prices`: also read the shelf-edge price labels and tie them to the facings they price."""
     require(by, "edit_photo" if again else "recognize")
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
         detector = resolve_detector(mode.source)
+    if prices and (problem := price_reading_problem()):
+        raise RuntimeError(problem)
     settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
-                               backend=getattr(loaded.backend, "kind", "eager"), detector=detector)
+                               backend=getattr(loaded.backend, "kind", "eager"), detector=detector, prices=prices)
     classifier = stages.Classifier(settings, loaded)
     row_context = {"store": context.store, "aisle": context.aisle,
                    "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
@@ -160,7 +185,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                     mode_text, detector_info = mode_provenance(mode, detector)
                     settings = replace(settings, run_id=_run_id(engine, run_provenance(
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
-                        recognized_again=again), runs))
+                        recognized_again=again, prices=price_provenance() if prices else None), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context)
             result.size = (decoded.width, decoded.height)
@@ -251,7 +276,9 @@ def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo
     store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched,
                           gaps=stages.boxes(row, "gaps"))
     store.set_photo_context(engine, photo_id, context)
+    labels = stages.store_prices(row, engine, photo_id, settings.run_id) if settings.prices else []
     return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
+                       labels=labels, prices_read=settings.prices,
                        gaps=stages.boxes(row, "gaps"),
                        notes=[note for note in row["notes"].split("\n") if note],
                        regions=[RegionResult(box, c.predictions, *m) for box, c, m in
@@ -265,8 +292,10 @@ def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> Phot
     if outcome["status"] == stages.FAILED:
         return PhotoResult(name=row["name"], error=f"{row['name']}: {outcome['error']}")
     matched = stages.matches(row, settings) or [(None, None)] * len(row["boxes"])
+    fresh = outcome["status"] != stages.ALREADY_STORED
     return PhotoResult(name=row["name"], photo_id=outcome["photo_id"], sha256=row["sha256"],
-                       already_stored=outcome["status"] == stages.ALREADY_STORED,
+                       already_stored=not fresh, prices_read=settings.prices and fresh,
+                       labels=stages.price_labels(row) if settings.prices and fresh else [],
                        notes=[note for note in row["notes"].split("\n") if note],
                        regions=[RegionResult(box, c.predictions, *m) for box, c, m in
                                 zip(stages.boxes(row), stages.classifications(row), matched)],

@@ -33,7 +33,7 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
-from shelf.ingest.prices import LabelLine, LabelReading, Price, parse_price, read_label
+from shelf.ingest.prices import LabelLine, LabelReading, ShelfLabel, parse_price, read_label
 from shelf.ingest.regions import Box
 
 DET_TARGET_ROW_HEIGHT = 150  # px: a row of products this tall in the detector's input keeps price digits ~15 px
@@ -42,17 +42,6 @@ REC_HEIGHT = 48  # the recogniser's input height (PP-OCRv4)
 REC_BATCH = 8
 MAX_LINES_PER_LABEL = 3  # the biggest line first; smaller ones only while no price has been read
 OCR_MODEL = "PP-OCRv4 det + rec (RapidOCR 1.4, ONNX)"
-
-
-@dataclass(frozen=True)
-class ReadLabel:
-    """A price label found on a photo: where (photo pixels), what it says, and the price read from it."""
-
-    box: Box
-    price: Price | None
-    text: str
-    confidence: float
-    facings: tuple[int, ...] = ()  # the facing group it prices (indices into the photo's regions), set by `assign`
 
 
 @dataclass
@@ -428,7 +417,7 @@ def read_figure(ocr: LabelReader, crops: Sequence[np.ndarray]) -> list[tuple[str
 
 
 def read_labels(image: Image.Image, facings: Sequence[Box], photo_size: tuple[int, int] | None = None,
-                ocr: LabelReader | None = None) -> tuple[list[ReadLabel], ScanStats]:
+                ocr: LabelReader | None = None) -> tuple[list[ShelfLabel], ScanStats]:
     """The price labels on a photo, read. `facings` are the photo's product regions in its own pixels
     (`photo_size`; `image` may be decoded smaller). Labels come back in photo pixels, not yet assigned."""
     ocr = ocr or reader()
@@ -459,7 +448,7 @@ def read_labels(image: Image.Image, facings: Sequence[Box], photo_size: tuple[in
                     found += _scan(ocr, image, band, scale, stats)
                 labels += _read(ocr, image, found, stats, need_price=False, rows=[to_image[i] for i in row.facings])
         stats.seconds = time.perf_counter() - start
-    back = [ReadLabel(Box(round(lb.box.x1 / sx), round(lb.box.y1 / sy), round(lb.box.x2 / sx), round(lb.box.y2 / sy)),
+    back = [ShelfLabel(Box(round(lb.box.x1 / sx), round(lb.box.y1 / sy), round(lb.box.x2 / sx), round(lb.box.y2 / sy)),
                       lb.price, lb.text, lb.confidence) for lb in labels]
     return _distinct(back), stats
 
@@ -480,7 +469,7 @@ def _inside_a_product(box: Box, products: Sequence[Box]) -> bool:
 
 
 def _read(ocr: LabelReader, image: Image.Image, lines: Sequence[Box], stats: ScanStats, need_price: bool,
-          rows: Sequence[Box] = ()) -> list[ReadLabel]:
+          rows: Sequence[Box] = ()) -> list[ShelfLabel]:
     """Recognise each label's biggest line (then smaller ones while no price has been read) and parse it."""
     t = time.process_time()
     lines = [b for b in lines if not _inside_a_product(b, rows)]
@@ -502,14 +491,14 @@ def _read(ocr: LabelReader, image: Image.Image, lines: Sequence[Box], stats: Sca
             continue
         if reading.price is None and not any(c.isdigit() for c in reading.text):
             continue  # shelf-edge text that is not a price label (a strip, a sign)
-        out.append(ReadLabel(union(label), reading.price, reading.text, reading.confidence))
+        out.append(ShelfLabel(union(label), reading.price, reading.text, reading.confidence))
     stats.timings["recognise_cpu"] = stats.timings.get("recognise_cpu", 0.0) + time.process_time() - t
     return out
 
 
-def _distinct(labels: Sequence[ReadLabel]) -> list[ReadLabel]:
+def _distinct(labels: Sequence[ShelfLabel]) -> list[ShelfLabel]:
     """One label per place: where two bands saw the same label, keep the one read with more confidence."""
-    kept: list[ReadLabel] = []
+    kept: list[ShelfLabel] = []
     for label in sorted(labels, key=lambda lb: -lb.confidence):
         if not any(_overlap(label.box, other.box) > 0.5 for other in kept):
             kept.append(label)
@@ -573,13 +562,13 @@ def facing_group(first: int, facings: Sequence[Box], products: Sequence[Hashable
     return tuple(sorted(group, key=lambda i: facings[i].x1))
 
 
-def assign(labels: Sequence[ReadLabel], facings: Sequence[Box], products: Sequence[Hashable]) -> list[ReadLabel]:
+def assign(labels: Sequence[ShelfLabel], facings: Sequence[Box], products: Sequence[Hashable]) -> list[ShelfLabel]:
     """Each label with the facing group it prices (`products`: what each facing shows, e.g. its SKU or class)."""
     out = []
     for label in labels:
         first = facing_for(label.box, facings)
         group = () if first is None else facing_group(first, facings, products)
-        out.append(ReadLabel(label.box, label.price, label.text, label.confidence, group))
+        out.append(ShelfLabel(label.box, label.price, label.text, label.confidence, group))
     return out
 
 

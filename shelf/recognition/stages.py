@@ -34,6 +34,7 @@ from shelf.ingest.images import (
     sha256_hex,
 )
 from shelf.ingest.overlay import PREVIEW_SIDE
+from shelf.ingest.prices import ShelfLabel, labels_from_json, labels_json
 from shelf.ingest.regions import (
     Box,
     RegionMode,
@@ -50,6 +51,7 @@ from shelf.recognition.detector import DetectorInfo, detect, resolve_detector
 from shelf.recognition.inputs import model_input, region_input
 from shelf.recognition.model import CATEGORIES, LoadedModel
 from shelf.storage import store
+from shelf.storage.prices import save_labels
 
 PENDING, STORED, ALREADY_STORED, FAILED = "pending", "stored", "already stored", "error"
 INPUT_SHAPE = (224, 224, 3)
@@ -72,6 +74,7 @@ class Settings:
     db_pool: int = 1  # connections each worker process may hold
     environment: tuple[tuple[str, str], ...] = ()  # SHELF_* settings for workers (see `adopt_environment`)
     detector: DetectorInfo | None = None  # for a detector: region mode (resolved before the batch starts)
+    prices: bool = False  # also read the shelf-edge price labels (shelf.recognition.prices)
 
     @property
     def mode(self) -> RegionMode:
@@ -131,7 +134,7 @@ def new_row(job: Mapping) -> dict:
             "name": clean_filename(str(job["source"]).split("?", 1)[0]), "status": PENDING, "error": "",
             "photo_id": -1, "sha256": "", "format": "", "width": 0, "height": 0, "n_bytes": 0, "data": b"",
             "notes": "", "boxes": np.zeros((0, 4), np.int32), "gaps": np.zeros((0, 4), np.int32),
-            "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
+            "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8), "labels": "[]", "price_seconds": -1.0}
 
 
 def crop(image: Image.Image, box: Box) -> Image.Image:
@@ -251,9 +254,33 @@ def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> di
                                           settings.detector, decoded.sha256, (decoded.width, decoded.height))
     notes = [*notes, *small_crop_notes((decoded.width, decoded.height), boxes)]
     inputs = region_inputs(decoded, boxes, settings)
-    return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
-            "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
-            "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
+    row = {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
+           "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
+           "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
+    return read_prices(row, decoded, boxes) if settings.prices else row
+
+
+def read_prices(row: dict, decoded: DecodedImage, boxes: Sequence[Box]) -> dict:
+    """`row` with the photo's price labels read (not yet tied to facings: that needs the products, stage 3)."""
+    from shelf.recognition.prices import read_labels
+    labels, stats = read_labels(decoded.image, boxes, (decoded.width, decoded.height))
+    return {**row, "labels": labels_json(labels), "price_seconds": stats.seconds}
+
+
+def price_labels(row: Mapping) -> list[ShelfLabel]:
+    """A classified row's labels, each tied to the facing group it prices (same top-1 class, or SKU when matched)."""
+    from shelf.recognition.prices import assign
+    tops = [int(i[0]) for i in np.asarray(row["indices"]).reshape(len(row["boxes"]), -1)] if len(row["boxes"]) else []
+    skus = list(row["sku_ids"]) if "sku_ids" in row else [-1] * len(tops)
+    products = [("sku", int(s)) if s >= 0 else ("class", c) for c, s in zip(tops, skus)]
+    return assign(labels_from_json(row["labels"]), boxes(row), products)
+
+
+def store_prices(row: Mapping, engine: Engine, photo_id: int, run_id: int) -> list[ShelfLabel]:
+    """Tie a row's labels to facings and store them for the photo's regions of `run_id`."""
+    labels = price_labels(row)
+    save_labels(engine, photo_id, run_id, labels, float(row["price_seconds"]))
+    return labels
 
 
 def box_array(boxes: Sequence[Box]) -> np.ndarray:
@@ -280,7 +307,7 @@ def prepare(job: Mapping, engine: Engine, settings: Settings) -> dict:
 def failed(row: dict, problem: str) -> dict:
     """The row of a photo that cannot be done; `problem` says why (the source is in the row)."""
     return {**row, "status": FAILED, "error": problem, "data": b"", "boxes": np.zeros((0, 4), np.int32),
-            "gaps": np.zeros((0, 4), np.int32), "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
+            "gaps": np.zeros((0, 4), np.int32), "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8), "labels": "[]"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,6 +441,8 @@ def store_row(row: Mapping, engine: Engine, settings: Settings) -> dict:
                                              boxes(row), classifications(row), matches(row, settings),
                                              gaps=boxes(row, "gaps"))
         seconds = time.perf_counter() - start
+        if settings.prices and created:
+            store_prices(row, engine, photo_id, settings.run_id)
     except Exception as exc:
         return result | {"status": FAILED, "error": f"could not be stored ({exc.__class__.__name__}: {str(exc)[:200]})"}
     return result | {"status": STORED if created else ALREADY_STORED, "photo_id": int(photo_id),

@@ -3,8 +3,8 @@
 Version 1 was the first schema; version 2 lays the store out for chain scale (schema's docstring): region rows
 carry their top-1, confidence bin, effective label and SKU match; embeddings move to their own table as float16;
 predictions lose their surrogate id and redundant label; the SKU match table folds into regions. Version 3 adds the
-empty-shelf width rollup (a new table only). store.migrate creates new tables and builds the rollups once the
-steps are done.
+empty-shelf width rollup (a new table only). Version 4 adds shelf-edge prices: the label tables and the
+planograms' optional `price`. store.migrate creates new tables and builds the rollups once the steps are done.
 """
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shelf.storage.schema import (
+    PRICE_TABLES,
     THRESHOLD_STEPS,
     embeddings,
     metadata,
     photos,
+    planograms,
     predictions,
     regions,
     schema_version,
@@ -100,4 +102,12 @@ def _to_v2(conn: Connection) -> None:
                 index.create(conn)
 
 
-MIGRATIONS = {2: _to_v2}
+def _to_v4(conn: Connection) -> None:
+    """Shelf-edge prices: the label tables, and a planned price per planogram line (NULL: no price planned)."""
+    for table in PRICE_TABLES:
+        table.create(conn, checkfirst=True)
+    if "price" not in {c["name"] for c in sa.inspect(conn).get_columns(planograms.name)}:  # v2 made it already
+        conn.exec_driver_sql("ALTER TABLE planograms ADD COLUMN price DOUBLE PRECISION")
+
+
+MIGRATIONS = {2: _to_v2, 4: _to_v4}

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.rec
     from shelf.ingest.images import DecodedImage
     from shelf.ingest.regions import Box
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 EMBEDDING_DTYPE = "<f2"  # float16: half the bytes; catalog matching tolerates it (tests compare both)
 
 
