@@ -36,6 +36,7 @@ def test_a_label_prices_the_group_of_same_products_above_it():
     products = ["a", "a", "a", "b", "b", "c", "d", "d"]
     tied = prices.assign([label(10, 410), label(305, 410), label(110, 910)], facings, products)
     assert [t.facings for t in tied] == [(0, 1, 2), (3, 4), (6, 7)]
+    assert prices.assign([label(110, 410)], facings, products)[0].facings == (1, 0, 2)  # where it hangs first
 
 
 def test_the_label_points_with_its_left_part_and_empty_stretches_price_nothing():

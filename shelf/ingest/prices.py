@@ -267,7 +267,8 @@ def same_price(read: Decimal | float | None, planned: Decimal | float | None) ->
 @dataclass(frozen=True)
 class ShelfLabel:
     """A price label on a photo: where (photo pixels), what it says, the price read from it, and the facing group
-    it prices (positions of the photo's product regions; empty when it hangs under an empty stretch)."""
+    it prices (positions of the photo's product regions, the one it sits under first; empty when it hangs under an
+    empty stretch)."""
 
     box: Box
     price: Price | None

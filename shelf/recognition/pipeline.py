@@ -79,6 +79,17 @@ class PhotoResult:
     def ok(self) -> bool:
         return self.error is None
 
+    def label_note(self, index: int) -> str:
+        """What the shelf-edge label under region `index` says, for the region inspector ("": prices not read)."""
+        if not self.prices_read:
+            return ""
+        tied = sorted((lb for lb in self.labels if index in lb.facings), key=lambda lb: -lb.confidence)
+        if not tied:
+            return "none found under this facing"
+        best = tied[0]
+        price = best.price.text() if best.price else "price unreadable"
+        return f"{price} · read “{best.text}”, {best.confidence:.0%}"
+
 
 def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
                    catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False,
@@ -129,7 +140,7 @@ def stored_labels(engine: Engine, photo_id: int, index_of: dict[int, int]) -> li
     return [ShelfLabel(Box(int(r.x1), int(r.y1), int(r.x2), int(r.y2)),
                        None if r.price is None or r.price != r.price else Price(Decimal(str(r.price)), int(r.quantity),
                                                                                 r.per), r.text,
-                       float(r.confidence), tuple(sorted(index_of[i] for i in r.region_ids if i in index_of)))
+                       float(r.confidence), tuple(index_of[i] for i in r.region_ids if i in index_of))
             for r in labels_frame(engine, [photo_id]).itertuples()]
 
 

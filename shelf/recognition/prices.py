@@ -543,7 +543,9 @@ def facing_for(label: Box, facings: Sequence[Box]) -> int | None:
 
 
 def facing_group(first: int, facings: Sequence[Box], products: Sequence[Hashable]) -> tuple[int, ...]:
-    """`first` and its neighbours on the same row showing the same product, side by side."""
+    """`first` and its neighbours on the same row showing the same product: `first` first, then the others left to
+    right. The group follows the products as recognised; `first`, the facing the label sits under, is what price
+    compliance goes by (a reviewer's later correction can change the products, not where the label hangs)."""
     anchor = facings[first]
     same_row = [i for i, f in enumerate(facings) if abs(f.y2 - anchor.y2) < 0.3 * anchor.height
                 or abs(f.y1 - anchor.y1) < 0.3 * anchor.height]
@@ -559,7 +561,7 @@ def facing_group(first: int, facings: Sequence[Box], products: Sequence[Hashable
                 break
             group.append(nxt)
             here, k = nxt, k + step
-    return tuple(sorted(group, key=lambda i: facings[i].x1))
+    return (first, *sorted((i for i in group if i != first), key=lambda i: facings[i].x1))
 
 
 def assign(labels: Sequence[ShelfLabel], facings: Sequence[Box], products: Sequence[Hashable]) -> list[ShelfLabel]:

@@ -106,6 +106,16 @@ class Region(BaseModel):
     sku: SkuMatch | None = Field(None, description="the catalog match, when the photo was matched against it")
 
 
+class PriceLabel(BaseModel):
+    box: Box = Field(description="the label's print, in pixels of the upright photo")
+    text: str = Field(description="every line the OCR read, biggest first")
+    price: float | None = Field(description="the amount read (null: no price could be read)")
+    quantity: int = Field(description="a multi-buy's items (2 for 3.00: 2, price 3.00); 1 otherwise")
+    per: str = Field(description="a unit price's unit (kg, 100 g, l); empty for an item price")
+    confidence: float = Field(description="the OCR's, for the line the price came from")
+    facings: list[int] = Field(description="positions of the regions (the facing group) the label prices")
+
+
 class Photo(BaseModel):
     photo_id: int
     name: str
@@ -120,6 +130,8 @@ class Photo(BaseModel):
     regions: list[Region]
     notes: list[str] = Field(default_factory=list, description="things to know that did not stop the photo")
     overlay: str = Field(description="path of the overlay PNG")
+    prices_read: bool = Field(False, description="the shelf-edge price labels were read (`prices`)")
+    labels: list[PriceLabel] = Field(default_factory=list, description="shelf-edge price labels, when read")
 
 
 class Problem(BaseModel):
@@ -157,12 +169,14 @@ class TallyResponse(BaseModel):
 
 
 class ComplianceResponse(BaseModel):
-    level: Literal["products", "aisles"]
+    level: Literal["products", "aisles", "prices"]
     min_confidence: float
     rows: list[dict[str, Any]] = Field(description="products: per store × aisle × date × product, expected and "
                                                    "found facings and status (ok, under, missing, extra); aisles: "
                                                    "per store × aisle × date, on-shelf availability, compliance "
-                                                   "and empty shelf share")
+                                                   "and empty shelf share; prices: per product with a planned price, "
+                                                   "the label read and price_status (price_ok, price_wrong, "
+                                                   "label_missing, unreadable)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,7 +294,11 @@ def _photo(result, record: dict, sku_names: dict[int, str]) -> Photo:
     return Photo(photo_id=result.photo_id, name=record["name"], sha256=record["sha256"],
                  already_stored=result.already_stored, width=record["width"], height=record["height"],
                  store=record["store"], aisle=record["aisle"], captured_on=record["captured_on"], regions=regions,
-                 notes=result.notes, overlay=f"/v1/photos/{result.photo_id}/overlay")
+                 notes=result.notes, overlay=f"/v1/photos/{result.photo_id}/overlay", prices_read=result.prices_read,
+                 labels=[PriceLabel(box=Box(**vars(lb.box)), text=lb.text, confidence=lb.confidence,
+                                    price=None if lb.price is None else float(lb.price.amount),
+                                    quantity=lb.price.quantity if lb.price else 1, per=lb.price.per if lb.price else "",
+                                    facings=list(lb.facings)) for lb in result.labels])
 
 
 def _sku_names(engine, result) -> dict[int, str]:
@@ -386,7 +404,9 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                                                             "detector[:SHA256][@conf=…,iou=…,tiles=…]")] = "whole",
                    crop: Annotated[Literal["center", "pad"], Form()] = "center",
                    catalog: Annotated[bool, Form(description="also name SKUs from the catalog")] = False,
-                   top_k: Annotated[int, Form(ge=1, le=1000)] = 3) -> Photo:
+                   top_k: Annotated[int, Form(ge=1, le=1000)] = 3,
+                   prices: Annotated[bool, Form(description="also read the shelf-edge price labels")] = False
+                   ) -> Photo:
         """Recognise one photo and store it, exactly once by content hash: 201 with the result when it is new,
         200 with the stored result (`already_stored: true`) when the same bytes were posted before."""
         from shelf.recognition import pipeline
@@ -404,7 +424,8 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         with worker.slots:
             (result,) = pipeline.recognize(model, worker.engine, [pipeline.Upload(name, data)],
                                            Context(store, aisle, date), mode, top_k, crop, catalog=index,
-                                           catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity)
+                                           catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity,
+                                           prices=prices)
         if not result.ok:
             raise HTTPException(422, result.error)
         if result.already_stored:
@@ -442,7 +463,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         result = stored_result(worker.engine, record["name"], photo_id)
         drawn = draw_overlay(image, (record["width"], record["height"]),
                              [(r.box, r.top1.label, r.top1.class_index, r.top1.probability) for r in result.regions],
-                             colour_by)
+                             colour_by, labels=result.labels)
         return Response(png_bytes(drawn), media_type="image/png")
 
     @app.get("/v1/tallies", tags=["tallies"], response_model=TallyResponse,
@@ -474,7 +495,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
              responses={**errors, 200: {"content": {"text/csv": {}},
                                         "description": "JSON, or CSV when the request says `Accept: text/csv`"}})
     def get_compliance(request: Request, identity: Annotated[Identity, Depends(allowed("view"))],
-                       level: Literal["products", "aisles"] = "products",
+                       level: Literal["products", "aisles", "prices"] = "products",
                        min_confidence: Annotated[float, Query(ge=0, le=1, description="steps of 0.05")] = 0.0,
                        store: Annotated[list[str], Query(description="repeat for several")] = [],
                        aisle: Annotated[list[str], Query()] = [],
@@ -484,10 +505,12 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         page give. Only store × aisle × date with both photos and a planogram appear."""
         from shelf.analytics import compliance
         from shelf.analytics.export import to_csv_bytes
+        from shelf.analytics.prices import price_lines
         from shelf.analytics.tally import TallyFilter
         worker: Worker = request.app.state.worker
         selection = TallyFilter(store, aisle, date_from, date_to)
         table = compliance.summary(worker.engine, selection, min_confidence) if level == "aisles" else \
+            price_lines(worker.engine, selection, min_confidence) if level == "prices" else \
             compliance.lines(worker.engine, selection, min_confidence)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(to_csv_bytes(table), media_type="text/csv; charset=utf-8",

@@ -61,8 +61,8 @@ def save_labels(engine: Engine, photo_id: int, run_id: int, labels: Sequence[She
              "read_price": _amount(label), "price": _amount(label),
              "quantity": label.price.quantity if label.price else 1, "per": label.price.per if label.price else "",
              "corrected": False} for label in labels]).scalars().all()
-        links = [{"label_id": label_id, "region_id": by_position[p]} for label_id, label in zip(ids, labels)
-                 for p in label.facings if p in by_position]
+        links = [{"label_id": label_id, "region_id": by_position[p], "anchor": k == 0}
+                 for label_id, label in zip(ids, labels) for k, p in enumerate(label.facings) if p in by_position]
         if links:
             conn.execute(price_label_facings.insert(), links)
     return list(ids)
@@ -74,7 +74,8 @@ def _amount(label: ShelfLabel) -> float | None:
 
 def labels_frame(engine: Engine, photo_ids: Sequence[int] | None = None, label_ids: Sequence[int] | None = None
                  ) -> pd.DataFrame:
-    """The current labels of the given photos (or the given labels): LABEL_COLUMNS, `region_ids` the facing group."""
+    """The current labels of the given photos (or the given labels): LABEL_COLUMNS, `region_ids` the facing group
+    (the facing the label sits under first)."""
     import pandas as pd
     query = sa.select(price_labels.c.id.label("label_id"), *(price_labels.c[c] for c in LABEL_COLUMNS[1:-1])) \
         .where(price_labels.c.run_id == current_run(price_labels.c.photo_id)).order_by(price_labels.c.id)
@@ -85,11 +86,13 @@ def labels_frame(engine: Engine, photo_ids: Sequence[int] | None = None, label_i
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=LABEL_COLUMNS[:-1])
         links = conn.execute(sa.select(price_label_facings.c.label_id, price_label_facings.c.region_id)
-                             .where(price_label_facings.c.label_id.in_(frame["label_id"].tolist()))).all()
+                             .where(price_label_facings.c.label_id.in_(frame["label_id"].tolist()))
+                             .order_by(price_label_facings.c.label_id, price_label_facings.c.anchor.desc(),
+                                       price_label_facings.c.region_id)).all()
     groups: dict[int, list[int]] = {}
     for label_id, region_id in links:
         groups.setdefault(label_id, []).append(region_id)
-    frame["region_ids"] = [sorted(groups.get(int(i), [])) for i in frame["label_id"]]
+    frame["region_ids"] = [groups.get(int(i), []) for i in frame["label_id"]]  # the anchor first
     frame["corrected"] = frame["corrected"].astype(bool)
     return frame
 
@@ -144,3 +147,23 @@ def each_price(price: float | None, quantity: int) -> Decimal | None:
         return None
     amount = Decimal(str(price))
     return amount if quantity <= 1 else (amount / quantity).quantize(Decimal("0.01"))
+
+
+def region_prices(engine: Engine, region_ids: Sequence[int]) -> pd.DataFrame:
+    """region_id, price (each), price_text, price_confidence of the given regions' labels (the most confident label
+    where a facing has several)."""
+    import pandas as pd
+    columns = ["region_id", "price", "price_text", "price_confidence"]
+    if not len(region_ids):
+        return pd.DataFrame(columns=columns)
+    query = (sa.select(price_label_facings.c.region_id, price_labels.c.price, price_labels.c.quantity,
+                       price_labels.c.text, price_labels.c.confidence)
+             .select_from(price_label_facings.join(price_labels))
+             .where(price_label_facings.c.region_id.in_([int(i) for i in region_ids])))
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all(),
+                             columns=["region_id", "price", "quantity", "text", "confidence"])
+    frame = frame.sort_values("confidence", ascending=False).drop_duplicates("region_id")
+    each = [each_price(p, int(q)) for p, q in zip(frame["price"], frame["quantity"])]
+    return pd.DataFrame({"region_id": frame["region_id"], "price": [None if e is None else float(e) for e in each],
+                         "price_text": frame["text"], "price_confidence": frame["confidence"]}, columns=columns)

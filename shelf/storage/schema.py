@@ -344,6 +344,7 @@ price_label_facings = sa.Table(
               autoincrement=False),
     sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True,
               autoincrement=False),
+    sa.Column("anchor", sa.Boolean, nullable=False),  # the facing the label sits under: what compliance goes by
     sa.Index("ix_price_label_facings_region", "region_id"),
 )
 
