@@ -16,6 +16,7 @@ or its SKU match when no reviewer relabelled it), so a reviewer's corrections co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 import pandas as pd
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Engine
 from shelf.analytics import compliance, report
 from shelf.analytics.planogram import ANY_STORE, product_text, sku_names
 from shelf.analytics.tally import TallyFilter
-from shelf.ingest.prices import same_price
+from shelf.ingest.prices import Price, same_price
 from shelf.storage.prices import current_run, each_price
 from shelf.storage.schema import (
     CLASS_PRODUCT,
@@ -144,22 +145,26 @@ def price_summary(lines: pd.DataFrame) -> dict[str, int | float | None]:
 # Review
 
 
-REVIEW_COLUMNS = ["label_id", "photo_id", "photo", "file", "width", "store", "aisle", "captured_on", "x1", "y1",
-                  "x2", "y2", "text", "confidence", "price", "quantity", "corrected"]
+REVIEW_COLUMNS = ["label_id", "photo_id", "photo", "sha256", "file", "width", "store", "aisle", "captured_on", "x1",
+                  "y1", "x2", "y2", "text", "confidence", "price", "quantity", "per", "corrected"]
 
 
 def labels_to_review(engine: Engine, f: TallyFilter = TallyFilter(), unreadable_first: bool = True,
                      limit: int = 25, offset: int = 0) -> pd.DataFrame:
-    """Current labels of the selected photos, those without a price first, then the least confident first."""
+    """Current labels of the selected photos, those without a price first, then the least confident first; `shown`
+    is the price as a reviewer reads it ("2 for 3.00", "3.98/kg", "" when none was read)."""
     order = [price_labels.c.price.is_not(None), price_labels.c.confidence] if unreadable_first \
         else [price_labels.c.confidence]
     query = (sa.select(price_labels.c.id.label("label_id"), photos.c.id.label("photo_id"),
-                       photos.c.name.label("photo"), photos.c.file, photos.c.width, photos.c.store, photos.c.aisle,
+                       photos.c.name.label("photo"), photos.c.sha256, photos.c.file, photos.c.width, photos.c.store,
+                       photos.c.aisle,
                        photos.c.captured_on, price_labels.c.x1, price_labels.c.y1, price_labels.c.x2,
                        price_labels.c.y2, price_labels.c.text, price_labels.c.confidence, price_labels.c.price,
-                       price_labels.c.quantity, price_labels.c.corrected)
+                       price_labels.c.quantity, price_labels.c.per, price_labels.c.corrected)
              .select_from(price_labels.join(photos, photos.c.id == price_labels.c.photo_id))
              .where(price_labels.c.run_id == current_run(photos.c.id), *report.photo_scope(f))
              .order_by(*order, price_labels.c.id).limit(limit).offset(offset))
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(query).mappings().all(), columns=REVIEW_COLUMNS)
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=REVIEW_COLUMNS)
+    return frame.assign(shown=["" if p is None or p != p else Price(Decimal(str(p)), int(q), u).text()
+                               for p, q, u in zip(frame["price"], frame["quantity"], frame["per"])])
