@@ -49,8 +49,7 @@ def score(found: list[ShelfLabel], truth) -> tuple[int, int, list]:
     return hit, exact, misses
 
 
-def generated(n: int, repeats: int, width: int, height: int) -> None:
-    reader = prices.reader()
+def generated(n: int, repeats: int, width: int, height: int, reader: prices.LabelReader) -> None:
     labels = hits = exact = 0
     walls, cpus = [], []
     why = Counter()
@@ -87,17 +86,70 @@ def generated(n: int, repeats: int, width: int, height: int) -> None:
           f"{statistics.median(cpus):.2f} s CPU (max {max(walls):.2f} s wall; {len(walls)} runs)")
 
 
+def real_shelves(folder: Path, sheet: Path) -> None:
+    """What `--prices` reads on the real shelf photos (their hand-drawn boxes as facings), and a contact sheet of
+    every label found with its reading (written outside the project: the photos' licence is research-only)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from shelf.ingest.boxfiles import boxes_for_photo, parse_box_file
+    from shelf.ingest.images import decode_image
+    photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    truth_file = folder / "boxes_sku110k.csv"
+    if not photos or not truth_file.is_file():
+        print(f"real shelf photos: none in {folder} (skipped)")
+        return
+    truth = parse_box_file(truth_file.read_bytes(), truth_file.name)
+    tiles, walls = [], []
+    font = ImageFont.load_default(size=14)
+    print(f"\nreal shelf photos in {folder} (their boxed packs as facings):")
+    for path in photos:
+        decoded = decode_image(path.read_bytes(), path.name)
+        boxes, _ = boxes_for_photo(truth, path.name, decoded.width, decoded.height)
+        start = time.perf_counter()
+        found, stats = prices.read_labels(decoded.image, boxes)
+        found = prices.assign(found, boxes, [0] * len(boxes))
+        walls.append(time.perf_counter() - start)
+        read = [f for f in found if f.price is not None]
+        print(f"  {path.name} ({decoded.width}×{decoded.height}, {len(boxes)} packs): {len(found)} label(s), "
+              f"{len(read)} with a price: " + ", ".join(f.price.text() for f in read[:12]))
+        for label in found:
+            pad = label.box.height // 2
+            crop = decoded.image.crop((label.box.x1 - pad, label.box.y1 - pad, label.box.x2 + pad, label.box.y2 + pad))
+            crop.thumbnail((220, 90))
+            tile = Image.new("RGB", (230, 130), (255, 255, 255))
+            tile.paste(crop, (5, 5))
+            caption = f"{path.stem[:10]}: {label.price.text() if label.price else '?'} ← {label.text[:22]}"
+            ImageDraw.Draw(tile).text((5, 105), caption, font=font, fill=(0, 0, 0))
+            tiles.append(tile)
+    if walls:
+        print(f"  time per photo: median {statistics.median(walls):.2f} s wall")
+    if tiles:
+        columns = 6
+        canvas = Image.new("RGB", (230 * columns, 130 * -(-len(tiles) // columns)), (240, 240, 240))
+        for i, tile in enumerate(tiles):
+            canvas.paste(tile, (230 * (i % columns), 130 * (i // columns)))
+        canvas.save(sheet)
+        print(f"  contact sheet of the {len(tiles)} labels found: {sheet}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shelves", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--size", default="4000x3000")
+    parser.add_argument("--threads", type=int, default=0, help="OCR threads (default: the CPUs this process may use)")
+    parser.add_argument("--real", type=Path, default=REAL_SHELVES)
+    parser.add_argument("--sheet", type=Path, default=Path("/tmp/shelf-prices-real-shelves.png"),
+                        help="where the contact sheet of the real photos' labels goes (never into the project)")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     start = time.perf_counter()
-    prices.reader()
-    print(f"OCR sessions loaded in {time.perf_counter() - start:.2f} s ({prices.OCR_MODEL})")
-    generated(args.shelves, args.repeats, width, height)
+    reader = prices.LabelReader(args.threads or None)
+    print(f"OCR sessions loaded in {time.perf_counter() - start:.2f} s ({prices.OCR_MODEL}, "
+          f"{args.threads or 'all'} thread(s))")
+    if args.shelves:
+        generated(args.shelves, args.repeats, width, height, reader)
+    real_shelves(args.real, args.sheet)
 
 
 if __name__ == "__main__":

@@ -353,38 +353,38 @@ def main_line(ink: np.ndarray) -> tuple[int, int] | None:
 
 
 def raised_cents(crop: np.ndarray) -> int | None:
-    """Where cents printed raised (as in 1⁹⁹) start in a line of print, from its ink: the column after which no ink
-    reaches the baseline any more and ink ends well above it, at least a small digit wide; None if not raised."""
+    """Where cents printed small start in a line of print (raised as in 1⁹⁹, or small on the baseline as in ₺9₀₀),
+    from its ink: the glyphs (column runs of ink) after the last full-size one are all well shorter than the
+    figure's, and together at least a small digit wide. None when the line ends in full-size print."""
     ink = ink_of(crop)
     line = main_line(ink) if ink is not None else None
     if line is None:
         return None
-    top, bottom = line
-    ink = ink[top:bottom]
-    height = bottom - top
+    ink = ink[line[0]:line[1]]
+    height = line[1] - line[0]
     columns = np.flatnonzero(ink.any(axis=0))
     if height < 8 or len(columns) < 10:
         return None
-    lowest = np.array([np.flatnonzero(ink[:, x])[-1] for x in columns])
-    baseline = np.median(lowest[: max(1, int(len(columns) * 0.6))])
-    on_baseline = np.flatnonzero(lowest >= baseline - 0.15 * height)
-    after = np.flatnonzero(columns > columns[on_baseline[-1]])
-    gaps = after[np.flatnonzero(np.diff(columns[after[0] - 1:after[-1] + 1]) > 1)] if len(after) else []
-    if len(gaps) == 0:
+    glyphs = []  # (first column, last column, ink height)
+    for run in np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1):
+        rows = np.flatnonzero(ink[:, run[0]:run[-1] + 1].any(axis=1))
+        glyphs.append((run[0], run[-1], rows[-1] - rows[0] + 1))
+    tall = max(g[2] for g in glyphs)
+    full = [i for i, g in enumerate(glyphs) if g[2] >= 0.8 * tall]
+    small = glyphs[full[-1] + 1:]
+    if not small or len(full) < 1 or any(g[2] > 0.72 * tall for g in small) \
+            or small[-1][1] - small[0][0] < 0.3 * tall:
         return None
-    tail = np.arange(gaps[0], len(columns))  # from the first gap after the last glyph on the baseline
-    if columns[tail[-1]] - columns[tail[0]] < 0.3 * height or lowest[tail].max() >= baseline - 0.25 * height:
-        return None
-    return int(columns[tail[0]])
+    return int(small[0][0])
 
 
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def with_cents_lowered(crop: np.ndarray) -> np.ndarray | None:
-    """A line ending in raised cents (1⁹⁹) redrawn as one line of equal print: the raised cents cut out, scaled to
-    the figure's height and set beside it (the recogniser reads small raised digits beside big ones poorly, and a
-    line of even print well); None when the line has no raised cents."""
+    """A line ending in small cents (1⁹⁹, ₺9₀₀) redrawn as one line of even print: the cents cut out, scaled to
+    the figure's height and set beside it (the recogniser reads small digits beside big ones poorly, and a line of
+    even print well); None when the line has no small cents."""
     start = raised_cents(crop)
     if start is None:
         return None
