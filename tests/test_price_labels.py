@@ -142,3 +142,22 @@ def test_without_prices_nothing_is_read(loaded, engine, monkeypatch):
     image = Image.new("RGB", (320, 240), (200, 200, 200))
     (result,) = recognize(loaded, engine, [Upload("plain.png", image_bytes(image, "PNG"))], store.Context())
     assert result.ok and not result.prices_read and not result.labels
+
+
+@needs_fonts
+def test_a_photo_without_rows_of_facings_is_searched_whole_for_prices():
+    shelf = make_labelled_shelf(13, 2000, 1500, hidden_share=0.0, glare_spots=0)
+    found, stats = prices.read_labels(shelf.image, [Box(0, 0, 2000, 1500)])  # whole mode: one region
+    assert stats.bands == 1 and all(label.price is not None for label in found)  # only what reads as a price
+    printed = {(t.price.amount, t.price.quantity) for t in shelf.labels}
+    assert sum((f.price.amount, f.price.quantity) in printed for f in found) >= 0.4 * len(shelf.labels)  # 10 of 20
+
+
+def test_without_prices_the_recognize_path_loads_no_price_reading():
+    """No OCR (rapidocr, OpenCV) and not even the price modules on the recognize path: nothing is slower."""
+    import subprocess
+    import sys
+    code = ("import sys, shelf.recognition.pipeline, shelf.recognition.stages, shelf.serving.cli\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('rapidocr', 'cv2')) or m.endswith('.prices')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

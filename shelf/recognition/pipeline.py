@@ -11,7 +11,7 @@ import platform
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from sqlalchemy.engine import Engine
@@ -21,7 +21,6 @@ from shelf.access import LOCAL, Identity, require
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
 from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
 from shelf.ingest.overlay import preview
-from shelf.ingest.prices import Price, ShelfLabel
 from shelf.ingest.regions import Box, RegionMode, parse_region_mode
 from shelf.recognition import stages
 from shelf.recognition.catalog import DEFAULT_THRESHOLD, CatalogIndex
@@ -30,14 +29,14 @@ from shelf.recognition.detector import DetectorInfo, resolve_detector
 from shelf.recognition.detector import provenance as detector_provenance
 from shelf.recognition.inputs import preprocessing_provenance
 from shelf.recognition.model import LoadedModel, torch_version, torchvision_version
-from shelf.recognition.prices import available as price_reading_problem
-from shelf.recognition.prices import provenance as price_provenance
 from shelf.recognition.stages import (
     crops,  # noqa: F401  (moved to the stages; benchmarks know it here)
     find_regions,
 )
 from shelf.storage import store
-from shelf.storage.prices import labels_frame, scanned
+
+if TYPE_CHECKING:  # the price modules load only when prices are read or shown: no cost without them
+    from shelf.ingest.prices import ShelfLabel
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,7 @@ def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
         index_of = {int(r): i for i, r in enumerate(frame.drop_duplicates("position")["region_id"])}
+        from shelf.storage.prices import scanned
         result.labels = stored_labels(engine, photo_id, index_of)
         result.prices_read = scanned(engine, photo_id)
     return result
@@ -137,6 +137,10 @@ def stored_result(engine: Engine, name: str, photo_id: int) -> PhotoResult:
 
 def stored_labels(engine: Engine, photo_id: int, index_of: dict[int, int]) -> list[ShelfLabel]:
     """A stored photo's current labels, their facings as indices into its regions (`index_of`: region id →)."""
+    from decimal import Decimal
+
+    from shelf.ingest.prices import Price, ShelfLabel
+    from shelf.storage.prices import labels_frame
     return [ShelfLabel(Box(int(r.x1), int(r.y1), int(r.x2), int(r.y2)),
                        None if r.price is None or r.price != r.price else Price(Decimal(str(r.price)), int(r.quantity),
                                                                                 r.per), r.text,
@@ -172,8 +176,10 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
         detector = resolve_detector(mode.source)
-    if prices and (problem := price_reading_problem()):
-        raise RuntimeError(problem)
+    if prices:
+        from shelf.recognition.prices import available, provenance
+        if problem := available():
+            raise RuntimeError(problem)
     settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
                                backend=getattr(loaded.backend, "kind", "eager"), detector=detector, prices=prices)
     classifier = stages.Classifier(settings, loaded)
@@ -196,7 +202,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                     mode_text, detector_info = mode_provenance(mode, detector)
                     settings = replace(settings, run_id=_run_id(engine, run_provenance(
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
-                        recognized_again=again, prices=price_provenance() if prices else None), runs))
+                        recognized_again=again, prices=provenance() if prices else None), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context)
             result.size = (decoded.width, decoded.height)

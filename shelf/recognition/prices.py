@@ -150,14 +150,14 @@ class LabelReader:
         """Text lines in `area` of `image`, searched at `scale`; boxes in `image`'s pixels."""
         w, h = max(32, round(area.width * scale)), max(32, round(area.height * scale))
         part = image.crop(area.as_tuple).resize((w, h), Image.BILINEAR, reducing_gap=2.0)
-        bgr = np.ascontiguousarray(np.asarray(part.convert("RGB"))[:, :, ::-1])
-        polygons, _ = self.detector(bgr)
-        if polygons is None or len(polygons) == 0:
-            return []
+        rgb = np.asarray(part.convert("RGB"))
+        polygons, _ = self.detector(np.ascontiguousarray(rgb[:, :, ::-1]))
+        found = [] if polygons is None else [(p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max())
+                                             for p in polygons]
+        found += [paper for paper in label_papers(rgb) if not any(_touches(paper, box) for box in found)]
         sx, sy = area.width / w, area.height / h
-        return [Box(area.x1 + int(p[:, 0].min() * sx), area.y1 + int(p[:, 1].min() * sy),
-                    area.x1 + int(np.ceil(p[:, 0].max() * sx)) + 1, area.y1 + int(np.ceil(p[:, 1].max() * sy)) + 1)
-                for p in polygons]
+        return [Box(area.x1 + int(x1 * sx), area.y1 + int(y1 * sy), area.x1 + int(np.ceil(x2 * sx)) + 1,
+                    area.y1 + int(np.ceil(y2 * sy)) + 1) for x1, y1, x2, y2 in found]
 
     def recognise(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         """Text and confidence of each crop (RGB uint8), in one batch padded to the widest (not to 320 px)."""
@@ -176,6 +176,24 @@ class LabelReader:
             for i, (text, conf) in zip(chunk, self.recognizer.postprocess_op(out)):
                 read[i] = (text, float(conf))
         return read
+
+
+def label_papers(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Label-like rectangles in a band (bright, solid, wider than tall): where a label's print is too small or thin
+    for the text detector at this scale, its paper still shows. Boxes (x1, y1, x2, y2) in the band's pixels."""
+    import cv2
+    grey = rgb.astype(np.float32).mean(axis=2)
+    bright = (grey > max(150.0, float(np.percentile(grey, 97)) - 45)).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
+    papers = []
+    for x, y, w, h, area in stats[1:count]:
+        if h >= 8 and 0.05 * rgb.shape[0] < h < 0.6 * rgb.shape[0] and 0.9 < w / h < 5 and area > 0.85 * w * h:
+            papers.append((int(x), int(y), int(x + w), int(y + h)))
+    return papers
+
+
+def _touches(a: tuple, b: tuple) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 def _rec_input(crop: np.ndarray) -> np.ndarray:

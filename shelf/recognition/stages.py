@@ -34,7 +34,6 @@ from shelf.ingest.images import (
     sha256_hex,
 )
 from shelf.ingest.overlay import PREVIEW_SIDE
-from shelf.ingest.prices import ShelfLabel, labels_from_json, labels_json
 from shelf.ingest.regions import (
     Box,
     RegionMode,
@@ -51,7 +50,6 @@ from shelf.recognition.detector import DetectorInfo, detect, resolve_detector
 from shelf.recognition.inputs import model_input, region_input
 from shelf.recognition.model import CATEGORIES, LoadedModel
 from shelf.storage import store
-from shelf.storage.prices import save_labels
 
 PENDING, STORED, ALREADY_STORED, FAILED = "pending", "stored", "already stored", "error"
 INPUT_SHAPE = (224, 224, 3)
@@ -262,13 +260,16 @@ def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> di
 
 def read_prices(row: dict, decoded: DecodedImage, boxes: Sequence[Box]) -> dict:
     """`row` with the photo's price labels read (not yet tied to facings: that needs the products, stage 3)."""
+    from shelf.ingest.prices import labels_json
     from shelf.recognition.prices import read_labels
     labels, stats = read_labels(decoded.image, boxes, (decoded.width, decoded.height))
     return {**row, "labels": labels_json(labels), "price_seconds": stats.seconds}
 
 
-def price_labels(row: Mapping) -> list[ShelfLabel]:
-    """A classified row's labels, each tied to the facing group it prices (same top-1 class, or SKU when matched)."""
+def price_labels(row: Mapping) -> list:
+    """A classified row's labels (shelf.ingest.prices.ShelfLabel), each tied to the facing group it prices (same
+    top-1 class, or SKU when matched). The price modules are imported only when prices are read."""
+    from shelf.ingest.prices import labels_from_json
     from shelf.recognition.prices import assign
     tops = [int(i[0]) for i in np.asarray(row["indices"]).reshape(len(row["boxes"]), -1)] if len(row["boxes"]) else []
     skus = list(row["sku_ids"]) if "sku_ids" in row else [-1] * len(tops)
@@ -276,8 +277,9 @@ def price_labels(row: Mapping) -> list[ShelfLabel]:
     return assign(labels_from_json(row["labels"]), boxes(row), products)
 
 
-def store_prices(row: Mapping, engine: Engine, photo_id: int, run_id: int) -> list[ShelfLabel]:
+def store_prices(row: Mapping, engine: Engine, photo_id: int, run_id: int) -> list:
     """Tie a row's labels to facings and store them for the photo's regions of `run_id`."""
+    from shelf.storage.prices import save_labels
     labels = price_labels(row)
     save_labels(engine, photo_id, run_id, labels, float(row["price_seconds"]))
     return labels
