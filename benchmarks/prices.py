@@ -137,16 +137,16 @@ def main() -> None:
     parser.add_argument("--shelves", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--size", default="4000x3000")
-    parser.add_argument("--threads", type=int, default=0, help="OCR threads (default: the CPUs this process may use)")
+    parser.add_argument("--threads", type=int, default=1, help="OCR threads (Shelf uses 1)")
     parser.add_argument("--real", type=Path, default=REAL_SHELVES)
     parser.add_argument("--sheet", type=Path, default=Path("/tmp/shelf-prices-real-shelves.png"),
                         help="where the contact sheet of the real photos' labels goes (never into the project)")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     start = time.perf_counter()
-    reader = prices.LabelReader(args.threads or None)
-    print(f"OCR sessions loaded in {time.perf_counter() - start:.2f} s ({prices.OCR_MODEL}, "
-          f"{args.threads or 'all'} thread(s))")
+    reader = prices.LabelReader(args.threads)
+    print(f"OCR sessions loaded in {time.perf_counter() - start:.2f} s ({prices.OCR_MODEL}, {args.threads} "
+          "thread(s))")
     if args.shelves:
         generated(args.shelves, args.repeats, width, height, reader)
     real_shelves(args.real, args.sheet)
