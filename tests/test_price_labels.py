@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from PIL import Image, ImageDraw
 
 from shelf.ingest.boxfiles import parse_box_file
-from shelf.ingest.prices import Price, ShelfLabel, labels_from_json, labels_json
+from shelf.ingest.prices import Price, ShelfLabel, labels_from_json, labels_json, parse_price
 from shelf.ingest.regions import Box
 from shelf.recognition import prices
 from shelf.recognition.pipeline import Upload, recognize
@@ -42,7 +42,7 @@ def test_a_label_prices_the_group_of_same_products_above_it():
 def test_the_label_points_with_its_left_part_and_empty_stretches_price_nothing():
     facings = row(400, [0, 100, 300])  # an empty stretch from 200 to 300
     products = ["a", "b", "c"]
-    wide = label(70, 410, width=200)  # a quarter in: x = 120, under b although it reaches over a
+    wide = label(80, 410, width=300)  # a quarter in: x = 155, under b (its middle hangs under the empty stretch)
     under_gap = label(205, 410, width=80)  # x = 225: nothing above, out of stock
     assert [t.facings for t in prices.assign([wide, under_gap], facings, products)] == [(1,), ()]
 
@@ -83,6 +83,9 @@ def test_raised_cents_are_seen_in_the_ink():
     assert printed == "12⁴⁹"
     crop = np.asarray(canvas.crop((box.x1, box.y1 + 25, box.x2, box.y2 - 15)))
     assert prices.raised_cents(crop) is not None
+    assert prices.with_cents_lowered(crop) is not None
+    (text, _), = prices.read_figure(prices.reader(), [crop])  # read with the cents set beside the figure
+    assert parse_price(text).amount == Decimal("12.49"), text
     flat = Image.new("RGB", (300, 80), (250, 250, 245))
     ImageDraw.Draw(flat).text((10, 5), "12,49", font=_font("DejaVuSans-Bold.ttf", 60), fill=(10, 10, 10))
     assert prices.raised_cents(np.asarray(flat)) is None
