@@ -109,13 +109,16 @@ with tab_prices:  # before the results tab, which stops the page when there is n
         q1, q2, q3, q4, q5 = st.columns(5)
         q1.metric("Price compliance", f"{summary['price_compliance']:.0%}", help="Products whose label shows the "
                   "planned price, as a share of the products checked.")
-        for column, status in zip((q2, q3, q4, q5), (PRICE_WRONG, LABEL_MISSING, UNREADABLE, PRICE_OK)):
-            column.metric(status, f"{summary[status]:,}")
+        for column, status, title in zip((q2, q3, q4, q5), (PRICE_WRONG, LABEL_MISSING, UNREADABLE, PRICE_OK),
+                                         ("Wrong price", "Label missing", "Unreadable", "Price OK")):
+            column.metric(title, f"{summary[status]:,}", help=f"products with status {status}")
         ui.table(price_table, hide_index=True, width="stretch", key="price_table", column_config={
-            "planned_price": st.column_config.NumberColumn("Planned", format="%.2f"),
-            "price_read": st.column_config.NumberColumn("Read", format="%.2f"),
+            "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
+            "product": "Product", "name": "Name", "found_facings": st.column_config.NumberColumn("Facings"),
+            "planned_price": st.column_config.NumberColumn("Planned", format="%.2f"), "label": "Label",
+            "price_read": st.column_config.NumberColumn("Read", format="%.2f"), "price_text": "Label text",
             "price_confidence": st.column_config.ProgressColumn("OCR confidence", format="percent", min_value=0,
-                                                                max_value=1)})
+                                                                max_value=1), "price_status": "Status"})
         st.download_button("Download the price lines (CSV)", export.to_csv_bytes(price_table),
                            file_name=f"shelf-prices-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
                            icon=":material/download:", key="price_export", on_click="ignore")

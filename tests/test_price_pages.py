@@ -36,7 +36,7 @@ def test_the_prices_tab_shows_each_status(priced_store):
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Price compliance"] == "25%"
-    assert all(metrics[s] == "1" for s in ("price_ok", "price_wrong", "label_missing", "unreadable"))
+    assert all(metrics[s] == "1" for s in ("Price OK", "Wrong price", "Label missing", "Unreadable"))
     table = next(df.value for df in at.dataframe if "price_status" in df.value.columns)
     assert table.set_index("product").loc["imagenet:907", "price_read"] == 6.99
 
