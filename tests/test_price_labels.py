@@ -164,3 +164,18 @@ def test_without_prices_the_recognize_path_loads_no_price_reading():
             "print(sorted(m for m in sys.modules if m.startswith(('rapidocr', 'cv2')) or m.endswith('.prices')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_tiles_and_whole_photos_are_no_rows_of_facings(monkeypatch):
+    """A grid's tiles (or the whole photo) are not products standing on shelves: such a photo is searched whole."""
+    from shelf.ingest.images import decode_image
+    from shelf.ingest.regions import RegionMode
+    from shelf.recognition import stages
+    seen = []
+    monkeypatch.setattr(prices, "read_labels", lambda image, facings, size: seen.append(list(facings)) or
+                        ([], prices.ScanStats()))
+    decoded = decode_image(image_bytes(Image.new("RGB", (200, 100)), "PNG"), "p.png")
+    tiles = [Box(0, 0, 100, 100), Box(100, 0, 200, 100)]
+    for mode, expected in ((RegionMode("grid", rows=1, cols=2), []), (RegionMode("boxes", source="b.csv"), tiles)):
+        stages.read_prices({}, decoded, tiles, mode)
+        assert seen.pop() == expected

@@ -6,10 +6,12 @@ on the first photo read with prices; this module imports neither until then, so 
 nothing.
 
 Where to look: labels hang on the shelf edge under each row of products (or on the rail above products that hang,
-peg hooks). The rows come from the facings of any region mode (clustered by where the products stand), so only
-bands under (and, for a row with no label under it, above) each row are searched, at a reduced scale: a 12 MP photo
-is a few hundred thousand pixels of text detection instead of twelve million. A photo without rows of facings
-(`whole` mode, a close-up) is searched whole, smaller still, and there only text that reads as a price counts.
+peg hooks). The rows come from the facings (`auto`, `boxes` or `detector` regions, clustered by where the products
+stand), so only bands under (and, for a row with no label under it, above) each row are searched, at a reduced
+scale: a 12 MP photo is a few hundred thousand pixels of text detection instead of twelve million. A photo without
+rows of facings (`whole` or `grid` regions) is searched whole, smaller still, and there only text that reads as a
+price counts. Beside the text detector, bright solid rectangles in a band (label papers) are read too: a short
+price in thin print can be too small for the detector at the reduced scale while its paper still shows.
 
 Each label is a cluster of text lines (name, price, unit price); its biggest line is recognised (at the photo's own
 resolution) and parsed (shelf.ingest.prices); smaller lines only when the biggest shows no price. Cents printed

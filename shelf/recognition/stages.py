@@ -255,14 +255,20 @@ def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> di
     row = {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
            "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
            "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
-    return read_prices(row, decoded, boxes) if settings.prices else row
+    return read_prices(row, decoded, boxes, settings.mode) if settings.prices else row
 
 
-def read_prices(row: dict, decoded: DecodedImage, boxes: Sequence[Box]) -> dict:
-    """`row` with the photo's price labels read (not yet tied to facings: that needs the products, stage 3)."""
+FACING_KINDS = ("auto", "boxes", "detector")  # region modes whose regions are products standing in shelf rows
+
+
+def read_prices(row: dict, decoded: DecodedImage, boxes: Sequence[Box], mode: RegionMode) -> dict:
+    """`row` with the photo's price labels read (not yet tied to facings: that needs the products, stage 3). The
+    labels are looked for under rows of facings; a whole photo or a grid's tiles are no facings, so such photos
+    are searched whole."""
     from shelf.ingest.prices import labels_json
     from shelf.recognition.prices import read_labels
-    labels, stats = read_labels(decoded.image, boxes, (decoded.width, decoded.height))
+    facings = boxes if mode.kind in FACING_KINDS else []
+    labels, stats = read_labels(decoded.image, facings, (decoded.width, decoded.height))
     return {**row, "labels": labels_json(labels), "price_seconds": stats.seconds}
 
 
@@ -443,9 +449,13 @@ def store_row(row: Mapping, engine: Engine, settings: Settings) -> dict:
                                              boxes(row), classifications(row), matches(row, settings),
                                              gaps=boxes(row, "gaps"))
         seconds = time.perf_counter() - start
-        if settings.prices and created:
-            store_prices(row, engine, photo_id, settings.run_id)
     except Exception as exc:
         return result | {"status": FAILED, "error": f"could not be stored ({exc.__class__.__name__}: {str(exc)[:200]})"}
+    if settings.prices and created:
+        try:  # the photo stands; without its labels it reads as "prices not read", never as "label missing"
+            store_prices(row, engine, photo_id, settings.run_id)
+        except Exception as exc:
+            result["notes"] = "\n".join(filter(None, [result["notes"], "its price labels could not be stored "
+                                                       f"({exc.__class__.__name__}: {str(exc)[:200]})"]))
     return result | {"status": STORED if created else ALREADY_STORED, "photo_id": int(photo_id),
                      "regions": len(row["boxes"]), "store_seconds": seconds}
