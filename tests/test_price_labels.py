@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from shelf.ingest.boxfiles import parse_box_file
 from shelf.ingest.prices import Price, ShelfLabel, labels_from_json, labels_json, parse_price
 from shelf.ingest.regions import Box
-from shelf.recognition import prices
+from shelf.recognition import label_print, prices
 from shelf.recognition.pipeline import Upload, recognize
 from shelf.storage import store
 from shelf.storage.prices import labels_frame, scanned
@@ -82,13 +82,13 @@ def test_raised_cents_are_seen_in_the_ink():
     box, printed = draw_label(canvas, 20, 20, 110, Price(Decimal("12.49")), "Tea", style, 360)
     assert printed == "12⁴⁹"
     crop = np.asarray(canvas.crop((box.x1, box.y1 + 25, box.x2, box.y2 - 15)))
-    assert prices.raised_cents(crop) is not None
-    assert prices.with_cents_lowered(crop) is not None
+    assert label_print.raised_cents(crop) is not None
+    assert label_print.with_cents_lowered(crop) is not None
     (text, _), = prices.read_figure(prices.reader(), [crop])  # read with the cents set beside the figure
     assert parse_price(text).amount == Decimal("12.49"), text
     flat = Image.new("RGB", (300, 80), (250, 250, 245))
     ImageDraw.Draw(flat).text((10, 5), "12,49", font=_font("DejaVuSans-Bold.ttf", 60), fill=(10, 10, 10))
-    assert prices.raised_cents(np.asarray(flat)) is None
+    assert label_print.raised_cents(np.asarray(flat)) is None
 
 
 @needs_fonts
