@@ -118,7 +118,7 @@ def real_shelves(folder: Path, sheet: Path) -> None:
             crop.thumbnail((220, 90))
             tile = Image.new("RGB", (230, 130), (255, 255, 255))
             tile.paste(crop, (5, 5))
-            caption = f"{path.stem[:10]}: {label.price.text() if label.price else '?'} ← {label.text[:22]}"
+            caption = f"{path.stem[:10]}: {label.price.text() if label.price else '?'} <- {label.text[:22]}"
             ImageDraw.Draw(tile).text((5, 105), caption, font=font, fill=(0, 0, 0))
             tiles.append(tile)
     if walls:
