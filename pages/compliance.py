@@ -7,6 +7,7 @@ import streamlit as st
 
 from shelf import access
 from shelf.analytics import charts, compliance, export, planogram, report
+from shelf.analytics.prices import LABEL_MISSING, PRICE_OK, PRICE_WRONG, UNREADABLE, price_lines, price_summary
 from shelf.analytics.tally import TallyFilter
 from shelf.serving import ui
 
@@ -15,7 +16,7 @@ st.title("Compliance")
 engine = ui.store()
 identity = ui.current_identity()
 ui.stored_results_banner()
-tab_results, tab_plans = st.tabs(["Compliance", "Planograms"])
+tab_results, tab_plans, tab_prices = st.tabs(["Compliance", "Planograms", "Prices"])
 
 # ---------------------------------------------------------------------------------------------------------------
 with tab_plans:
@@ -101,6 +102,42 @@ with tab_plans:
         st.download_button("Download every planogram (CSV)", lambda: planogram.export_csv_bytes(engine),
                            file_name=f"shelf-planograms-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
                            icon=":material/download:", key="planogram_export", on_click="ignore")
+
+# ---------------------------------------------------------------------------------------------------------------
+with tab_prices:  # before the results tab, which stops the page when there is nothing to show
+    st.caption("Shelf-edge labels read with *Read shelf-edge prices* (or `--prices`) against the planogram's `price` "
+               "column, per product found on the shelf: **price_ok**, **price_wrong** (another price), "
+               "**label_missing** (no label under its facings) or **unreadable**.")
+    p1, p2, p3 = st.columns([2, 2, 2])
+    price_stores = p1.multiselect("Stores", [s for s in report.facets(engine).stores if s], key="price_stores",
+                                  placeholder="All stores")
+    price_days = compliance.photo_days(engine)
+    price_day = p2.selectbox("Date", [None] + price_days, key="price_day", format_func=lambda d: "All dates"
+                             if d is None else dt.date.fromordinal(d).isoformat() if d else "Undated photos")
+    price_threshold = p3.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, format="%.2f", key="price_threshold")
+    price_date = dt.date.fromordinal(price_day) if price_day else None
+    price_table = price_lines(engine, TallyFilter(price_stores, (), price_date, price_date), price_threshold)
+    if price_table.empty:
+        st.info("No product with a planned price was found on photos read with prices in this selection. Add a "
+                "`price` column to the planogram and recognize with *Read shelf-edge prices*.", icon=":material/sell:")
+    else:
+        summary = price_summary(price_table)
+        q1, q2, q3, q4, q5 = st.columns(5)
+        q1.metric("Price compliance", f"{summary['price_compliance']:.0%}", help="Products whose label shows the "
+                  "planned price, as a share of the products checked.")
+        for column, status, title in zip((q2, q3, q4, q5), (PRICE_WRONG, LABEL_MISSING, UNREADABLE, PRICE_OK),
+                                         ("Wrong price", "Label missing", "Unreadable", "Price OK")):
+            column.metric(title, f"{summary[status]:,}", help=f"products with status {status}")
+        ui.table(price_table, hide_index=True, width="stretch", key="price_table", column_config={
+            "store": "Store", "aisle": "Aisle", "captured_on": st.column_config.DateColumn("Date"),
+            "product": "Product", "name": "Name", "found_facings": st.column_config.NumberColumn("Facings"),
+            "planned_price": st.column_config.NumberColumn("Planned", format="%.2f"), "label": "Label",
+            "price_read": st.column_config.NumberColumn("Read", format="%.2f"), "price_text": "Label text",
+            "price_confidence": st.column_config.ProgressColumn("OCR confidence", format="percent", min_value=0,
+                                                                max_value=1), "price_status": "Status"})
+        st.download_button("Download the price lines (CSV)", export.to_csv_bytes(price_table),
+                           file_name=f"shelf-prices-{dt.date.today():%Y%m%d}.csv", mime="text/csv",
+                           icon=":material/download:", key="price_export", on_click="ignore")
 
 # ---------------------------------------------------------------------------------------------------------------
 with tab_results:

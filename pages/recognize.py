@@ -105,6 +105,12 @@ use_catalog = st.toggle(f"Name SKUs from the catalog ({len(skus)} SKU{'' if len(
                         help="Each region is also matched by embedding similarity against the SKU catalog's "
                              "reference photos; the ImageNet top-k stays beside it.")
 
+read_prices = st.checkbox("Read shelf-edge prices", key="read_prices",
+                          help="Also find the price labels on the shelf edges (under each row of products, or above "
+                               "hanging ones), read them with OCR and tie each to the facings it prices: shown on "
+                               "the photo, in the region inspector and Review, checked against the planogram's "
+                               "prices on Compliance. Adds about a second per 12 MP photo.")
+
 files = st.file_uploader("Shelf photos or product crops", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                          key="uploads", max_upload_size=MAX_UPLOAD_MB,
                          help=f"JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC/HEIF or AVIF; up to {MAX_UPLOAD_MB} MB each.")
@@ -130,7 +136,7 @@ def run(chosen: list[Upload], again: bool = False) -> list:
         loaded, ui.store(), chosen, Context(store_name, aisle, captured_on), region_mode=mode, top_k=int(top_k),
         crop_mode=crop_mode, box_file=box_file, catalog=index, catalog_threshold=catalog.get_threshold(ui.store()),
         detector=chosen_detector, on_progress=show, previews=ui.RECENT_PREVIEWS, again=again,
-        by=ui.current_identity())
+        by=ui.current_identity(), prices=read_prices)
     progress.empty()
     evaluate_pending(ui.store())  # store tasks from these photos (the Tasks page; webhooks from the task worker)
     return results

@@ -5,9 +5,11 @@ discarded, and the editor starts clean after a save."""
 import streamlit as st
 
 from shelf.analytics import report
+from shelf.analytics.prices import labels_to_review
 from shelf.analytics.review import LABEL_CHOICES, corrections_from_edits, label_choice
 from shelf.serving import ui
 from shelf.storage import store
+from shelf.storage.prices import correct_prices
 
 PAGE_SIZE = 25
 
@@ -120,3 +122,38 @@ if may_correct and pending and discard_col.button("Discard picks", key="discard_
     st.rerun()
 if message := st.session_state.pop("review_message", None):
     st.success(message, icon=":material/task_alt:")
+
+st.divider()
+st.subheader("Shelf-edge prices")
+labels = labels_to_review(engine, scope, limit=PAGE_SIZE)
+if labels.empty:
+    st.caption("No shelf-edge price labels in this selection: recognize photos with *Read shelf-edge prices* on.")
+else:
+    st.caption("Labels read with *Read shelf-edge prices*, unreadable ones first, then the least confident. Type the "
+               "price a label really shows under **Correct price** (1.99, 1,99 or 2 for 3.00) and save: compliance "
+               "and exports use it from then on; the OCR's reading is kept beside it.")
+    prices_table = labels.assign(crop=ui.thumbnails(labels), correct_price="",
+                                 where=labels["photo"] + " (" + labels["sha256"].str[:6] + ")")[
+        ["label_id", "crop", "shown", "text", "confidence", "corrected", "correct_price", "where", "store", "aisle"]]
+    edited = st.data_editor(
+        prices_table, hide_index=True, width="stretch", row_height=60, key="price_editor",
+        disabled=[c for c in prices_table.columns if c != "correct_price"] if may_correct else True,
+        column_order=[c for c in prices_table.columns if c != "label_id"],
+        column_config={"crop": st.column_config.ImageColumn("Label", width="small"),
+                       "shown": "Price", "text": st.column_config.TextColumn("OCR read", width="medium"),
+                       "confidence": st.column_config.ProgressColumn("OCR confidence", format="percent",
+                                                                     min_value=0, max_value=1, width="small"),
+                       "corrected": "Corrected", "correct_price": st.column_config.TextColumn("Correct price"),
+                       "where": "Photo", "store": "Store", "aisle": "Aisle"})
+    typed = {int(i): t for i, t in zip(edited["label_id"], edited["correct_price"]) if isinstance(t, str) and t.strip()}
+    if may_correct and st.button(f"Save {len(typed)} price correction(s)", disabled=not typed, key="save_prices"):
+        try:
+            if who is None:
+                raise ValueError("type your name first: every correction records who made it")
+            st.session_state["price_message"] = f"Saved {correct_prices(engine, typed, who)} price correction(s)."
+            st.session_state.pop("price_editor", None)
+            st.rerun()
+        except ValueError as exc:
+            st.error(f"Nothing saved: {ui.md_escape(str(exc))}")
+    if message := st.session_state.pop("price_message", None):
+        st.success(message, icon=":material/task_alt:")

@@ -231,7 +231,7 @@ def test_import_replaces_an_aisle_and_keeps_who_changed_unchanged_lines(tmp_path
     capsys.readouterr()
     assert cli(["planogram", "template"]) == 0
     template = capsys.readouterr().out
-    assert template.splitlines()[0] == "store,aisle,product,expected_facings,shelf_row"
+    assert template.splitlines()[0] == "store,aisle,product,expected_facings,shelf_row,price"
     assert planogram.parse_csv(template.encode(), "template.csv", {}).errors == []
 
 

@@ -215,7 +215,7 @@ def test_a_version_2_store_gains_its_empty_shelf_widths(db_url):
     with engine.begin() as conn:  # what a version 2 store looks like
         conn.execute(shelf_width_rollup.delete())
         conn.exec_driver_sql(f"DROP TABLE {shelf_width_rollup.name}")
-        conn.execute(store.schema_version.update().values(version=2))  # created at 3: one row
+        conn.execute(store.schema_version.update().values(version=2))  # created at the newest: one row
     engine.dispose()
     engine = store.open_store(db_url)
     with engine.connect() as conn:
@@ -305,6 +305,8 @@ def test_services_starting_together_migrate_the_store_exactly_once(db_url, older
     if older:
         assert report.review_count(engine, report.ReviewFilter()) == 8  # the rollups were built once, not twice
         assert report.tally_table(engine, ["label"])["facings"].sum() == 9
+
+
 def test_a_version_4_store_gains_the_task_tables_and_token_stores(db_url):
     from shelf.serving import tokens
     from shelf.storage.schema import TASK_TABLES, api_tokens
@@ -322,3 +324,24 @@ def test_a_version_4_store_gains_the_task_tables_and_token_stores(db_url):
             list(range(4, store.SCHEMA_VERSION + 1))
         assert conn.execute(sa.select(api_tokens.c.name, api_tokens.c.store)).all() == [("store-app", None)]
         assert {t.name for t in TASK_TABLES} <= set(sa.inspect(conn).get_table_names())
+def test_a_version_6_store_gains_shelf_edge_prices(db_url):
+    """Version 7: the price label tables, and a planned price on every planogram line (none for the old ones)."""
+    from shelf import access
+    from shelf.analytics import planogram
+    from shelf.storage.schema import PRICE_TABLES
+    engine = store.open_store(db_url)
+    planogram.import_csv(engine, b"store,aisle,product,expected_facings\n*,7,imagenet:737,4\n", "p.csv",
+                         access.LOCAL)
+    with engine.begin() as conn:  # what a version 6 store looks like
+        for table in reversed(PRICE_TABLES):
+            conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        conn.exec_driver_sql("ALTER TABLE planograms DROP COLUMN price")
+        conn.execute(store.schema_version.update().values(version=6))
+    engine.dispose()
+    engine = store.open_store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == \
+            list(range(6, store.SCHEMA_VERSION + 1))
+    assert all(sa.inspect(engine).has_table(t.name) for t in PRICE_TABLES)
+    lines = planogram.frame(engine)
+    assert lines["product"].tolist() == ["imagenet:737"] and lines["price"].isna().all()

@@ -22,6 +22,7 @@ import shelf
 from shelf.analytics import report
 from shelf.analytics.tally import TallyFilter
 from shelf.ingest.images import renamed_for_export
+from shelf.storage.prices import region_prices
 from shelf.storage.schema import THRESHOLD_STEPS, photos, threshold_step
 from shelf.text import FORMULA_PREFIXES, inert, inert_frame  # noqa: F401  (FORMULA_PREFIXES: tests check with it)
 
@@ -29,7 +30,7 @@ DETECTION_EXPORT_COLUMNS = [
     "photo_id", "photo", "sha256", "store", "aisle", "captured_on", "region_id", "position", "x1", "y1", "x2", "y2",
     "class_index", "label", "category", "probability", "counted", "top_k", "predicted_class_index",
     "predicted_label", "predicted_probability", "corrected", "reviewer", "corrected_at", "sku", "brand",
-    "sku_similarity", "run_id", "weights_verified", "weights_untrained"]
+    "sku_similarity", "run_id", "weights_verified", "weights_untrained", "price", "price_text", "price_confidence"]
 FORMATS = ("csv", "coco", "sku110k")
 Progress = Callable[[int], None] | None  # called with the number of regions written so far
 
@@ -60,12 +61,15 @@ def write_detections_csv(engine: Engine, out: BinaryIO, f: TallyFilter = TallyFi
                          progress: Progress = None) -> int:
     """One row per selected region; `counted` says whether the tallies count it at `threshold`. `probability` is
     the confidence of `label`: blank where a reviewer corrected the label (the model gave none for it), as in
-    the tallies; the model's own top-1 and its probability stay in `predicted_label`/`predicted_probability`."""
+    the tallies; the model's own top-1 and its probability stay in `predicted_label`/`predicted_probability`.
+    `price`, `price_text` and `price_confidence` are those of the shelf-edge label that prices it (read with
+    `--prices`; `price` is the price each, a multi-buy shared out), blank where there is none."""
     n = 0
     out.write(_csv_text(pd.DataFrame(columns=DETECTION_EXPORT_COLUMNS)).encode("utf-8"))
     for chunk in _chunks(engine, f, progress):
-        rows = chunk.assign(counted=_counted(chunk, threshold), predicted_probability=chunk["probability"],
-                            probability=chunk["probability"].where(~chunk["corrected"]))[DETECTION_EXPORT_COLUMNS]
+        priced = chunk.merge(region_prices(engine, chunk["region_id"].tolist()), on="region_id", how="left")
+        rows = priced.assign(counted=_counted(priced, threshold), predicted_probability=priced["probability"],
+                             probability=priced["probability"].where(~priced["corrected"]))[DETECTION_EXPORT_COLUMNS]
         out.write(_csv_text(rows, header=False).encode("utf-8"))
         n += len(chunk)
     return n

@@ -1,10 +1,11 @@
 """Planograms: which products each aisle should hold, and how many facings of each.
 
-A planogram line is (store, aisle, product, expected facings[, shelf row]). `store` is a store's name as photos
-carry it, or `*` for every store that has no planogram of its own for that aisle. `product` is a SKU's name from
-the catalog or `imagenet:<class index>`. The CSV layout (the template) is
+A planogram line is (store, aisle, product, expected facings[, shelf row][, price]). `store` is a store's name as
+photos carry it, or `*` for every store that has no planogram of its own for that aisle. `product` is a SKU's name
+from the catalog or `imagenet:<class index>`. `price` is the shelf price head office set (1.99, 1,99 or €1.99: read
+as label prices are, shelf.ingest.prices), for price compliance. The CSV layout (the template) is
 
-    store,aisle,product,expected_facings,shelf_row
+    store,aisle,product,expected_facings,shelf_row,price
 
 Imports are untrusted input: each bad line gets a message naming the file, the line and the problem, and the good
 lines are kept. An import replaces the planogram of every (store, aisle) it has lines for; other aisles keep theirs.
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from shelf import access
 from shelf.analytics.export import to_csv_bytes
+from shelf.ingest.prices import parse_amount
 from shelf.labels import IMAGENET_CLASSES
 from shelf.storage import audit
 from shelf.storage.schema import CLASS_PRODUCT, SKU_PRODUCT, planograms, skus
@@ -30,9 +32,9 @@ from shelf.storage.store import utc_now, write_transaction
 from shelf.text import clean_text
 
 ANY_STORE = "*"
-COLUMNS = ["store", "aisle", "product", "expected_facings", "shelf_row"]
+COLUMNS = ["store", "aisle", "product", "expected_facings", "shelf_row", "price"]
 REQUIRED = ["store", "aisle", "product", "expected_facings"]
-MAX_FACINGS, MAX_SHELF_ROW = 1000, 50
+MAX_FACINGS, MAX_SHELF_ROW, MAX_PRICE = 1000, 50, 1_000_000
 MAX_BYTES, MAX_LINES = 5 * 1024 * 1024, 100_000
 CLASS_PREFIX = f"{CLASS_PRODUCT}:"
 
@@ -49,6 +51,7 @@ class PlanLine:
     product_id: int  # a SKU id or an ImageNet class index
     expected_facings: int
     shelf_row: int | None = None
+    price: float | None = None  # the planned shelf price
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -121,7 +124,16 @@ def parse_line(record: dict, by_name: dict[str, int]) -> PlanLine:
     facings = _whole_number(cell("expected_facings"), "expected_facings", 1, MAX_FACINGS)
     row = cell("shelf_row")
     shelf_row = _whole_number(row, "shelf_row", 1, MAX_SHELF_ROW) if row else None
-    return PlanLine(store, aisle, kind, product_id, facings, shelf_row)
+    return PlanLine(store, aisle, kind, product_id, facings, shelf_row, _price(cell("price")))
+
+
+def _price(text: str) -> float | None:
+    if not text:
+        return None
+    amount = parse_amount(text)
+    if amount is None or not 0 < amount < MAX_PRICE:
+        raise ValueError(f"price must be a shelf price such as 1.99, 1,99 or €1.99, not {text[:40]!r}")
+    return float(amount)
 
 
 def validate(records: Iterable[tuple[int, dict]], by_name: dict[str, int], source: str) -> Parsed:
@@ -168,7 +180,8 @@ def parse_csv(data: bytes, source: str, by_name: dict[str, int]) -> Parsed:
         raise PlanogramError(f"{source}: not a readable CSV file ({exc})") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise PlanogramError(f"{source}: line 1 must be the header {','.join(COLUMNS)} (shelf_row is optional); "
+        raise PlanogramError(f"{source}: line 1 must be the header {','.join(COLUMNS)} (shelf_row and price are "
+                             "optional); "
                              f"missing: {', '.join(missing)}")
 
     def records():
@@ -222,11 +235,12 @@ def replace(engine: Engine, lines: Sequence[PlanLine], identity: access.Identity
                 if (line.store, line.aisle) not in in_chunk:
                     continue
                 old = before.get(line.key)
-                same = old is not None and (old.expected_facings, old.shelf_row) == (line.expected_facings,
-                                                                                    line.shelf_row)
+                same = old is not None and (old.expected_facings, old.shelf_row, old.price) == (
+                    line.expected_facings, line.shelf_row, line.price)
                 rows.append({"store": line.store, "aisle": line.aisle, "product_kind": line.product_kind,
                              "product_id": line.product_id, "expected_facings": line.expected_facings,
-                             "shelf_row": line.shelf_row, "changed_by": old.changed_by if same else who,
+                             "shelf_row": line.shelf_row, "price": line.price,
+                             "changed_by": old.changed_by if same else who,
                              "changed_at": old.changed_at if same else now})
             if rows:
                 conn.execute(planograms.insert(), rows)
@@ -272,10 +286,11 @@ def frame(engine: Engine, stores: Sequence[str] = (), aisles: Sequence[str] = ()
     result = pd.DataFrame([{"store": r.store, "aisle": r.aisle,
                             "product": product_text(r.product_kind, r.product_id, names),
                             "name": product_name(r.product_kind, r.product_id, names),
-                            "expected_facings": r.expected_facings, "shelf_row": r.shelf_row,
+                            "expected_facings": r.expected_facings, "shelf_row": r.shelf_row, "price": r.price,
                             "changed_by": r.changed_by, "changed_at": r.changed_at} for r in rows],
                           columns=COLUMNS[:3] + ["name"] + COLUMNS[3:] + ["changed_by", "changed_at"])
     result["shelf_row"] = result["shelf_row"].astype("Int64")
+    result["price"] = result["price"].astype(float)
     return result
 
 
@@ -287,7 +302,7 @@ def export_csv_bytes(engine: Engine) -> bytes:
 
 
 def template_bytes() -> bytes:
-    example = pd.DataFrame([["*", "7 - Beverages", "imagenet:737", 6, 2],
-                            ["*", "7 - Beverages", "imagenet:907", 4, 2],
-                            ["Downtown #12", "7 - Beverages", "imagenet:440", 3, 3]], columns=COLUMNS)
+    example = pd.DataFrame([["*", "7 - Beverages", "imagenet:737", 6, 2, "1.99"],
+                            ["*", "7 - Beverages", "imagenet:907", 4, 2, "6.49"],
+                            ["Downtown #12", "7 - Beverages", "imagenet:440", 3, 3, ""]], columns=COLUMNS)
     return to_csv_bytes(example)

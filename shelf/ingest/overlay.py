@@ -88,16 +88,44 @@ def draw_gaps(draw: ImageDraw.ImageDraw, gaps: Sequence[Box], scale: float, line
             draw.line((ax, ay, ax + length, ay + length), fill=GAP_COLOUR + (200,), width=max(1, line // 2))
 
 
+PRICE_COLOUR = (0, 158, 115)  # Okabe–Ito bluish green: shelf-edge price labels, apart from every label colour
+NO_PRICE_COLOUR = (204, 121, 167)  # Okabe–Ito reddish purple: a label whose price could not be read
+
+
+def draw_labels(draw: ImageDraw.ImageDraw, labels: Sequence, scale: float, line: int, font) -> None:
+    """Shelf-edge price labels (shelf.ingest.prices.ShelfLabel): a green outline with the price read ('?' when
+    none could be read, in purple), the tag under the label so the products' tags above stay readable."""
+    for label in labels:
+        x1, y1, x2, y2 = (round(v * scale) for v in label.box.as_tuple)
+        colour = PRICE_COLOUR if label.price is not None else NO_PRICE_COLOUR
+        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=colour + (255,), width=line)
+        text = label.price.text() if label.price is not None else "price ?"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 2 * line, bottom - top + 2 * line
+        width, height = draw.im.size
+        tx, ty = max(0, min(x1, width - tw)), min(y2 + line, height - th)
+        draw.rectangle((tx, ty, tx + tw, ty + th), fill=colour + (235,))
+        draw.text((tx + line - left, ty + line - top), text, font=font, fill=_ink(colour))
+
+
+def price_legend(labels: Sequence) -> list[LegendEntry]:
+    read = sum(label.price is not None for label in labels)
+    return ([LegendEntry(PRICE_COLOUR, "shelf label, price read", read)] if read else []) + \
+        ([LegendEntry(NO_PRICE_COLOUR, "shelf label, price unreadable", len(labels) - read)]
+         if len(labels) > read else [])
+
+
 def draw_overlay(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
-                 colour_by: str = "label", gaps: Sequence[Box] = ()) -> Image.Image:
-    """Draw numbered boxes with '#n label · p%' tags on `image` (a preview of a photo of `full_size`), and the empty
-    `gaps` hatched. Tags never cover one another (see tag_layout); boxes are drawn first, so no outline crosses a
-    tag."""
+                 colour_by: str = "label", gaps: Sequence[Box] = (), labels: Sequence = ()) -> Image.Image:
+    """Draw numbered boxes with '#n label · p%' tags on `image` (a preview of a photo of `full_size`), the empty
+    `gaps` hatched and the shelf-edge price `labels` with their prices. Tags never cover one another (see
+    tag_layout); boxes are drawn first, so no outline crosses a tag."""
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas, "RGBA")
     scale = canvas.width / full_size[0]
     line = max(2, max(canvas.size) // 400)
     draw_gaps(draw, gaps, scale, line)
+    draw_labels(draw, labels, scale, line, ImageFont.load_default(size=max(12, max(canvas.size) // 50)))
     boxes = [tuple(round(v * scale) for v in box.as_tuple) for box, *_ in regions]
     picked = colours(regions, colour_by)[0]
     for (x1, y1, x2, y2), colour in zip(boxes, picked):
@@ -199,15 +227,16 @@ def draw_legend(entries: Sequence[LegendEntry], width: int = 320, font_size: int
     return legend
 
 
-def gap_legend(gaps: Sequence[Box]) -> list[LegendEntry]:
-    return [LegendEntry(GAP_COLOUR, "empty shelf (hatched)", len(gaps))] if gaps else []
+def gap_legend(gaps: Sequence[Box], labels: Sequence = ()) -> list[LegendEntry]:
+    """The legend's lines for what is not a product: empty shelf, and shelf-edge price labels."""
+    return ([LegendEntry(GAP_COLOUR, "empty shelf (hatched)", len(gaps))] if gaps else []) + price_legend(labels)
 
 
 def annotated(image: Image.Image, full_size: tuple[int, int], regions: Sequence[Region],
-              colour_by: str = "label", gaps: Sequence[Box] = ()) -> Image.Image:
+              colour_by: str = "label", gaps: Sequence[Box] = (), labels: Sequence = ()) -> Image.Image:
     """The overlay with its legend beside it, in one picture (what "Download annotated PNG" gives)."""
-    overlay = draw_overlay(image, full_size, regions, colour_by, gaps)
-    legend = draw_legend(colours(regions, colour_by)[1] + gap_legend(gaps),
+    overlay = draw_overlay(image, full_size, regions, colour_by, gaps, labels)
+    legend = draw_legend(colours(regions, colour_by)[1] + gap_legend(gaps, labels),
                          font_size=max(14, max(overlay.size) // 60))
     both = Image.new("RGB", (overlay.width + legend.width, max(overlay.height, legend.height)), (255, 255, 255))
     both.paste(overlay, (0, 0))

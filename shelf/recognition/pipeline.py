@@ -11,6 +11,7 @@ import platform
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from sqlalchemy.engine import Engine
@@ -34,6 +35,9 @@ from shelf.recognition.stages import (
     find_regions,
 )
 from shelf.storage import profiles, sku_matches, store
+
+if TYPE_CHECKING:  # the price modules load only when prices are read or shown: no cost without them
+    from shelf.ingest.prices import ShelfLabel
 
 
 @dataclass(frozen=True)
@@ -69,17 +73,31 @@ class PhotoResult:
     recognized_again: bool = False  # a stored photo's regions replaced by this run's (the old ones kept as history)
     skipped: bool = False  # read, but left out by this run (`error` says why): not a broken file
     regions_total: int | None = None  # of a stored result read one page at a time: all its regions (None: `regions`)
+    labels: list[ShelfLabel] = field(default_factory=list)  # shelf-edge price labels; facings are region indices
+    prices_read: bool = False  # the labels were looked for (so none found means none there)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    def label_note(self, index: int) -> str:
+        """What the shelf-edge label under region `index` says, for the region inspector ("": prices not read)."""
+        if not self.prices_read:
+            return ""
+        tied = sorted((lb for lb in self.labels if index in lb.facings), key=lambda lb: -lb.confidence)
+        if not tied:
+            return "none found under this facing"
+        best = tied[0]
+        price = best.price.text() if best.price else "price unreadable"
+        return f"{price} · read “{best.text}”, {best.confidence:.0%}"
+
 
 def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode: str = "center",
                    catalog: dict | None = None, detector: dict | None = None, recognized_again: bool = False,
-                   region_profile: dict | None = None) -> dict:
+                   region_profile: dict | None = None, prices: dict | None = None) -> dict:
     """What a run records. `recognized_again`: its regions replace those of photos that were stored before;
-    `region_profile`: auto's profile(s) (stages.Settings.profile_provenance)."""
+    `region_profile`: auto's profile(s) (stages.Settings.profile_provenance); `prices`: how shelf-edge prices were
+    read (shelf.recognition.prices.provenance), when they were."""
     w = loaded.weights
     return {"weights_sha256": w.sha256, "weights_source": w.source, "weights_verified": w.verified,
             "weights_untrained": w.untrained, "torch_version": torch_version(),
@@ -87,7 +105,8 @@ def run_provenance(loaded: LoadedModel, region_mode: str, top_k: int, crop_mode:
             "preprocessing": {**preprocessing_provenance(crop_mode), "python": platform.python_version(),
                               "catalog": catalog, **({"detector": detector} if detector else {}),
                               **({"region_profile": region_profile} if region_profile else {}),
-                              **({"recognized_again": True} if recognized_again else {})},
+                              **({"recognized_again": True} if recognized_again else {}),
+                              **({"prices": prices} if prices else {})},
             "backend": loaded.backend_name, "region_mode": region_mode, "top_k": top_k}
 
 
@@ -117,7 +136,24 @@ def stored_result(engine: Engine, name: str, photo_id: int, page: range | None =
     result.regions = list(regions.values())
     if not frame.empty:
         result.sha256 = frame.iloc[0].sha256
+        index_of = {int(r): i for i, r in enumerate(frame.drop_duplicates("position")["region_id"])}
+        from shelf.storage.prices import scanned
+        result.labels = stored_labels(engine, photo_id, index_of)
+        result.prices_read = scanned(engine, photo_id)
     return result
+
+
+def stored_labels(engine: Engine, photo_id: int, index_of: dict[int, int]) -> list[ShelfLabel]:
+    """A stored photo's current labels, their facings as indices into its regions (`index_of`: region id →)."""
+    from decimal import Decimal
+
+    from shelf.ingest.prices import Price, ShelfLabel
+    from shelf.storage.prices import labels_frame
+    return [ShelfLabel(Box(int(r.x1), int(r.y1), int(r.x2), int(r.y2)),
+                       None if r.price is None or r.price != r.price else Price(Decimal(str(r.price)), int(r.quantity),
+                                                                                r.per), r.text,
+                       float(r.confidence), tuple(index_of[i] for i in r.region_ids if i in index_of))
+            for r in labels_frame(engine, [photo_id]).itertuples()]
 
 
 def mode_provenance(mode: RegionMode, detector: DetectorInfo | None) -> tuple[str, dict | None]:
@@ -133,7 +169,7 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
               previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None,
-              by: Identity = LOCAL) -> list[PhotoResult]:
+              by: Identity = LOCAL, prices: bool = False) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
     A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
@@ -142,16 +178,21 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     resolves its FILE before any work (DetectorError if it cannot); auto resolves its region profile(s) likewise
     (ProfileError for an unknown one). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
-    across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run."""
+    across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run.
+    `prices`: also read the shelf-edge price labels and tie them to the facings they price."""
     require(by, "edit_photo" if again else "recognize")
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
     if mode.kind == "detector" and detector is None:
         detector = resolve_detector(mode.source)
+    if prices:
+        from shelf.recognition.prices import available, provenance
+        if problem := available():
+            raise RuntimeError(problem)
     auto_profile, store_profiles = profiles.profiles_for(engine, mode.source) if mode.kind == "auto" else (None, {})
     settings = stages.Settings("", mode.text, crop_mode, top_k, box_file, catalog, catalog_threshold,
                                backend=getattr(loaded.backend, "kind", "eager"), detector=detector,
-                               auto_profile=auto_profile, store_profiles=store_profiles)
+                               auto_profile=auto_profile, store_profiles=store_profiles, prices=prices)
     classifier = stages.Classifier(settings, loaded)
     row_context = {"store": context.store, "aisle": context.aisle,
                    "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
@@ -172,7 +213,8 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
                     mode_text, detector_info = mode_provenance(mode, detector)
                     settings = replace(settings, run_id=_run_id(engine, run_provenance(
                         loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
-                        recognized_again=again, region_profile=settings.profile_provenance()), runs))
+                        recognized_again=again, region_profile=settings.profile_provenance(),
+                        prices=provenance() if prices else None), runs))
                 result = _stored_result(row, engine, settings) if existing is None else \
                     _replaced_result(row, engine, settings, existing, context, by)
             result.size = (decoded.width, decoded.height)
@@ -267,7 +309,9 @@ def _replaced_result(row: dict, engine: Engine, settings: stages.Settings, photo
     matched = stages.matches(row, settings)
     store.replace_regions(engine, photo_id, settings.run_id, stages.boxes(row), stages.classifications(row), matched,
                           gaps=stages.boxes(row, "gaps"), context=context, by=by)
+    labels = stages.store_prices(row, engine, photo_id, settings.run_id) if settings.prices else []
     return PhotoResult(name=row["name"], photo_id=photo_id, sha256=row["sha256"], recognized_again=True,
+                       labels=labels, prices_read=settings.prices,
                        gaps=stages.boxes(row, "gaps"),
                        notes=[note for note in row["notes"].split("\n") if note],
                        regions=[RegionResult(box, c.predictions, *m) for box, c, m in
@@ -281,8 +325,10 @@ def _stored_result(row: dict, engine: Engine, settings: stages.Settings) -> Phot
     if outcome["status"] == stages.FAILED:
         return PhotoResult(name=row["name"], error=f"{row['name']}: {outcome['error']}")
     matched = stages.matches(row, settings) or [(None, None)] * len(row["boxes"])
+    fresh = outcome["status"] != stages.ALREADY_STORED
     return PhotoResult(name=row["name"], photo_id=outcome["photo_id"], sha256=row["sha256"],
-                       already_stored=outcome["status"] == stages.ALREADY_STORED,
+                       already_stored=not fresh, prices_read=settings.prices and fresh,
+                       labels=stages.price_labels(row) if settings.prices and fresh else [],
                        notes=[note for note in row["notes"].split("\n") if note],
                        regions=[RegionResult(box, c.predictions, *m) for box, c, m in
                                 zip(stages.boxes(row), stages.classifications(row), matched)],

@@ -83,6 +83,7 @@ class Settings:
     detector: DetectorInfo | None = None  # for a detector: region mode (resolved before the batch starts)
     auto_profile: RegionProfile | None = None  # for auto:PROFILE (resolved before the batch starts)
     store_profiles: dict[str, RegionProfile] = field(default_factory=dict)  # for plain auto: per store, if set
+    prices: bool = False  # also read the shelf-edge price labels (shelf.recognition.prices)
 
     def __post_init__(self):
         check_stored_top_k(self.top_k)  # these settings store what they classify: ValueError before any work
@@ -158,7 +159,7 @@ def new_row(job: Mapping) -> dict:
             "name": clean_filename(str(job["source"]).split("?", 1)[0]), "status": PENDING, "error": "",
             "photo_id": -1, "sha256": "", "format": "", "width": 0, "height": 0, "n_bytes": 0, "data": b"",
             "notes": "", "boxes": np.zeros((0, 4), np.int32), "gaps": np.zeros((0, 4), np.int32),
-            "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
+            "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8), "labels": "[]", "price_seconds": -1.0}
 
 
 def crop(image: Image.Image, box: Box) -> Image.Image:
@@ -284,9 +285,43 @@ def cut(row: dict, decoded: DecodedImage, data: bytes, settings: Settings) -> di
                                           settings.profile_for(row.get("store", "")).params)
     notes = [*notes, *small_crop_notes((decoded.width, decoded.height), boxes)]
     inputs = region_inputs(decoded, boxes, settings)
-    return {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
-            "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
-            "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
+    row = {**row, "sha256": decoded.sha256, "format": decoded.format, "width": decoded.width,
+           "height": decoded.height, "n_bytes": decoded.n_bytes, "data": data, "notes": "\n".join(notes),
+           "boxes": box_array(boxes), "gaps": box_array(gaps), "inputs": inputs}
+    return read_prices(row, decoded, boxes, settings.mode) if settings.prices else row
+
+
+FACING_KINDS = ("auto", "boxes", "detector")  # region modes whose regions are products standing in shelf rows
+
+
+def read_prices(row: dict, decoded: DecodedImage, boxes: Sequence[Box], mode: RegionMode) -> dict:
+    """`row` with the photo's price labels read (not yet tied to facings: that needs the products, stage 3). The
+    labels are looked for under rows of facings; a whole photo or a grid's tiles are no facings, so such photos
+    are searched whole."""
+    from shelf.ingest.prices import labels_json
+    from shelf.recognition.prices import read_labels
+    facings = boxes if mode.kind in FACING_KINDS else []
+    labels, stats = read_labels(decoded.image, facings, (decoded.width, decoded.height))
+    return {**row, "labels": labels_json(labels), "price_seconds": stats.seconds}
+
+
+def price_labels(row: Mapping) -> list:
+    """A classified row's labels (shelf.ingest.prices.ShelfLabel), each tied to the facing group it prices (same
+    top-1 class, or SKU when matched). The price modules are imported only when prices are read."""
+    from shelf.ingest.prices import labels_from_json
+    from shelf.recognition.prices import assign
+    tops = [int(i[0]) for i in np.asarray(row["indices"]).reshape(len(row["boxes"]), -1)] if len(row["boxes"]) else []
+    skus = list(row["sku_ids"]) if "sku_ids" in row else [-1] * len(tops)
+    products = [("sku", int(s)) if s >= 0 else ("class", c) for c, s in zip(tops, skus)]
+    return assign(labels_from_json(row["labels"]), boxes(row), products)
+
+
+def store_prices(row: Mapping, engine: Engine, photo_id: int, run_id: int) -> list:
+    """Tie a row's labels to facings and store them for the photo's regions of `run_id`."""
+    from shelf.storage.prices import save_labels
+    labels = price_labels(row)
+    save_labels(engine, photo_id, run_id, labels, float(row["price_seconds"]))
+    return labels
 
 
 def box_array(boxes: Sequence[Box]) -> np.ndarray:
@@ -313,7 +348,7 @@ def prepare(job: Mapping, engine: Engine, settings: Settings) -> dict:
 def failed(row: dict, problem: str) -> dict:
     """The row of a photo that cannot be done; `problem` says why (the source is in the row)."""
     return {**row, "status": FAILED, "error": problem, "data": b"", "boxes": np.zeros((0, 4), np.int32),
-            "gaps": np.zeros((0, 4), np.int32), "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8)}
+            "gaps": np.zeros((0, 4), np.int32), "inputs": np.zeros((0, *INPUT_SHAPE), np.uint8), "labels": "[]"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -449,5 +484,11 @@ def store_row(row: Mapping, engine: Engine, settings: Settings) -> dict:
         seconds = time.perf_counter() - start
     except Exception as exc:
         return result | {"status": FAILED, "error": f"could not be stored ({exc.__class__.__name__}: {str(exc)[:200]})"}
+    if settings.prices and created:
+        try:  # the photo stands; without its labels it reads as "prices not read", never as "label missing"
+            store_prices(row, engine, photo_id, settings.run_id)
+        except Exception as exc:
+            result["notes"] = "\n".join(filter(None, [result["notes"], "its price labels could not be stored "
+                                                       f"({exc.__class__.__name__}: {str(exc)[:200]})"]))
     return result | {"status": STORED if created else ALREADY_STORED, "photo_id": int(photo_id),
                      "regions": len(row["boxes"]), "store_seconds": seconds}

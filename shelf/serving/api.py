@@ -66,6 +66,7 @@ from shelf.serving.responses import (
     ModelState,
     Photo,
     Prediction,
+    PriceLabel,
     Problem,
     Region,
     SkuMatch,
@@ -248,7 +249,12 @@ def _photo(result, record: dict, sku_names: dict[int, str], first: int = 0) -> P
     return Photo(photo_id=result.photo_id, name=record["name"], sha256=record["sha256"],
                  already_stored=result.already_stored, width=record["width"], height=record["height"],
                  store=record["store"], aisle=record["aisle"], captured_on=record["captured_on"], regions=regions,
-                 regions_total=total, notes=result.notes, overlay=f"/v1/photos/{result.photo_id}/overlay")
+                 regions_total=total, notes=result.notes, overlay=f"/v1/photos/{result.photo_id}/overlay",
+                 prices_read=result.prices_read,
+                 labels=[PriceLabel(box=Box(**vars(lb.box)), text=lb.text, confidence=lb.confidence,
+                                    price=None if lb.price is None else float(lb.price.amount),
+                                    quantity=lb.price.quantity if lb.price else 1, per=lb.price.per if lb.price else "",
+                                    facings=list(lb.facings)) for lb in result.labels])
 
 
 def _sku_names(engine, result) -> dict[int, str]:
@@ -373,7 +379,9 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
                    catalog: Annotated[bool, Form(description="also name SKUs from the catalog")] = False,
                    top_k: Annotated[int, Form(ge=1, json_schema_extra={"maximum": MAX_STORED_TOP_K},
                                               description=f"predictions stored per region: {STORED_LIMITS}")
-                          ] = 3) -> Photo:
+                          ] = 3,
+                   prices: Annotated[bool, Form(description="also read the shelf-edge price labels")] = False
+                   ) -> Photo:
         """Recognise one photo and store it, exactly once by content hash: 201 with the result when it is new,
         200 with the stored result (`already_stored: true`) when the same bytes were posted before."""
         from shelf.recognition import pipeline
@@ -396,7 +404,8 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
             try:
                 (result,) = pipeline.recognize(model, worker.engine, [pipeline.Upload(name, data)],
                                                Context(store, aisle, date), mode, top_k, crop, catalog=index,
-                                               catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity)
+                                               catalog_threshold=threshold, previews=0, runs=worker.runs, by=identity,
+                                               prices=prices)
             except ProfileError as exc:
                 raise HTTPException(422, f"regions: {exc}") from None
         if not result.ok:
@@ -442,7 +451,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         result = stored_result(worker.engine, record["name"], photo_id, top_k=1)
         drawn = draw_overlay(image, (record["width"], record["height"]),
                              [(r.box, r.top1.label, r.top1.class_index, r.top1.probability) for r in result.regions],
-                             colour_by)
+                             colour_by, labels=result.labels)
         return Response(png_bytes(drawn), media_type="image/png")
 
     @app.get("/v1/tallies", tags=["tallies"], response_model=TallyResponse,
@@ -474,7 +483,7 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
              responses={**errors, 200: {"content": {"text/csv": {}},
                                         "description": "JSON, or CSV when the request says `Accept: text/csv`"}})
     def get_compliance(request: Request, identity: Annotated[Identity, Depends(allowed("view"))],
-                       level: Literal["products", "aisles"] = "products",
+                       level: Literal["products", "aisles", "prices"] = "products",
                        min_confidence: Annotated[float, Query(ge=0, le=1, description="steps of 0.05")] = 0.0,
                        store: Annotated[list[str], Query(description="repeat for several")] = [],
                        aisle: Annotated[list[str], Query()] = [],
@@ -484,10 +493,12 @@ def create_app(settings: ApiSettings | None = None, loaded=None) -> FastAPI:
         page give. Only store × aisle × date with both photos and a planogram appear."""
         from shelf.analytics import compliance
         from shelf.analytics.export import to_csv_bytes
+        from shelf.analytics.prices import price_lines
         from shelf.analytics.tally import TallyFilter
         worker: Worker = request.app.state.worker
         selection = TallyFilter(store, aisle, date_from, date_to)
         table = compliance.summary(worker.engine, selection, min_confidence) if level == "aisles" else \
+            price_lines(worker.engine, selection, min_confidence) if level == "prices" else \
             compliance.lines(worker.engine, selection, min_confidence)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(to_csv_bytes(table), media_type="text/csv; charset=utf-8",

@@ -40,6 +40,16 @@ class Region(BaseModel):
     sku: SkuMatch | None = Field(None, description="the catalog match, when the photo was matched against it")
 
 
+class PriceLabel(BaseModel):
+    box: Box = Field(description="the label's print, in pixels of the upright photo")
+    text: str = Field(description="every line the OCR read, biggest first")
+    price: float | None = Field(description="the amount read (null: no price could be read)")
+    quantity: int = Field(description="a multi-buy's items (2 for 3.00: 2, price 3.00); 1 otherwise")
+    per: str = Field(description="a unit price's unit (kg, 100 g, l); empty for an item price")
+    confidence: float = Field(description="the OCR's, for the line the price came from")
+    facings: list[int] = Field(description="positions of the regions (the facing group) the label prices")
+
+
 class Photo(BaseModel):
     photo_id: int
     name: str
@@ -55,6 +65,8 @@ class Photo(BaseModel):
     regions_total: int = Field(description="how many regions the photo has")
     notes: list[str] = Field(default_factory=list, description="things to know that did not stop the photo")
     overlay: str = Field(description="path of the overlay PNG")
+    prices_read: bool = Field(False, description="the shelf-edge price labels were read (`prices`)")
+    labels: list[PriceLabel] = Field(default_factory=list, description="shelf-edge price labels, when read")
 
 
 class Problem(BaseModel):
@@ -92,10 +104,12 @@ class TallyResponse(BaseModel):
 
 
 class ComplianceResponse(BaseModel):
-    level: Literal["products", "aisles"]
+    level: Literal["products", "aisles", "prices"]
     min_confidence: float
     rows: list[dict[str, Any]] = Field(description="products: per store × aisle × date × product, expected and "
                                                    "found facings and status (ok, under, missing, extra); aisles: "
                                                    "per store × aisle × date, on-shelf availability, compliance "
-                                                   "and empty shelf share")
+                                                   "and empty shelf share; prices: per product with a planned price, "
+                                                   "the label read and price_status (price_ok, price_wrong, "
+                                                   "label_missing, unreadable)")
 

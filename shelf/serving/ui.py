@@ -364,15 +364,15 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
             regions = [(r.box, sku_names.get(r.sku_id, r.top1.label), r.top1.class_index, r.top1.probability)
                        for r in result.regions]
             picture, key = st.columns([4, 1])
-            gaps = getattr(result, "gaps", [])
-            picture.image(draw_overlay(result.preview, result.size, regions, colour_by, gaps), width="stretch")
-            key.image(draw_legend(colours(regions, colour_by)[1] + gap_legend(gaps), width=300, font_size=16),
-                      width="stretch",
+            gaps, labels = getattr(result, "gaps", []), getattr(result, "labels", [])
+            picture.image(draw_overlay(result.preview, result.size, regions, colour_by, gaps, labels), width="stretch")
+            key.image(draw_legend(colours(regions, colour_by)[1] + gap_legend(gaps, labels), width=300,
+                                  font_size=16), width="stretch",
                       caption="Colors: " + ("labels with the most facings first" if colour_by == "label"
                                              else "top-1 confidence"))
             key.download_button("Download annotated PNG",
                                 data=lambda: png_bytes(annotated(result.preview, result.size, regions, colour_by,
-                                                                 gaps)),
+                                                                 gaps, labels)),
                                 file_name=f"shelf-photo-{result.photo_id}-annotated.png", mime="image/png",
                                 icon=":material/download:", key=f"overlay-{result.photo_id}", on_click="ignore")
         facings_col, inspect_col = st.columns(2)
@@ -397,6 +397,8 @@ def photo_result(result: PhotoResult, colour_by: str = "label", sku_names: dict[
             with table_col:
                 if line := sku_line(region, sku_names):
                     st.markdown(line)
+                if note := getattr(result, "label_note", lambda _: "")(chosen):
+                    st.markdown(f":material/sell: Shelf label: {md_escape(note)}")
                 top_k_table(region)
 
 

@@ -6,7 +6,8 @@ predictions lose their surrogate id and redundant label; the SKU match table fol
 empty-shelf width rollup (a new table only). Version 4 makes the audit log append-only (database triggers) and
 indexes it for the Audit log page's filters. Version 5 adds store tasks: the task tables, their outbox and webhooks
 (schema.TASK_TABLES), and a store column on API tokens. Version 6 adds the region profiles and their per-store choice
-(new tables only). store.migrate creates new tables and builds the rollups once the steps are done.
+(new tables only). Version 7 adds shelf-edge prices: the label tables and the planograms' optional `price`.
+store.migrate creates new tables and builds the rollups once the steps are done.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shelf.storage.schema import (
+    PRICE_TABLES,
     TASK_TABLES,
     THRESHOLD_STEPS,
     audit_log,
@@ -23,6 +25,7 @@ from shelf.storage.schema import (
     guard_audit_log,
     metadata,
     photos,
+    planograms,
     predictions,
     regions,
     schema_version,
@@ -125,5 +128,13 @@ def _to_v5(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE api_tokens ADD COLUMN store VARCHAR(100)")  # made the table as it is now
 
 
-MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5}  # 3 and 6 add tables only: create_all makes them
+def _to_v7(conn: Connection) -> None:
+    """Shelf-edge prices: the label tables, and a planned price per planogram line (NULL: no price planned)."""
+    for table in PRICE_TABLES:
+        table.create(conn, checkfirst=True)
+    if "price" not in {c["name"] for c in sa.inspect(conn).get_columns(planograms.name)}:  # v2 made it already
+        conn.exec_driver_sql("ALTER TABLE planograms ADD COLUMN price DOUBLE PRECISION")
+
+
+MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5, 7: _to_v7}  # 3 and 6 add tables only: create_all makes them
 REBUILDS_ROLLUPS = {2, 3}  # steps after which store.migrate rebuilds the rollups (a new or reshaped one)

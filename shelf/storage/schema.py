@@ -168,6 +168,7 @@ planograms = sa.Table(
     sa.Column("product_id", sa.Integer, primary_key=True, autoincrement=False),  # a SKU id or an ImageNet class
     sa.Column("expected_facings", sa.Integer, nullable=False),
     sa.Column("shelf_row", sa.Integer, nullable=True),  # 1 = top shelf; informative
+    sa.Column("price", sa.Float, nullable=True),  # the shelf price head office set (price compliance); optional
     sa.Column("changed_by", sa.String(100), nullable=False),
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_planograms_aisle_store", "aisle", "store"),
@@ -360,7 +361,7 @@ api_tokens = sa.Table(
 # ---------------------------------------------------------------------------------------------------------------
 # Store tasks (shelf.storage.tasks, shelf.analytics.tasks, shelf.serving.webhooks): a gap found in a photo becomes a
 # task for its store, and every change of a task is an event written to an outbox in the same transaction, which a
-# worker delivers to the webhooks later. All of it arrived in schema version 4 (shelf.storage.migrations._to_v4).
+# worker delivers to the webhooks later. All of it arrived in schema version 5 (shelf.storage.migrations._to_v5).
 
 OPEN, ACKNOWLEDGED, DONE, VERIFIED, REOPENED = "open", "acknowledged", "done", "verified", "reopened"
 TASK_STATES = (OPEN, ACKNOWLEDGED, DONE, REOPENED, VERIFIED)
@@ -462,3 +463,57 @@ webhook_deliveries = sa.Table(
 )
 
 TASK_TABLES = (task_checks, tasks, task_rules, task_events, webhooks, webhook_deliveries)
+# Shelf-edge prices (`--prices`): the labels read on a photo, tied to the run whose regions they price. A photo's
+# current labels are those of the run of its active regions; `price_scans` says which runs read prices at all, so
+# "no label found" is never confused with "not looked for".
+
+price_scans = sa.Table(
+    "price_scans", metadata,
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True, autoincrement=False),
+    sa.Column("labels", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+)
+
+price_labels = sa.Table(
+    "price_labels", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("x1", sa.Integer, nullable=False),
+    sa.Column("y1", sa.Integer, nullable=False),
+    sa.Column("x2", sa.Integer, nullable=False),
+    sa.Column("y2", sa.Integer, nullable=False),
+    sa.Column("text", sa.String(300), nullable=False),  # every line the OCR read, biggest first
+    sa.Column("confidence", sa.Float, nullable=False),  # the OCR's, in the line the price came from
+    sa.Column("read_price", sa.Float, nullable=True),  # the amount read (NULL: no price could be read)
+    sa.Column("price", sa.Float, nullable=True),  # effective: the newest correction, else read_price
+    sa.Column("quantity", sa.Integer, nullable=False, server_default="1"),  # a multi-buy's items (2 for 3.00)
+    sa.Column("per", sa.String(20), nullable=False, server_default=""),  # a unit price's unit ("kg")
+    sa.Column("corrected", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+price_label_facings = sa.Table(
+    "price_label_facings", metadata,  # the facing group a label prices: the product regions it belongs to
+    sa.Column("label_id", sa.Integer, sa.ForeignKey("price_labels.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("region_id", sa.Integer, sa.ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("anchor", sa.Boolean, nullable=False),  # the facing the label sits under: what compliance goes by
+    sa.Index("ix_price_label_facings_region", "region_id"),
+)
+
+price_corrections = sa.Table(
+    "price_corrections", metadata,  # every price a reviewer gave a label (history); price_labels.price the newest
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("label_id", sa.Integer, sa.ForeignKey("price_labels.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("text", sa.String(100), nullable=False),  # as typed
+    sa.Column("price", sa.Float, nullable=True),  # NULL: "this label shows no price"
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("reviewer", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+PRICE_TABLES = (price_scans, price_labels, price_label_facings, price_corrections)

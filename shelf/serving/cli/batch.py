@@ -78,6 +78,7 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
         mode_provenance,
         run_provenance,
     )
+    from shelf.recognition.prices import provenance as price_provenance
     from shelf.storage import batches, profiles
     from shelf.storage.store import create_run, open_store
 
@@ -92,11 +93,11 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
     settings = stages.Settings(db_url, args.regions.text, args.crop, args.top_k, box_file, index, threshold,
                                backend=getattr(loaded.backend, "kind", "eager"), weights_sha256=loaded.weights.sha256,
                                db_pool=args.db_pool, environment=engines.worker_environment(), detector=detector,
-                               auto_profile=auto_profile, store_profiles=store_profiles)
+                               auto_profile=auto_profile, store_profiles=store_profiles, prices=args.prices)
     mode_text, detector_info = mode_provenance(args.regions, detector)
     settings = dataclasses.replace(settings, run_id=create_run(engine, run_provenance(
         loaded, mode_text, args.top_k, args.crop, catalog_provenance(settings), detector_info,
-        region_profile=settings.profile_provenance())))
+        region_profile=settings.profile_provenance(), prices=price_provenance() if args.prices else None)))
     workers = (args.workers or engines.default_workers(cluster)) if cluster else 1
     place = batch.who_and_where() + (f" · {cluster.description}, {workers} classifier(s)" if cluster
                                      else " · in-process")

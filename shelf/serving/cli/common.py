@@ -106,6 +106,8 @@ def add_recognition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=_stored_top_k, default=3, help="predictions stored per region (at most 10)")
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: SHELF_DATABASE_URL or the data dir)")
     p.add_argument("--catalog", action="store_true", help="also name SKUs from the catalog by similarity")
+    p.add_argument("--prices", action="store_true",
+                   help="also read the shelf-edge price labels (OCR) and tie each to the facings it prices")
 
 
 def _load_model_or_explain(db: str | None = None):

@@ -56,12 +56,14 @@ def cmd_planogram(args) -> int:
 def cmd_compliance(args) -> int:
     from shelf.analytics import compliance
     from shelf.analytics.export import to_csv_bytes
+    from shelf.analytics.prices import price_lines
     from shelf.analytics.tally import TallyFilter
     from shelf.storage.store import open_store
 
     engine = open_store(args.db)
     selection = TallyFilter(args.stores, args.aisles, args.date, args.date)
     table = compliance.summary(engine, selection, args.min_confidence) if args.level == "aisles" else \
+        price_lines(engine, selection, args.min_confidence) if args.level == "prices" else \
         compliance.lines(engine, selection, args.min_confidence)
     if table.empty:
         print("note: no store/aisle/date in the selection has both photos and a planogram", file=sys.stderr)
@@ -72,7 +74,7 @@ def cmd_compliance(args) -> int:
 def add_planogram(sub) -> None:
     p = sub.add_parser("planogram", help="planograms: import a CSV, list or export them, or write the template")
     psub = p.add_subparsers(dest="action", required=True)
-    imp = psub.add_parser("import", help="store,aisle,product,expected_facings[,shelf_row]; replaces the "
+    imp = psub.add_parser("import", help="store,aisle,product,expected_facings[,shelf_row][,price]; replaces the "
                                          "planogram of each store/aisle the file names")
     imp.add_argument("file", type=Path)
     imp.add_argument("--by", default=None, help="who made the change (default: the local user)")
@@ -96,9 +98,10 @@ def add_compliance(sub) -> None:
     p.add_argument("--min-confidence", type=_probability, default=0.0,
                    help="regions below this top-1 probability are not counted as found (unless a reviewer "
                         "corrected them); steps of 0.05")
-    p.add_argument("--level", choices=["products", "aisles"], default="products",
+    p.add_argument("--level", choices=["products", "aisles", "prices"], default="products",
                    help="products: one line per planned or extra product with its status (default); aisles: "
-                        "OSA, compliance and empty shelf share per store, aisle and date")
+                        "OSA, compliance and empty shelf share per store, aisle and date; prices: per product "
+                        "with a planned price, the shelf-edge label read (--prices) and its price status")
     p.add_argument("--db", default=None)
     p.add_argument("--out", type=Path, default=None, help="write CSV here instead of printing it")
     p.set_defaults(run=cmd_compliance)

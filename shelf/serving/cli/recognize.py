@@ -98,13 +98,16 @@ def cmd_recognize(args) -> int:
                 continue
             results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
                                      box_file=box_file, catalog=index, catalog_threshold=threshold,
-                                     detector=detector, previews=0, again=args.again, runs=runs, by=LOCAL))
+                                     detector=detector, previews=0, again=args.again, runs=runs, by=LOCAL,
+                                     prices=args.prices))
             bar.update()
     _note_task_changes(engine)
     for r in results:
         if r.ok:
             note = " (already stored)" if r.already_stored else " (recognized again)" if r.recognized_again else ""
-            print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s){note}; {_facings_summary(r)}")
+            labels = f"; {len(r.labels)} price label(s), {sum(lb.price is not None for lb in r.labels)} read" \
+                if r.prices_read else ""
+            print(f"{r.name}: photo {r.photo_id}, {len(r.regions)} region(s){note}; {_facings_summary(r)}{labels}")
             for message in r.notes:
                 print(f"  note: {message}", file=sys.stderr)
     for r in results:
