@@ -25,9 +25,10 @@ RUN --mount=type=secret,id=extra_ca --mount=type=bind,source=deploy/with-build-c
 # ---- what both final images have: no compilers, a user of its own, the data volume --------------------------------
 FROM ${BASE} AS runtime
 # pg_dump, pg_restore and psql for `python -m shelf backup` / `restore` on PostgreSQL (bookworm's 15, matching the
-# compose file's server).
+# compose file's server); libgl1 and libglib2.0-0 for the OpenCV that RapidOCR (shelf-edge prices) imports.
 RUN --mount=type=secret,id=extra_ca --mount=type=bind,source=deploy/with-build-ca,target=/usr/local/bin/with-build-ca \
-    with-build-ca sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-client \
+    with-build-ca sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-client libgl1 \
+      libglib2.0-0 \
       >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/*' \
  && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin shelf \
  && mkdir -p /data && chown shelf:shelf /data

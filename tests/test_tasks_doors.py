@@ -58,6 +58,8 @@ def test_a_posted_photo_opens_a_task_and_a_store_token_works_on_its_own_store_on
         assert done["evidence"]["photo_id"] == task["photo_id"]
         assert client.get("/v1/tasks/time-to-fix", headers=staff).json() == []
         assert client.get("/v1/tasks", params={"state": "closed"}, headers=staff).status_code == 422
+        for age in ("older_than_hours", "newer_than_hours"):  # 17 758 919 hours overflowed the date: a 500
+            assert client.get("/v1/tasks", params={age: 17758919.0}, headers=staff).status_code == 422
         assert client.get("/v1/tasks", headers={}).status_code == 401
     engine.dispose()
 

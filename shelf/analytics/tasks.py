@@ -302,6 +302,8 @@ def evaluate_pending(engine: Engine, now: dt.datetime | None = None, limit: int 
     """Evaluate every store × aisle × date with photos waiting (at most `limit` of them per call); returns what
     changed, with "problems" counting places that could not be evaluated (logged; their checks stay)."""
     total = Counter()
+    if stored.drop_checks_when_idle(engine):
+        return total
     for place in stored.pending_places(engine, limit):
         try:
             total += evaluate_place(engine, *place, now=now)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from shelf.access import Forbidden, Identity
 from shelf.storage.schema import TASK_STATES
+from shelf.storage.tasks import MAX_AGE_HOURS
 
 STATES = Literal["open", "acknowledged", "done", "reopened", "verified"]
 assert set(STATES.__args__) == set(TASK_STATES)
@@ -81,8 +82,8 @@ def add_task_routes(app: FastAPI, allowed: Callable[[str], Callable], errors: di
                   newer: float | None) -> stored.TaskFilter:
         return stored.TaskFilter(store, aisle, state, older, newer)
 
-    ages = {"older_than_hours": Query(ge=0, description="opened at least this many hours ago"),
-            "newer_than_hours": Query(ge=0, description="opened at most this many hours ago")}
+    ages = {"older_than_hours": Query(ge=0, le=MAX_AGE_HOURS, description="opened at least this many hours ago"),
+            "newer_than_hours": Query(ge=0, le=MAX_AGE_HOURS, description="opened at most this many hours ago")}
 
     @app.get("/v1/tasks", response_model=TaskPage, tags=["tasks"], responses=errors)
     def list_tasks(request: Request, identity: Annotated[Identity, Depends(allowed("view"))],

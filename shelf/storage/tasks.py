@@ -32,6 +32,7 @@ from shelf.storage.schema import (
     TASK_STATES,
     VERIFIED,
     photos,
+    planograms,
     task_checks,
     task_rules,
     tasks,
@@ -74,6 +75,23 @@ def pending_places(engine: Engine, limit: int = 500) -> list[tuple[str, str, int
              .group_by(photos.c.store, photos.c.aisle, photos.c.day).order_by("first").limit(limit))
     with engine.connect() as conn:
         return [(r.store, r.aisle, r.day) for r in conn.execute(query)]
+
+
+def drop_checks_when_idle(engine: Engine) -> bool:
+    """True, with the waiting checks dropped, when evaluating them could change nothing: no planogram line, no rule
+    with an empty-shelf limit and no task still active. A chain without planograms then never pays for an
+    evaluation (nor loads its analytics: pandas is a third of a second of a CLI run's start)."""
+    with engine.connect() as conn:
+        if conn.execute(sa.select(task_checks.c.id).limit(1)).first() is None:
+            return True
+        could_matter = (sa.select(planograms.c.store),
+                        sa.select(task_rules.c.id).where(task_rules.c.empty_share_limit.is_not(None)),
+                        sa.select(tasks.c.id).where(tasks.c.state != VERIFIED))
+        if any(conn.execute(query.limit(1)).first() is not None for query in could_matter):
+            return False
+    with write_transaction(engine) as conn:
+        conn.execute(task_checks.delete())
+    return True
 
 
 _PLACE = (photos.c.store == sa.bindparam("store"), photos.c.aisle == sa.bindparam("aisle"),
@@ -177,6 +195,9 @@ def move(engine: Engine, task_id: int, action: str, *, by: Identity = LOCAL) -> 
 # Reading
 
 
+MAX_AGE_HOURS = 24 * 366 * 100  # a century: any task's age fits; more is a typo (and would overflow a date)
+
+
 @dataclass(frozen=True)
 class TaskFilter:
     stores: Sequence[str] = ()
@@ -190,6 +211,9 @@ class TaskFilter:
         if unknown:
             raise ValueError(f"unknown task state(s): {', '.join(sorted(unknown))}; states are "
                              f"{', '.join(TASK_STATES)}")
+        for hours in (self.older_than_hours, self.newer_than_hours):
+            if hours is not None and not 0 <= hours <= MAX_AGE_HOURS:
+                raise ValueError(f"an age is 0 to {MAX_AGE_HOURS} hours, not {hours:g}")
 
     def where(self, now: dt.datetime | None = None) -> list:
         now = now or utc_now()

@@ -122,6 +122,9 @@ def cmd_recognize(args) -> int:
 
 def _note_task_changes(engine) -> None:
     """Store tasks from the photos just stored (shelf.analytics.tasks), told on stderr when any changed."""
+    from shelf.storage.tasks import drop_checks_when_idle
+    if drop_checks_when_idle(engine):
+        return
     from shelf.analytics.tasks import evaluate_pending
     changes = evaluate_pending(engine)
     if changes:

@@ -20,9 +20,10 @@ MAX_RULES_BYTES = 1024 * 1024
 
 
 def _hours(value: str) -> float:
+    from shelf.storage.tasks import MAX_AGE_HOURS
     hours = float(value)
-    if hours < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more hours")
+    if not 0 <= hours <= MAX_AGE_HOURS:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_AGE_HOURS} hours")
     return hours
 
 
