@@ -365,6 +365,7 @@ api_tokens = sa.Table(
 
 OPEN, ACKNOWLEDGED, DONE, VERIFIED, REOPENED = "open", "acknowledged", "done", "verified", "reopened"
 TASK_STATES = (OPEN, ACKNOWLEDGED, DONE, REOPENED, VERIFIED)
+TASK_FINDINGS = ("missing", "under", "empty", "price_wrong", "label_missing")  # what opened a task (its `finding`)
 EMPTY_SHELF_PRODUCT = "empty"  # product_kind of a task about the empty-shelf share of an aisle (product_id 0)
 PRICE_TASK = "price:"  # product_kind prefix of a task about a product's shelf-edge label (price:sku, price:imagenet),
 # so a product has a price task beside its facings task, under the same unique index (schema version 8)
