@@ -114,3 +114,20 @@ def test_labels_stored_after_an_evaluation_are_evaluated_again(aisle):
     assert evaluator.evaluate_pending(aisle) == {}
     save_labels(aisle, photo, aisle.run_id, WRONG_WINE_NO_WATER, seconds=0.1)
     assert evaluator.evaluate_pending(aisle) == {"opened": 1}
+
+
+def test_the_api_lists_price_tasks_by_finding_with_their_label(aisle, loaded):
+    from fastapi.testclient import TestClient
+
+    from shelf.serving import api, tokens
+    ask_for(aisle, "missing,under,price_wrong,label_missing")
+    shelf(aisle, 1, DAY1, labels=WRONG_WINE_NO_WATER)
+    evaluator.evaluate_pending(aisle)
+    office = {"Authorization": f"Bearer {tokens.create_token(aisle, 'office', 'viewer')}"}
+    url = aisle.url.render_as_string(hide_password=False)
+    with TestClient(api.create_app(api.ApiSettings(db_url=url), loaded)) as client:
+        listing = client.get("/v1/tasks", headers=office, params={"finding": "price_wrong"}).json()
+        assert [(t["product"], t["finding"]) for t in listing["tasks"]] == [("wine bottle (907)", "price_wrong")]
+        detail = client.get(f"/v1/tasks/{listing['tasks'][0]['id']}", headers=office).json()
+        assert (detail["evidence"]["label_text"], detail["evidence"]["planned_price"]) == ("6.99", 6.49)
+        assert client.get("/v1/tasks", headers=office, params={"finding": "gone"}).status_code == 422
