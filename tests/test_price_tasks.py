@@ -13,7 +13,8 @@ from shelf.storage import store
 from shelf.storage import tasks as stored
 from shelf.storage.prices import save_labels
 from tests.factory import TEST_RUN, add_photo
-from tests.test_price_compliance import POP, WATER, WINE, tag
+from tests.labelled_shelves import fonts_available
+from tests.test_price_compliance import BEER, POP, WATER, WINE, tag
 
 DAY1, DAY2, DAY3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
 PLAN = b"""store,aisle,product,expected_facings,shelf_row,price
@@ -131,3 +132,37 @@ def test_the_api_lists_price_tasks_by_finding_with_their_label(aisle, loaded):
         detail = client.get(f"/v1/tasks/{listing['tasks'][0]['id']}", headers=office).json()
         assert (detail["evidence"]["label_text"], detail["evidence"]["planned_price"]) == ("6.99", 6.49)
         assert client.get("/v1/tasks", headers=office, params={"finding": "gone"}).status_code == 422
+
+
+@pytest.mark.skipif(not fonts_available(), reason="no DejaVu fonts (fonts-dejavu-core)")
+def test_a_rendered_shelf_read_by_the_ocr_opens_its_price_tasks(loaded, engine):
+    """End to end: a generated shelf whose wine label shows 7.49 (planned 6.49) and whose water has no label,
+    recognised with prices → a price_wrong and a label_missing task, the label the OCR read as evidence."""
+    from decimal import Decimal
+
+    from shelf.ingest.boxfiles import parse_box_file
+    from shelf.ingest.prices import Price
+    from shelf.recognition.pipeline import Upload, recognize
+    from tests.labelled_shelves import make_labelled_shelf
+    designs = {1: POP, 2: WINE, 3: BEER, 4: WATER}
+    planned = {1: Decimal("1.99"), 2: Decimal("6.49"), 3: Decimal("2.29"), 4: Decimal("0.89")}
+    rendered = {d: Price(p) for d, p in {**planned, 2: Decimal("7.49")}.items()}
+    shelf_ = make_labelled_shelf(3, 2400, 1800, rows=[[1, 1, 2, 2], [3, 3, 4, 4]], prices=rendered,
+                                 without_label={4}, hidden_share=0.0, glare_spots=0, tilt_degrees=0.5)
+    plan = "store,aisle,product,expected_facings,price\n" + "".join(
+        f"*,7,imagenet:{designs[d]},2,{p}\n" for d, p in planned.items())
+    planogram.import_csv(engine, plan.encode(), "plan.csv", access.LOCAL)
+    ask_for(engine, "missing,under,price_wrong,label_missing")
+    lines = "".join(f"s.jpg,{b.x1},{b.y1},{b.x2},{b.y2},object,2400,1800\n" for _, b in shelf_.facings)
+    (result,) = recognize(loaded, engine, [Upload("s.jpg", shelf_.jpeg())], store.Context("North", "7", DAY1),
+                          "boxes:b.csv", box_file=parse_box_file(lines.encode(), "b.csv"), prices=True)
+    assert result.ok and len(result.labels) == 3
+    regions = store.predictions_frame(engine, top1_only=True)  # the products are the reviewer's: the test model's
+    store.add_corrections(engine, {int(r): (designs[d], store.IMAGENET_CLASSES[designs[d]])  # labels mean nothing
+                                   for r, (d, _) in zip(regions["region_id"], shelf_.facings)}, "Ana")
+    assert evaluator.evaluate_pending(engine) == {"opened": 2}
+    assert findings(engine) == {"wine bottle (907) price_wrong": "open", "water bottle (898) label_missing": "open"}
+    wine = next(t for t in stored.page(engine) if t["finding"] == "price_wrong")
+    evidence = stored.get(engine, wine["id"])["evidence"]
+    assert (evidence["planned_price"], evidence["price_read"], len(evidence["labels"])) == (6.49, 7.49, 1)
+    assert "7" in evidence["label_text"] and len(evidence["found"]) == 2
