@@ -162,9 +162,11 @@ with tab_tasks:
                                           "product to point at (gaps are found in auto mode)", width="stretch")
         else:
             p1, p2 = st.columns([1, 2])
-            p1.image(pictures[0], caption="Where: the shelf-edge label and the product's facings" if
-                     task["evidence"].get("labels") is not None else
-                     "Where: the gap (hatched) and the product's facings found", width="stretch")
+            where = {None: "the gap (hatched) and the product's facings found",
+                     0: "the product's facings: no shelf-edge label under them"}
+            p1.image(pictures[0], caption="Where: " + where.get(
+                None if "labels" not in task["evidence"] else len(task["evidence"]["labels"]),
+                "the shelf-edge label read and the product's facings"), width="stretch")
             p2.image(pictures[1], caption=f"Photo {task['evidence']['photo_id']}", width="stretch")
         history = pd.DataFrame(outbox.events_of(engine, [task["id"]]))
         st.caption("History: " + " → ".join(f"{e.removeprefix('task.')} {at:%Y-%m-%d %H:%M}"
