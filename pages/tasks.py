@@ -10,11 +10,12 @@ from shelf import access
 from shelf.analytics import tasks as evaluator
 from shelf.analytics.review import photo_for_thumbnails
 from shelf.ingest.overlay import draw_overlay
+from shelf.ingest.prices import ShelfLabel, parse_price
 from shelf.ingest.regions import Box
 from shelf.serving import ui
 from shelf.storage import outbox
 from shelf.storage import tasks as stored
-from shelf.storage.schema import TASK_STATES, VERIFIED
+from shelf.storage.schema import TASK_FINDINGS, TASK_STATES, VERIFIED
 from shelf.storage.store import change_setting, get_setting, photo_record
 
 ui.use_router()
@@ -32,14 +33,17 @@ me = ui.current_identity()
 PAGE_SIZE = 50
 AGES = {"Any age": (None, None), "Opened in the last 24 hours": (None, 24), "Opened in the last 7 days": (None, 168),
         "Open longer than 24 hours": (24, None), "Open longer than 3 days": (72, None)}
+FINDINGS = {"missing": "missing (no facing)", "under": "under (too few facings)", "empty": "empty shelf",
+            "price_wrong": "price wrong (label)", "label_missing": "label missing"}
 STATE_COLOURS = {"open": "red", "acknowledged": "orange", "done": "blue", "reopened": "violet", "verified": "green"}
 
 tab_tasks, tab_admin = st.tabs(["Tasks", "Rules & webhooks"]) if me.may("manage_tasks") else (st.container(), None)
 
 
 def evidence_pictures(task: dict):
-    """(crop around the evidence or None when it has no boxes, the whole photo with gaps hatched and the product's
-    facings boxed), or None when the photo cannot be shown."""
+    """(crop around the evidence or None when it has no boxes, the whole photo with gaps hatched, the product's
+    facings boxed and, for a price task, the label read outlined with its price), or None when the photo cannot be
+    shown."""
     evidence = task["evidence"]
     record = photo_record(engine, evidence.get("photo_id") or 0)
     loaded = photo_for_thumbnails(record["file"], record["width"]) if record else None
@@ -48,9 +52,12 @@ def evidence_pictures(task: dict):
     image, scale = loaded
     found = [Box(*b) for b in evidence.get("found", [])]
     gaps = [Box(*b) for b in evidence.get("gaps", [])]
+    read = parse_price(f"{evidence['price_read']:.2f}") if evidence.get("price_read") is not None else None
+    labels = [ShelfLabel(Box(*b), read, evidence.get("label_text") or "", 1.0, ()) for b in evidence.get("labels", [])]
     name = task["product"]
-    overlay = draw_overlay(image, (record["width"], record["height"]), [(b, name, 0, 1.0) for b in found], gaps=gaps)
-    boxes = found + gaps
+    overlay = draw_overlay(image, (record["width"], record["height"]), [(b, name, 0, 1.0) for b in found], gaps=gaps,
+                           labels=labels)
+    boxes = found + gaps + [label.box for label in labels]
     if not boxes:
         return None, overlay
     x1, y1 = min(b.x1 for b in boxes), min(b.y1 for b in boxes)
@@ -60,6 +67,17 @@ def evidence_pictures(task: dict):
                                                          min(record["width"], x2 + pad_x),
                                                          min(record["height"], y2 + pad_y))))
     return crop, overlay
+
+
+def what_was_found(task: dict) -> str:
+    """The finding in words, for the task picked: facings, the empty-shelf share, or the label against the plan."""
+    evidence = task["evidence"]
+    if "planned_price" in evidence:  # a price task
+        read = "no label" if not evidence.get("labels") else f"label reads {evidence.get('label_text') or '?'}"
+        return f"{task['finding']} ({read}; planned {evidence['planned_price']:.2f})"
+    facings = f"{task['found_facings']} of {task['expected_facings']} planned facings found" \
+        if task["expected_facings"] is not None else f"empty shelf {task['empty_share']:.0%}"
+    return f"{task['finding']} ({facings})"
 
 
 def move(task: dict, action: str) -> None:
@@ -74,11 +92,12 @@ def move(task: dict, action: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 with tab_tasks:
-    st.caption("A planned product missing from a photo (or short of its facings, as the rules say) opens a task for "
-               "its store; the next photo of the aisle that shows it at plan verifies it, whoever touched it. A task "
+    st.caption("A planned product missing from a photo (or short of its facings, or — where the rules ask — with a "
+               "wrong or missing shelf-edge label in a photo read with prices) opens a task for its store; the next "
+               "photo of the aisle that shows it at plan (or priced right) verifies it, whoever touched it. A task "
                "marked done that the next photo does not bear out is reopened.")
     have_stores, have_aisles = stored.stores_and_aisles(engine)
-    c1, c2, c3, c4 = st.columns([2, 2, 3, 2])
+    c1, c2, c3, c5, c4 = st.columns([2, 2, 3, 2, 2])
     default_stores = [me.store] if me.store in have_stores else []
     stores = c1.multiselect("Stores", have_stores, default=default_stores, key="tasks_stores",
                             format_func=dash, placeholder="All stores")
@@ -86,9 +105,11 @@ with tab_tasks:
                             placeholder="All aisles")
     states = c3.multiselect("States", list(TASK_STATES), default=[s for s in TASK_STATES if s != VERIFIED],
                             key="tasks_states", placeholder="Every state")
+    findings = c5.multiselect("Findings", list(TASK_FINDINGS), key="tasks_findings", format_func=FINDINGS.get,
+                              placeholder="Every finding")
     older, newer = AGES[c4.selectbox("Age", list(AGES), key="tasks_age")]
-    selection = stored.TaskFilter(stores, aisles, states, older, newer)
-    counts = stored.count_by_state(engine, stored.TaskFilter(stores, aisles, (), older, newer))  # every state
+    selection = stored.TaskFilter(stores, aisles, states, older, newer, findings)
+    counts = stored.count_by_state(engine, stored.TaskFilter(stores, aisles, (), older, newer, findings))  # all states
     for column, state in zip(st.columns(len(TASK_STATES)), TASK_STATES):
         column.metric(state.capitalize(), f"{counts[state]:,}")
     total = sum(counts[state] for state in states or TASK_STATES)
@@ -120,11 +141,9 @@ with tab_tasks:
                           f" · {r['product']} · {r['state']}" for r in rows}
         picked = st.selectbox("Task", list(names), format_func=names.get, key="tasks_pick")
         task = stored.get(engine, picked)
-        facings = f"{task['found_facings']} of {task['expected_facings']} planned facings found" \
-            if task["expected_facings"] is not None else f"empty shelf {task['empty_share']:.0%}"
         where = [ui.md_escape(dash(task[k])) for k in ("store", "aisle")]
         st.markdown(f"**{ui.md_escape(task['product'])}** in store **{where[0]}**, aisle **{where[1]}**: "
-                    f"{task['finding']} ({facings}) on the photo of {task['date']} · "
+                    f"{ui.md_escape(what_was_found(task))} on the photo of {task['date']} · "
                     f":{STATE_COLOURS[task['state']]}-badge[{task['state']}]")
         b1, b2, _ = st.columns([1, 1, 4])
         may_work = me.may("work_task", task["store"])
@@ -143,14 +162,18 @@ with tab_tasks:
                                           "product to point at (gaps are found in auto mode)", width="stretch")
         else:
             p1, p2 = st.columns([1, 2])
-            p1.image(pictures[0], caption="Where: the gap (hatched) and the product's facings found", width="stretch")
+            where = {None: "the gap (hatched) and the product's facings found",
+                     0: "the product's facings: no shelf-edge label under them"}
+            p1.image(pictures[0], caption="Where: " + where.get(
+                None if "labels" not in task["evidence"] else len(task["evidence"]["labels"]),
+                "the shelf-edge label read and the product's facings"), width="stretch")
             p2.image(pictures[1], caption=f"Photo {task['evidence']['photo_id']}", width="stretch")
         history = pd.DataFrame(outbox.events_of(engine, [task["id"]]))
         st.caption("History: " + " → ".join(f"{e.removeprefix('task.')} {at:%Y-%m-%d %H:%M}"
                                             for e, at in zip(history["event"], history["created_at"])))
 
     st.subheader("Time to fix")
-    fix = evaluator.time_to_fix(engine, stored.TaskFilter(stores, aisles, (), older, newer))
+    fix = evaluator.time_to_fix(engine, stored.TaskFilter(stores, aisles, (), older, newer, findings))
     if fix.empty:
         st.caption("No task in this selection has been verified yet: time to fix is measured from a task's opening "
                    "to the photo that verified it.")
@@ -165,8 +188,9 @@ if tab_admin is not None:
     with tab_admin:
         st.subheader("Rules")
         st.caption("Which findings open tasks, per store, aisle and product (`*`: any; the most specific rule wins; "
-                   "without any rule a missing or under product opens one). `statuses`: missing, under, both or "
-                   "none; `min_gap`: facings short of the plan; `empty_share_limit`: an empty-shelf share above it "
+                   "without any rule a missing or under product opens one). `statuses`: any of missing, under, "
+                   "price_wrong, label_missing (comma-separated; the last two from photos read with prices) or none; "
+                   "`min_gap`: facings short of the plan; `empty_share_limit`: an empty-shelf share above it "
                    "opens a task for the aisle (auto mode photos); `quiet_hours`: 22:00-06:00 in `timezone`, when "
                    "photos open no task (they still verify).")
         rules = pd.DataFrame([evaluator.rule_row(r) for r in evaluator.rules(engine)], columns=stored.RULE_COLUMNS)

@@ -324,6 +324,8 @@ def test_a_version_4_store_gains_the_task_tables_and_token_stores(db_url):
             list(range(4, store.SCHEMA_VERSION + 1))
         assert conn.execute(sa.select(api_tokens.c.name, api_tokens.c.store)).all() == [("store-app", None)]
         assert {t.name for t in TASK_TABLES} <= set(sa.inspect(conn).get_table_names())
+
+
 def test_a_version_6_store_gains_shelf_edge_prices(db_url):
     """Version 7: the price label tables, and a planned price on every planogram line (none for the old ones)."""
     from shelf import access
@@ -345,3 +347,23 @@ def test_a_version_6_store_gains_shelf_edge_prices(db_url):
     assert all(sa.inspect(engine).has_table(t.name) for t in PRICE_TABLES)
     lines = planogram.frame(engine)
     assert lines["product"].tolist() == ["imagenet:737"] and lines["price"].isna().all()
+
+
+def test_a_version_7_store_takes_price_tasks(db_url):
+    """Version 8: a task's product kind and finding take `price:imagenet` and `label_missing` (PostgreSQL enforces
+    a VARCHAR's length; version 7 declared 10)."""
+    from shelf.storage import tasks as stored
+    engine = store.open_store(db_url)
+    with engine.begin() as conn:  # what a version 7 store looks like
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE tasks ALTER COLUMN product_kind TYPE VARCHAR(10), "
+                                 "ALTER COLUMN finding TYPE VARCHAR(10)")
+        conn.execute(store.schema_version.update().values(version=7))
+    engine.dispose()
+    engine = store.open_store(db_url)
+    with engine.begin() as conn:
+        assert conn.execute(sa.select(store.schema_version.c.version)).scalars().all() == \
+            list(range(7, store.SCHEMA_VERSION + 1))
+        stored.open_task(conn, {"store": "S014", "aisle": "7", "product_kind": "price:imagenet", "product_id": 898,
+                                "product": "water bottle (898)", "finding": "label_missing", "day": 1,
+                                "evidence": "{}"}, NOW)

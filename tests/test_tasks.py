@@ -107,7 +107,8 @@ def test_rules_choose_statuses_minimum_gap_quiet_hours_and_the_empty_shelf_limit
         {"store": "S018", "statuses": "gone"}, {"min_gap": 0}, {"quiet_hours": "25:00-01:00"},
         {"timezone": "Mars/Olympus"}, {"empty_share_limit": "1.5"}])
     assert errors == ["rule 5: a rule for store S017, aisle 3, product * is given twice",
-                      "rule 6: statuses must be missing, under, both (comma-separated) or empty, not 'gone'",
+                      "rule 6: statuses must name some of missing, under, price_wrong, label_missing "
+                      "(comma-separated) or be empty, not 'gone'",
                       "rule 7: min_gap must be at least 1 facing",
                       "rule 8: quiet_hours must look like 22:00-06:00, not '25:00-01:00'",
                       "rule 9: timezone 'Mars/Olympus' is not a time zone name (like Europe/Lisbon or UTC)",

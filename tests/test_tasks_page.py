@@ -107,3 +107,21 @@ def test_store_staff_work_on_their_own_store_and_a_head_office_viewer_only_looks
     viewer = open_tasks("vic@example.com")
     assert viewer.button(key="task_done").disabled
     assert "Your role may not work on this store's tasks" in texts(viewer.caption)
+
+
+def test_a_price_task_reads_as_its_label_and_the_findings_filter_picks_it(chain):
+    from shelf.storage.prices import save_labels
+    from tests.test_price_compliance import tag
+    from tests.test_price_tasks import ask_for
+    planogram.import_csv(chain, PLAN.replace(b"expected_facings\n", b"expected_facings,price\n")
+                         .replace(b",2\n", b",2,1.99\n"), "plan.csv", access.LOCAL)
+    ask_for(chain, "missing,under,price_wrong")
+    photo = add_shelf(chain, chain.run_id, 3, "S016", "3", DAY1, NO_BEER)
+    save_labels(chain, photo, chain.run_id, [tag(0, "2.49", (0, 1))], seconds=0.1)
+    assert evaluator.evaluate_pending(chain) == {"opened": 2}  # beer missing, pop's label wrong
+    at = open_tasks()
+    at.multiselect(key="tasks_findings").set_value(["price_wrong"]).run()
+    assert at.dataframe[0].value[["store", "product", "finding"]].values.tolist() == \
+        [["S016", "pop bottle (737)", "price_wrong"]]
+    assert {m.label: m.value for m in at.metric}["Open"] == "1"
+    assert "price_wrong (label reads 2.49; planned 1.99)" in texts(at.markdown)

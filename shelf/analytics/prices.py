@@ -15,12 +15,13 @@ or its SKU match when no reviewer relabelled it), so a reviewer's corrections co
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from shelf.analytics import compliance, report
 from shelf.analytics.planogram import ANY_STORE, product_text, sku_names
@@ -29,6 +30,7 @@ from shelf.ingest.prices import Price, same_price
 from shelf.storage.prices import current_run, each_price
 from shelf.storage.schema import (
     CLASS_PRODUCT,
+    SKU_PRODUCT,
     photos,
     planograms,
     price_label_facings,
@@ -87,18 +89,33 @@ def _scanned(engine: Engine, scope: list) -> set[tuple[str, str, int]]:
         return {tuple(r) for r in conn.execute(query)}
 
 
+def best_label(planned: float, labels: Sequence) -> tuple[str, object | None]:
+    """(status, the label it rests on) of one planned product from the labels tied to it (records with price,
+    quantity, text, confidence): the most confident label showing the planned price, else the most confident
+    showing a price, else the most confident; None when there is no label."""
+    if not labels:
+        return LABEL_MISSING, None
+    by_confidence = sorted(labels, key=lambda label: -label.confidence)
+    priced = [(label, each) for label in by_confidence
+              if (each := each_price(label.price, int(label.quantity))) is not None]
+    if not priced:
+        return UNREADABLE, by_confidence[0]
+    right = [label for label, each in priced if same_price(each, planned)]
+    return (PRICE_OK, right[0]) if right else (PRICE_WRONG, priced[0][0])
+
+
+def price_read(label) -> float | None:
+    """What one item costs on `label` (a record with price and quantity), as a float."""
+    each = None if label is None else each_price(label.price, int(label.quantity))
+    return None if each is None else float(each)
+
+
 def price_status(planned: float, labels: pd.DataFrame) -> tuple[str, float | None, str, float | None]:
     """(status, price read, its text, OCR confidence) of one planned product from the labels tied to it."""
-    if labels.empty:
-        return LABEL_MISSING, None, "", None
-    priced = labels.assign(each=[each_price(p, int(q)) for p, q in zip(labels["price"], labels["quantity"])])
-    priced = priced[priced["each"].notna()].sort_values("confidence", ascending=False)
-    if priced.empty:
-        best = labels.sort_values("confidence", ascending=False).iloc[0]
-        return UNREADABLE, None, best["text"], float(best["confidence"])
-    right = priced[[same_price(e, planned) for e in priced["each"]]]
-    best = (right if len(right) else priced).iloc[0]
-    return (PRICE_OK if len(right) else PRICE_WRONG), float(best["each"]), best["text"], float(best["confidence"])
+    status, label = best_label(planned, list(labels.itertuples()))
+    if label is None:
+        return status, None, "", None
+    return status, price_read(label), label.text, float(label.confidence)
 
 
 def price_lines(engine: Engine, f: TallyFilter = TallyFilter(), threshold: float = 0.0,
@@ -168,3 +185,53 @@ def labels_to_review(engine: Engine, f: TallyFilter = TallyFilter(), unreadable_
         frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=REVIEW_COLUMNS)
     return frame.assign(shown=["" if p is None or p != p else Price(Decimal(str(p)), int(q), u).text()
                                for p, q, u in zip(frame["price"], frame["quantity"], frame["per"])])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One store × aisle × date, for store tasks (shelf.analytics.tasks: read on its transaction)
+
+
+@dataclass(frozen=True)
+class PlacePrice:
+    product: tuple[str, int]  # (product_kind, product_id), as in planograms
+    planned: float
+    status: str  # PRICE_STATUSES
+    label: object | None  # the label the status rests on (photo_id, box, text, price, quantity …); None: missing
+
+
+_SCANNED = sa.select(price_scans.c.photo_id).where(price_scans.c.photo_id.in_(sa.bindparam("ids", expanding=True)),
+                                                   price_scans.c.run_id == current_run(price_scans.c.photo_id))
+_PLANNED = sa.select(planograms.c.store, planograms.c.product_kind, planograms.c.product_id, planograms.c.price).where(
+    planograms.c.aisle == sa.bindparam("aisle"), sa.or_(planograms.c.store == sa.bindparam("store"),
+                                                        planograms.c.store == ANY_STORE))
+_PLACE_LABELS = (sa.select(price_labels.c.id, price_labels.c.photo_id, photos.c.width, photos.c.height,
+                           price_labels.c.x1, price_labels.c.y1, price_labels.c.x2, price_labels.c.y2,
+                           price_labels.c.price, price_labels.c.quantity, price_labels.c.text,
+                           price_labels.c.confidence, regions.c.class_index, regions.c.sku_id, regions.c.corrected)
+                 .select_from(price_labels.join(photos, photos.c.id == price_labels.c.photo_id)
+                              .join(price_label_facings, price_label_facings.c.label_id == price_labels.c.id)
+                              .join(regions, regions.c.id == price_label_facings.c.region_id))
+                 .where(regions.c.active, price_label_facings.c.anchor, photos.c.store == sa.bindparam("store"),
+                        photos.c.aisle == sa.bindparam("aisle"), photos.c.day == sa.bindparam("day")))
+
+
+def place_prices(conn: Connection, place: tuple[str, str, int], photo_ids: Sequence[int],
+                 found: Mapping[tuple[str, int], int]) -> list[PlacePrice]:
+    """The price status of each planned product with a planned price and `found` facings in one store × aisle ×
+    date, as price_lines has it — only when one of `photo_ids` (the photos being evaluated) had its prices read:
+    a photo recognised without `--prices` says nothing about labels, and costs one lookup."""
+    if not photo_ids or conn.execute(_SCANNED, {"ids": list(photo_ids)}).first() is None:
+        return []
+    store, aisle, day = place
+    plan = conn.execute(_PLANNED, {"store": store, "aisle": aisle}).all()
+    plan_store = store if any(r.store == store for r in plan) else ANY_STORE
+    planned = {(r.product_kind, int(r.product_id)): float(r.price) for r in plan
+               if r.store == plan_store and r.price is not None and found.get((r.product_kind, int(r.product_id)))}
+    if not planned:
+        return []
+    tied: dict[tuple[str, int], list] = {}
+    for label in conn.execute(_PLACE_LABELS, {"store": store, "aisle": aisle, "day": day}):
+        tied.setdefault((CLASS_PRODUCT, int(label.class_index)), []).append(label)
+        if label.sku_id is not None and not label.corrected:
+            tied.setdefault((SKU_PRODUCT, int(label.sku_id)), []).append(label)
+    return [PlacePrice(key, price, *best_label(price, tied.get(key, []))) for key, price in planned.items()]

@@ -9,6 +9,10 @@ one transaction per store × aisle × date with the checks it used, so a crash l
   task in quiet hours) opens a task, or updates the one not yet verified for that store × aisle × product (its
   evidence and counts always; an event when the finding itself changes, missing ↔ under);
 - optionally an empty-shelf share over a limit opens one for the aisle (product "empty shelf");
+- when the rules ask for `price_wrong` or `label_missing` and a photo being evaluated had its shelf-edge prices
+  read, a planned product whose label shows another price, or has no label, opens a price task: a task of its own
+  beside the product's facings task (product_kind `price:sku` / `price:imagenet`), verified by a later priced photo
+  showing the planned price. Photos read without prices neither open nor verify price tasks: nobody looked;
 - a product found at plan (found ≥ expected; the share back under its limit) verifies the task, whoever touched it;
 - a task marked done that a photo stored afterwards does not show at plan is reopened.
 
@@ -35,6 +39,14 @@ from sqlalchemy.engine import Connection, Engine
 from shelf.access import Identity
 from shelf.analytics.compliance import MISSING, UNDER, place_lines
 from shelf.analytics.planogram import ANY_STORE, product_name, product_text
+from shelf.analytics.prices import (
+    LABEL_MISSING,
+    PRICE_OK,
+    PRICE_WRONG,
+    PlacePrice,
+    place_prices,
+    price_read,
+)
 from shelf.storage import audit, store
 from shelf.storage import tasks as stored
 from shelf.storage.schema import (
@@ -42,6 +54,7 @@ from shelf.storage.schema import (
     DONE,
     EMPTY_SHELF_PRODUCT,
     GAP,
+    PRICE_TASK,
     PRODUCT,
     REOPENED,
     SKU_PRODUCT,
@@ -58,6 +71,8 @@ log = logging.getLogger(__name__)
 EMPTY = "empty"  # the finding of an aisle whose empty-shelf share is over its limit
 ANY = ANY_STORE  # '*' in a rule: any store, aisle or product
 THRESHOLD_SETTING = "tasks_min_confidence"  # counted facings: confidence at least this (or corrected)
+FACING_STATUSES, PRICE_FINDINGS = (MISSING, UNDER), (PRICE_WRONG, LABEL_MISSING)
+RULE_STATUSES = FACING_STATUSES + PRICE_FINDINGS  # what a rule's `statuses` may name
 QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -105,9 +120,9 @@ def parse_rule(record: dict) -> Rule:
         return default if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
 
     statuses = tuple(s.strip().lower() for s in text("statuses", f"{MISSING},{UNDER}").split(",") if s.strip())
-    if set(statuses) - {MISSING, UNDER}:
-        raise ValueError(f"statuses must be {MISSING}, {UNDER}, both (comma-separated) or empty, not "
-                         f"{text('statuses')[:40]!r}")
+    if set(statuses) - set(RULE_STATUSES):
+        raise ValueError(f"statuses must name some of {', '.join(RULE_STATUSES)} (comma-separated) or be empty, "
+                         f"not {text('statuses')[:60]!r}")
     try:
         min_gap = int(float(text("min_gap", "1")))
     except ValueError:
@@ -177,14 +192,34 @@ class Finding:
     product: str  # readable
     at_plan: bool
     opens: bool  # a task should be open for it (the rules say so, and it is not quiet hours)
-    finding: str  # missing | under | empty | ok
+    finding: str  # missing | under | empty | price_wrong | label_missing | ok | price_ok
     expected: int | None = None
     found: int | None = None
     empty_share: float | None = None
+    price: PlacePrice | None = None  # a price task's: the planned price and the label read
 
 
-def _findings(conn: Connection, place: tuple[str, str, int], threshold: float, rules_: Sequence[Rule],
-              now: dt.datetime) -> list[Finding]:
+def _price_findings(conn: Connection, place: tuple[str, str, int], photo_ids: Sequence[int], lines: list,
+                    names: dict, rules_: Sequence[Rule], now: dt.datetime) -> list[Finding]:
+    """Price tasks' findings (whatever the rules ask: a price task opened before a rule changed is still verified);
+    an unreadable label says nothing either way, so it gives none."""
+    store_name, aisle, _ = place
+    facings = {(line.product_kind, int(line.product_id)): line for line in lines}
+    found = []
+    for price in place_prices(conn, place, photo_ids, {key: line.found for key, line in facings.items()}):
+        if price.status not in (PRICE_OK, *PRICE_FINDINGS):
+            continue
+        kind, product_id = price.product
+        rule = rule_for(rules_, store_name, aisle, product_text(kind, product_id, names))
+        line = facings[price.product]
+        found.append(Finding((PRICE_TASK + kind, product_id), product_name(kind, product_id, names),
+                             price.status == PRICE_OK, price.status in rule.statuses and not rule.quiet_at(now),
+                             price.status, int(line.expected_facings), int(line.found), price=price))
+    return found
+
+
+def _findings(conn: Connection, place: tuple[str, str, int], photo_ids: Sequence[int], threshold: float,
+              rules_: Sequence[Rule], now: dt.datetime) -> list[Finding]:
     store_name, aisle, day = place
     lines = place_lines(conn, store_name, aisle, day, threshold)
     names = dict(conn.execute(sa.select(skus.c.id, skus.c.name)).all()) if any(
@@ -208,7 +243,7 @@ def _findings(conn: Connection, place: tuple[str, str, int], threshold: float, r
             over = share > aisle_rule.empty_share_limit
             found.append(Finding((EMPTY_SHELF_PRODUCT, 0), "empty shelf", not over,
                                  over and not aisle_rule.quiet_at(now), EMPTY if over else "ok", empty_share=share))
-    return found
+    return found + _price_findings(conn, place, photo_ids, lines, names, rules_, now)
 
 
 _NEWEST_PHOTO = (sa.select(photos.c.id, photos.c.width, photos.c.height, photos.c.created_at)
@@ -230,7 +265,10 @@ def _evidence(conn: Connection, place: tuple[str, str, int], threshold: float) -
 
 
 def _evidence_json(photo: dict, boxes: list, finding: Finding) -> str:
+    """The photo, its gaps and the product's facings found on it; for a price task the label instead of the gaps:
+    its photo (the label read may be on another photo of the same date), box and text, planned and read price."""
     kind, product_id = finding.key
+    kind = kind.removeprefix(PRICE_TASK)
 
     def counts_for_product(r) -> bool:
         if r.kind != PRODUCT or not r.n:
@@ -239,9 +277,18 @@ def _evidence_json(photo: dict, boxes: list, finding: Finding) -> str:
             return r.sku_id == product_id and not r.corrected
         return kind == CLASS_PRODUCT and r.class_index == product_id
 
-    return json.dumps({"photo_id": photo["id"], "width": photo["width"], "height": photo["height"],
-                       "gaps": [[r.x1, r.y1, r.x2, r.y2] for r in boxes if r.kind == GAP],
-                       "found": [[r.x1, r.y1, r.x2, r.y2] for r in boxes if counts_for_product(r)]})
+    if finding.price is None:
+        return json.dumps({"photo_id": photo["id"], "width": photo["width"], "height": photo["height"],
+                           "gaps": [[r.x1, r.y1, r.x2, r.y2] for r in boxes if r.kind == GAP],
+                           "found": [[r.x1, r.y1, r.x2, r.y2] for r in boxes if counts_for_product(r)]})
+    label = finding.price.label
+    on_newest = label is None or label.photo_id == photo["id"]
+    shown = photo if on_newest else {"id": label.photo_id, "width": label.width, "height": label.height}
+    return json.dumps({"photo_id": shown["id"], "width": shown["width"], "height": shown["height"], "gaps": [],
+                       "found": [[r.x1, r.y1, r.x2, r.y2] for r in boxes if counts_for_product(r)] if on_newest
+                       else [], "labels": [] if label is None else [[label.x1, label.y1, label.x2, label.y2]],
+                       "label_text": None if label is None else label.text, "planned_price": finding.price.planned,
+                       "price_read": price_read(label)})
 
 
 def _aware(at: dt.datetime | None) -> dt.datetime | None:
@@ -259,7 +306,7 @@ def evaluate_place(engine: Engine, store_name: str, aisle: str, day: int, now: d
             return changes
         threshold = float(conn.execute(sa.select(settings.c.value).where(settings.c.key == THRESHOLD_SETTING))
                           .scalar_one_or_none() or 0.0)
-        findings = _findings(conn, place, threshold, rules(conn), now)
+        findings = _findings(conn, place, photo_ids, threshold, rules(conn), now)
         if not findings:
             return changes
         photo, boxes = _evidence(conn, place, threshold)

@@ -1,6 +1,7 @@
 """The HTTP API's store tasks (`/v1/tasks…`), added to the app by `add_task_routes`.
 
-    GET  /v1/tasks                    tasks, newest first, filtered by store, aisle, state and age; counts by state
+    GET  /v1/tasks                    tasks, newest first, filtered by store, aisle, state, finding and age; counts by
+                                      state
     GET  /v1/tasks/time-to-fix        per store: median and p90 hours from open to verified
     GET  /v1/tasks/{id}               one task with its evidence and its events
     POST /v1/tasks/{id}/acknowledge   open or reopened → acknowledged
@@ -19,11 +20,13 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from shelf.access import Forbidden, Identity
-from shelf.storage.schema import TASK_STATES
+from shelf.storage.schema import TASK_FINDINGS, TASK_STATES
 from shelf.storage.tasks import MAX_AGE_HOURS
 
 STATES = Literal["open", "acknowledged", "done", "reopened", "verified"]
 assert set(STATES.__args__) == set(TASK_STATES)
+FINDINGS = Literal["missing", "under", "empty", "price_wrong", "label_missing"]
+assert set(FINDINGS.__args__) == set(TASK_FINDINGS)
 
 
 class Task(BaseModel):
@@ -32,7 +35,10 @@ class Task(BaseModel):
     store: str
     aisle: str
     product: str = Field(description="the planned product (SKU name, or ImageNet label and index), or 'empty shelf'")
-    finding: Literal["missing", "under", "empty"] = Field(description="what opened it (or last kept it open)")
+    finding: FINDINGS = Field(description="what opened it (or last kept it open): missing or under (facings), empty "
+                                          "(the aisle's empty-shelf share), price_wrong or label_missing (the "
+                                          "product's shelf-edge label, from a photo read with prices: a task of its "
+                                          "own beside the product's facings task)")
     expected_facings: int | None
     found_facings: int | None
     empty_share: float | None = Field(description="for an 'empty' finding: gap width / shelf width")
@@ -54,7 +60,9 @@ class TaskEvent(BaseModel):
 
 class TaskDetail(Task):
     evidence: dict[str, Any] = Field(description="photo_id, width, height, gaps and found: boxes [x1, y1, x2, y2] "
-                                                 "in the photo's pixels")
+                                                 "in the photo's pixels; a price task's also labels (the box of the "
+                                                 "label read, none when missing), label_text, planned_price and "
+                                                 "price_read (each, for a multi-buy)")
     acknowledged_at: dt.datetime | None = None
     done_at: dt.datetime | None = None
     verified_photo_id: int | None = None
@@ -79,8 +87,8 @@ def add_task_routes(app: FastAPI, allowed: Callable[[str], Callable], errors: di
     problem = errors[401]["model"]  # the app's {"detail": ...}
 
     def selection(store: list[str], aisle: list[str], state: list[STATES], older: float | None,
-                  newer: float | None) -> stored.TaskFilter:
-        return stored.TaskFilter(store, aisle, state, older, newer)
+                  newer: float | None, finding: list[FINDINGS]) -> stored.TaskFilter:
+        return stored.TaskFilter(store, aisle, state, older, newer, finding)
 
     ages = {"older_than_hours": Query(ge=0, le=MAX_AGE_HOURS, description="opened at least this many hours ago"),
             "newer_than_hours": Query(ge=0, le=MAX_AGE_HOURS, description="opened at most this many hours ago")}
@@ -90,25 +98,27 @@ def add_task_routes(app: FastAPI, allowed: Callable[[str], Callable], errors: di
                    store: Annotated[list[str], Query(description="repeat for several")] = [],
                    aisle: Annotated[list[str], Query()] = [],
                    state: Annotated[list[STATES], Query(description="repeat for several")] = [],
+                   finding: Annotated[list[FINDINGS], Query(description="repeat for several")] = [],
                    older_than_hours: Annotated[float | None, ages["older_than_hours"]] = None,
                    newer_than_hours: Annotated[float | None, ages["newer_than_hours"]] = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
                    offset: Annotated[int, Query(ge=0)] = 0) -> TaskPage:
         """Store tasks, newest first, one page at a time, with the counts per state of the whole selection."""
         engine = request.app.state.worker.engine
-        f = selection(store, aisle, state, older_than_hours, newer_than_hours)
+        f = selection(store, aisle, state, older_than_hours, newer_than_hours, finding)
         return TaskPage(tasks=stored.page(engine, f, limit, offset), counts=stored.count_by_state(engine, f))
 
     @app.get("/v1/tasks/time-to-fix", response_model=list[StoreFixTime], tags=["tasks"], responses=errors)
     def time_to_fix(request: Request, identity: Annotated[Identity, Depends(allowed("view"))],
                     store: Annotated[list[str], Query(description="repeat for several")] = [],
                     aisle: Annotated[list[str], Query()] = [],
+                    finding: Annotated[list[FINDINGS], Query(description="repeat for several")] = [],
                     newer_than_hours: Annotated[float | None, ages["newer_than_hours"]] = None):
         """Per store, over its verified tasks: how many, and the median and 90th percentile of the hours from open
         to verified."""
         from shelf.analytics.tasks import time_to_fix as fix_times
-        table = fix_times(request.app.state.worker.engine, selection(store, aisle, [], None, newer_than_hours))
-        return table.to_dict("records")
+        f = selection(store, aisle, [], None, newer_than_hours, finding)
+        return fix_times(request.app.state.worker.engine, f).to_dict("records")
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskDetail, tags=["tasks"],
              responses={**errors, 404: {"model": problem, "description": "no such task"}})

@@ -7,6 +7,8 @@ empty-shelf width rollup (a new table only). Version 4 makes the audit log appen
 indexes it for the Audit log page's filters. Version 5 adds store tasks: the task tables, their outbox and webhooks
 (schema.TASK_TABLES), and a store column on API tokens. Version 6 adds the region profiles and their per-store choice
 (new tables only). Version 7 adds shelf-edge prices: the label tables and the planograms' optional `price`.
+Version 8 lets tasks be about shelf-edge labels: a task's product_kind and finding take up to 20 characters
+(`price:imagenet`, `label_missing`).
 store.migrate creates new tables and builds the rollups once the steps are done.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from shelf.storage.schema import (
     predictions,
     regions,
     schema_version,
+    tasks,
 )
 from shelf.storage.vectors import EMBEDDING_DTYPE
 
@@ -136,5 +139,13 @@ def _to_v7(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE planograms ADD COLUMN price DOUBLE PRECISION")
 
 
-MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5, 7: _to_v7}  # 3 and 6 add tables only: create_all makes them
+def _to_v8(conn: Connection) -> None:
+    """Price tasks: longer product kinds and findings. SQLite does not enforce a VARCHAR's length; PostgreSQL
+    widens the columns in place (a change of length limit only: no rewrite of the table)."""
+    if conn.dialect.name == "postgresql" and sa.inspect(conn).has_table(tasks.name):
+        conn.exec_driver_sql("ALTER TABLE tasks ALTER COLUMN product_kind TYPE VARCHAR(20), "
+                             "ALTER COLUMN finding TYPE VARCHAR(20)")
+
+
+MIGRATIONS = {2: _to_v2, 4: _to_v4, 5: _to_v5, 7: _to_v7, 8: _to_v8}  # 3 and 6 add tables only: create_all makes them
 REBUILDS_ROLLUPS = {2, 3}  # steps after which store.migrate rebuilds the rollups (a new or reshaped one)

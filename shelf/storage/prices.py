@@ -25,6 +25,7 @@ from shelf.storage.schema import (
     price_labels,
     price_scans,
     regions,
+    task_checks,
 )
 from shelf.storage.store import utc_now, write_transaction
 from shelf.text import clean_text
@@ -51,6 +52,9 @@ def save_labels(engine: Engine, photo_id: int, run_id: int, labels: Sequence[She
         conn.execute(price_scans.delete().where(price_scans.c.photo_id == photo_id, price_scans.c.run_id == run_id))
         conn.execute(price_scans.insert().values(photo_id=photo_id, run_id=run_id, labels=len(labels),
                                                  seconds=float(seconds)))
+        # the photo is evaluated for store tasks again, with its labels: an evaluation that ran between storing its
+        # regions and its labels (the task worker's) saw no prices, which opens and verifies no price task
+        conn.execute(task_checks.insert().values(photo_id=photo_id, created_at=utc_now()))
         if not labels:
             return []
         by_position = dict(conn.execute(sa.select(regions.c.position, regions.c.id).where(

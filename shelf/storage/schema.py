@@ -365,7 +365,10 @@ api_tokens = sa.Table(
 
 OPEN, ACKNOWLEDGED, DONE, VERIFIED, REOPENED = "open", "acknowledged", "done", "verified", "reopened"
 TASK_STATES = (OPEN, ACKNOWLEDGED, DONE, REOPENED, VERIFIED)
+TASK_FINDINGS = ("missing", "under", "empty", "price_wrong", "label_missing")  # what opened a task (its `finding`)
 EMPTY_SHELF_PRODUCT = "empty"  # product_kind of a task about the empty-shelf share of an aisle (product_id 0)
+PRICE_TASK = "price:"  # product_kind prefix of a task about a product's shelf-edge label (price:sku, price:imagenet),
+# so a product has a price task beside its facings task, under the same unique index (schema version 8)
 
 task_checks = sa.Table(
     "task_checks", metadata,  # a photo stored whose store × aisle × date has not been evaluated for tasks yet
@@ -379,11 +382,11 @@ tasks = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("store", sa.String(100), nullable=False),
     sa.Column("aisle", sa.String(100), nullable=False),
-    sa.Column("product_kind", sa.String(10), nullable=False),  # sku | imagenet | empty
+    sa.Column("product_kind", sa.String(20), nullable=False),  # sku | imagenet | empty | price:sku | price:imagenet
     sa.Column("product_id", sa.Integer, nullable=False),
     sa.Column("product", sa.String(200), nullable=False),  # readable name, as it was when the task changed last
     sa.Column("state", sa.String(20), nullable=False),  # TASK_STATES
-    sa.Column("finding", sa.String(10), nullable=False),  # missing | under | empty
+    sa.Column("finding", sa.String(20), nullable=False),  # missing | under | empty | price_wrong | label_missing
     sa.Column("expected_facings", sa.Integer, nullable=True),
     sa.Column("found_facings", sa.Integer, nullable=True),
     sa.Column("empty_share", sa.Float, nullable=True),
@@ -414,7 +417,7 @@ task_rules = sa.Table(
     sa.Column("store", sa.String(100), nullable=False),
     sa.Column("aisle", sa.String(100), nullable=False),
     sa.Column("product", sa.String(120), nullable=False),  # '*', a SKU name or imagenet:<index>, as in planograms
-    sa.Column("statuses", sa.String(40), nullable=False),  # comma-separated: missing, under ('' : none)
+    sa.Column("statuses", sa.String(40), nullable=False),  # comma-separated: missing, under, price_wrong, label_missing
     sa.Column("min_gap", sa.Integer, nullable=False),  # facings short of the plan before a task opens
     sa.Column("empty_share_limit", sa.Float, nullable=True),  # an empty-shelf share above it opens a task
     sa.Column("quiet_hours", sa.String(20), nullable=False, server_default=""),  # "22:00-06:00": no task opens

@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # the store needs no torch: results are duck-typed (shelf.rec
     from shelf.ingest.images import DecodedImage
     from shelf.ingest.regions import Box
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import functools
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -29,6 +29,7 @@ from shelf.storage.schema import (
     DONE,
     OPEN,
     REOPENED,
+    TASK_FINDINGS,
     TASK_STATES,
     VERIFIED,
     photos,
@@ -205,12 +206,14 @@ class TaskFilter:
     states: Sequence[str] = ()
     older_than_hours: float | None = None  # opened at least this long ago
     newer_than_hours: float | None = None  # opened at most this long ago
+    findings: Sequence[str] = ()  # missing, under, empty, price_wrong, label_missing
 
     def __post_init__(self):
-        unknown = set(self.states) - set(TASK_STATES)
-        if unknown:
-            raise ValueError(f"unknown task state(s): {', '.join(sorted(unknown))}; states are "
-                             f"{', '.join(TASK_STATES)}")
+        for asked, known, what in ((self.states, TASK_STATES, "state"), (self.findings, TASK_FINDINGS, "finding")):
+            unknown = set(asked) - set(known)
+            if unknown:
+                raise ValueError(f"unknown task {what}(s): {', '.join(sorted(unknown))}; {what}s are "
+                                 f"{', '.join(known)}")
         for hours in (self.older_than_hours, self.newer_than_hours):
             if hours is not None and not 0 <= hours <= MAX_AGE_HOURS:
                 raise ValueError(f"an age is 0 to {MAX_AGE_HOURS} hours, not {hours:g}")
@@ -224,6 +227,8 @@ class TaskFilter:
             conditions.append(tasks.c.aisle.in_(list(self.aisles)))
         if self.states:
             conditions.append(tasks.c.state.in_(list(self.states)))
+        if self.findings:
+            conditions.append(tasks.c.finding.in_(list(self.findings)))
         if self.older_than_hours is not None:
             conditions.append(tasks.c.opened_at <= now - dt.timedelta(hours=self.older_than_hours))
         if self.newer_than_hours is not None:
@@ -281,7 +286,7 @@ def fix_hour_ranks(engine: Engine, f: TaskFilter, quantiles: Sequence[float]) ->
     week's, say: its filter is not in that index) is read whole instead, every rank."""
     if f.states and VERIFIED not in f.states:
         return []
-    where = TaskFilter(f.stores, f.aisles, (VERIFIED,), f.older_than_hours, f.newer_than_hours).where()
+    where = replace(f, states=(VERIFIED,)).where()
     store_ = _by_age(tasks.c.store, f)
     found = []
     with engine.connect() as conn:
