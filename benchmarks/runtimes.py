@@ -144,7 +144,8 @@ def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list
              ("ORT int8 (AMX copy, zp -1)", lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL")),
              ("OpenVINO fp32 (f32 hint)", lambda: openvino_runner(fp32, threads, "f32")),
              ("OpenVINO fp32 file, default hint", lambda: openvino_runner(fp32, threads, "")),
-             ("OpenVINO int8 (same QDQ file)", lambda: openvino_runner(int8, threads, ""))]
+             ("OpenVINO int8 (same QDQ file)", lambda: openvino_runner(int8, threads, "")),
+             ("OpenVINO int8, f32 hint", lambda: openvino_runner(int8, threads, "f32"))]  # fp32 classifier stays fp32
     return rows
 
 
