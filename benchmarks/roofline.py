@@ -3,7 +3,7 @@
 The CPU's matrix features (AMX, VNNI, AVX-512, BF16) are read from /proc/cpuinfo; its peak is *measured* with a large
 GEMM on the cores the backends use — fp32 with torch.matmul, int8 with ONNX Runtime's MatMulInteger, whose general GEMM
 runs on AMX tiles when the weights' zero point is not 0 (torch._int_mm, oneDNN's s8s8 gemm, reached a fifth of it here).
-Measured peaks are floors, not the spec: OpenVINO's int8 convolutions ran above this int8 one here. Each backend's
+Measured peaks are floors, not the spec: ONNX Runtime's fp32 convolutions ran above this fp32 one here. Each backend's
 network-only throughput becomes GFLOP/s through the network's MAC count (counted from the model, not copied from a
 paper), and its share of the matching peak says whether a gap is the runtime or the physics.
 """
