@@ -100,7 +100,19 @@ def shelf_pipeline(weights: Path, photos, crops, backend: str, data_dir: str) ->
         r.probabilities for r in classify_images(loaded, [decode_image(d, "c").image for d in items], 3,
                                                           batch_size=32)])
     result["stored_latencies"] = upload_to_stored(loaded, photos[1:-1], data_dir)
+    result["network_images_per_s"] = network_alone(loaded.backend, photos[0])
     return result
+
+
+def network_alone(backend, photo) -> float:
+    """Images/s of the backend's network alone on one product-sized batch of a photo's crops (for the roofline)."""
+    from benchmarks.roofline import network_images_per_s
+    from shelf.ingest.images import decode_image
+    from shelf.recognition.classify import BATCH_SIZE
+    from shelf.recognition.inputs import model_input, normalise
+    image = decode_image(photo[0], "photo.jpg").image
+    inputs = np.stack([model_input(image.crop(box)) for box in photo[1][:BATCH_SIZE]])
+    return network_images_per_s(backend, normalise(inputs))
 
 
 def upload_to_stored(loaded, photos, data_dir: str) -> list[float]:
@@ -212,14 +224,22 @@ def model_benchmark(args) -> list[dict]:
     print(f"{args.photos - 1} measured 12 MP photos × ~40 regions, {args.crops} single crops; "
           f"weights: ResNet-18 fine-tuned on generated products")
     rows = []
+    networks = []
     with tempfile.TemporaryDirectory() as data_dir:
         seed = in_child(seed_pipeline, weights, photos[:-1], crops)
         eager = in_child(shelf_pipeline, weights, photos, crops, "eager", data_dir)
         rows.append(report("seed pipeline", seed, None, eager))
         rows.append(report("shelf eager fp32", eager, seed, eager))
+        networks.append(("shelf eager fp32", eager["network_images_per_s"], False))
         for backend, name in (("onnx", "shelf faithful (ORT fp32)"), ("int8", "shelf fast (ORT int8)")):
-            rows.append(report(name, in_child(shelf_pipeline, weights, photos, crops, backend, data_dir), seed,
-                               eager))
+            result = in_child(shelf_pipeline, weights, photos, crops, backend, data_dir)
+            rows.append(report(name, result, seed, eager))
+            networks.append((name, result["network_images_per_s"], backend == "int8"))
+    from benchmarks import roofline
+    from shelf.recognition.classify import BATCH_SIZE
+    for row, measured in zip(rows[1:], roofline.report(roofline.measure_peaks(torch.get_num_threads()), networks,
+                                                       BATCH_SIZE)):
+        row.update(network_images_per_s=measured["network_images_per_s"], peak_share=measured["share"])
     faithful, fast = rows[2], rows[3]
     stored = rows[3].get("stored_p50_s")
     print(f"12 MP photo, ~40 regions, upload → stored predictions (p50): faithful {rows[2]['stored_p50_s']:.2f} s, "

@@ -1,0 +1,224 @@
+"""Runtimes for the same ResNet-18 (issue 28 item 2): ONNX Runtime with and without its NCHWc layout transforms and
+on 1 or 2 threads, OpenVINO on the same fp32 and QDQ int8 ONNX files, and torch eager — network alone, images/s at
+the batch sizes Shelf runs (1: a single crop; 16: `classify.BATCH_SIZE`; 40: a 5x8 grid photo in one batch), each
+with its fidelity against torch eager fp32 on real product crops (../shared/data: the 96 GroceryStoreDataset product
+photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
+on stored crops).
+
+`pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--isa-proxy]`. `--isa-proxy` runs it all again in a child with oneDNN held to
+AVX512_CORE_BF16 (no AMX) — torch's and OpenVINO's oneDNN honour ONEDNN_MAX_CPU_ISA; ONNX Runtime's MLAS has no such
+switch, and on a CPU without AMX fast mode runs the unshifted int8 model, which is the `ORT int8 (VNNI kernels)` row.
+An emulation of an AVX-512 CPU without AMX on this Xeon (same caches, same clock), not a Zen 4 or an older Xeon.
+
+Needs `pip install openvino` (not a Shelf dependency: measured here, not shipped).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.roofline import this_cpu
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BATCHES = (1, 16, 40)
+CALIBRATION_SHELVES = 6  # the first six shelf photos calibrate fast mode; the other six and the products measure it
+CROPS_PER_SHELF = 16
+NO_AMX_ISA = "AVX512_CORE_BF16"
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+
+def shelf_crops(names: list[str], boxes: dict[str, list], per_photo: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    from shelf.recognition.inputs import model_input
+    out = []
+    for name in names:
+        with Image.open(DATA / "real-shelves" / name) as photo:
+            photo = photo.convert("RGB")
+            chosen = boxes[name][:: max(1, len(boxes[name]) // per_photo)][:per_photo]
+            out += [model_input(photo.crop(box)) for box in chosen]
+    return out
+
+
+def real_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """(calibration inputs, measured inputs) as (N, 224, 224, 3) uint8, from the real photos."""
+    from PIL import Image
+
+    from shelf.recognition.inputs import model_input
+    boxes: dict[str, list] = {}
+    with open(DATA / "real-shelves" / "boxes_sku110k.csv", newline="") as table:
+        for row in csv.reader(table):
+            boxes.setdefault(row[0], []).append(tuple(int(v) for v in row[1:5]))
+    shelves = sorted(boxes)
+    calibration = shelf_crops(shelves[:CALIBRATION_SHELVES], boxes, 64 // CALIBRATION_SHELVES + 1)[:64]
+    measured = shelf_crops(shelves[CALIBRATION_SHELVES:], boxes, CROPS_PER_SHELF)
+    for path in sorted((DATA / "real-products").glob("*/*")):
+        with Image.open(path) as image:
+            measured.append(model_input(image.convert("RGB")))
+    return np.stack(calibration), np.stack(measured)
+
+
+# --- runners: normalised batch → logits ------------------------------------------------------------------------
+
+def ort_runner(path: Path, threads: int, level: str):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(["logits"], {"input": batch})[0]
+
+
+def openvino_runner(path: Path, threads: int, precision: str):
+    """OpenVINO on the ONNX file; `precision` "f32" keeps fp32 maths (on AMX CPUs its default is bf16)."""
+    import openvino as ov
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    logits = compiled.outputs[1]
+    runner = lambda batch: request.infer({0: batch})[logits].copy()  # noqa: E731
+    runner.kernels = openvino_kernels(compiled)
+    return runner
+
+
+def openvino_kernels(compiled) -> str:
+    """The oneDNN kernels OpenVINO picked for the convolutions (says whether AMX, VNNI or plain AVX-512 runs)."""
+    kinds = set()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+            kinds.add(info["primitiveType"].astype(str))
+    return ", ".join(sorted(kinds))
+
+
+def eager_runner(model, threads: int):
+    import torch
+    torch.set_num_threads(threads)
+
+    def run(batch):
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch)).numpy()
+    return run
+
+
+# --- measuring ---------------------------------------------------------------------------------------------------
+
+def images_per_s(run, inputs: np.ndarray, batch: int, repeats: int = 5) -> float:
+    from shelf.recognition.inputs import normalise
+    x = normalise(inputs[np.arange(batch) % len(inputs)])
+    run(x)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x)
+        best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def fidelity(run, inputs: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    from shelf.recognition.backends import agreement, softmax
+    from shelf.recognition.inputs import normalise
+    probabilities = np.concatenate([softmax(run(normalise(inputs[i:i + 16]))) for i in range(0, len(inputs), 16)])
+    return agreement(reference, probabilities)
+
+
+def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list[tuple[str, object]]:
+    rows = [("torch eager fp32 (reference)", lambda: eager_runner(model, threads))]
+    for level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
+        for t in sorted({1, threads}):
+            rows.append((f"ORT fp32 {level.removeprefix('ORT_ENABLE_').lower()}"
+                         f"{' (NCHWc)' if level == 'ORT_ENABLE_ALL' else ''}, {t} thr",
+                         lambda level=level, t=t: ort_runner(fp32, t, level)))
+    rows += [("ORT int8 (VNNI kernels, zp 0)", lambda: ort_runner(int8, threads, "ORT_ENABLE_ALL")),
+             ("ORT int8 (AMX copy, zp -1)", lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL")),
+             ("OpenVINO fp32 (f32 hint)", lambda: openvino_runner(fp32, threads, "f32")),
+             ("OpenVINO fp32 file, default hint", lambda: openvino_runner(fp32, threads, "")),
+             ("OpenVINO int8 (same QDQ file)", lambda: openvino_runner(int8, threads, "")),
+             ("OpenVINO int8, f32 hint", lambda: openvino_runner(int8, threads, "f32"))]  # fp32 classifier stays fp32
+    return rows
+
+
+def build_models(folder: Path, calibration: np.ndarray):
+    """The torch model and the fp32, int8 and AMX-copy ONNX files exactly as Shelf makes them."""
+    os.environ["SHELF_DATA_DIR"] = str(folder)
+    from benchmarks.common import finetuned_weights
+    from shelf.recognition import backends
+    from shelf.recognition import model as shelf_model
+    state, info = shelf_model.read_weights_file(finetuned_weights(), "benchmark")
+    loaded = shelf_model.build_model(state, info)
+    backends.build_backend("int8", loaded.model, info.sha256, calibration)
+    models = backends.models_dir(info.sha256)
+    int8 = models / backends.INT8_FILE
+    amx = int8.with_name(backends.INT8_AMX_FILE)
+    if not amx.exists():  # a CPU without AMX: derive the copy anyway, to measure it
+        import onnx
+        copy = onnx.load(str(int8))
+        backends.shift_weight_zero_points(copy)
+        onnx.save(copy, str(amx))
+    return loaded.model, models / shelf_model.FP32_FILE, int8, amx
+
+
+def measure(threads: int) -> list[dict]:
+    calibration, measured = real_inputs()
+    with tempfile.TemporaryDirectory() as folder:
+        model, fp32, int8, amx = build_models(Path(folder), calibration)
+        reference_run = eager_runner(model, threads)
+        from shelf.recognition.backends import softmax
+        from shelf.recognition.inputs import normalise
+        reference = np.concatenate([softmax(reference_run(normalise(measured[i:i + 16])))
+                                    for i in range(0, len(measured), 16)])
+        rows = []
+        for name, make in runners(model, fp32, int8, amx, threads):
+            try:
+                run = make()
+            except ImportError as exc:
+                print(f"  {name:<36} skipped: {exc}")
+                continue
+            diff, top1 = fidelity(run, measured, reference)
+            speeds = {batch: images_per_s(run, measured, batch) for batch in BATCHES}
+            kernels = getattr(run, "kernels", "")
+            rows.append({"runtime": name, "max_prob_diff": diff, "top1": top1, "images_per_s": speeds,
+                         "kernels": kernels})
+            print(f"  {name:<36} " + "  ".join(f"b{b}: {s:6.1f}/s" for b, s in speeds.items())
+                  + f"   max|Δp| {diff:.1e}  top-1 {top1:.1%}" + (f"   conv kernels: {kernels}" if kernels else ""),
+                  flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.runtimes", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--isa-proxy", action="store_true",
+                        help=f"then again with ONEDNN_MAX_CPU_ISA={NO_AMX_ISA} (an emulated CPU without AMX)")
+    args = parser.parse_args(argv)
+    if not (DATA / "real-shelves").is_dir():
+        print(f"error: the real photos are not at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    cpu = this_cpu()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "all (no limit)")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {cpu.model}, {cpu.cores} logical cores, {args.threads} threads; "
+          f"{cpu.features}; oneDNN ISA {isa}; load {load}", flush=True)
+    measure(args.threads)
+    print(f"load afterwards {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    if args.isa_proxy:
+        print(f"\nemulated CPU without AMX (ONEDNN_MAX_CPU_ISA={NO_AMX_ISA}; ONNX Runtime's MLAS ignores it):",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.runtimes", "--threads", str(args.threads)],
+                       env={**os.environ, "ONEDNN_MAX_CPU_ISA": NO_AMX_ISA}, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
