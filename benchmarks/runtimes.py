@@ -5,10 +5,11 @@ with its fidelity against torch eager fp32 on real product crops (../shared/data
 photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
 on stored crops).
 
-`pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--isa-proxy]`. `--isa-proxy` runs it all again in a child with oneDNN held to
-AVX512_CORE_BF16 (no AMX) — torch's and OpenVINO's oneDNN honour ONEDNN_MAX_CPU_ISA; ONNX Runtime's MLAS has no such
-switch, and on a CPU without AMX fast mode runs the unshifted int8 model, which is the `ORT int8 (VNNI kernels)` row.
-An emulation of an AVX-512 CPU without AMX on this Xeon (same caches, same clock), not a Zen 4 or an older Xeon.
+`pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--isa-proxy]`. `--isa-proxy`
+runs it all again in a child with oneDNN held to AVX512_CORE_BF16 (no AMX) — torch's and OpenVINO's oneDNN honour
+ONEDNN_MAX_CPU_ISA; ONNX Runtime's MLAS has no such switch, and on a CPU without AMX fast mode runs the unshifted int8
+model, which is the `ORT int8 (VNNI kernels)` row. An emulation of an AVX-512 CPU without AMX on this Xeon (same
+caches, same clock), not a Zen 4 or an older Xeon.
 
 Needs `pip install openvino` (not a Shelf dependency: measured here, not shipped).
 """
