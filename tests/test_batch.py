@@ -265,7 +265,10 @@ def test_ctrl_c_interrupts_a_batch_and_running_it_again_resumes(tmp_path, weight
     env = {**os.environ, "SHELF_DATA_DIR": str(tmp_path / "data"), "SHELF_WEIGHTS": str(weights_file),
            "SHELF_ALLOW_UNVERIFIED_WEIGHTS": "1", "SHELF_OFFLINE": "1", "SHELF_BACKEND": "eager"}
     command = [sys.executable, "-m", "shelf", "batch", str(tmp_path / "photos"), "--regions", "grid:2x3", "--db", db]
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it: SIGINT not ignored in the batch, even when this test runs where it is (a job
+    # started in the background by a non-interactive shell inherits SIG_IGN, and Python then never raises on it).
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     engine = store.open_store(db)
     deadline = time.monotonic() + 240
     while store.counts(engine)["photos"] < 3:
