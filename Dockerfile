@@ -19,16 +19,19 @@ FROM ${BASE} AS packages
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore PIP_DEFAULT_TIMEOUT=120
 RUN python3 -m venv /opt/shelf/venv
 COPY deploy/requirements-serve.txt /tmp/requirements-serve.txt
+# RapidOCR (shelf-edge prices) asks for OpenCV's desktop build, whose Qt and libGL add ~500 MB to the image; the same
+# version's headless build gives it the same cv2 without them.
 RUN --mount=type=secret,id=extra_ca --mount=type=bind,source=deploy/with-build-ca,target=/usr/local/bin/with-build-ca \
-    with-build-ca /opt/shelf/venv/bin/pip install -r /tmp/requirements-serve.txt
+    with-build-ca sh -c 'pip=/opt/shelf/venv/bin/pip && $pip install -r /tmp/requirements-serve.txt \
+      && version=$($pip show opencv-python | sed -n "s/^Version: //p") && $pip uninstall -y -q opencv-python \
+      && $pip install -q "opencv-python-headless==$version"'
 
 # ---- what both final images have: no compilers, a user of its own, the data volume --------------------------------
 FROM ${BASE} AS runtime
 # pg_dump, pg_restore and psql for `python -m shelf backup` / `restore` on PostgreSQL (bookworm's 15, matching the
-# compose file's server); libgl1 and libglib2.0-0 for the OpenCV that RapidOCR (shelf-edge prices) imports.
+# compose file's server).
 RUN --mount=type=secret,id=extra_ca --mount=type=bind,source=deploy/with-build-ca,target=/usr/local/bin/with-build-ca \
-    with-build-ca sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-client libgl1 \
-      libglib2.0-0 \
+    with-build-ca sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-client \
       >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/*' \
  && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin shelf \
  && mkdir -p /data && chown shelf:shelf /data

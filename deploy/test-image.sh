@@ -105,6 +105,8 @@ compilers=$(in_image shelf:test 'for c in gcc cc c++ g++ clang make; do command 
 in_image shelf:test 'python -c "import torch"' >/dev/null 2>&1 && fail "torch is in the serving image"
 in_image shelf:test 'python -c "import onnxruntime, streamlit, ray, psycopg; import shelf.serving.cli"' \
   || fail "the serving image cannot import its packages"
+in_image shelf:test 'python -c "from rapidocr_onnxruntime import RapidOCR; RapidOCR()"' >/dev/null \
+  || fail "the serving image cannot read shelf-edge prices (RapidOCR and its OpenCV)"
 leftovers=$(in_image shelf:test 'ls -A /run/secrets 2>/dev/null; ls /tmp | grep build-; grep -rl build- /etc/apt; true')
 [ -z "$leftovers" ] || fail "the build CA was left in the image: $leftovers"
 in_image shelf:test 'pg_dump --version' | grep -q ' 15\.' || fail "no pg_dump 15 in the serving image"
