@@ -25,6 +25,9 @@ RUN --mount=type=secret,id=extra_ca --mount=type=bind,source=deploy/with-build-c
     with-build-ca sh -c 'pip=/opt/shelf/venv/bin/pip && $pip install -r /tmp/requirements-serve.txt \
       && version=$($pip show opencv-python | sed -n "s/^Version: //p") && $pip uninstall -y -q opencv-python \
       && $pip install -q "opencv-python-headless==$version"'
+# The test suites pandas, numpy and sympy ship inside their packages (~100 MB) are never imported by Shelf.
+RUN cd /opt/shelf/venv/lib/python3.*/site-packages && rm -rf pandas/tests \
+ && find numpy sympy -depth -type d -name tests -exec rm -rf {} +
 
 # ---- what both final images have: no compilers, a user of its own, the data volume --------------------------------
 FROM ${BASE} AS runtime
