@@ -206,19 +206,21 @@ again=$(curl -fsS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $toke
 [ "$again" = 200 ] || fail "the same photo was stored again (HTTP $again, expected 200 already stored)"
 note "photo $photo_id still there after the restart; posting it again answers 200 (already stored)"
 
-log "== 4. upgrade: the schema set back to version 2, then the dashboard and the API start together"
+log "== 4. upgrade: the schema set back to version 6 (before shelf-edge prices), then the dashboard and the API start together"
+latest=$(in_image shelf:test 'python -c "from shelf.storage.store import SCHEMA_VERSION; print(SCHEMA_VERSION)"')
 psql() { compose exec -T db psql --username=shelf --dbname=shelf -v ON_ERROR_STOP=1 -Atc "$1"; }
-psql "DROP TABLE tally_shelf_widths; DELETE FROM schema_version WHERE version = 3; \
-INSERT INTO schema_version (version, applied_at) SELECT 2, now() WHERE NOT EXISTS (SELECT 1 FROM schema_version)" \
-  >/dev/null
+psql "DROP TABLE price_corrections, price_label_facings, price_labels, price_scans; \
+ALTER TABLE planograms DROP COLUMN price; DELETE FROM schema_version; \
+INSERT INTO schema_version (version, applied_at) VALUES (6, now())" >/dev/null
 compose restart api dashboard >/dev/null
 wait_healthy dashboard "$dashboard/_stcore/health" >/dev/null
 wait_healthy api "$api/v1/health" >/dev/null
 versions=$(psql "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version")
-[ "$versions" = "2,3" ] || fail "schema versions after the upgrade: $versions (expected 2,3: migrated once)"
-[ "$(psql "SELECT to_regclass('tally_shelf_widths') IS NOT NULL")" = t ] || fail "the migration did not run"
+expected=$(seq -s, 6 "$latest")
+[ "$versions" = "$expected" ] || fail "schema versions after the upgrade: $versions (expected $expected: migrated once)"
+[ "$(psql "SELECT to_regclass('price_labels') IS NOT NULL")" = t ] || fail "the migration did not run"
 [ "$(stored)" = "$sha" ] || fail "the photo is gone after the upgrade"
-note "upgrade: schema 2 → 3 applied once (versions $versions) by two services starting together; photo kept"
+note "upgrade: schema 6 → $latest applied once (versions $versions) by two services starting together; photo kept"
 
 log "== 5. backup, wipe, restore"
 compose run --rm -T -v "$work:/backups" api python -m shelf backup /backups/shelf.tar | sed 's/^/    /'
