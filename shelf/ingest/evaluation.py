@@ -109,16 +109,8 @@ def average_precision_coco(photos: Sequence[tuple[Sequence[Box], Sequence[float]
     return float(np.mean([average_precision(photos, t) for t in COCO_IOU_THRESHOLDS]))
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Figures for one photo, or (from `summarise`) for a set of photos."""
-
-    name: str
-    found: int
-    truth: int
-    matched: int
-    ap50: float | None = None  # None: the mode gives no scores
-    ap50_95: float | None = None
+class MatchRates:
+    """Precision, recall and F1, for a dataclass with `matched`, `found` and `truth` counts."""
 
     @property
     def precision(self) -> float:
@@ -131,6 +123,18 @@ class Evaluation:
     @property
     def f1(self) -> float:
         return f1(self.precision, self.recall)
+
+
+@dataclass(frozen=True)
+class Evaluation(MatchRates):
+    """Figures for one photo, or (from `summarise`) for a set of photos."""
+
+    name: str
+    found: int
+    truth: int
+    matched: int
+    ap50: float | None = None  # None: the mode gives no scores
+    ap50_95: float | None = None
 
     @property
     def count_error(self) -> int:

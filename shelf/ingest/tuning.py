@@ -17,7 +17,7 @@ from PIL import Image
 
 from shelf.ingest.auto import ROW_FIELDS, AutoParams, Prepared, ShelfRow, layout, prepare, shelf_rows
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
-from shelf.ingest.evaluation import f1, greedy_matches
+from shelf.ingest.evaluation import MatchRates, greedy_matches
 from shelf.ingest.images import ImageError, clean_filename, decode_image
 from shelf.ingest.regions import Box
 
@@ -46,25 +46,13 @@ class Labelled:
 
 
 @dataclass(frozen=True)
-class Score:
+class Score(MatchRates):
     matched: int = 0
     found: int = 0
     truth: int = 0
 
     def __add__(self, other: Score) -> Score:
         return Score(self.matched + other.matched, self.found + other.found, self.truth + other.truth)
-
-    @property
-    def precision(self) -> float:
-        return self.matched / self.found if self.found else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.matched / self.truth if self.truth else 1.0
-
-    @property
-    def f1(self) -> float:
-        return f1(self.precision, self.recall)
 
     def as_dict(self) -> dict:
         return {"precision": round(self.precision, 4), "recall": round(self.recall, 4), "f1": round(self.f1, 4),

@@ -5,12 +5,12 @@ import sys
 from pathlib import Path
 
 from shelf.access import LOCAL
-from shelf.files import FileTooLarge, read_bounded
 from shelf.serving.cli.common import (
     EXIT_NO_WEIGHTS,
     EXIT_NOTHING_DONE,
     EXIT_OK,
     _load_model_or_explain,
+    read_photos,
 )
 
 
@@ -42,7 +42,7 @@ def cmd_catalog(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOTHING_DONE
         unreadable = []
-        added, problems = catalog.add_references(engine, sku_id, _readable(args.images, unreadable), by=LOCAL)
+        added, problems = catalog.add_references(engine, sku_id, read_photos(args.images, unreadable), by=LOCAL)
         for problem in unreadable + problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{args.name}: {added} reference photo(s) added")
@@ -82,19 +82,6 @@ def cmd_catalog(args) -> int:
     for row in report.worst.head(5).itertuples():
         print(f"  {names.get(row.true)} taken for {names.get(row.predicted)} (similarity {row.similarity:.3f})")
     return EXIT_OK
-
-
-def _readable(paths, unreadable: list[str]):
-    """(path, bytes) of each photo given, read one at a time as they are used; the ones that cannot be read go to
-    `unreadable` as messages."""
-    from shelf.ingest.images import MAX_BYTES
-    for path in paths:
-        try:
-            yield path, read_bounded(path, MAX_BYTES)
-        except FileTooLarge as exc:
-            unreadable.append(str(exc))
-        except OSError as exc:
-            unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
 
 
 def _labelled_set(path: Path):

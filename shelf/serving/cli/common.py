@@ -202,3 +202,16 @@ def _write_csv(data: bytes, out: Path | None) -> None:
         print(f"written to {out}", file=sys.stderr)
     else:
         sys.stdout.write(data.decode())
+
+
+def read_photos(paths, unreadable: list[str]):
+    """(path, bytes) of each photo given, read one at a time as they are used; the ones that cannot be read go to
+    `unreadable` as messages."""
+    from shelf.ingest.images import MAX_BYTES
+    for path in paths:
+        try:
+            yield path, read_bounded(path, MAX_BYTES)
+        except FileTooLarge as exc:
+            unreadable.append(str(exc))
+        except OSError as exc:
+            unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")

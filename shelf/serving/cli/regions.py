@@ -15,6 +15,7 @@ from shelf.serving.cli.common import (
     _progress,
     _region_inputs,
     _regions,
+    read_photos,
 )
 
 
@@ -48,18 +49,6 @@ def _auto_params(mode, db: str | None):
         return None
 
 
-def _photos(paths: list[str], unreadable: list[str]):
-    """(path, bytes) of each photo given, read one at a time; the ones that cannot be read go to `unreadable`."""
-    from shelf.ingest.images import MAX_BYTES
-    for path in paths:
-        try:
-            yield path, read_bounded(path, MAX_BYTES)
-        except FileTooLarge as exc:
-            unreadable.append(str(exc))
-        except OSError as exc:
-            unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
-
-
 def cmd_regions(args) -> int:
     return {"evaluate": _evaluate, "tune": _tune, "profile": _profile}[args.action](args)
 
@@ -75,7 +64,7 @@ def _evaluate(args) -> int:
         return EXIT_USAGE
     compared, unreadable = [], []
     with _progress(len(args.images), "evaluate") as bar:
-        for path, data in _photos(args.images, unreadable):
+        for path, data in read_photos(args.images, unreadable):
             compared.extend(compare_regions([Upload(path, data)], args.regions, truth, *inputs, auto_params=params))
             bar.update()
     for message in unreadable + [c.error for c in compared if not c.ok]:
@@ -121,7 +110,7 @@ def _tune(args) -> int:
     if truth is None:
         return EXIT_USAGE
     unreadable: list[str] = []
-    items, problems = tuning.labelled_photos(_photos(args.images, unreadable), truth)
+    items, problems = tuning.labelled_photos(read_photos(args.images, unreadable), truth)
     for message in unreadable + problems:
         print(f"warning: {message}", file=sys.stderr)
     if not items:
