@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shelf.recognition.backends import amx_tiles_granted
+
 MATRIX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")
 GEMM_SIZE = 2048
 
@@ -23,15 +25,17 @@ GEMM_SIZE = 2048
 @dataclass(frozen=True)
 class Cpu:
     model: str
-    flags: frozenset[str]
+    flags: frozenset[str]  # the matrix features this process can use
     cores: int  # logical CPUs this process may run on
+    amx_refused: bool = False  # the CPU lists AMX but the kernel refused it to this process (benchmarks/no_amx.py)
 
     @property
     def features(self) -> str:
         """The matrix features, as one short line ('AMX-INT8 AMX-BF16 AVX512-VNNI …' or 'none')."""
         names = {"amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI",
                  "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX512-BF16"}
-        return " ".join(name for flag, name in names.items() if flag in self.flags) or "none of AMX/VNNI/AVX-512"
+        listed = " ".join(name for flag, name in names.items() if flag in self.flags) or "none of AMX/VNNI/AVX-512"
+        return listed + (" (AMX listed by the CPU but refused to this process)" if self.amx_refused else "")
 
 
 def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
@@ -55,7 +59,10 @@ def this_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
     except OSError:
         model, flags = "unknown CPU (no /proc/cpuinfo)", frozenset()
     affinity = getattr(os, "sched_getaffinity", None)
-    return Cpu(model, flags, len(affinity(0)) if affinity else os.cpu_count() or 1)
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    if "amx_tile" in flags and not amx_tiles_granted():
+        return Cpu(model, frozenset(f for f in flags if not f.startswith("amx_")), cores, amx_refused=True)
+    return Cpu(model, flags, cores)
 
 
 # --- the network's work -----------------------------------------------------------------------------------------

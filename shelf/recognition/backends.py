@@ -229,12 +229,25 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, 
 
 
 def has_amx_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU has AMX int8 tile instructions (Linux lists the flag once the kernel lets programs use
-    them)."""
+    """Whether this process can use AMX int8 tile instructions: the CPU has them (Linux lists the flag once the
+    kernel supports them) and the kernel grants this process the tile state, which ONNX Runtime and oneDNN ask for
+    before they use AMX and quietly do without when refused (a sandbox, a container's seccomp profile,
+    `python -m benchmarks.no_amx`)."""
     try:
-        return "amx_int8" in cpuinfo.read_text().split()
+        listed = "amx_int8" in cpuinfo.read_text().split()
     except OSError:
         return False
+    return listed and amx_tiles_granted()
+
+
+def amx_tiles_granted() -> bool:
+    """Ask Linux for the AMX tile data state, as the runtimes do (arch_prctl ARCH_REQ_XCOMP_PERM)."""
+    import ctypes
+    import platform
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    arch_prctl, req_xcomp_perm, xtiledata = 158, 0x1023, 18
+    return ctypes.CDLL(None, use_errno=True).syscall(arch_prctl, req_xcomp_perm, xtiledata) == 0
 
 
 def shift_weight_zero_points(model) -> int:
