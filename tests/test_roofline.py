@@ -59,3 +59,15 @@ def test_the_int8_peak_graph_computes_the_product():
     weights = numpy_helper.to_array(next(i for i in onnx.load_from_string(model).graph.initializer if i.name == "B"))
     expected = (activations.astype(np.int32) - 128) @ (weights.astype(np.int32) + 1)
     np.testing.assert_array_equal(session.run(None, {"A": activations})[0], expected)
+
+
+def test_the_int8_conv_peak_graph_computes_a_quantised_convolution():
+    import onnxruntime as ort
+    import torch
+    session = ort.InferenceSession(roofline.int8_conv_model(4, 6), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(2).integers(0, 256, (1, 4, 6, 6), dtype=np.uint8)
+    weights = np.random.default_rng(0).integers(-127, 128, (4, 4, 3, 3), dtype=np.int8)  # as the model makes them
+    real = torch.nn.functional.conv2d(torch.tensor((pixels.astype(np.float64) - 128) * 0.02),
+                                      torch.tensor(weights * 0.01), padding=1).numpy()
+    expected = np.clip(np.round(real / 0.5) + 128, 0, 255)
+    assert np.abs(session.run(None, {"X": pixels})[0].astype(int) - expected).max() <= 1
