@@ -160,25 +160,26 @@ def int8_conv_model(channels: int, size: int) -> bytes:
 INT8_CONV = (256, 56)  # ResNet-18's layer 2 input width, at layer 1's resolution: 1.85 G MAC
 
 
-def peak_int8_gops(threads: int, n: int = GEMM_SIZE, repeats: int = 5) -> float:
+def peak_int8_gops(threads: int, n: int = GEMM_SIZE, repeats: int = 5) -> tuple[float, str]:
     """The best int8 rate ONNX Runtime reaches here, in integer ops/s (2 per MAC), best of `repeats` over: its
     general GEMM (MatMulInteger, weight zero points 0 and −1: on AMX CPUs only the latter reaches the tiles, which
     is why fast mode shifts its weights) and its direct convolution kernels for symmetric weights (a 3×3
-    QLinearConv; without AMX these beat the GEMM, ~1.6× here with AMX refused)."""
+    QLinearConv; without AMX these beat the GEMM, ~1.6× here with AMX refused). Returns (GOP/s, which kernel)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     rng = np.random.default_rng(1)
     channels, size = INT8_CONV
-    candidates = [(int8_gemm_model(n, zero_point), "A", (n, n), n ** 3) for zero_point in (0, -1)]
-    candidates.append((int8_conv_model(channels, size), "X", (1, channels, size, size),
-                       channels * channels * 9 * size * size))
-    best = 0.0
-    for model, name, shape, macs in candidates:
+    candidates = [(f"MatMulInteger {n}², weight zero point {zero_point}", int8_gemm_model(n, zero_point), "A",
+                   (n, n), n ** 3) for zero_point in (0, -1)]
+    candidates.append((f"3×3 QLinearConv {channels} channels {size}²", int8_conv_model(channels, size), "X",
+                       (1, channels, size, size), channels * channels * 9 * size * size))
+    best = (0.0, "")
+    for label, model, name, shape, macs in candidates:
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         activations = rng.integers(0, 256, shape, dtype=np.uint8)
         seconds = _best_seconds(lambda: session.run(None, {name: activations}), repeats)
-        best = max(best, 2 * macs / seconds / 1e9)
+        best = max(best, (2 * macs / seconds / 1e9, label))
     return best
 
 
@@ -195,6 +196,7 @@ class Peaks:
     threads: int
     fp32_gflops: float
     int8_gops: float
+    int8_kernel: str  # which of peak_int8_gops's kernels reached it
     macs: int
 
     def share(self, images_per_s: float, int8: bool) -> tuple[float, float]:
@@ -204,7 +206,7 @@ class Peaks:
 
 
 def measure_peaks(threads: int) -> Peaks:
-    return Peaks(this_cpu(), threads, peak_fp32_gflops(threads), peak_int8_gops(threads), resnet18_macs())
+    return Peaks(this_cpu(), threads, peak_fp32_gflops(threads), *peak_int8_gops(threads), resnet18_macs())
 
 
 def report(peaks: Peaks, rows: list[tuple[str, float, bool]], batch: int) -> list[dict]:
@@ -213,8 +215,8 @@ def report(peaks: Peaks, rows: list[tuple[str, float, bool]], batch: int) -> lis
     load = _loadavg()
     print(f"CPU: {cpu.model}, {cpu.cores} logical core(s), {peaks.threads} thread(s) used; {cpu.features}; "
           f"load {load}")
-    print(f"  measured peak ({GEMM_SIZE}² GEMM): fp32 {peaks.fp32_gflops:.0f} GFLOP/s (torch.matmul), "
-          f"int8 {peaks.int8_gops:.0f} GOP/s (ONNX Runtime: best of MatMulInteger and a 3×3 QLinearConv); "
+    print(f"  measured peak: fp32 ({GEMM_SIZE}² GEMM) {peaks.fp32_gflops:.0f} GFLOP/s (torch.matmul), "
+          f"int8 {peaks.int8_gops:.0f} GOP/s (ONNX Runtime {peaks.int8_kernel}); "
           f"ResNet-18 {peaks.macs / 1e9:.2f} GMAC "
           f"= {2 * peaks.macs / 1e9:.2f} GFLOP per image")
     out = []

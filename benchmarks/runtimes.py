@@ -5,11 +5,11 @@ with its fidelity against torch eager fp32 on real product crops (../shared/data
 photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
 on stored crops).
 
-`pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--isa-proxy]`. `--isa-proxy`
-runs it all again in a child with oneDNN held to AVX512_CORE_BF16 (no AMX) — torch's and OpenVINO's oneDNN honour
-ONEDNN_MAX_CPU_ISA; ONNX Runtime's MLAS has no such switch, and on a CPU without AMX fast mode runs the unshifted int8
-model, which is the `ORT int8 (VNNI kernels)` row. An emulation of an AVX-512 CPU without AMX on this Xeon (same
-caches, same clock), not a Zen 4 or an older Xeon.
+`pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--no-amx]`. `--no-amx` runs it
+all again in a child refused AMX by the kernel (benchmarks/no_amx.py): torch's and OpenVINO's oneDNN and ONNX
+Runtime's MLAS all fall back to AVX-512 / VNNI / AVX512-BF16 kernels, and fast mode runs the unshifted int8 model,
+the `ORT int8 (VNNI kernels)` row. An emulation of an AVX-512 CPU without AMX on this Xeon (same caches, same
+clock), not a Zen 4 or an older Xeon.
 
 Needs `pip install openvino` (not a Shelf dependency: measured here, not shipped).
 """
@@ -32,7 +32,6 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BATCHES = (1, 16, 40)
 CALIBRATION_SHELVES = 6  # the first six shelf photos calibrate fast mode; the other six and the products measure it
 CROPS_PER_SHELF = 16
-NO_AMX_ISA = "AVX512_CORE_BF16"
 
 
 # --- inputs --------------------------------------------------------------------------------------------------
@@ -200,24 +199,22 @@ def measure(threads: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtimes", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--isa-proxy", action="store_true",
-                        help=f"then again with ONEDNN_MAX_CPU_ISA={NO_AMX_ISA} (an emulated CPU without AMX)")
+    parser.add_argument("--no-amx", action="store_true",
+                        help="then again in a child refused AMX by the kernel (an emulated CPU without AMX)")
     args = parser.parse_args(argv)
     if not (DATA / "real-shelves").is_dir():
         print(f"error: the real photos are not at {DATA} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     cpu = this_cpu()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "all (no limit)")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  {cpu.model}, {cpu.cores} logical cores, {args.threads} threads; "
-          f"{cpu.features}; oneDNN ISA {isa}; load {load}", flush=True)
+          f"{cpu.features}; load {load}", flush=True)
     measure(args.threads)
     print(f"load afterwards {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-    if args.isa_proxy:
-        print(f"\nemulated CPU without AMX (ONEDNN_MAX_CPU_ISA={NO_AMX_ISA}; ONNX Runtime's MLAS ignores it):",
-              flush=True)
-        subprocess.run([sys.executable, "-m", "benchmarks.runtimes", "--threads", str(args.threads)],
-                       env={**os.environ, "ONEDNN_MAX_CPU_ISA": NO_AMX_ISA}, check=True)
+    if args.no_amx:
+        print("\nemulated CPU without AMX (benchmarks/no_amx.py: the kernel refuses AMX to the child):", flush=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.no_amx", sys.executable, "-m", "benchmarks.runtimes",
+                        "--threads", str(args.threads)], check=True)
     return 0
 
 
