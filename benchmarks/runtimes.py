@@ -3,7 +3,7 @@ on 1 or 2 threads, OpenVINO on the same fp32 and QDQ int8 ONNX files, and torch 
 the batch sizes Shelf runs (1: a single crop; 16: `classify.BATCH_SIZE`; 40: a 5x8 grid photo in one batch), each
 with its fidelity against torch eager fp32 on real product crops (../shared/data: the 96 GroceryStoreDataset product
 photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
-on stored crops).
+on stored crops). Balanced mode (torch bf16) is measured beside the alternative it was chosen over.
 
 `pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--isa-proxy]`. `--isa-proxy`
 runs it all again in a child with oneDNN held to AVX512_CORE_BF16 (no AMX) — torch's and OpenVINO's oneDNN honour
@@ -113,6 +113,32 @@ def eager_runner(model, threads: int):
     return run
 
 
+def balanced_runner(model, threads: int):
+    """Balanced mode as shipped (backends.Bf16Backend: bf16 autocast, channels_last)."""
+    import torch
+
+    from shelf.recognition.backends import Bf16Backend
+    torch.set_num_threads(threads)
+    backend = Bf16Backend(model)
+    return lambda batch: backend.run(batch)[1]
+
+
+def bf16_copy_runner(model, threads: int):
+    """The alternative balanced mode measured against: a `.to(torch.bfloat16)` channels_last copy of the whole model
+    (batch norms and residual sums in bf16 too), input cast, logits back to fp32."""
+    import copy
+
+    import torch
+    torch.set_num_threads(threads)
+    bf16 = copy.deepcopy(model).to(memory_format=torch.channels_last).to(torch.bfloat16)
+
+    def run(batch):
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            return bf16(x).float().numpy()
+    return run
+
+
 # --- measuring ---------------------------------------------------------------------------------------------------
 
 def images_per_s(run, inputs: np.ndarray, batch: int, repeats: int = 5) -> float:
@@ -135,7 +161,9 @@ def fidelity(run, inputs: np.ndarray, reference: np.ndarray) -> tuple[float, flo
 
 
 def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list[tuple[str, object]]:
-    rows = [("torch eager fp32 (reference)", lambda: eager_runner(model, threads))]
+    rows = [("torch eager fp32 (reference)", lambda: eager_runner(model, threads)),
+            ("torch bf16 autocast, CL (balanced)", lambda: balanced_runner(model, threads)),
+            ("torch bf16 .to() copy, CL", lambda: bf16_copy_runner(model, threads))]
     for level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
         for t in sorted({1, threads}):
             rows.append((f"ORT fp32 {level.removeprefix('ORT_ENABLE_').lower()}"
