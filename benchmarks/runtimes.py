@@ -198,7 +198,7 @@ def build_models(folder: Path, calibration: np.ndarray):
     return loaded.model, models / shelf_model.FP32_FILE, int8, amx
 
 
-def measure(threads: int) -> list[dict]:
+def measure(threads: int, only: list[str] | None = None) -> list[dict]:
     calibration, measured = real_inputs()
     with tempfile.TemporaryDirectory() as folder:
         model, fp32, int8, amx = build_models(Path(folder), calibration)
@@ -209,6 +209,8 @@ def measure(threads: int) -> list[dict]:
                                     for i in range(0, len(measured), 16)])
         rows = []
         for name, make in runners(model, fp32, int8, amx, threads):
+            if only and not any(text in name for text in only):
+                continue
             try:
                 run = make()
             except ImportError as exc:
@@ -228,6 +230,8 @@ def measure(threads: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtimes", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="measure only the rows whose name contains TEXT (repeat for more; default: all)")
     parser.add_argument("--isa-proxy", action="store_true",
                         help=f"then again with ONEDNN_MAX_CPU_ISA={NO_AMX_ISA} (an emulated CPU without AMX)")
     args = parser.parse_args(argv)
@@ -239,12 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "all (no limit)")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  {cpu.model}, {cpu.cores} logical cores, {args.threads} threads; "
           f"{cpu.features}; oneDNN ISA {isa}; load {load}", flush=True)
-    measure(args.threads)
+    measure(args.threads, args.only)
     print(f"load afterwards {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     if args.isa_proxy:
         print(f"\nemulated CPU without AMX (ONEDNN_MAX_CPU_ISA={NO_AMX_ISA}; ONNX Runtime's MLAS ignores it):",
               flush=True)
-        subprocess.run([sys.executable, "-m", "benchmarks.runtimes", "--threads", str(args.threads)],
+        subprocess.run([sys.executable, "-m", "benchmarks.runtimes", "--threads", str(args.threads),
+                        *(f"--only={text}" for text in args.only or ())],
                        env={**os.environ, "ONEDNN_MAX_CPU_ISA": NO_AMX_ISA}, check=True)
     return 0
 
