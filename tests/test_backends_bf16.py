@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from PIL import Image
 
@@ -74,3 +75,15 @@ def test_the_home_page_offers_balanced_mode_only_on_a_cpu_with_amx_bf16(loaded, 
         at = start()
         assert not at.exception, at.exception
         assert (backends.CHOICE_NAMES["bf16"] in at.radio(key="backend_choice").options) == offered
+
+
+def test_balanced_mode_cannot_be_switched_on_where_it_is_not_offered(engine, monkeypatch):
+    from shelf.access import Identity
+    admin = Identity("ana@example.com", "admin", "ana@example.com", "oidc")
+    monkeypatch.setattr(backends, "usable_cpu_flags", lambda: ZEN4)
+    with pytest.raises(backends.BackendError, match="not offered on this CPU"):
+        backends.switch_backend(engine, "bf16", by=admin)
+    assert store.get_setting(engine, backends.BACKEND_SETTING) is None
+    monkeypatch.setattr(backends, "usable_cpu_flags", lambda: AMX_XEON)
+    backends.switch_backend(engine, "bf16", by=admin)
+    assert store.get_setting(engine, backends.BACKEND_SETTING) == "bf16"
