@@ -351,7 +351,8 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
     torch_model = model if callable(model) and not hasattr(model, "parameters") else lambda: model  # a builder
     if kind in ("eager", "bf16"):
         if not torch_installed():
-            raise BackendError(f"{CHOICE_NAMES[kind]} runs on PyTorch, which is not installed. {RUN_THE_CONVERT_JOB}")
+            what = "the PyTorch reference backend" if kind == "eager" else "balanced mode (bfloat16)"
+            raise BackendError(f"{what} needs PyTorch. {RUN_THE_CONVERT_JOB}")
         return (EagerBackend if kind == "eager" else Bf16Backend)(torch_model())
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
