@@ -1,8 +1,9 @@
 """How close the network runs to what this CPU can do (`python -m shelf bench`, issue 28 item 1).
 
 The CPU's matrix features (AMX, VNNI, AVX-512, BF16) are read from /proc/cpuinfo; its peak is *measured* with a large
-GEMM on the cores the backends use — fp32 with torch.matmul, int8 with ONNX Runtime's MatMulInteger, whose general GEMM
-runs on AMX tiles when the weights' zero point is not 0 (torch._int_mm, oneDNN's s8s8 gemm, reached a fifth of it here).
+GEMM on the cores the backends use — fp32 and bf16 with torch.matmul (bf16 on AMX tiles where the CPU has them, as
+balanced mode runs), int8 with ONNX Runtime's MatMulInteger, whose general GEMM runs on AMX tiles when the weights' zero
+point is not 0 (torch._int_mm, oneDNN's s8s8 gemm, reached a fifth of it here).
 Measured peaks are floors, not the spec: ONNX Runtime's fp32 convolutions ran above this fp32 one here. Each backend's
 network-only throughput becomes GFLOP/s through the network's MAC count (counted from the model, not copied from a
 paper), and its share of the matching peak says whether a gap is the runtime or the physics.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shelf.recognition.backends import amx_tiles_granted
+from shelf.recognition.backends import amx_granted
 
 MATRIX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")
 GEMM_SIZE = 2048
@@ -60,7 +61,7 @@ def this_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
         model, flags = "unknown CPU (no /proc/cpuinfo)", frozenset()
     affinity = getattr(os, "sched_getaffinity", None)
     cores = len(affinity(0)) if affinity else os.cpu_count() or 1
-    if "amx_tile" in flags and not amx_tiles_granted():
+    if "amx_tile" in flags and not amx_granted():
         return Cpu(model, frozenset(f for f in flags if not f.startswith("amx_")), cores, amx_refused=True)
     return Cpu(model, flags, cores)
 
@@ -109,13 +110,13 @@ def _best_seconds(run, repeats: int) -> float:
     return best
 
 
-def peak_fp32_gflops(threads: int, n: int = GEMM_SIZE, repeats: int = 5) -> float:
-    """fp32 GEMM (n×n by n×n) with torch on `threads` threads, best of `repeats`: 2n³ FLOP."""
+def peak_gemm_gflops(threads: int, dtype: str = "float32", n: int = GEMM_SIZE, repeats: int = 5) -> float:
+    """A `dtype` GEMM (n×n by n×n) with torch on `threads` threads, best of `repeats`: 2n³ FLOP."""
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = (torch.randn(n, n).to(getattr(torch, dtype)) for _ in range(2))
         return 2 * n ** 3 / _best_seconds(lambda: torch.matmul(a, b), repeats) / 1e9
     finally:
         torch.set_num_threads(before)
@@ -195,36 +196,38 @@ class Peaks:
     cpu: Cpu
     threads: int
     fp32_gflops: float
+    bf16_gflops: float
     int8_gops: float
     int8_kernel: str  # which of peak_int8_gops's kernels reached it
     macs: int
 
-    def share(self, images_per_s: float, int8: bool) -> tuple[float, float]:
-        """(achieved GFLOP/s or GOP/s, share of the matching peak)."""
+    def share(self, images_per_s: float, precision: str) -> tuple[float, float]:
+        """(achieved GFLOP/s or GOP/s, share of the peak of the same `precision`: fp32, bf16 or int8)."""
         achieved = images_per_s * 2 * self.macs / 1e9
-        return achieved, achieved / (self.int8_gops if int8 else self.fp32_gflops)
+        return achieved, achieved / {"fp32": self.fp32_gflops, "bf16": self.bf16_gflops, "int8": self.int8_gops}[
+            precision]
 
 
 def measure_peaks(threads: int) -> Peaks:
-    return Peaks(this_cpu(), threads, peak_fp32_gflops(threads), *peak_int8_gops(threads), resnet18_macs())
+    return Peaks(this_cpu(), threads, peak_gemm_gflops(threads), peak_gemm_gflops(threads, "bfloat16"),
+                 *peak_int8_gops(threads), resnet18_macs())
 
 
-def report(peaks: Peaks, rows: list[tuple[str, float, bool]], batch: int) -> list[dict]:
-    """Print the CPU line and, per backend (name, network images/s, is int8), its share of the peak."""
+def report(peaks: Peaks, rows: list[tuple[str, float, str]], batch: int) -> list[dict]:
+    """Print the CPU line and, per backend (name, network images/s, precision), its share of the peak."""
     cpu = peaks.cpu
     load = _loadavg()
     print(f"CPU: {cpu.model}, {cpu.cores} logical core(s), {peaks.threads} thread(s) used; {cpu.features}; "
           f"load {load}")
-    print(f"  measured peak: fp32 ({GEMM_SIZE}² GEMM) {peaks.fp32_gflops:.0f} GFLOP/s (torch.matmul), "
-          f"int8 {peaks.int8_gops:.0f} GOP/s (ONNX Runtime {peaks.int8_kernel}); "
-          f"ResNet-18 {peaks.macs / 1e9:.2f} GMAC "
-          f"= {2 * peaks.macs / 1e9:.2f} GFLOP per image")
+    print(f"  measured peak: fp32 {peaks.fp32_gflops:.0f} GFLOP/s and bf16 {peaks.bf16_gflops:.0f} GFLOP/s "
+          f"({GEMM_SIZE}² torch.matmul), int8 {peaks.int8_gops:.0f} GOP/s (ONNX Runtime {peaks.int8_kernel}); "
+          f"ResNet-18 {peaks.macs / 1e9:.2f} GMAC = {2 * peaks.macs / 1e9:.2f} GFLOP per image")
     out = []
-    for name, images_per_s, int8 in rows:
-        achieved, share = peaks.share(images_per_s, int8)
-        unit = "GOP/s" if int8 else "GFLOP/s"
+    for name, images_per_s, precision in rows:
+        achieved, share = peaks.share(images_per_s, precision)
+        unit = "GOP/s" if precision == "int8" else "GFLOP/s"
         print(f"  {name:<26} network alone (batch {batch}) {images_per_s:6.1f} images/s = {achieved:5.0f} {unit:<7} "
-              f"{share:5.1%} of the {'int8' if int8 else 'fp32'} peak")
+              f"{share:5.1%} of the {precision} peak")
         out.append({"pipeline": name, "network_images_per_s": images_per_s, "achieved": achieved, "share": share})
     return out
 

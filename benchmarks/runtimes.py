@@ -3,7 +3,7 @@ on 1 or 2 threads, OpenVINO on the same fp32 and QDQ int8 ONNX files, and torch 
 the batch sizes Shelf runs (1: a single crop; 16: `classify.BATCH_SIZE`; 40: a 5x8 grid photo in one batch), each
 with its fidelity against torch eager fp32 on real product crops (../shared/data: the 96 GroceryStoreDataset product
 photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
-on stored crops).
+on stored crops). Balanced mode (torch bf16) is measured beside the alternative it was chosen over.
 
 `pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--no-amx]`. `--no-amx` runs it
 all again in a child refused AMX by the kernel (benchmarks/no_amx.py): torch's and OpenVINO's oneDNN and ONNX
@@ -112,6 +112,32 @@ def eager_runner(model, threads: int):
     return run
 
 
+def balanced_runner(model, threads: int):
+    """Balanced mode as shipped (backends.Bf16Backend: bf16 autocast, channels_last)."""
+    import torch
+
+    from shelf.recognition.backends import Bf16Backend
+    torch.set_num_threads(threads)
+    backend = Bf16Backend(model)
+    return lambda batch: backend.run(batch)[1]
+
+
+def bf16_copy_runner(model, threads: int):
+    """The alternative balanced mode measured against: a `.to(torch.bfloat16)` channels_last copy of the whole model
+    (batch norms and residual sums in bf16 too), input cast, logits back to fp32."""
+    import copy
+
+    import torch
+    torch.set_num_threads(threads)
+    bf16 = copy.deepcopy(model).to(memory_format=torch.channels_last).to(torch.bfloat16)
+
+    def run(batch):
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            return bf16(x).float().numpy()
+    return run
+
+
 # --- measuring ---------------------------------------------------------------------------------------------------
 
 def images_per_s(run, inputs: np.ndarray, batch: int, repeats: int = 5) -> float:
@@ -134,7 +160,9 @@ def fidelity(run, inputs: np.ndarray, reference: np.ndarray) -> tuple[float, flo
 
 
 def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list[tuple[str, object]]:
-    rows = [("torch eager fp32 (reference)", lambda: eager_runner(model, threads))]
+    rows = [("torch eager fp32 (reference)", lambda: eager_runner(model, threads)),
+            ("torch bf16 autocast, CL (balanced)", lambda: balanced_runner(model, threads)),
+            ("torch bf16 .to() copy, CL", lambda: bf16_copy_runner(model, threads))]
     for level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
         for t in sorted({1, threads}):
             rows.append((f"ORT fp32 {level.removeprefix('ORT_ENABLE_').lower()}"
@@ -169,7 +197,7 @@ def build_models(folder: Path, calibration: np.ndarray):
     return loaded.model, models / shelf_model.FP32_FILE, int8, amx
 
 
-def measure(threads: int) -> list[dict]:
+def measure(threads: int, only: list[str] | None = None) -> list[dict]:
     calibration, measured = real_inputs()
     with tempfile.TemporaryDirectory() as folder:
         model, fp32, int8, amx = build_models(Path(folder), calibration)
@@ -180,6 +208,8 @@ def measure(threads: int) -> list[dict]:
                                     for i in range(0, len(measured), 16)])
         rows = []
         for name, make in runners(model, fp32, int8, amx, threads):
+            if only and not any(text in name for text in only):
+                continue
             try:
                 run = make()
             except ImportError as exc:
@@ -199,6 +229,8 @@ def measure(threads: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtimes", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="measure only the rows whose name contains TEXT (repeat for more; default: all)")
     parser.add_argument("--no-amx", action="store_true",
                         help="then again in a child refused AMX by the kernel (an emulated CPU without AMX)")
     args = parser.parse_args(argv)
@@ -209,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  {cpu.model}, {cpu.cores} logical cores, {args.threads} threads; "
           f"{cpu.features}; load {load}", flush=True)
-    measure(args.threads)
+    measure(args.threads, args.only)
     print(f"load afterwards {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     if args.no_amx:
         print("\nemulated CPU without AMX (benchmarks/no_amx.py: the kernel refuses AMX to the child):", flush=True)
         subprocess.run([sys.executable, "-m", "benchmarks.no_amx", sys.executable, "-m", "benchmarks.runtimes",
-                        "--threads", str(args.threads)], check=True)
+                        "--threads", str(args.threads), *(f"--only={text}" for text in args.only or ())], check=True)
     return 0
 
 

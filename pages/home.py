@@ -66,15 +66,18 @@ if loaded is not None:
     st.subheader("Inference backend")
     bench = backends.last_benchmark()
     fast = next((r for r in (bench or {}).get("rows", []) if "int8" in r["pipeline"]), None)
-    current = backends.chosen_backend(ui.store())
-    fixed = os.environ.get("SHELF_BACKEND") in backends.BACKENDS
+    offered = backends.offered_backends()
+    current = backends.chosen_backend(ui.store(), offered)
+    fixed = os.environ.get("SHELF_BACKEND") in offered
     choice = st.radio(
-        "Backend", list(backends.BACKENDS), index=list(backends.BACKENDS).index(current),
+        "Backend", offered, index=offered.index(current),
         format_func=backends.CHOICE_NAMES.get, horizontal=True, key="backend_choice",
         disabled=fixed or not ui.shows("switch_backend"),
-        help="Faithful: the same probabilities as torchvision's own PyTorch model (to 1e-4, tested). Fast mode "
-             "stores the model's convolution weights as 8-bit integers (int8): quicker, not faithful; it is "
-             "calibrated once on crops from the store, and every run records which backend made it."
+        help="Faithful: the same probabilities as torchvision's own PyTorch model (to 1e-4, tested). "
+             + ("Balanced runs the convolutions in bfloat16 on this CPU's AMX tiles: faster than faithful, close "
+                "to it but not the same (offered only on CPUs with AMX-BF16). " if "bf16" in offered else "")
+             + "Fast mode stores the model's convolution weights as 8-bit integers (int8): quicker, not faithful; "
+             "it is calibrated once on crops from the store, and every run records which backend made it."
              + (f" Measured here: fast mode {fast['speedup']:.1f}× the seed script's speed, top-1 the same as the "
                 f"faithful model on {fast['top1_agreement']:.0%} of crops (`python -m shelf bench`, {bench['at']})."
                 if fast else ""))
@@ -91,7 +94,7 @@ if loaded is not None:
         st.warning(f"{problem}. Running the faithful ONNX Runtime backend meanwhile.")
     st.caption(f"Running: **{backends.CHOICE_NAMES.get(getattr(loaded.backend, 'kind', 'eager'))}**"
                + (" — results are not faithful to the full-precision model; runs record it." if
-                  getattr(loaded.backend, "kind", "") == "int8" else "")
+                  getattr(loaded.backend, "kind", "") in ("int8", "bf16") else "")
                + (" Its convolutions run on this CPU's AMX int8 tiles." if
                   getattr(getattr(loaded.backend, "path", None), "name", "") == backends.INT8_AMX_FILE else ""))
     calibrated = backends.frozen_calibration(loaded.weights.sha256)

@@ -30,6 +30,9 @@ if loaded is None:
 if getattr(loaded.backend, "kind", "") == "int8":
     st.info("Fast mode (int8) is on: quicker, not faithful to the fp32 model; each run records it. Change it on "
             "the Home & model page.", icon=":material/bolt:")
+elif getattr(loaded.backend, "kind", "") == "bf16":
+    st.info("Balanced mode (bfloat16) is on: close to the fp32 model, not the same; each run records it. Change it "
+            "on the Home & model page.", icon=":material/balance:")
 
 left, middle, right, far = st.columns([3, 3, 2, 1])
 store_name = left.text_input("Store", key="store", placeholder="e.g. Downtown #12")

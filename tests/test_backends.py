@@ -108,7 +108,8 @@ def test_on_amx_cpus_the_int8_model_runs_from_a_copy_with_weights_off_zero_compu
     assert amx.stat().st_mtime_ns > derived
 
 
-def test_amx_is_read_from_the_cpu_flags(tmp_path):
+def test_amx_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "amx_granted", lambda: True)  # what the kernel says is tests/test_no_amx.py's
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu sse avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n")
     assert backends.has_amx_int8(cpuinfo)

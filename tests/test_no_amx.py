@@ -13,7 +13,7 @@ from shelf.recognition import backends
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ("from shelf.recognition import backends; from benchmarks.roofline import this_cpu; import os; "
-         "print(backends.amx_tiles_granted(), backends.has_amx_int8(), this_cpu().amx_refused, os.getpid() > 0)")
+         "print(backends.amx_granted(), backends.has_amx_int8(), this_cpu().amx_refused, os.getpid() > 0)")
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64",
                                 reason="AMX permission is a Linux x86-64 system call")
@@ -40,7 +40,7 @@ def test_without_it_the_tiles_are_granted_where_the_cpu_lists_them():
 def test_a_refused_cpu_runs_the_symmetric_int8_model(tmp_path, monkeypatch):
     int8 = tmp_path / backends.INT8_FILE
     int8.write_bytes(b"not read when AMX is refused")
-    monkeypatch.setattr(backends, "amx_tiles_granted", lambda: False)
+    monkeypatch.setattr(backends, "amx_granted", lambda: False)
     assert backends.int8_for_this_cpu(int8) == int8 and not (tmp_path / backends.INT8_AMX_FILE).exists()
 
 

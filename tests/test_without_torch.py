@@ -48,6 +48,11 @@ def test_after_the_convert_job_classify_and_recognize_run_on_onnx_runtime(monkey
     monkeypatch.setenv("SHELF_BACKEND", "eager")  # the reference backend: needs torch, so ONNX Runtime runs
     assert main(["recognize", photo, "--regions", "grid:2x2"]) == 0
     assert "PyTorch reference backend needs PyTorch" in capsys.readouterr().err
+    monkeypatch.setenv("SHELF_BACKEND", "bf16")  # balanced mode runs on torch too (on a CPU that offers it)
+    monkeypatch.setattr(backends, "usable_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert main(["recognize", photo, "--regions", "grid:2x2"]) == 0
+    assert "balanced mode (bfloat16) needs PyTorch" in capsys.readouterr().err
+    monkeypatch.setenv("SHELF_BACKEND", "eager")
     assert main(["weights", "status"]) == 0
     loaded, _ = model.load_model()
     (model.models_dir(loaded.weights.sha256) / model.FP32_FILE).unlink()  # checked once, the conversion gone

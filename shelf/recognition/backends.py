@@ -5,6 +5,9 @@
   int8   ONNX Runtime int8, static post-training quantisation (QDQ, per-channel weights) calibrated on shelf
          crops — the opt-in *fast mode*. Not faithful by construction: the Model page's fidelity check and the
          benchmark measure how far it moves from fp32.
+  bf16   torch eager under bfloat16 autocast, channels_last — the opt-in *balanced mode*, offered only where the
+         CPU has bf16 matrix tiles (AMX-BF16): with AVX512-BF16 alone it measured slower than ONNX Runtime fp32
+         (README, "Inference backends"), and a mode slower and less faithful than the default is no choice.
 
 Converted models are cached on disk under the data dir, keyed by the weights' sha256 only, so a restart (a new CLI
 process, a new server) does not convert again. Fast mode's calibration set is frozen when it is first taken: its
@@ -15,6 +18,7 @@ with its weights off zero point 0, derived from it (`int8_for_this_cpu`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -30,9 +34,10 @@ from shelf import config
 if TYPE_CHECKING:  # the ONNX Runtime backends run without torch; it is imported to build or convert a model
     import torch
 
-BACKENDS = {"eager": "torch eager fp32", "onnx": "onnxruntime fp32", "int8": "onnxruntime int8 (fast mode)"}  # runs
-CHOICE_NAMES = {"onnx": "Faithful (ONNX Runtime)", "eager": "Faithful (PyTorch, reference)",  # record BACKENDS; the
-                "int8": "Fast mode (int8)"}  # app says CHOICE_NAMES: one name per thing for people
+BACKENDS = {"eager": "torch eager fp32", "onnx": "onnxruntime fp32", "bf16": "torch bfloat16 (balanced)",
+            "int8": "onnxruntime int8 (fast mode)"}  # runs record BACKENDS; the app says CHOICE_NAMES: one name per
+CHOICE_NAMES = {"onnx": "Faithful (ONNX Runtime)", "eager": "Faithful (PyTorch, reference)",  # thing for people
+                "bf16": "Balanced (bfloat16)", "int8": "Fast mode (int8)"}
 FAITHFUL = {"eager", "onnx"}
 DEFAULT_BACKEND = "onnx"
 log = logging.getLogger(__name__)
@@ -65,12 +70,37 @@ class EagerBackend:
         self.model = model
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N,3,224,224) normalised → ((N,512) pooled features, (N,1000) logits)."""
+        """(N,3,224,224) normalised → ((N,512) pooled features, (N,1000) logits), both float32."""
         import torch
 
         with torch.inference_mode():
-            features = pooled_features(self.model, torch.from_numpy(batch))
+            features = self.features(torch.from_numpy(batch)).float()
             return features.numpy(), self.model.fc(features).numpy()
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.model, batch)
+
+
+class Bf16Backend(EagerBackend):
+    """Balanced mode: the convolutions in bfloat16 (torch autocast on a channels_last copy of the model), the
+    classifier in fp32 on the pooled features. Measured on the benchmark's fine-tuned ResNet-18 and real crops
+    (README, "Inference backends"): probabilities within 2.2e-3 of fp32 where a `.to(torch.bfloat16)` copy of the
+    model moved them by 4.9e-2 (its batch norms and residual sums round to bf16 too) and was not faster; the
+    classifier under autocast too moved them by 2.4e-2; without channels_last it ran at 0.4–0.6× the speed
+    (oneDNN reorders every activation otherwise)."""
+    kind = "bf16"
+    name = BACKENDS["bf16"]
+
+    def __init__(self, model: torch.nn.Module):
+        import copy
+
+        import torch
+        super().__init__(copy.deepcopy(model).to(memory_format=torch.channels_last))  # the fp32 model stays as it is
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        import torch
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return pooled_features(self.model, batch.contiguous(memory_format=torch.channels_last))
 
 
 class OnnxBackend:
@@ -229,25 +259,46 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, 
 
 
 def has_amx_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this process can use AMX int8 tile instructions: the CPU has them (Linux lists the flag once the
-    kernel supports them) and the kernel grants this process the tile state, which ONNX Runtime and oneDNN ask for
-    before they use AMX and quietly do without when refused (a sandbox, a container's seccomp profile,
-    `python -m benchmarks.no_amx`)."""
+    """Whether this process can use AMX int8 tile instructions: the CPU lists them and the kernel grants this
+    process the tiles (amx_granted)."""
+    return "amx_int8" in cpu_flags(cpuinfo) and amx_granted()
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where it cannot be read)."""
     try:
-        listed = "amx_int8" in cpuinfo.read_text().split()
+        return frozenset(cpuinfo.read_text().split())
     except OSError:
-        return False
-    return listed and amx_tiles_granted()
+        return frozenset()
 
 
-def amx_tiles_granted() -> bool:
-    """Ask Linux for the AMX tile data state, as the runtimes do (arch_prctl ARCH_REQ_XCOMP_PERM)."""
+def amx_granted() -> bool:
+    """Whether the kernel lets this process use AMX tiles: ask for the tile data state (arch_prctl
+    ARCH_REQ_XCOMP_PERM), as ONNX Runtime and oneDNN do before their first tile instruction, quietly doing without
+    when refused. A CPU can list AMX and still refuse: a sandbox, a container's seccomp profile, or
+    `python -m benchmarks.no_amx`, which emulates a CPU without AMX this way."""
     import ctypes
     import platform
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         return False
-    arch_prctl, req_xcomp_perm, xtiledata = 158, 0x1023, 18
-    return ctypes.CDLL(None, use_errno=True).syscall(arch_prctl, req_xcomp_perm, xtiledata) == 0
+    arch_prctl, request_permission, tile_data = 158, 0x1023, 18
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall(arch_prctl, request_permission, tile_data) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def offered_backends(flags: frozenset[str] | None = None) -> list[str]:
+    """The backends to offer on a CPU with these flags (this one's by default): balanced mode only where bf16 runs
+    on AMX tiles — with AVX512-BF16 alone it measured slower than the faithful default (Bf16Backend)."""
+    flags = usable_cpu_flags() if flags is None else flags
+    return [kind for kind in BACKENDS if kind != "bf16" or "amx_bf16" in flags]
+
+
+@functools.cache
+def usable_cpu_flags() -> frozenset[str]:
+    """This CPU's flags without AMX's where the kernel refuses this process the tiles (read once per process)."""
+    return cpu_flags() if amx_granted() else frozenset(f for f in cpu_flags() if not f.startswith("amx"))
 
 
 def shift_weight_zero_points(model) -> int:
@@ -302,10 +353,11 @@ def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, re
     from) with it."""
     from shelf.recognition.model import FP32_FILE, RUN_THE_CONVERT_JOB, torch_installed
     torch_model = model if callable(model) and not hasattr(model, "parameters") else lambda: model  # a builder
-    if kind == "eager":
+    if kind in ("eager", "bf16"):
         if not torch_installed():
-            raise BackendError(f"the PyTorch reference backend needs PyTorch. {RUN_THE_CONVERT_JOB}")
-        return EagerBackend(torch_model())
+            what = "the PyTorch reference backend" if kind == "eager" else "balanced mode (bfloat16)"
+            raise BackendError(f"{what} needs PyTorch. {RUN_THE_CONVERT_JOB}")
+        return (EagerBackend if kind == "eager" else Bf16Backend)(torch_model())
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
     try:
@@ -361,16 +413,21 @@ BACKEND_SETTING = "backend"
 CALIBRATION_REGIONS = 64
 
 
-def chosen_backend(engine=None) -> str:
-    """SHELF_BACKEND if the operator set it, else the choice saved on the Model page, else the faithful default."""
+def chosen_backend(engine=None, offered: Sequence[str] | None = None) -> str:
+    """SHELF_BACKEND if the operator set it, else the choice saved on the Model page, else the faithful default —
+    among the backends offered on this CPU (offered_backends): balanced mode saved by a server with AMX is not
+    run by one without."""
     from shelf.storage import store
+    offered = offered_backends() if offered is None else offered
     operator = os.environ.get("SHELF_BACKEND")
-    if operator in BACKENDS:
+    if operator in offered:
         return operator
-    if operator:
+    if operator in BACKENDS:
+        log.warning("SHELF_BACKEND=%s is not offered on this CPU (balanced mode needs AMX-BF16); ignored", operator)
+    elif operator:
         log.warning("SHELF_BACKEND=%s is not one of %s; ignored", operator, ", ".join(BACKENDS))
     saved = store.get_setting(engine, BACKEND_SETTING) if engine is not None else None
-    return saved if saved in BACKENDS else DEFAULT_BACKEND
+    return saved if saved in offered else DEFAULT_BACKEND
 
 
 def switch_backend(engine, kind: str, *, by) -> None:
@@ -380,6 +437,8 @@ def switch_backend(engine, kind: str, *, by) -> None:
     require(by, "switch_backend")
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; one of {', '.join(BACKENDS)}")
+    if kind not in offered_backends():
+        raise BackendError(f"{CHOICE_NAMES[kind]} is not offered on this CPU (it needs AMX-BF16)")
     store.change_setting(engine, BACKEND_SETTING, kind, by=by, action="switch_backend")
 
 

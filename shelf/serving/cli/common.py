@@ -132,6 +132,8 @@ def _load_model_or_explain(db: str | None = None):
         loaded = with_backend(loaded, "onnx")
     if loaded.backend.kind == "int8":
         print("note: fast mode (int8) is on; results record it in their provenance.", file=sys.stderr)
+    elif loaded.backend.kind == "bf16":
+        print("note: balanced mode (bfloat16) is on; results record it in their provenance.", file=sys.stderr)
     return loaded
 
 
