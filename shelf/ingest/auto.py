@@ -135,9 +135,9 @@ class ShelfRow:
 
 def shelf_rows(prepared: Prepared, params: AutoParams = AutoParams()) -> list[ShelfRow]:
     """The shelf bands of a prepared photo, each straightened; depends only on the fields in ROW_FIELDS."""
-    grey = prepared.rgb.mean(axis=2)
-    lines = _line_profile(grey, params.max_band_tilt_degrees)
-    return [_straightened(prepared, grey, top, bottom, pitch, params)
+    strips = _line_strips(prepared.rgb)
+    lines = _line_profile(strips, params.max_band_tilt_degrees)
+    return [_straightened(prepared, strips, top, bottom, pitch, params)
             for top, bottom, pitch in _shelf_bands(prepared.texture, lines, params)]
 
 
@@ -200,10 +200,12 @@ def _straightening_angle(image: Image.Image, params: AutoParams) -> float:
     return best
 
 
-def _line_strips(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows × strips share of each strip's pixels on a horizontal edge, the strips' centres from the middle)."""
-    w = grey.shape[1]
-    edges = np.pad(np.abs(grey[2:] - grey[:-2]) > GREY_EDGE, ((1, 1), (0, 0)))
+def _line_strips(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows × strips share of each strip's pixels on a horizontal edge, the strips' centres from the middle). An
+    edge is a change in any colour channel: a grey price rail under a product of the same grey level still shows
+    its upper edge, which the products stand on."""
+    w = rgb.shape[1]
+    edges = np.pad(np.abs(rgb[2:] - rgb[:-2]).max(axis=2) > GREY_EDGE, ((1, 1), (0, 0)))
     edges = edges | np.roll(edges, 1, axis=0)  # one pixel of tolerance
     bounds = np.linspace(0, w, LINE_STRIPS + 1).astype(int)
     strips = np.stack([edges[:, a:b].mean(axis=1) for a, b in itertools.pairwise(bounds)], axis=1)
@@ -220,23 +222,23 @@ def _slopes(max_degrees: float, step: float = 0.25) -> np.ndarray:
     return np.tan(np.radians(np.arange(-max_degrees, max_degrees + 1e-9, step)))
 
 
-def _line_profile(grey: np.ndarray, max_degrees: float) -> np.ndarray:
+def _line_profile(strips: tuple[np.ndarray, np.ndarray], max_degrees: float) -> np.ndarray:
     """Per row: the largest share of the width on one long straight horizontal edge through it, over slants up to
     `max_degrees` (a shelf edge is a long straight line; product tops and print are short)."""
-    strips, centres = _line_strips(grey)
+    strips, centres = strips
     rows = np.arange(len(strips))
     return np.max([_along_lines(strips, centres, rows, s) for s in _slopes(max_degrees)], axis=0)
 
 
-def _floor_line(grey: np.ndarray, first: int, last: int, max_degrees: float) -> tuple[int, float, float] | None:
+def _floor_line(strips: tuple[np.ndarray, np.ndarray], first: int, last: int, max_degrees: float
+                ) -> tuple[int, float, float] | None:
     """(row at the middle, slope, share of the width) of the front edge of a shelf, which products stand on: the
     longest straight horizontal edge whose middle lies in rows first..last (the highest of the rows nearly as
     long, as a shelf's edge may be a few rows thick)."""
-    h = grey.shape[0]
-    first, last = max(0, first), min(h, last)
+    strips, centres = strips
+    first, last = max(0, first), min(len(strips), last)
     if last <= first:
         return None
-    strips, centres = _line_strips(grey)
     rows = np.arange(first, last)
     best = None
     for slope in _slopes(max_degrees):
@@ -332,7 +334,7 @@ def _shelf_bands(texture: np.ndarray, lines: np.ndarray, params: AutoParams) -> 
 # facings along a shelf
 
 
-def _straightened(prepared: Prepared, grey: np.ndarray, top: int, bottom: int, pitch: int,
+def _straightened(prepared: Prepared, strips: tuple[np.ndarray, np.ndarray], top: int, bottom: int, pitch: int,
                   params: AutoParams) -> ShelfRow:
     """A shelf band following its shelf's own slant: in a photo taken at an angle the shelves are not parallel
     (perspective), so each band is sheared straight along the front edge its products stand on (or, without a
@@ -341,7 +343,7 @@ def _straightened(prepared: Prepared, grey: np.ndarray, top: int, bottom: int, p
     h, w = texture.shape
     margin = pitch // 3
     y0, y1 = max(0, top - margin), min(h, bottom + margin)
-    floor = _floor_line(grey, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
+    floor = _floor_line(strips, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
     if floor is not None and floor[2] < params.floor_line:
         floor = None
     slope = floor[1] if floor else _band_slope(texture[y0:y1], params)
