@@ -27,6 +27,7 @@ from shelf.ingest.regions import Box, RegionMode, parse_region_mode, sized_regio
 GREY_EDGE = 14.0  # grey-level step that counts as an edge between rows (shelf lines)
 LINE_STRIPS = 16  # a long line is followed across this many vertical strips, each at its own offset
 SHELF_DEPTH = 0.1  # of the shelf pitch: how far below the shelf's upper edge its lower edge may be
+BRIDGE = 0.25  # of the row's product height: a pack's plain stretch this long between printed parts is still pack
 SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual colour below its edge is shelf
 
 
@@ -461,7 +462,7 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
         filled = cell.mean(axis=1)
         filled[:allowed_top] = 0
         filled[lower:] = 0
-        runs = _runs(filled > 0.5)
+        runs = _bridged(_runs(filled > 0.5), BRIDGE * height)
         y1, y2 = max(runs, key=lambda run: filled[run[0]:run[1]].sum()) if runs else (0, 0)
         if y2 - y1 >= 0.3 * height and cell[y1:y2].mean() >= params.min_fill:
             across = np.flatnonzero(cell[y1:y2].mean(axis=0) >= 0.5)  # trim wall at the ends of the row
@@ -470,6 +471,18 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
         else:
             gaps.append(Box(x1, top + upper, x2, top + lower))
     return boxes, _gap_slots(gaps, boxes)
+
+
+def _bridged(runs: list[tuple[int, int]], gap: float) -> list[tuple[int, int]]:
+    """Runs joined across gaps up to `gap` long: a pack's plain top (white, silver) looks like the wall behind it
+    between its printed parts, and the box must span the whole pack, not its largest printed part."""
+    joined: list[tuple[int, int]] = []
+    for start, end in runs:
+        if joined and start - joined[-1][1] <= gap:
+            joined[-1] = (joined[-1][0], end)
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def _gap_slots(gaps: list[Box], facings: list[Box]) -> list[Box]:
