@@ -312,14 +312,16 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def _shelf_bands(texture: np.ndarray, lines: np.ndarray, params: AutoParams) -> list[tuple[int, int, int]]:
     """(top, bottom, pitch) of each band between shelf edges. Shelf edges repeat at the shelf pitch, read from
     the texture valleys (smooth rails, price strips, dark gaps) or the long straight lines, whichever is more
-    regular; no clear pitch means no shelf rows. They are placed where a valley and a long line come together."""
+    regular, or the shorter of the two if nearly as regular (rows of alike heights make twice the pitch regular
+    in the texture); no clear pitch means no shelf rows. They are placed where a valley and a long line come together."""
     h = texture.shape[0]
     profile = texture.mean(axis=1)
     span = int(params.shelf_pitch[0] * h), int(params.shelf_pitch[1] * h)
     candidates = [r for r in (_rhythm(_smooth(profile, 5), *span), _rhythm(_smooth(lines, 5), *span)) if r]
     if not candidates:
         return []
-    pitch, regularity = max(candidates, key=lambda r: r[1])
+    strongest = max(r[1] for r in candidates)  # as in _rhythm: twice the pitch must not win over the pitch
+    pitch, regularity = min((r for r in candidates if r[1] >= 0.8 * strongest), key=lambda r: r[0])
     if regularity < params.min_shelf_rhythm:
         return []
     valleys = _smooth(profile, max(3, pitch // 6))
