@@ -57,6 +57,8 @@ class AutoParams:
     rhythm_weight: float = 0.0  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
     rhythm_floor: float = 0.2  # rows whose rhythm is weaker than this are cut by their edges alone
     min_fill: float = 0.5  # a facing with less product than this is an empty gap
+    split_run: float = 0.9  # an edge this share of a facing's height inside it splits it (narrow twins)
+    split_aspect: float = 0.35  # ... into parts at least this wide of their height
     partial_width: float = 0.0  # a facing cut by the photo's side and narrower than this × its row's is dropped
     min_facing_pixels: int = 12  # in the original photo; smaller boxes are noise
     wall_chroma: float = 0.035  # chromaticity distance from the background that counts as product
@@ -472,7 +474,23 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
                          else Box(x1, top + y1, x2, top + y2))
         else:
             gaps.append(Box(x1, top + upper, x2, top + lower))
+    boxes = [part for box in boxes for part in _split_twins(box, row.texture > edge_level, params)]
     return boxes, _gap_slots(gaps, boxes)
+
+
+def _split_twins(box: Box, edges: np.ndarray, params: AutoParams) -> list[Box]:
+    """`box` cut where an edge runs nearly its whole height (`split_run` of it), into parts at least
+    `split_aspect` as wide as tall: products narrower than a facing's least width stand side by side (two cans)
+    and their common side runs the height of both, while the print inside a wide product runs part of it."""
+    narrowest = max(2, int(params.split_aspect * box.height))
+    if box.width < 2 * narrowest:
+        return [box]
+    runs = _vertical_runs(edges[box.y1:box.y2, box.x1:box.x2])[narrowest:box.width - narrowest] / box.height
+    if not len(runs) or runs.max() < params.split_run:
+        return [box]
+    x = box.x1 + narrowest + int(np.argmax(runs))
+    return _split_twins(Box(box.x1, box.y1, x, box.y2), edges, params) + \
+        _split_twins(Box(x, box.y1, box.x2, box.y2), edges, params)
 
 
 def _bridged(runs: list[tuple[int, int]], gap: float) -> list[tuple[int, int]]:

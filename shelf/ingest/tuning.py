@@ -33,6 +33,7 @@ TUNABLE: dict[str, tuple] = {
     "shelf_extent": (0.0, 0.3, 0.5, 0.7),  # how much shelf edge a facing needs beneath it
     "partial_width": (0.0, 0.5, 0.7, 0.9),  # products cut by the photo's side
     "min_fill": (0.3, 0.5, 0.7),  # how full a cell must be to be a product, not a gap
+    "split_run": (0.8, 0.9, 1.1),  # how tall an edge inside a facing splits it (narrow twins; 1.1: never)
 }
 
 
