@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -143,11 +144,12 @@ def _draw(item: tuning.Labelled, image, found, truth_causes, found_causes, folde
     picture.save(folder / f"{Path(item.name).stem}.png")
 
 
-def why(name: str, items: list[tuple[tuning.Labelled, object]], rows: bool, draw: Path | None) -> None:
+def why(name: str, items: list[tuple[tuning.Labelled, object]], rows: bool, draw: Path | None,
+        params: AutoParams = AutoParams()) -> None:
     truth_total, found_total, score = Counter(), Counter(), tuning.Score()
     print(f"{name}: {len(items)} photos")
     for item, image in items:
-        found = layout(item.prepared, AutoParams()).facings
+        found = layout(item.prepared, params).facings
         truth = list(item.truth)
         truth_causes, found_causes = causes(found, truth, item.prepared.size[0])
         truth_total.update(c for c in truth_causes if c)
@@ -177,21 +179,22 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=REAL_SHELVES, help="photos + boxes_sku110k.csv")
     parser.add_argument("--rows", action="store_true", help="also per shelf row (rows of true boxes)")
     parser.add_argument("--draw", type=Path, help="save each photo with its boxes into this folder")
+    parser.add_argument("--params", type=json.loads, default={}, help='a profile\'s changes, e.g. {"cut_cost": 0.1}')
     parser.add_argument("--sets", default="real,mixed,uniform", help="which sets, comma-separated")
     args = parser.parse_args()
     from PIL import Image
     from tests.mixed_shelves import mixed_shelf_jpeg
     from tests.synthetic import shelf_jpeg
-    wanted = args.sets.split(",")
+    wanted, params = args.sets.split(","), AutoParams().replaced(**args.params)
     if "real" in wanted:
         items = real(args.real)
         images = {p.name: p for p in args.real.glob("*")}
-        why("real shelves", [(i, Image.open(images[i.name])) for i in items], args.rows, args.draw)
+        why("real shelves", [(i, Image.open(images[i.name])) for i in items], args.rows, args.draw, params)
     for key, maker in (("mixed", mixed_shelf_jpeg), ("uniform", shelf_jpeg)):
         if key in wanted:
             items = generated(maker, range(FIRST_SEED, FIRST_SEED + args.shelves))
             pictures = [Image.open(io.BytesIO(maker(FIRST_SEED + k)[0])) for k in range(len(items))]
-            why(f"{key} generated", list(zip(items, pictures)), args.rows, args.draw)
+            why(f"{key} generated", list(zip(items, pictures)), args.rows, args.draw, params)
 
 
 if __name__ == "__main__":
