@@ -19,13 +19,15 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 
 from benchmarks.regions import FIRST_SEED, REAL_SHELVES, generated, real
 from shelf.ingest import tuning
 from shelf.ingest.auto import AutoParams, layout
 from shelf.ingest.evaluation import greedy_matches
 from shelf.ingest.regions import Box
+from tests.mixed_shelves import mixed_shelf_jpeg
+from tests.synthetic import shelf_jpeg
 
 TRUTH_CAUSES = ("row missed", "merged", "split", "vertical", "horizontal", "both", "dropped")
 FOUND_CAUSES = ("merged", "split", "vertical", "horizontal", "both", "side", "off rows", "in row")
@@ -182,9 +184,6 @@ def main() -> None:
     parser.add_argument("--params", type=json.loads, default={}, help='a profile\'s changes, e.g. {"cut_cost": 0.1}')
     parser.add_argument("--sets", default="real,mixed,uniform", help="which sets, comma-separated")
     args = parser.parse_args()
-    from PIL import Image
-    from tests.mixed_shelves import mixed_shelf_jpeg
-    from tests.synthetic import shelf_jpeg
     wanted, params = args.sets.split(","), AutoParams().replaced(**args.params)
     if "real" in wanted:
         items = real(args.real)

@@ -26,6 +26,7 @@ from shelf.ingest.regions import Box, RegionMode, parse_region_mode, sized_regio
 
 GREY_EDGE = 14.0  # grey-level step that counts as an edge between rows (shelf lines)
 LINE_STRIPS = 16  # a long line is followed across this many vertical strips, each at its own offset
+LINE_POWER = 4  # the shelf pitch is read from lines raised to this power: rails run the full width, product tops less
 SHELF_DEPTH = 0.1  # of the shelf pitch: how far below the shelf's upper edge its lower edge may be
 BRIDGE = 0.25  # of the row's product height: a pack's plain stretch this long between printed parts is still pack
 SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual colour below its edge is shelf
@@ -315,11 +316,13 @@ def _shelf_bands(texture: np.ndarray, lines: np.ndarray, params: AutoParams) -> 
     """(top, bottom, pitch) of each band between shelf edges. Shelf edges repeat at the shelf pitch, read from
     the texture valleys (smooth rails, price strips, dark gaps) or the long straight lines, whichever is more
     regular, or the shorter of the two if nearly as regular (rows of alike heights make twice the pitch regular
-    in the texture); no clear pitch means no shelf rows. They are placed where a valley and a long line come together."""
+    in the texture); no clear pitch means no shelf rows. They are placed where a valley and a long line come
+    together."""
     h = texture.shape[0]
     profile = texture.mean(axis=1)
     span = int(params.shelf_pitch[0] * h), int(params.shelf_pitch[1] * h)
-    candidates = [r for r in (_rhythm(_smooth(profile, 5), *span), _rhythm(_smooth(lines, 5), *span)) if r]
+    candidates = [r for r in (_rhythm(_smooth(profile, 5), *span), _rhythm(_smooth(lines ** LINE_POWER, 5), *span))
+                  if r]
     if not candidates:
         return []
     strongest = max(r[1] for r in candidates)  # as in _rhythm: twice the pitch must not win over the pitch
