@@ -116,3 +116,18 @@ def test_a_pack_with_a_plain_band_of_the_walls_colour_is_boxed_whole():
     image, truth = shelf([row, row, row])
     found, hits = matched(image, truth)
     assert hits >= 0.9 * len(truth), f"{hits} of {len(truth)} found"
+
+
+def test_a_bottles_box_reaches_up_its_neck_to_its_cap():
+    """Bottles (a neck a third of their width, a cap on it) beside boxes: each bottle's box starts at its cap."""
+    bottles = [Design("bottle", 0.06, 0.9, body, (230, 230, 230), (200, 30, 30), (240, 200, 40))
+               for body in ((40, 90, 170), (150, 40, 50), (40, 130, 70))]
+    box = Design("box", 0.11, 0.7, (60, 140, 60), (240, 220, 60), (200, 60, 60), (0, 0, 0))
+    row = [(bottles[k % 3], 0.003) for k in range(6)] + [(box, 0.01), (box, 0.01)] + \
+        [(bottles[k % 3], 0.003) for k in range(4)]
+    image, truth = shelf([row, row[::-1], row])
+    found = auto_regions(image)
+    pairs = greedy_matches(found, truth)
+    assert len(pairs) >= 0.9 * len(truth)
+    tall = [(found[i], truth[j]) for i, j in pairs if truth[j].height > 0.8 * max(t.height for t in truth)]
+    assert tall and all(f.y1 <= t.y1 + 0.06 * t.height for f, t in tall), "a bottle's box starts below its cap"

@@ -28,6 +28,7 @@ GREY_EDGE = 14.0  # grey-level step that counts as an edge between rows (shelf l
 LINE_STRIPS = 16  # a long line is followed across this many vertical strips, each at its own offset
 LINE_POWER = 4  # the shelf pitch is read from lines raised to this power: rails run the full width, product tops less
 SHELF_DEPTH = 0.1  # of the shelf pitch: how far below the shelf's upper edge its lower edge may be
+NECK = 0.2  # of a facing's width: a narrower part above it (a bottle's neck and cap) is still the product
 BRIDGE = 0.25  # of the row's product height: a pack's plain stretch this long between printed parts is still pack
 SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual colour below its edge is shelf
 
@@ -471,6 +472,8 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
         filled[lower:] = 0
         runs = _bridged(_runs(filled > 0.5), BRIDGE * height)
         y1, y2 = max(runs, key=lambda run: filled[run[0]:run[1]].sum()) if runs else (0, 0)
+        above = np.flatnonzero(filled[:y1] < NECK)  # up a bottle's neck to its cap
+        y1 = int(above[-1]) + 1 if len(above) else 0
         if y2 - y1 >= 0.3 * height and cell[y1:y2].mean() >= params.min_fill:
             across = np.flatnonzero(cell[y1:y2].mean(axis=0) >= 0.5)  # trim wall at the ends of the row
             boxes.append(Box(x1 + int(across[0]), top + y1, x1 + int(across[-1]) + 1, top + y2) if len(across)
