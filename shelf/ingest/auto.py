@@ -6,7 +6,10 @@ differently) and cut into facings where product edges are: a product's side is a
 the product's height, while the print inside a pack, a label or a picture, runs only part of it. The cuts are
 placed by dynamic programming that collects the most edge evidence for a fixed cost per facing, so a weak edge
 inside a wide product is not worth a cut; where a row is rhythmic (uniform packs) the rhythm also pulls the cuts
-to its spacing, so a boundary that glare hides is still cut. Stretches of a row with no product are kept as gaps.
+to its spacing, so a boundary that glare hides is still cut. A facing is then split where an edge runs nearly its
+whole height (narrow products side by side, narrower than a facing's least width), and its box spans the product
+from its cap (a bottle's neck is narrower than its body) to the shelf, across plain stretches of the wall's colour.
+Stretches of a row with no product are kept as gaps.
 
 Every number that matters is a field of `AutoParams`; a region profile (tuned from labelled photos by
 `shelf.ingest.tuning`) is a set of them. `prepare` does the work no tunable changes (downscale, straightening),
