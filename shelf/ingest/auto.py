@@ -38,11 +38,12 @@ SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual col
 
 @dataclass(frozen=True)
 class AutoParams:
-    """auto's settings. The defaults were tuned (shelf.ingest.tuning's search, mean F1 of three sets) on half of
-    the shared real shelf photos and on generated mixed and uniform shelves, and checked on the other half and on
-    held-out generated seeds (README, `python -m benchmarks.regions`). They assume a photo of one shelf section
-    (a facing at least 4.5 % of its width); a tuned profile changes the fields in shelf.ingest.tuning.TUNABLE.
-    The row's rhythm is off by default: once cuts follow edges it helped no set; a profile may turn it on."""
+    """auto's settings. The defaults were tuned by benchmarks.regions_default (shelf.ingest.tuning's search on the
+    mean F1 of three sets: the shared real shelf photos, generated mixed and uniform training shelves), after the
+    same search on either half of the real photos had been checked on the other half and on held-out generated
+    seeds (README, `python -m benchmarks.regions`). They assume a photo of one shelf section (a facing at least
+    4.5 % of its width; narrower products side by side are split where their common side shows); a tuned profile
+    changes the fields in shelf.ingest.tuning.TUNABLE."""
 
     work_width: int = 800  # the analysis runs on a copy this wide; boxes are scaled back
     work_pixels: int = 4_000_000  # ... and no larger: a photo 50 times taller than wide is not analysed whole
@@ -54,14 +55,14 @@ class AutoParams:
     floor_line: float = 0.5  # share of the width a shelf's front edge must span to straighten its row by it
     shelf_extent: float = 0.7  # a facing needs this share of its width above a shelf edge (not a fixture beside)
     product_level: float = 0.25  # rows of a shelf band whose texture rises this far from its low to its high
-    edge_percentile: float = 75.0  # colour changes above this percentile of the photo's count as edges
+    edge_percentile: float = 80.0  # colour changes above this percentile of the photo's count as edges
     facing_width: tuple[float, float] = (0.045, 0.3)  # a facing's width, of the image width
     min_facing_aspect: float = 0.15  # ... and at least this fraction of the products' height
     edge_power: float = 1.5  # sharpens the edge evidence: full-height edges dominate partial ones
-    cut_cost: float = 0.2  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
-    rhythm_weight: float = 0.0  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
+    cut_cost: float = 0.25  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
+    rhythm_weight: float = 0.25  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
     rhythm_floor: float = 0.2  # rows whose rhythm is weaker than this are cut by their edges alone
-    min_fill: float = 0.5  # a facing with less product than this is an empty gap
+    min_fill: float = 0.3  # a facing with less product than this is an empty gap
     split_run: float = 0.9  # an edge this share of a facing's height inside it splits it (narrow twins)
     split_aspect: float = 0.35  # ... into parts at least this wide of their height
     partial_width: float = 0.0  # a facing cut by the photo's side and narrower than this × its row's is dropped
