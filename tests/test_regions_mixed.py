@@ -131,3 +131,16 @@ def test_a_bottles_box_reaches_up_its_neck_to_its_cap():
     assert len(pairs) >= 0.9 * len(truth)
     tall = [(found[i], truth[j]) for i, j in pairs if truth[j].height > 0.8 * max(t.height for t in truth)]
     assert tall and all(f.y1 <= t.y1 + 0.06 * t.height for f, t in tall), "a bottle's box starts below its cap"
+
+
+def test_low_products_at_the_ends_of_a_row_of_tall_ones_are_found():
+    """Low boxes at either end of a row of tall boxes: their sides are short beside the row's height, too weak
+    for a cut of their own, but the row's ends bound them."""
+    low = Design("box", 0.06, 0.35, (70, 150, 60), (230, 60, 160), (120, 40, 140), (0, 0, 0))
+    tall = Design("box", 0.11, 0.9, (200, 110, 40), (230, 60, 160), (130, 80, 30), (0, 0, 0))
+    row = [(low, 0.002), (low, 0.002), (low, 0.003)] + [(tall, 0.003)] * 6 + [(low, 0.002), (low, 0.002)]
+    image, truth = shelf([row, row, row])
+    found, hits = matched(image, truth)
+    lows = [j for j, t in enumerate(truth) if t.height < 0.5 * max(t.height for t in truth)]
+    hit = {j for _, j in greedy_matches(found, truth)}
+    assert sum(j in hit for j in lows) >= 0.8 * len(lows), f"{sum(j in hit for j in lows)} of {len(lows)} low"

@@ -467,6 +467,8 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
     weight = params.rhythm_weight * float(np.clip((regularity - params.rhythm_floor) / (1 - params.rhythm_floor),
                                                   0, 1))
     cuts = _cuts(evidence ** params.edge_power, period, shortest, longest, weight, params.cut_cost)
+    # the row's ends bound cells too: low products at an end of a row of tall ones show edges too weak to cut at
+    cuts = ([0] if cuts[0] >= shortest else []) + cuts + ([w] if w - cuts[-1] >= shortest else [])
     boxes, gaps = [], []
     allowed_top = max(0, upper - int(0.15 * height))  # products in a row differ a little in height
     for x1, x2 in itertools.pairwise(cuts):
