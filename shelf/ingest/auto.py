@@ -6,7 +6,10 @@ differently) and cut into facings where product edges are: a product's side is a
 the product's height, while the print inside a pack, a label or a picture, runs only part of it. The cuts are
 placed by dynamic programming that collects the most edge evidence for a fixed cost per facing, so a weak edge
 inside a wide product is not worth a cut; where a row is rhythmic (uniform packs) the rhythm also pulls the cuts
-to its spacing, so a boundary that glare hides is still cut. Stretches of a row with no product are kept as gaps.
+to its spacing, so a boundary that glare hides is still cut. A facing is then split where an edge runs nearly its
+whole height (narrow products side by side, narrower than a facing's least width), and its box spans the product
+from its cap (a bottle's neck is narrower than its body) to the shelf, across plain stretches of the wall's colour.
+Stretches of a row with no product are kept as gaps.
 
 Every number that matters is a field of `AutoParams`; a region profile (tuned from labelled photos by
 `shelf.ingest.tuning`) is a set of them. `prepare` does the work no tunable changes (downscale, straightening),
@@ -26,17 +29,21 @@ from shelf.ingest.regions import Box, RegionMode, parse_region_mode, sized_regio
 
 GREY_EDGE = 14.0  # grey-level step that counts as an edge between rows (shelf lines)
 LINE_STRIPS = 16  # a long line is followed across this many vertical strips, each at its own offset
+LINE_POWER = 4  # the shelf pitch is read from lines raised to this power: rails run the full width, product tops less
 SHELF_DEPTH = 0.1  # of the shelf pitch: how far below the shelf's upper edge its lower edge may be
+NECK = 0.2  # of a facing's width: a narrower part above it (a bottle's neck and cap) is still the product
+BRIDGE = 0.25  # of the row's product height: a pack's plain stretch this long between printed parts is still pack
 SHELF_COLOUR = 25.0  # per channel: a column this close to the shelf's usual colour below its edge is shelf
 
 
 @dataclass(frozen=True)
 class AutoParams:
-    """auto's settings. The defaults were tuned (shelf.ingest.tuning's search, mean F1 of three sets) on half of
-    the shared real shelf photos and on generated mixed and uniform shelves, and checked on the other half and on
-    held-out generated seeds (README, `python -m benchmarks.regions`). They assume a photo of one shelf section
-    (a facing at least 4.5 % of its width); a tuned profile changes the fields in shelf.ingest.tuning.TUNABLE.
-    The row's rhythm is off by default: once cuts follow edges it helped no set; a profile may turn it on."""
+    """auto's settings. The defaults were tuned by benchmarks.regions_default (shelf.ingest.tuning's search on the
+    mean F1 of three sets: the shared real shelf photos, generated mixed and uniform training shelves), after the
+    same search on either half of the real photos had been checked on the other half and on held-out generated
+    seeds (README, `python -m benchmarks.regions`). They assume a photo of one shelf section (a facing at least
+    4.5 % of its width; narrower products side by side are split where their common side shows); a tuned profile
+    changes the fields in shelf.ingest.tuning.TUNABLE."""
 
     work_width: int = 800  # the analysis runs on a copy this wide; boxes are scaled back
     work_pixels: int = 4_000_000  # ... and no larger: a photo 50 times taller than wide is not analysed whole
@@ -48,14 +55,16 @@ class AutoParams:
     floor_line: float = 0.5  # share of the width a shelf's front edge must span to straighten its row by it
     shelf_extent: float = 0.7  # a facing needs this share of its width above a shelf edge (not a fixture beside)
     product_level: float = 0.25  # rows of a shelf band whose texture rises this far from its low to its high
-    edge_percentile: float = 75.0  # colour changes above this percentile of the photo's count as edges
+    edge_percentile: float = 80.0  # colour changes above this percentile of the photo's count as edges
     facing_width: tuple[float, float] = (0.045, 0.3)  # a facing's width, of the image width
     min_facing_aspect: float = 0.15  # ... and at least this fraction of the products' height
     edge_power: float = 1.5  # sharpens the edge evidence: full-height edges dominate partial ones
-    cut_cost: float = 0.2  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
-    rhythm_weight: float = 0.0  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
+    cut_cost: float = 0.25  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
+    rhythm_weight: float = 0.25  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
     rhythm_floor: float = 0.2  # rows whose rhythm is weaker than this are cut by their edges alone
-    min_fill: float = 0.5  # a facing with less product than this is an empty gap
+    min_fill: float = 0.3  # a facing with less product than this is an empty gap
+    split_run: float = 0.9  # an edge this share of a facing's height inside it splits it (narrow twins)
+    split_aspect: float = 0.35  # ... into parts at least this wide of their height
     partial_width: float = 0.0  # a facing cut by the photo's side and narrower than this × its row's is dropped
     min_facing_pixels: int = 12  # in the original photo; smaller boxes are noise
     wall_chroma: float = 0.035  # chromaticity distance from the background that counts as product
@@ -135,9 +144,9 @@ class ShelfRow:
 
 def shelf_rows(prepared: Prepared, params: AutoParams = AutoParams()) -> list[ShelfRow]:
     """The shelf bands of a prepared photo, each straightened; depends only on the fields in ROW_FIELDS."""
-    grey = prepared.rgb.mean(axis=2)
-    lines = _line_profile(grey, params.max_band_tilt_degrees)
-    return [_straightened(prepared, grey, top, bottom, pitch, params)
+    strips = _line_strips(prepared.rgb)
+    lines = _line_profile(strips, params.max_band_tilt_degrees)
+    return [_straightened(prepared, strips, top, bottom, pitch, params)
             for top, bottom, pitch in _shelf_bands(prepared.texture, lines, params)]
 
 
@@ -200,10 +209,12 @@ def _straightening_angle(image: Image.Image, params: AutoParams) -> float:
     return best
 
 
-def _line_strips(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows × strips share of each strip's pixels on a horizontal edge, the strips' centres from the middle)."""
-    w = grey.shape[1]
-    edges = np.pad(np.abs(grey[2:] - grey[:-2]) > GREY_EDGE, ((1, 1), (0, 0)))
+def _line_strips(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows × strips share of each strip's pixels on a horizontal edge, the strips' centres from the middle). An
+    edge is a change in any colour channel: a grey price rail under a product of the same grey level still shows
+    its upper edge, which the products stand on."""
+    w = rgb.shape[1]
+    edges = np.pad(np.abs(rgb[2:] - rgb[:-2]).max(axis=2) > GREY_EDGE, ((1, 1), (0, 0)))
     edges = edges | np.roll(edges, 1, axis=0)  # one pixel of tolerance
     bounds = np.linspace(0, w, LINE_STRIPS + 1).astype(int)
     strips = np.stack([edges[:, a:b].mean(axis=1) for a, b in itertools.pairwise(bounds)], axis=1)
@@ -220,23 +231,23 @@ def _slopes(max_degrees: float, step: float = 0.25) -> np.ndarray:
     return np.tan(np.radians(np.arange(-max_degrees, max_degrees + 1e-9, step)))
 
 
-def _line_profile(grey: np.ndarray, max_degrees: float) -> np.ndarray:
+def _line_profile(strips: tuple[np.ndarray, np.ndarray], max_degrees: float) -> np.ndarray:
     """Per row: the largest share of the width on one long straight horizontal edge through it, over slants up to
     `max_degrees` (a shelf edge is a long straight line; product tops and print are short)."""
-    strips, centres = _line_strips(grey)
+    strips, centres = strips
     rows = np.arange(len(strips))
     return np.max([_along_lines(strips, centres, rows, s) for s in _slopes(max_degrees)], axis=0)
 
 
-def _floor_line(grey: np.ndarray, first: int, last: int, max_degrees: float) -> tuple[int, float, float] | None:
+def _floor_line(strips: tuple[np.ndarray, np.ndarray], first: int, last: int, max_degrees: float
+                ) -> tuple[int, float, float] | None:
     """(row at the middle, slope, share of the width) of the front edge of a shelf, which products stand on: the
     longest straight horizontal edge whose middle lies in rows first..last (the highest of the rows nearly as
     long, as a shelf's edge may be a few rows thick)."""
-    h = grey.shape[0]
-    first, last = max(0, first), min(h, last)
+    strips, centres = strips
+    first, last = max(0, first), min(len(strips), last)
     if last <= first:
         return None
-    strips, centres = _line_strips(grey)
     rows = np.arange(first, last)
     best = None
     for slope in _slopes(max_degrees):
@@ -309,14 +320,18 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def _shelf_bands(texture: np.ndarray, lines: np.ndarray, params: AutoParams) -> list[tuple[int, int, int]]:
     """(top, bottom, pitch) of each band between shelf edges. Shelf edges repeat at the shelf pitch, read from
     the texture valleys (smooth rails, price strips, dark gaps) or the long straight lines, whichever is more
-    regular; no clear pitch means no shelf rows. They are placed where a valley and a long line come together."""
+    regular, or the shorter of the two if nearly as regular (rows of alike heights make twice the pitch regular
+    in the texture); no clear pitch means no shelf rows. They are placed where a valley and a long line come
+    together."""
     h = texture.shape[0]
     profile = texture.mean(axis=1)
     span = int(params.shelf_pitch[0] * h), int(params.shelf_pitch[1] * h)
-    candidates = [r for r in (_rhythm(_smooth(profile, 5), *span), _rhythm(_smooth(lines, 5), *span)) if r]
+    candidates = [r for r in (_rhythm(_smooth(profile, 5), *span), _rhythm(_smooth(lines ** LINE_POWER, 5), *span))
+                  if r]
     if not candidates:
         return []
-    pitch, regularity = max(candidates, key=lambda r: r[1])
+    strongest = max(r[1] for r in candidates)  # as in _rhythm: twice the pitch must not win over the pitch
+    pitch, regularity = min((r for r in candidates if r[1] >= 0.8 * strongest), key=lambda r: r[0])
     if regularity < params.min_shelf_rhythm:
         return []
     valleys = _smooth(profile, max(3, pitch // 6))
@@ -332,7 +347,7 @@ def _shelf_bands(texture: np.ndarray, lines: np.ndarray, params: AutoParams) -> 
 # facings along a shelf
 
 
-def _straightened(prepared: Prepared, grey: np.ndarray, top: int, bottom: int, pitch: int,
+def _straightened(prepared: Prepared, strips: tuple[np.ndarray, np.ndarray], top: int, bottom: int, pitch: int,
                   params: AutoParams) -> ShelfRow:
     """A shelf band following its shelf's own slant: in a photo taken at an angle the shelves are not parallel
     (perspective), so each band is sheared straight along the front edge its products stand on (or, without a
@@ -341,7 +356,7 @@ def _straightened(prepared: Prepared, grey: np.ndarray, top: int, bottom: int, p
     h, w = texture.shape
     margin = pitch // 3
     y0, y1 = max(0, top - margin), min(h, bottom + margin)
-    floor = _floor_line(grey, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
+    floor = _floor_line(strips, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
     if floor is not None and floor[2] < params.floor_line:
         floor = None
     slope = floor[1] if floor else _band_slope(texture[y0:y1], params)
@@ -452,6 +467,8 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
     weight = params.rhythm_weight * float(np.clip((regularity - params.rhythm_floor) / (1 - params.rhythm_floor),
                                                   0, 1))
     cuts = _cuts(evidence ** params.edge_power, period, shortest, longest, weight, params.cut_cost)
+    # the row's ends bound cells too: low products at an end of a row of tall ones show edges too weak to cut at
+    cuts = ([0] if cuts[0] >= shortest else []) + cuts + ([w] if w - cuts[-1] >= shortest else [])
     boxes, gaps = [], []
     allowed_top = max(0, upper - int(0.15 * height))  # products in a row differ a little in height
     for x1, x2 in itertools.pairwise(cuts):
@@ -459,15 +476,45 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
         filled = cell.mean(axis=1)
         filled[:allowed_top] = 0
         filled[lower:] = 0
-        runs = _runs(filled > 0.5)
+        runs = _bridged(_runs(filled > 0.5), BRIDGE * height)
         y1, y2 = max(runs, key=lambda run: filled[run[0]:run[1]].sum()) if runs else (0, 0)
+        above = np.flatnonzero(filled[:y1] < NECK)  # up a bottle's neck to its cap
+        y1 = int(above[-1]) + 1 if len(above) else 0
         if y2 - y1 >= 0.3 * height and cell[y1:y2].mean() >= params.min_fill:
             across = np.flatnonzero(cell[y1:y2].mean(axis=0) >= 0.5)  # trim wall at the ends of the row
             boxes.append(Box(x1 + int(across[0]), top + y1, x1 + int(across[-1]) + 1, top + y2) if len(across)
                          else Box(x1, top + y1, x2, top + y2))
         else:
             gaps.append(Box(x1, top + upper, x2, top + lower))
+    boxes = [part for box in boxes for part in _split_twins(box, row.texture > edge_level, params)]
     return boxes, _gap_slots(gaps, boxes)
+
+
+def _split_twins(box: Box, edges: np.ndarray, params: AutoParams) -> list[Box]:
+    """`box` cut where an edge runs nearly its whole height (`split_run` of it), into parts at least
+    `split_aspect` as wide as tall: products narrower than a facing's least width stand side by side (two cans)
+    and their common side runs the height of both, while the print inside a wide product runs part of it."""
+    narrowest = max(2, int(params.split_aspect * box.height))
+    if box.width < 2 * narrowest:
+        return [box]
+    runs = _vertical_runs(edges[box.y1:box.y2, box.x1:box.x2])[narrowest:box.width - narrowest] / box.height
+    if not len(runs) or runs.max() < params.split_run:
+        return [box]
+    x = box.x1 + narrowest + int(np.argmax(runs))
+    return _split_twins(Box(box.x1, box.y1, x, box.y2), edges, params) + \
+        _split_twins(Box(x, box.y1, box.x2, box.y2), edges, params)
+
+
+def _bridged(runs: list[tuple[int, int]], gap: float) -> list[tuple[int, int]]:
+    """Runs joined across gaps up to `gap` long: a pack's plain top (white, silver) looks like the wall behind it
+    between its printed parts, and the box must span the whole pack, not its largest printed part."""
+    joined: list[tuple[int, int]] = []
+    for start, end in runs:
+        if joined and start - joined[-1][1] <= gap:
+            joined[-1] = (joined[-1][0], end)
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def _gap_slots(gaps: list[Box], facings: list[Box]) -> list[Box]:

@@ -23,7 +23,7 @@ from shelf.ingest.regions import Box
 
 # field → candidate values (a tuple field: the values of its first item, the rest as in the default)
 TUNABLE: dict[str, tuple] = {
-    "cut_cost": (0.05, 0.1, 0.2, 0.3, 0.45),  # how much edge a cut needs: weak edges inside wide products
+    "cut_cost": (0.05, 0.1, 0.2, 0.25, 0.3, 0.45),  # how much edge a cut needs: weak edges inside wide products
     "rhythm_weight": (0.0, 0.25, 0.5, 1.0, 2.0),  # how hard a rhythmic row pulls cuts to its spacing
     "edge_percentile": (60.0, 70.0, 75.0, 80.0, 88.0),  # edge strength
     "facing_width": (0.01, 0.015, 0.02, 0.03, 0.045),  # the narrowest facing, of the photo's width
@@ -33,6 +33,7 @@ TUNABLE: dict[str, tuple] = {
     "shelf_extent": (0.0, 0.3, 0.5, 0.7),  # how much shelf edge a facing needs beneath it
     "partial_width": (0.0, 0.5, 0.7, 0.9),  # products cut by the photo's side
     "min_fill": (0.3, 0.5, 0.7),  # how full a cell must be to be a product, not a gap
+    "split_run": (0.8, 0.9, 1.1),  # how tall an edge inside a facing splits it (narrow twins; 1.1: never)
 }
 
 
