@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import app_start
         saved["app_start"] = app_start.run(finetuned_weights())
         app_start.report(saved["app_start"])
-    saved["at"] = time.strftime("%Y-%m-%d %H:%M")
+    from benchmarks.roofline import this_cpu
+    saved["at"], saved["cpu"] = time.strftime("%Y-%m-%d %H:%M"), this_cpu().features  # says when AMX was refused
     (CACHE / "last-bench.json").write_text(json.dumps(saved))
     return 0
 

@@ -126,9 +126,10 @@ if loaded is not None:
                        f"at most {report['max_prob_diff']:.1e} from PyTorch's, the same top-1 label on "
                        f"{report['top1_agreement']:.1%} of them.")
     if bench:
-        st.caption(f"Last `python -m shelf bench` on this machine ({bench['at']}): each pipeline against the *seed "
-                   "script* (the one-file app Shelf grew from: each crop preprocessed and classified on its own by "
-                   "PyTorch), on generated 12 MP shelf photos with ~40 regions.")
+        cpu = f"; {bench['cpu']}" if bench.get("cpu") else ""
+        st.caption(f"Last `python -m shelf bench` on this machine ({bench['at']}{cpu}): each pipeline against the "
+                   "*seed script* (the one-file app Shelf grew from: each crop preprocessed and classified on its own "
+                   "by PyTorch), on generated 12 MP shelf photos with ~40 regions.")
         st.dataframe([{"Pipeline": r["pipeline"], "Crops/s": round(r["crops_per_s"], 1),
                        "Speed vs. seed": round(r["speedup"], 2), "Median s per photo": round(r["p50_s"], 2),
                        "Same top-1": f"{r['top1_agreement']:.1%}",

@@ -1,5 +1,7 @@
 """The dashboard through Streamlit's AppTest: the same script the browser runs, without a browser."""
 import io
+import json
+import os
 import re
 from pathlib import Path
 
@@ -62,6 +64,17 @@ def test_home_shows_the_model_and_the_untrained_banner(loaded):
     at = start()
     assert "Demo weights in use" in texts(at.warning) and "UNTRAINED" in texts(at.warning)
     assert loaded.weights.sha256 in texts(at.markdown)
+
+
+def test_home_says_which_cpu_the_last_bench_ran_on(loaded, tmp_path):
+    """A bench run with AMX refused (benchmarks/no_amx.py) must not pass for this machine's figures."""
+    cache = Path(os.environ["SHELF_BENCH_CACHE"])
+    cache.mkdir(parents=True, exist_ok=True)
+    row = {"pipeline": "shelf fast (ORT int8)", "crops_per_s": 160.0, "speedup": 3.7, "p50_s": 0.3,
+           "top1_agreement": 1.0, "max_prob_diff": 0.02}
+    features = "AVX-512 AVX512-VNNI (AMX listed by the CPU but refused to this process)"
+    (cache / "last-bench.json").write_text(json.dumps({"at": "2026-12-06 02:30", "cpu": features, "rows": [row]}))
+    assert f"(2026-12-06 02:30; {features})" in texts(start().caption)
 
 
 def test_without_weights_the_app_starts_and_says_what_to_do(monkeypatch):
