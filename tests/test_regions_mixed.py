@@ -3,9 +3,10 @@
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from shelf.ingest.auto import auto_regions
+from shelf.ingest.auto import AutoParams, _halves_joined, _without_fixture_ends, auto_regions
 from shelf.ingest.evaluation import greedy_matches
 from shelf.ingest.regions import Box
 from tests.mixed_shelves import Design, _draw, _price_rail
@@ -144,3 +145,61 @@ def test_low_products_at_the_ends_of_a_row_of_tall_ones_are_found():
     lows = [j for j, t in enumerate(truth) if t.height < 0.5 * max(t.height for t in truth)]
     hit = {j for _, j in greedy_matches(found, truth)}
     assert sum(j in hit for j in lows) >= 0.8 * len(lows), f"{sum(j in hit for j in lows)} of {len(lows)} low"
+
+
+def _band_with_ends(left_end: tuple[int, int, int], above_left: tuple[int, int, int]) -> tuple[np.ndarray, list[Box]]:
+    """A straightened band: six colourful packs standing at 60 % of its height under a wall, a grey block at the
+    right end whose colour runs on above it (a cabinet's upright), and at the left end a block of `left_end`
+    under `above_left`."""
+    rgb = np.zeros((100, 400, 3), np.float32)
+    rgb[:] = (225, 222, 230)  # the wall
+    boxes = [Box(0, 40, 40, 100)]
+    rgb[40:, 0:40] = left_end
+    rgb[:40, 0:40] = above_left
+    for k in range(6):
+        x = 45 + 50 * k
+        rgb[40:, x:x + 45] = ((200, 40, 50), (40, 160, 60), (50, 70, 190))[k % 3]
+        rgb[60:80, x + 10:x + 35] = (240, 210, 40)  # the print
+        boxes.append(Box(x, 40, x + 45, 100))
+    rgb[:, 350:400] = (130, 132, 136)  # the upright, the band's whole height
+    rgb[::7, 350:400] = (60, 60, 60)  # its slots
+    boxes.append(Box(350, 40, 400, 100))
+    return rgb, boxes
+
+
+def test_a_grey_fixture_at_a_rows_end_is_dropped_but_a_white_product_is_kept():
+    """Real cabinets' uprights, side panels and empty compartments at the ends of a row were boxed as facings
+    (C4_P05's uprights: 7 extra boxes). Such a box is far less colourful than the row's packs and its colour runs
+    on above it; a white product at an end is as grey, but its top ends against the wall behind it."""
+    rgb, boxes = _band_with_ends(left_end=(245, 245, 245), above_left=(225, 222, 230))  # white product, wall above
+    kept = _without_fixture_ends(boxes, rgb, AutoParams())
+    assert kept == boxes[:-1], "the upright is a facing, or the white product was dropped"
+    rgb, boxes = _band_with_ends(left_end=(30, 30, 32), above_left=(30, 30, 32))  # a black side panel, all the way up
+    assert _without_fixture_ends(boxes, rgb, AutoParams()) == boxes[1:-1]
+    assert _without_fixture_ends(boxes, rgb, AutoParams(fixture_colour=0)) == boxes  # a profile can switch it off
+
+
+def test_the_halves_of_a_pack_in_a_rhythmic_row_are_joined_but_two_facings_of_the_rhythm_are_not():
+    """On real shelves of uniform packs the cuts sometimes fell inside a pack, at a strong edge of its picture,
+    leaving two boxes half a facing wide (C2_P07: 7 such pieces). Two neighbouring cells of about half the row's
+    period that together make one, with the same top and bottom, are one pack."""
+    params = AutoParams()
+
+    def cells(widths, tops=None):
+        x, out = 0, []
+        for k, width in enumerate(widths):
+            top = tops[k] if tops else 10
+            out.append((width, Box(x, top, x + width, 100)))
+            x += width
+        return out
+    row = cells([80, 80, 38, 42, 80, 80])
+    joined = _halves_joined(row, period=80.0, height=90, params=params)
+    assert [width for width, _ in joined] == [80, 80, 80, 80, 80]
+    assert joined[2][1] == Box(160, 10, 240, 100)
+    # a row whose rhythm is two facings long (its period 90, its packs 45 wide) stays as it is
+    even = cells([45] * 8)
+    assert _halves_joined(even, period=90.0, height=90, params=params) == even
+    # two products of different heights (a can beside a sachet) are not one pack
+    mixed = cells([80, 38, 42, 80], tops=[10, 10, 40, 10])
+    assert _halves_joined(mixed, period=80.0, height=90, params=params) == mixed
+    assert _halves_joined(row, period=80.0, height=90, params=AutoParams(half_facing=0)) == row

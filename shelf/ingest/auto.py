@@ -26,9 +26,8 @@ import numpy as np
 from PIL import Image
 
 from shelf.ingest.regions import Box, RegionMode, parse_region_mode, sized_regions
+from shelf.ingest.shelf_lines import GREY_EDGE, floor_line, line_profile, line_strips, slopes, straightening_angle
 
-GREY_EDGE = 14.0  # grey-level step that counts as an edge between rows (shelf lines)
-LINE_STRIPS = 16  # a long line is followed across this many vertical strips, each at its own offset
 LINE_POWER = 4  # the shelf pitch is read from lines raised to this power: rails run the full width, product tops less
 SHELF_DEPTH = 0.1  # of the shelf pitch: how far below the shelf's upper edge its lower edge may be
 NECK = 0.2  # of a facing's width: a narrower part above it (a bottle's neck and cap) is still the product
@@ -61,11 +60,15 @@ class AutoParams:
     edge_power: float = 1.5  # sharpens the edge evidence: full-height edges dominate partial ones
     cut_cost: float = 0.25  # evidence a cut must bring to be worth making (0..1: share of the height, ^ power)
     rhythm_weight: float = 0.25  # cost (squared log) of a facing off the row's rhythm, in a fully rhythmic row
+    half_facing: float = 0.6  # a rhythmic row's pack cut into two cells narrower than this × its period is joined
+    half_alignment: float = 0.05  # ... when the two agree in top and bottom within this share of the row's height
     rhythm_floor: float = 0.2  # rows whose rhythm is weaker than this are cut by their edges alone
     min_fill: float = 0.3  # a facing with less product than this is an empty gap
     split_run: float = 0.9  # an edge this share of a facing's height inside it splits it (narrow twins)
     split_aspect: float = 0.35  # ... into parts at least this wide of their height
     partial_width: float = 0.0  # a facing cut by the photo's side and narrower than this × its row's is dropped
+    fixture_colour: float = 0.45  # a row's end facing less colourful than this × its row's median ...
+    fixture_step: float = 12.0  # ... whose top runs on into what is above it (a smaller colour step) is fixture
     min_facing_pixels: int = 12  # in the original photo; smaller boxes are noise
     wall_chroma: float = 0.035  # chromaticity distance from the background that counts as product
     wall_brightness: tuple[float, float] = (0.7, 1.4)  # brightness ratio to the background that still counts as it
@@ -115,7 +118,7 @@ def prepare(image: Image.Image, params: AutoParams = AutoParams()) -> Prepared:
     scale = min(1.0, params.work_width / image.width, math.sqrt(params.work_pixels / (image.width * image.height)))
     small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.BILINEAR) if scale < 1 else image
-    angle = _straightening_angle(small, params)
+    angle = straightening_angle(small, params.max_tilt_degrees)
     work = small.rotate(angle, resample=Image.BILINEAR, expand=False, fillcolor=small.getpixel((0, 0))) \
         if angle else small
     rgb = np.asarray(work.convert("RGB"), dtype=np.float32)
@@ -144,8 +147,8 @@ class ShelfRow:
 
 def shelf_rows(prepared: Prepared, params: AutoParams = AutoParams()) -> list[ShelfRow]:
     """The shelf bands of a prepared photo, each straightened; depends only on the fields in ROW_FIELDS."""
-    strips = _line_strips(prepared.rgb)
-    lines = _line_profile(strips, params.max_band_tilt_degrees)
+    strips = line_strips(prepared.rgb)
+    lines = line_profile(strips, params.max_band_tilt_degrees)
     return [_straightened(prepared, strips, top, bottom, pitch, params)
             for top, bottom, pitch in _shelf_bands(prepared.texture, lines, params)]
 
@@ -183,79 +186,6 @@ def regions_for(mode: RegionMode | str, image: Image.Image, imported: list[Box] 
     if mode.kind == "auto":
         return auto_regions(image, params)
     return list(imported or [])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# straightening and shelf edges
-
-
-def _edge_span(image: np.ndarray, threshold: float = GREY_EDGE) -> np.ndarray:
-    """Per row of an H×W grey image: the fraction of pixels on a strong horizontal edge."""
-    diff = np.abs(image[2:] - image[:-2])
-    diff = np.maximum(diff[:-1], diff[1:])  # tolerate one pixel of slant
-    return np.pad((diff > threshold).mean(axis=1), (1, 2))
-
-
-def _straightening_angle(image: Image.Image, params: AutoParams) -> float:
-    """The small rotation that makes shelf edges most horizontal (sharpest row-edge profile)."""
-    thumb = image.convert("L").resize((min(400, image.width),
-                                       max(1, round(image.height * min(400, image.width) / image.width))))
-    best, best_score = 0.0, -1.0
-    for angle in np.arange(-params.max_tilt_degrees, params.max_tilt_degrees + 1e-9, 0.25):
-        turned = thumb.rotate(float(angle), resample=Image.BILINEAR, fillcolor=thumb.getpixel((0, 0)))
-        score = float(np.sort(_edge_span(np.asarray(turned, dtype=np.float32)))[-12:].sum())
-        if score > best_score + 1e-6:
-            best, best_score = float(angle), score
-    return best
-
-
-def _line_strips(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows × strips share of each strip's pixels on a horizontal edge, the strips' centres from the middle). An
-    edge is a change in any colour channel: a grey price rail under a product of the same grey level still shows
-    its upper edge, which the products stand on."""
-    w = rgb.shape[1]
-    edges = np.pad(np.abs(rgb[2:] - rgb[:-2]).max(axis=2) > GREY_EDGE, ((1, 1), (0, 0)))
-    edges = edges | np.roll(edges, 1, axis=0)  # one pixel of tolerance
-    bounds = np.linspace(0, w, LINE_STRIPS + 1).astype(int)
-    strips = np.stack([edges[:, a:b].mean(axis=1) for a, b in itertools.pairwise(bounds)], axis=1)
-    return strips, (bounds[:-1] + bounds[1:]) / 2 - w / 2
-
-
-def _along_lines(strips: np.ndarray, centres: np.ndarray, rows: np.ndarray, slope: float) -> np.ndarray:
-    """For lines of `slope` through `rows` (at the photo's middle): the share of the width on an edge."""
-    shifted = np.clip(rows[:, None] + np.round(slope * centres).astype(int)[None, :], 0, len(strips) - 1)
-    return strips[shifted, np.arange(strips.shape[1])[None, :]].mean(axis=1)
-
-
-def _slopes(max_degrees: float, step: float = 0.25) -> np.ndarray:
-    return np.tan(np.radians(np.arange(-max_degrees, max_degrees + 1e-9, step)))
-
-
-def _line_profile(strips: tuple[np.ndarray, np.ndarray], max_degrees: float) -> np.ndarray:
-    """Per row: the largest share of the width on one long straight horizontal edge through it, over slants up to
-    `max_degrees` (a shelf edge is a long straight line; product tops and print are short)."""
-    strips, centres = strips
-    rows = np.arange(len(strips))
-    return np.max([_along_lines(strips, centres, rows, s) for s in _slopes(max_degrees)], axis=0)
-
-
-def _floor_line(strips: tuple[np.ndarray, np.ndarray], first: int, last: int, max_degrees: float
-                ) -> tuple[int, float, float] | None:
-    """(row at the middle, slope, share of the width) of the front edge of a shelf, which products stand on: the
-    longest straight horizontal edge whose middle lies in rows first..last (the highest of the rows nearly as
-    long, as a shelf's edge may be a few rows thick)."""
-    strips, centres = strips
-    first, last = max(0, first), min(len(strips), last)
-    if last <= first:
-        return None
-    rows = np.arange(first, last)
-    best = None
-    for slope in _slopes(max_degrees):
-        profile = _along_lines(strips, centres, rows, slope)
-        if best is None or profile.max() > best[2] + 1e-9:
-            best = (first + int(np.flatnonzero(profile >= 0.8 * profile.max())[0]), float(slope),
-                    float(profile.max()))
-    return best
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:
@@ -356,7 +286,7 @@ def _straightened(prepared: Prepared, strips: tuple[np.ndarray, np.ndarray], top
     h, w = texture.shape
     margin = pitch // 3
     y0, y1 = max(0, top - margin), min(h, bottom + margin)
-    floor = _floor_line(strips, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
+    floor = floor_line(strips, bottom - pitch // 4, bottom + pitch // 8, params.max_band_tilt_degrees)
     if floor is not None and floor[2] < params.floor_line:
         floor = None
     slope = floor[1] if floor else _band_slope(texture[y0:y1], params)
@@ -380,6 +310,7 @@ def _facings_of_row(row: ShelfRow, edge_level: float, w: int, h: int, params: Au
         typical = float(np.median([b.width for b in facings]))
         facings = [b for b in facings if not ((b.x1 <= 2 or b.x2 >= w - 2) and b.width < params.partial_width
                                               * typical)]
+        facings = _without_fixture_ends(facings, row.rgb, params)
     shift, y0 = row.shift, row.y0
     return tuple([Box(b.x1, y0 + b.y1 + int(min(shift[b.x1], shift[b.x2 - 1])), b.x2,
                       y0 + b.y2 + int(max(shift[b.x1], shift[b.x2 - 1]))).clipped(w, h) for b in boxes]
@@ -410,6 +341,36 @@ def _within_shelf(boxes: list[Box], support: np.ndarray, needed: float) -> list[
     return boxes[first:last]
 
 
+def _without_fixture_ends(boxes: list[Box], rgb: np.ndarray, params: AutoParams) -> list[Box]:
+    """`boxes` (left to right) without those at either end of the row that are the fixture, not a product: a
+    cabinet's upright or side panel, an empty compartment, a price list beside the products. Such a box is far less
+    colourful than the row's products (packs carry colour print; metal, black panels and white paper do not), and
+    its top runs on into what is above it with no step in colour (an upright continues; a product ends against the
+    wall behind it). Peeled from each end inwards, as _within_shelf does."""
+    if len(boxes) < 3 or not params.fixture_colour:
+        return boxes
+    colour = [_colourfulness(rgb[b.y1:b.y2, b.x1:b.x2]) for b in boxes]
+    least = params.fixture_colour * float(np.median(colour))
+
+    def fixture(k: int) -> bool:
+        b = boxes[k]
+        part = max(2, b.height // 5)
+        above = rgb[max(0, b.y1 - part):b.y1, b.x1:b.x2]
+        return colour[k] < least and len(above) > 0 and float(np.abs(
+            rgb[b.y1:b.y1 + part, b.x1:b.x2].mean(axis=(0, 1)) - above.mean(axis=(0, 1))).max()) < params.fixture_step
+    first, last = 0, len(boxes)
+    while first < last and fixture(first):
+        first += 1
+    while last > first and fixture(last - 1):
+        last -= 1
+    return boxes[first:last]
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    """Mean distance of a block's pixels from grey (0 for black, white and metal)."""
+    return float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) if rgb.size else 0.0
+
+
 def _band_slope(texture: np.ndarray, params: AutoParams) -> float:
     """The shear (rows per column) that makes a band's row texture profile sharpest: rails and product rows line
     up with the image rows."""
@@ -417,7 +378,7 @@ def _band_slope(texture: np.ndarray, params: AutoParams) -> float:
     sample = np.arange(0, w, 2)  # every other column is plenty for a profile
     x = sample - w / 2
     best, best_score = 0.0, -1.0
-    for slope in _slopes(params.max_band_tilt_degrees):
+    for slope in slopes(params.max_band_tilt_degrees):
         rows = np.clip(np.arange(h)[:, None] + np.round(slope * x)[None, :].astype(int), 0, h - 1)
         score = float(np.var(texture[rows, sample[None, :]].mean(axis=1)))
         if score > best_score * (1 + 1e-3):
@@ -469,7 +430,7 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
     cuts = _cuts(evidence ** params.edge_power, period, shortest, longest, weight, params.cut_cost)
     # the row's ends bound cells too: low products at an end of a row of tall ones show edges too weak to cut at
     cuts = ([0] if cuts[0] >= shortest else []) + cuts + ([w] if w - cuts[-1] >= shortest else [])
-    boxes, gaps = [], []
+    cells, gaps = [], []
     allowed_top = max(0, upper - int(0.15 * height))  # products in a row differ a little in height
     for x1, x2 in itertools.pairwise(cuts):
         cell = product[:, x1:x2]
@@ -482,12 +443,38 @@ def _facings(row: ShelfRow, edge_level: float, params: AutoParams) -> tuple[list
         y1 = int(above[-1]) + 1 if len(above) else 0
         if y2 - y1 >= 0.3 * height and cell[y1:y2].mean() >= params.min_fill:
             across = np.flatnonzero(cell[y1:y2].mean(axis=0) >= 0.5)  # trim wall at the ends of the row
-            boxes.append(Box(x1 + int(across[0]), top + y1, x1 + int(across[-1]) + 1, top + y2) if len(across)
-                         else Box(x1, top + y1, x2, top + y2))
+            cells.append((x2 - x1, Box(x1 + int(across[0]), top + y1, x1 + int(across[-1]) + 1, top + y2)
+                          if len(across) else Box(x1, top + y1, x2, top + y2)))
         else:
+            cells.append((x2 - x1, None))
             gaps.append(Box(x1, top + upper, x2, top + lower))
-    boxes = [part for box in boxes for part in _split_twins(box, row.texture > edge_level, params)]
+    if regularity > params.rhythm_floor:
+        cells = _halves_joined(cells, period, height, params)
+    boxes = [part for _, box in cells if box for part in _split_twins(box, row.texture > edge_level, params)]
     return boxes, _gap_slots(gaps, boxes)
+
+
+def _halves_joined(cells: list[tuple[int, Box | None]], period: float, height: int, params: AutoParams
+                   ) -> list[tuple[int, Box | None]]:
+    """Cells (width, box or None for a gap) of a rhythmic row with the halves of one pack joined: two neighbouring
+    boxes, each narrower than `half_facing` of the row's period, that together make about one period, no wider than
+    the row's typical cell, and whose tops and bottoms agree, are one pack cut at its picture. Narrow products side
+    by side are split again by _split_twins where their common side runs their height; a row whose rhythm is two
+    facings long has typical cells of half the period."""
+    typical = float(np.median([width for width, _ in cells])) if cells else 0.0
+    tolerance = params.half_alignment * height
+    joined: list[tuple[int, Box | None]] = []
+    for width, box in cells:
+        if joined and box and joined[-1][1]:
+            left_width, left = joined[-1]
+            if max(left_width, width) < params.half_facing * period \
+                    and 0.75 * period <= left_width + width <= min(1.25 * period, 1.4 * typical) \
+                    and abs(left.y1 - box.y1) <= tolerance and abs(left.y2 - box.y2) <= tolerance \
+                    and box.x1 - left.x2 <= 1:  # no wall shows between them
+                joined[-1] = (left_width + width, Box(left.x1, min(left.y1, box.y1), box.x2, max(left.y2, box.y2)))
+                continue
+        joined.append((width, box))
+    return joined
 
 
 def _split_twins(box: Box, edges: np.ndarray, params: AutoParams) -> list[Box]:
