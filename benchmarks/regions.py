@@ -63,7 +63,7 @@ def per_set(name: str, folds: list[tuple[list[tuning.Labelled], list[tuning.Labe
     """Each fold: (photos to tune on, photos to score). Prints and returns the default and tuned scores."""
     scorer, default, tuned = tuning._Scorer(), [], []
     for train, test in folds:
-        params, _ = tuning.search(train, passes=passes, scorer=scorer)
+        params = tuning.tune(train, passes=passes).params  # as `regions tune` does: kept only if cross-validation gains
         default += [scorer.photo(item, AutoParams()) for item in test]
         tuned += [scorer.photo(item, params) for item in test]
         print(f"  tuned on {len(train)} photo(s): {params.changes() or 'no change'}")

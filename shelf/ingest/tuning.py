@@ -34,6 +34,8 @@ TUNABLE: dict[str, tuple] = {
     "partial_width": (0.0, 0.5, 0.7, 0.9),  # products cut by the photo's side
     "min_fill": (0.3, 0.5, 0.7),  # how full a cell must be to be a product, not a gap
     "split_run": (0.8, 0.9, 1.1),  # how tall an edge inside a facing splits it (narrow twins; 1.1: never)
+    "half_facing": (0.0, 0.6, 0.7),  # joining a rhythmic row's packs cut in two (0: never)
+    "fixture_colour": (0.0, 0.3, 0.45, 0.6),  # dropping grey fixture at the rows' ends (0: never; white products)
 }
 
 
@@ -134,7 +136,9 @@ def evaluations(n_photos: int, passes: int = 2, tunable: dict[str, tuple] = TUNA
 
 def tune(items: Sequence[Labelled], passes: int = 2, tunable: dict[str, tuple] = TUNABLE,
          progress: Callable[[], None] | None = None) -> Tuned:
-    """Tune on all `items`, and cross-validate leaving one photo out at a time."""
+    """Tune on all `items`, and cross-validate leaving one photo out at a time. When the cross-validated F1 is no
+    better than the default profile's on the same photos, the result is the default profile: what the search found
+    fits these photos, not the next ones."""
     if not items:
         raise ValueError("tuning needs at least one labelled photo")
     scorer = _Scorer()
@@ -146,8 +150,11 @@ def tune(items: Sequence[Labelled], passes: int = 2, tunable: dict[str, tuple] =
                                scorer=scorer, progress=progress)
             held_out[item.name] = scorer.photo(item, params)
     params, fitted = search(items, passes=passes, tunable=tunable, scorer=scorer, progress=progress)
-    return Tuned(params, sum(default_per_photo.values(), Score()), fitted,
-                 sum(held_out.values(), Score()) if held_out else None, default_per_photo, held_out)
+    default = sum(default_per_photo.values(), Score())
+    cross_validated = sum(held_out.values(), Score()) if held_out else None
+    if cross_validated is not None and cross_validated.f1 <= default.f1:
+        params = AutoParams()  # tuning fitted these photos but did no better on the ones it had not seen
+    return Tuned(params, default, fitted, cross_validated, default_per_photo, held_out)
 
 
 MAX_TUNING_PHOTOS = 60  # each prepared photo holds ~8 MB; more photos than this add time, not much honesty
@@ -194,4 +201,7 @@ def report(tuned: Tuned) -> str:
               row("tuned, on the photos it was tuned on", tuned.fitted)]
     changes = tuned.params.changes()
     lines.append("changes from the default: " + (", ".join(f"{k}={v}" for k, v in changes.items()) or "none"))
+    if tuned.cross_validated is not None and tuned.cross_validated.f1 <= tuned.default.f1:
+        lines.append("kept the default settings: on photos it had not seen, tuning did no better than the default "
+                     f"(F1 {tuned.cross_validated.f1:.3f} against {tuned.default.f1:.3f})")
     return "\n".join(lines)
