@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -174,7 +176,54 @@ def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list
              ("OpenVINO fp32 file, default hint", lambda: openvino_runner(fp32, threads, "")),
              ("OpenVINO int8 (same QDQ file)", lambda: openvino_runner(int8, threads, "")),
              ("OpenVINO int8, f32 hint", lambda: openvino_runner(int8, threads, "f32"))]  # fp32 classifier stays fp32
+    for variant in INT8_VARIANTS:
+        rows += [(f"ORT int8 {variant}",
+                  lambda v=variant: ort_runner(int8_variant(int8, v), threads, "ORT_ENABLE_ALL")),
+                 (f"ORT int8 {variant}, AMX copy",
+                  lambda v=variant: ort_runner(amx_copy(int8_variant(int8, v)), threads, "ORT_ENABLE_ALL")),
+                 (f"OpenVINO int8 {variant}", lambda v=variant: openvino_runner(int8_variant(int8, v), threads, ""))]
     return rows
+
+
+INT8_VARIANTS = {  # fast mode's quantize_static call (backends.quantize_int8) with one thing changed
+    "per-tensor weights": {"per_channel": False},
+    "u8 weights (u8u8)": {"weight_type": "QUInt8"},
+    "s8 activations (s8s8)": {"activation_type": "QInt8"},
+    "stem conv fp32": {"stem_fp32": True},
+    "percentile calibration": {"calibrate_method": "Percentile"},
+}
+
+
+@functools.cache
+def int8_variant(int8: Path, variant: str) -> Path:
+    """Fast mode's int8 model quantised with the one change INT8_VARIANTS names, from the same fp32 file and the
+    same calibration crops (frozen beside it), built once per run."""
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+
+    from shelf.recognition import backends
+    from shelf.recognition import model as shelf_model
+    changes = {name: getattr(CalibrationMethod if name == "calibrate_method" else QuantType, value)
+               if isinstance(value, str) else value for name, value in INT8_VARIANTS[variant].items()}
+    calibration = np.load(int8.with_name(backends.CALIBRATION_FILE))["inputs"]
+    target = int8.with_name("int8-" + re.sub(r"\W+", "-", variant) + ".onnx")
+    start = time.perf_counter()
+    backends.quantize_int8(int8.with_name(shelf_model.FP32_FILE), calibration, target, **changes)
+    print(f"  ({variant}: quantised in {time.perf_counter() - start:.0f} s)", flush=True)
+    return target
+
+
+@functools.cache
+def amx_copy(int8: Path) -> Path:
+    """The int8 model with its symmetric int8 weights shifted to zero point -1, as fast mode's AMX copy is."""
+    import onnx
+
+    from shelf.recognition import backends
+    copy = onnx.load(str(int8))
+    shifted = backends.shift_weight_zero_points(copy)
+    print(f"  ({int8.name}: {shifted} weights shifted to zero point -1)", flush=True)
+    target = int8.with_suffix(".amx.onnx")
+    onnx.save(copy, str(target))
+    return target
 
 
 def build_models(folder: Path, calibration: np.ndarray):
@@ -189,12 +238,8 @@ def build_models(folder: Path, calibration: np.ndarray):
     models = backends.models_dir(info.sha256)
     int8 = models / backends.INT8_FILE
     amx = int8.with_name(backends.INT8_AMX_FILE)
-    if not amx.exists():  # a CPU without AMX: derive the copy anyway, to measure it
-        import onnx
-        copy = onnx.load(str(int8))
-        backends.shift_weight_zero_points(copy)
-        onnx.save(copy, str(amx))
-    return loaded.model, models / shelf_model.FP32_FILE, int8, amx
+    return loaded.model, models / shelf_model.FP32_FILE, int8, amx if amx.exists() else amx_copy(int8)  # on a
+    # CPU without AMX the copy is derived anyway, to measure it
 
 
 def measure(threads: int, only: list[str] | None = None) -> list[dict]:
@@ -213,14 +258,14 @@ def measure(threads: int, only: list[str] | None = None) -> list[dict]:
             try:
                 run = make()
             except ImportError as exc:
-                print(f"  {name:<36} skipped: {exc}")
+                print(f"  {name:<46} skipped: {exc}")
                 continue
             diff, top1 = fidelity(run, measured, reference)
             speeds = {batch: images_per_s(run, measured, batch) for batch in BATCHES}
             kernels = getattr(run, "kernels", "")
             rows.append({"runtime": name, "max_prob_diff": diff, "top1": top1, "images_per_s": speeds,
                          "kernels": kernels})
-            print(f"  {name:<36} " + "  ".join(f"b{b}: {s:6.1f}/s" for b, s in speeds.items())
+            print(f"  {name:<46} " + "  ".join(f"b{b}: {s:6.1f}/s" for b, s in speeds.items())
                   + f"   max|Δp| {diff:.1e}  top-1 {top1:.1%}" + (f"   conv kernels: {kernels}" if kernels else ""),
                   flush=True)
     return rows
