@@ -71,10 +71,14 @@ def real_inputs() -> tuple[np.ndarray, np.ndarray]:
 
 # --- runners: normalised batch → logits ------------------------------------------------------------------------
 
-def ort_runner(path: Path, threads: int, level: str):
+def ort_runner(path: Path, threads: int, level: str, spinning: bool = True):
+    """`spinning` False: ONNX Runtime's pool threads sleep between operators instead of busy-waiting (its default),
+    which may matter on a machine shared with other processes."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda batch: session.run(["logits"], {"input": batch})[0]
@@ -176,6 +180,9 @@ def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list
                          lambda level=level, t=t: ort_runner(fp32, t, level)))
     rows += [("ORT int8 (VNNI kernels, zp 0)", lambda: ort_runner(int8, threads, "ORT_ENABLE_ALL")),
              ("ORT int8 (AMX copy, zp -1)", lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL")),
+             ("ORT int8 (VNNI kernels, zp 0), no spinning", lambda: ort_runner(int8, threads, "ORT_ENABLE_ALL", False)),
+             ("ORT int8 (AMX copy, zp -1), no spinning",
+              lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL", False)),
              ("OpenVINO fp32 (f32 hint)", lambda: openvino_runner(fp32, threads, "f32")),
              ("OpenVINO fp32 file, default hint", lambda: openvino_runner(fp32, threads, "")),
              ("OpenVINO int8 (same QDQ file)", lambda: openvino_runner(int8, threads, "")),
