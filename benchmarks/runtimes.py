@@ -3,7 +3,8 @@ on 1 or 2 threads, OpenVINO on the same fp32 and QDQ int8 ONNX files, and torch 
 the batch sizes Shelf runs (1: a single crop; 16: `classify.BATCH_SIZE`; 40: a 5x8 grid photo in one batch), each
 with its fidelity against torch eager fp32 on real product crops (../shared/data: the 96 GroceryStoreDataset product
 photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
-on stored crops). Balanced mode (torch bf16) is measured beside the alternative it was chosen over.
+on stored crops). Balanced mode (torch bf16) is measured beside the alternative it was chosen over, and fast mode's
+int8 beside the same quantisation with one thing changed (INT8_VARIANTS; `--only per-tensor` and so on runs one).
 
 `pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--no-amx]`. `--no-amx` runs it
 all again in a child refused AMX by the kernel (benchmarks/no_amx.py): torch's and OpenVINO's oneDNN and ONNX
