@@ -3,7 +3,8 @@ on 1 or 2 threads, OpenVINO on the same fp32 and QDQ int8 ONNX files, and torch 
 the batch sizes Shelf runs (1: a single crop; 16: `classify.BATCH_SIZE`; 40: a 5x8 grid photo in one batch), each
 with its fidelity against torch eager fp32 on real product crops (../shared/data: the 96 GroceryStoreDataset product
 photos and crops of 6 real shelf photos; fast mode is calibrated on crops of the 6 others, as the product calibrates
-on stored crops). Balanced mode (torch bf16) is measured beside the alternative it was chosen over.
+on stored crops). Balanced mode (torch bf16) is measured beside the alternative it was chosen over, and fast mode's
+int8 beside the same quantisation with one thing changed (INT8_VARIANTS; `--only per-tensor` and so on runs one).
 
 `pip install openvino` (not a Shelf requirement), then `python -m benchmarks.runtimes [--no-amx]`. `--no-amx` runs it
 all again in a child refused AMX by the kernel (benchmarks/no_amx.py): torch's and OpenVINO's oneDNN and ONNX
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -69,10 +72,14 @@ def real_inputs() -> tuple[np.ndarray, np.ndarray]:
 
 # --- runners: normalised batch → logits ------------------------------------------------------------------------
 
-def ort_runner(path: Path, threads: int, level: str):
+def ort_runner(path: Path, threads: int, level: str, spinning: bool = True):
+    """`spinning` False: ONNX Runtime's pool threads sleep between operators instead of busy-waiting (its default),
+    which may matter on a machine shared with other processes."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda batch: session.run(["logits"], {"input": batch})[0]
@@ -140,16 +147,20 @@ def bf16_copy_runner(model, threads: int):
 
 # --- measuring ---------------------------------------------------------------------------------------------------
 
-def images_per_s(run, inputs: np.ndarray, batch: int, repeats: int = 5) -> float:
+def images_per_s(runs: list, inputs: np.ndarray, batch: int, repeats: int = 5) -> list[float]:
+    """Each runner's best of `repeats` at this batch size, the runners taking turns within each repeat: the
+    machine is shared, and a burst from a neighbour then slows one repeat of every row rather than all of one."""
     from shelf.recognition.inputs import normalise
     x = normalise(inputs[np.arange(batch) % len(inputs)])
-    run(x)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    best = [float("inf")] * len(runs)
+    for run in runs:
         run(x)
-        best = min(best, time.perf_counter() - start)
-    return batch / best
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            run(x)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return [batch / seconds for seconds in best]
 
 
 def fidelity(run, inputs: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -170,11 +181,65 @@ def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list
                          lambda level=level, t=t: ort_runner(fp32, t, level)))
     rows += [("ORT int8 (VNNI kernels, zp 0)", lambda: ort_runner(int8, threads, "ORT_ENABLE_ALL")),
              ("ORT int8 (AMX copy, zp -1)", lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL")),
+             ("ORT int8 (VNNI kernels, zp 0), no spinning", lambda: ort_runner(int8, threads, "ORT_ENABLE_ALL", False)),
+             ("ORT int8 (AMX copy, zp -1), no spinning",
+              lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL", False)),
              ("OpenVINO fp32 (f32 hint)", lambda: openvino_runner(fp32, threads, "f32")),
              ("OpenVINO fp32 file, default hint", lambda: openvino_runner(fp32, threads, "")),
              ("OpenVINO int8 (same QDQ file)", lambda: openvino_runner(int8, threads, "")),
              ("OpenVINO int8, f32 hint", lambda: openvino_runner(int8, threads, "f32"))]  # fp32 classifier stays fp32
+    for variant in INT8_VARIANTS:
+        rows += [(f"ORT int8 {variant}",
+                  lambda v=variant: ort_runner(int8_variant(int8, v), threads, "ORT_ENABLE_ALL")),
+                 (f"ORT int8 {variant}, AMX copy",
+                  lambda v=variant: ort_runner(amx_copy(int8_variant(int8, v)), threads, "ORT_ENABLE_ALL")),
+                 (f"OpenVINO int8 {variant}", lambda v=variant: openvino_runner(int8_variant(int8, v), threads, ""))]
     return rows
+
+
+INT8_VARIANTS = {  # fast mode's quantize_static call (backends.quantize_int8) with one thing changed
+    "per-tensor weights": {"per_channel": False},
+    "u8 weights (u8u8)": {"weight_type": "QUInt8"},
+    "s8 activations (s8s8)": {"activation_type": "QInt8"},
+    "stem conv fp32": {"stem_fp32": True},
+    "percentile calibration": {"calibrate_method": "Percentile"},
+}
+
+
+@functools.cache
+def int8_variant(int8: Path, variant: str) -> Path:
+    """Fast mode's int8 model quantised with the one change INT8_VARIANTS names, from the same fp32 file and the
+    same calibration crops (frozen beside it), built once per run."""
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+
+    from shelf.recognition import backends
+    from shelf.recognition import model as shelf_model
+    changes = {name: getattr(CalibrationMethod if name == "calibrate_method" else QuantType, value)
+               if isinstance(value, str) else value for name, value in INT8_VARIANTS[variant].items()}
+    calibration = np.load(int8.with_name(backends.CALIBRATION_FILE))["inputs"]
+    target = int8.with_name("int8-" + re.sub(r"\W+", "-", variant) + ".onnx")
+    start = time.perf_counter()
+    backends.quantize_int8(int8.with_name(shelf_model.FP32_FILE), calibration, target, **changes)
+    print(f"  ({variant}: quantised in {time.perf_counter() - start:.0f} s)", flush=True)
+    return target
+
+
+class Skipped(Exception):
+    """A row that would measure nothing new."""
+
+
+@functools.cache
+def amx_copy(int8: Path) -> Path:
+    """The int8 model with its symmetric int8 weights shifted to zero point -1, as fast mode's AMX copy is."""
+    import onnx
+
+    from shelf.recognition import backends
+    copy = onnx.load(str(int8))
+    if not backends.shift_weight_zero_points(copy):
+        raise Skipped("no symmetric int8 weights to shift: the same model as the row above")
+    target = int8.with_suffix(".amx.onnx")
+    onnx.save(copy, str(target))
+    return target
 
 
 def build_models(folder: Path, calibration: np.ndarray):
@@ -189,12 +254,8 @@ def build_models(folder: Path, calibration: np.ndarray):
     models = backends.models_dir(info.sha256)
     int8 = models / backends.INT8_FILE
     amx = int8.with_name(backends.INT8_AMX_FILE)
-    if not amx.exists():  # a CPU without AMX: derive the copy anyway, to measure it
-        import onnx
-        copy = onnx.load(str(int8))
-        backends.shift_weight_zero_points(copy)
-        onnx.save(copy, str(amx))
-    return loaded.model, models / shelf_model.FP32_FILE, int8, amx
+    return loaded.model, models / shelf_model.FP32_FILE, int8, amx if amx.exists() else amx_copy(int8)  # on a
+    # CPU without AMX the copy is derived anyway, to measure it
 
 
 def measure(threads: int, only: list[str] | None = None) -> list[dict]:
@@ -206,23 +267,25 @@ def measure(threads: int, only: list[str] | None = None) -> list[dict]:
         from shelf.recognition.inputs import normalise
         reference = np.concatenate([softmax(reference_run(normalise(measured[i:i + 16])))
                                     for i in range(0, len(measured), 16)])
-        rows = []
+        built = []
         for name, make in runners(model, fp32, int8, amx, threads):
             if only and not any(text in name for text in only):
                 continue
             try:
                 run = make()
-            except ImportError as exc:
-                print(f"  {name:<36} skipped: {exc}")
+            except (ImportError, RuntimeError, Skipped) as exc:  # OpenVINO refuses some variants (RuntimeError)
+                print(f"  {name:<46} skipped: {str(exc).strip().splitlines()[-1]}", flush=True)
                 continue
-            diff, top1 = fidelity(run, measured, reference)
-            speeds = {batch: images_per_s(run, measured, batch) for batch in BATCHES}
-            kernels = getattr(run, "kernels", "")
-            rows.append({"runtime": name, "max_prob_diff": diff, "top1": top1, "images_per_s": speeds,
-                         "kernels": kernels})
-            print(f"  {name:<36} " + "  ".join(f"b{b}: {s:6.1f}/s" for b, s in speeds.items())
-                  + f"   max|Δp| {diff:.1e}  top-1 {top1:.1%}" + (f"   conv kernels: {kernels}" if kernels else ""),
-                  flush=True)
+            built.append((name, run, *fidelity(run, measured, reference)))
+        speeds = {batch: images_per_s([run for _, run, *_ in built], measured, batch) for batch in BATCHES}
+    rows = []
+    for i, (name, run, diff, top1) in enumerate(built):
+        kernels = getattr(run, "kernels", "")
+        rows.append({"runtime": name, "max_prob_diff": diff, "top1": top1, "kernels": kernels,
+                     "images_per_s": {batch: speeds[batch][i] for batch in BATCHES}})
+        print(f"  {name:<46} " + "  ".join(f"b{b}: {s[i]:6.1f}/s" for b, s in speeds.items())
+              + f"   max|Δp| {diff:.1e}  top-1 {top1:.1%}" + (f"   conv kernels: {kernels}" if kernels else ""),
+              flush=True)
     return rows
 
 

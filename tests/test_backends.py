@@ -271,3 +271,30 @@ def test_fast_mode_cuts_regions_straight_from_the_photo(loaded):
         diff, agree = backends.agreement(classify_inputs(loaded, exact).probabilities,
                                          classify_inputs(loaded, fast).probabilities)
         assert diff < 1e-3 and agree == 1.0
+
+
+def test_quantize_int8_makes_the_benchmarks_variants_with_one_thing_changed(loaded, calibration, tmp_path):
+    """benchmarks/runtimes.py measures fast mode's quantisation with one setting changed: that one, nothing else."""
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType
+    fp32 = backends.build_backend("onnx", loaded.model, loaded.weights.sha256).path
+
+    def quantised_weights(changes: dict) -> tuple[dict[str, tuple], str]:
+        """{weight name: (weight dtype, scale shape)} of the quantised convolutions, and the stem's weight input."""
+        graph = onnx.load(str(backends.quantize_int8(fp32, calibration, tmp_path / "int8.onnx", **changes))).graph
+        constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        weights = {node.input[0]: (constants[node.input[0]].dtype, constants[node.input[1]].shape)
+                   for node in graph.node if node.op_type == "DequantizeLinear" and node.input[0] in constants
+                   and constants[node.input[0]].ndim == 4}
+        return weights, next(node.input[1] for node in graph.node if node.op_type == "Conv")
+
+    shipped, stem = quantised_weights({})
+    assert len(shipped) == 20 and {(dtype, len(shape)) for dtype, shape in shipped.values()} == {(np.dtype(np.int8), 1)}
+    assert stem not in shipped and stem.endswith("_DequantizeLinear_Output")  # per channel, stem included
+    kept_fp32, stem = quantised_weights({"stem_fp32": True})
+    assert kept_fp32 == {name: shipped[name] for name in list(shipped)[1:]} and "Dequantize" not in stem
+    per_tensor, _ = quantised_weights({"per_channel": False})
+    assert per_tensor.keys() == shipped.keys() and {shape for _, shape in per_tensor.values()} == {()}
+    unsigned, _ = quantised_weights({"weight_type": QuantType.QUInt8})
+    assert {dtype for dtype, _ in unsigned.values()} == {np.dtype(np.uint8)}

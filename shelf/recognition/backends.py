@@ -218,10 +218,12 @@ def describe_calibration(info: dict | None) -> str:
     return f"{info['crops']} crops{photos}, taken {info.get('taken_at', '?')}"
 
 
-def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, target: Path) -> Path:
+def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, target: Path, *,
+                  stem_fp32: bool = False, **changes) -> Path:
     """Static int8 post-training quantisation of every convolution, calibrated on `calibration` (preprocessed
     batches of shelf crops). The classifier (one Gemm, a tiny share of the compute) stays fp32: quantising it moved
-    top-1 on ~1.5 % of held-out crops in the benchmark, keeping it moved none."""
+    top-1 on ~1.5 % of held-out crops in the benchmark, keeping it moved none. `stem_fp32` (the first convolution
+    left fp32 too) and `changes` (quantize_static arguments) make the variants benchmarks/runtimes.py measures."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -247,10 +249,12 @@ def quantize_int8(fp32: Path, calibration: Sequence[torch.Tensor] | np.ndarray, 
     partial = target.with_suffix(f".partial-{os.getpid()}")
     try:
         quant_pre_process(str(fp32), str(prepared))
-        classifier = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Gemm"]
-        quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=classifier)
+        nodes = onnx.load(str(prepared)).graph.node
+        fp32_nodes = [n.name for n in nodes if n.op_type == "Gemm"]  # the classifier
+        fp32_nodes += [next(n.name for n in nodes if n.op_type == "Conv")] if stem_fp32 else []
+        settings = dict(quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(str(prepared), str(partial), Reader(), nodes_to_exclude=fp32_nodes, **settings | changes)
         os.replace(partial, target)
     finally:
         prepared.unlink(missing_ok=True)
