@@ -61,16 +61,21 @@ def _line(label: str, scores: list[tuning.Score]) -> str:
 
 def per_set(name: str, folds: list[tuple[list[tuning.Labelled], list[tuning.Labelled]]], passes: int) -> dict:
     """Each fold: (photos to tune on, photos to score). Prints and returns the default and tuned scores."""
-    scorer, default, tuned = tuning._Scorer(), [], []
+    scorer, default, tuned, unchecked = tuning._Scorer(), [], [], []
     for train, test in folds:
-        params = tuning.tune(train, passes=passes).params  # as `regions tune` does: kept only if cross-validation gains
+        result = tuning.tune(train, passes=passes)  # as `regions tune` does: kept only if cross-validation gains
+        searched = result.searched or result.params
         default += [scorer.photo(item, AutoParams()) for item in test]
-        tuned += [scorer.photo(item, params) for item in test]
-        print(f"  tuned on {len(train)} photo(s): {params.changes() or 'no change'}")
+        tuned += [scorer.photo(item, result.params) for item in test]
+        unchecked += [scorer.photo(item, searched) for item in test]
+        print(f"  tuned on {len(train)} photo(s): {result.params.changes() or 'no change'}"
+              + (f" (the search found {searched.changes()}; leaving each photo out, no better)"
+                 if result.searched else ""))
     photos = sum(len(test) for _, test in folds)
     print(f"{name}: {photos} photos, {sum(s.truth for s in default)} true boxes")
     print(_line("default profile", default))
     print(_line("profile tuned on the other photos", tuned))
+    print(_line("... the search's, unchecked", unchecked))
     return {"default": default, "tuned": tuned}
 
 

@@ -70,6 +70,7 @@ class Tuned:
     cross_validated: Score | None  # each photo scored by a tuning on the others (None: fewer than 2 photos)
     default_per_photo: dict[str, Score]
     cross_validated_per_photo: dict[str, Score]
+    searched: AutoParams | None = None  # what the search found, when cross-validation sent `params` back to default
 
     def figures(self) -> dict:
         """What a stored profile keeps about how it measured."""
@@ -152,8 +153,9 @@ def tune(items: Sequence[Labelled], passes: int = 2, tunable: dict[str, tuple] =
     params, fitted = search(items, passes=passes, tunable=tunable, scorer=scorer, progress=progress)
     default = sum(default_per_photo.values(), Score())
     cross_validated = sum(held_out.values(), Score()) if held_out else None
-    if cross_validated is not None and cross_validated.f1 <= default.f1:
-        params = AutoParams()  # tuning fitted these photos but did no better on the ones it had not seen
+    if cross_validated is not None and cross_validated.f1 <= default.f1 and params != AutoParams():
+        # tuning fitted these photos but did no better on the ones it had not seen
+        return Tuned(AutoParams(), default, fitted, cross_validated, default_per_photo, held_out, searched=params)
     return Tuned(params, default, fitted, cross_validated, default_per_photo, held_out)
 
 
@@ -201,7 +203,8 @@ def report(tuned: Tuned) -> str:
               row("tuned, on the photos it was tuned on", tuned.fitted)]
     changes = tuned.params.changes()
     lines.append("changes from the default: " + (", ".join(f"{k}={v}" for k, v in changes.items()) or "none"))
-    if tuned.cross_validated is not None and tuned.cross_validated.f1 <= tuned.default.f1:
+    if tuned.searched is not None:
         lines.append("kept the default settings: on photos it had not seen, tuning did no better than the default "
-                     f"(F1 {tuned.cross_validated.f1:.3f} against {tuned.default.f1:.3f})")
+                     f"(F1 {tuned.cross_validated.f1:.3f} against {tuned.default.f1:.3f}); the search had found "
+                     + ", ".join(f"{k}={v}" for k, v in tuned.searched.changes().items()))
     return "\n".join(lines)
