@@ -154,8 +154,9 @@ def tune(items: Sequence[Labelled], passes: int = 2, tunable: dict[str, tuple] =
     default = sum(default_per_photo.values(), Score())
     cross_validated = sum(held_out.values(), Score()) if held_out else None
     if cross_validated is not None and cross_validated.f1 <= default.f1 and params != AutoParams():
-        # tuning fitted these photos but did no better on the ones it had not seen
-        return Tuned(AutoParams(), default, fitted, cross_validated, default_per_photo, held_out, searched=params)
+        # tuning fitted these photos but did no better on the ones it had not seen: the profile is the default, and
+        # so is its fit (a saved profile's figures describe its own settings)
+        return Tuned(AutoParams(), default, default, cross_validated, default_per_photo, held_out, searched=params)
     return Tuned(params, default, fitted, cross_validated, default_per_photo, held_out)
 
 
