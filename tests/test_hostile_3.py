@@ -124,7 +124,7 @@ def test_auto_mode_analyses_a_very_tall_photo_at_a_bounded_size(monkeypatch):
     """800 × 150 000 pixels used to be analysed whole, in float32 (5 GB and two minutes)."""
     from shelf.ingest import auto
     analysed = []
-    monkeypatch.setattr(auto, "_straightening_angle", lambda small, params: analysed.append(small.size) or 0.0)
+    monkeypatch.setattr(auto, "straightening_angle", lambda small, degrees: analysed.append(small.size) or 0.0)
     auto.auto_layout(Image.new("RGB", (200, 30000), (90, 90, 90)))
     ((width, height),) = analysed
     assert width * height <= auto.AutoParams().work_pixels and height > 20000
