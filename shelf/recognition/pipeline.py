@@ -1,15 +1,16 @@
 """The data path wired together: uploaded bytes → decoded photo → regions → predictions → store.
 
 Used by the Recognize page and the CLI alike. Each photo is decoded once; its regions are cropped from that one
-decoded image and classified in batches. Each file succeeds or fails on its own: a bad file becomes a message naming
-it, and the batch goes on.
+decoded image and classified in batches. The next photo is decoded and cut on a second thread while the model runs
+on this one. Each file succeeds or fails on its own: a bad file becomes a message naming it, and the batch goes on.
 """
 from __future__ import annotations
 
 import json
 import platform
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ import shelf
 from shelf.access import LOCAL, Identity, require
 from shelf.ingest.auto import AutoParams
 from shelf.ingest.boxfiles import BoxImport, boxes_for_photo
-from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image
+from shelf.ingest.images import ImageError, Skipped, clean_filename, decode_image, sha256_hex
 from shelf.ingest.overlay import preview
 from shelf.ingest.regions import MAX_STORED_TOP_K, Box, RegionMode, parse_region_mode
 from shelf.recognition import stages
@@ -163,13 +164,13 @@ def mode_provenance(mode: RegionMode, detector: DetectorInfo | None) -> tuple[st
     return replace(mode, source=detector.sha256).text, detector_provenance(detector, mode.conf, mode.iou, mode.tiles)
 
 
-def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], context: store.Context,
+def recognize(loaded: LoadedModel, engine: Engine, uploads: Iterable[Upload], context: store.Context,
               region_mode: str | RegionMode = "whole", top_k: int = DEFAULT_TOP_K, crop_mode: str = "center",
               box_file: BoxImport | None = None, catalog: CatalogIndex | None = None,
               catalog_threshold: float = DEFAULT_THRESHOLD, detector: DetectorInfo | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
               previews: int | None = None, again: bool = False, runs: dict[str, int] | None = None,
-              by: Identity = LOCAL, prices: bool = False) -> list[PhotoResult]:
+              by: Identity = LOCAL, prices: bool = False, total: int | None = None) -> list[PhotoResult]:
     """Decode, split into regions, classify (and match against the SKU catalog, if given) and store each upload.
     `on_progress(done, total, name)` is called as each file starts (with its name) and once at the end (name "").
     A photo already in the store (same bytes) is not classified again — its stored result is returned, marked
@@ -179,7 +180,9 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     (ProfileError for an unknown one). `previews`: keep the preview image of only that
     many of the most recent results (a preview is up to ~5 MB; None keeps all). `runs`: run ids by provenance, kept
     across calls by a caller that recognizes one photo per call (the HTTP API), so equal settings share one run.
-    `prices`: also read the shelf-edge price labels and tie them to the facings they price."""
+    `prices`: also read the shelf-edge price labels and tie them to the facings they price. `uploads` may be any
+    iterable, read one ahead: the next photo is decoded and cut on a second thread while this one is classified
+    and stored (`total`: their number, for `on_progress`, when `uploads` has no len())."""
     require(by, "edit_photo" if again else "recognize")
     mode = parse_region_mode(region_mode) if isinstance(region_mode, str) else region_mode
     preprocessing_provenance(crop_mode)  # an unknown crop mode fails here, before any work
@@ -197,40 +200,82 @@ def recognize(loaded: LoadedModel, engine: Engine, uploads: Sequence[Upload], co
     row_context = {"store": context.store, "aisle": context.aisle,
                    "captured_on": context.captured_on.isoformat() if context.captured_on else ""}
     results: list[PhotoResult] = []
-    for number, upload in enumerate(uploads, start=1):
+    total = len(uploads) if total is None else total
+    pending = iter(uploads)
+    with_preview = previews != 0  # the CLI and the API show none
+
+    def prepared() -> tuple[str, Future] | None:
+        """The next upload's name and its decoding and cutting (unless stored and not `again`), started on the
+        decode thread; None when there are no more. Reads the next upload (a CLI file) only now."""
+        upload = next(pending, None)
+        if upload is None:
+            return None
         name = clean_filename(upload.name)
-        if on_progress:
-            on_progress(number - 1, len(uploads), name)
         try:
-            decoded = stages.decode_for(upload.data, name, settings)  # at a reduced scale only in fast mode
-            existing = store.find_photo(engine, decoded.sha256)
-            if existing is not None and not again:
-                result = stored_result(engine, name, existing)
-            else:
-                row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
-                (row,) = stages.rows(classifier(stages.batch([row])))
-                if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
-                    mode_text, detector_info = mode_provenance(mode, detector)
-                    settings = replace(settings, run_id=_run_id(engine, run_provenance(
-                        loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
-                        recognized_again=again, region_profile=settings.profile_provenance(),
-                        prices=provenance() if prices else None), runs))
-                result = _stored_result(row, engine, settings) if existing is None else \
-                    _replaced_result(row, engine, settings, existing, context, by)
-            result.size = (decoded.width, decoded.height)
-            result.preview = preview(decoded.image) if previews != 0 else None  # the CLI and API show none
-        except ImageError as exc:
-            result = PhotoResult(name=name, error=str(exc), skipped=isinstance(exc, Skipped))
-        except Exception as exc:  # one file's failure must not end the batch or lose what is stored
-            result = PhotoResult(name=name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
-                                                  f"{str(exc)[:200]})")
-        results.append(result)
-        if previews is not None and len(results) > previews:
-            results[-previews - 1].preview = None
-        decoded = None  # gone before the next photo is decoded: a big photo holds its memory until then
+            existing = store.find_photo(engine, sha256_hex(upload.data))  # here, on the caller's connection
+        except Exception as exc:  # told when the photo's turn comes, like any other failure of it
+            failure = Future()
+            failure.set_exception(exc)
+            return name, failure
+        return name, decoding.submit(_prepare, upload, name, existing, settings, row_context, again, with_preview)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="shelf-decode") as decoding:
+        ahead = prepared()
+        while ahead is not None:
+            (name, current), ahead = ahead, None
+            if on_progress:
+                on_progress(len(results), total, name)
+            try:
+                photo = current.result()
+                ahead = prepared()  # the next photo is decoded and cut while this one is classified and stored
+                if photo.existing is not None and not again:
+                    result = stored_result(engine, name, photo.existing)
+                else:
+                    (row,) = stages.rows(classifier(stages.batch([photo.row])))
+                    if row["status"] != stages.FAILED and not settings.run_id:  # recorded with its first photo
+                        mode_text, detector_info = mode_provenance(mode, detector)
+                        settings = replace(settings, run_id=_run_id(engine, run_provenance(
+                            loaded, mode_text, top_k, crop_mode, catalog_provenance(settings), detector_info,
+                            recognized_again=again, region_profile=settings.profile_provenance(),
+                            prices=provenance() if prices else None), runs))
+                    result = _stored_result(row, engine, settings) if photo.existing is None else \
+                        _replaced_result(row, engine, settings, photo.existing, context, by)
+                result.size, result.preview = photo.size, photo.preview
+            except ImageError as exc:
+                result = PhotoResult(name=name, error=str(exc), skipped=isinstance(exc, Skipped))
+            except Exception as exc:  # one file's failure must not end the batch or lose what is stored
+                result = PhotoResult(name=name, error=f"{name}: could not be processed ({exc.__class__.__name__}: "
+                                                      f"{str(exc)[:200]})")
+            results.append(result)
+            if previews is not None and len(results) > previews:
+                results[-previews - 1].preview = None
+            ahead = ahead or prepared()  # (when this photo failed before its next was started)
+            current = photo = None  # its model inputs go before the next photo's are made
     if on_progress:
-        on_progress(len(uploads), len(uploads), "")
+        on_progress(len(results), total, "")
     return results
+
+
+@dataclass
+class _Prepared:
+    """One upload as the decode thread hands it on: the decoded photo itself stays there."""
+    existing: int | None  # the stored photo with the same bytes
+    size: tuple[int, int]
+    preview: Image.Image | None
+    row: dict | None  # cut into regions with their model inputs (None: stored, and not recognized again)
+
+
+def _prepare(upload: Upload, name: str, existing: int | None, settings: stages.Settings, row_context: dict,
+             again: bool, with_preview: bool) -> _Prepared:
+    """Decode and cut one upload: the part of a photo's work that needs no model, done on the decode thread while
+    the caller's thread classifies and stores the photo before it (ONNX Runtime and Pillow let go of the GIL).
+    Raises ImageError for a bad file."""
+    decoded = stages.decode_for(upload.data, name, settings)  # at a reduced scale only in fast mode
+    row = None
+    if existing is None or again:
+        row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
+    return _Prepared(existing, (decoded.width, decoded.height), preview(decoded.image) if with_preview else None,
+                     row)
 
 
 def _run_id(engine: Engine, provenance: dict, runs: dict[str, int] | None) -> int:

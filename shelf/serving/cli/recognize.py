@@ -83,24 +83,22 @@ def cmd_recognize(args) -> int:
     engine = open_store(args.db)
     context = Context(args.store, args.aisle, args.date)
     index, threshold = _catalog_index(args, engine, loaded)
-    results, unreadable, runs = [], [], {}  # one run for the whole command, though photos go one at a time
-    with _progress(len(args.images), "recognize") as bar:
-        for path in args.images:  # one at a time: a folder of photos never sits in memory at once
+    unreadable = []
+
+    def readable():  # one at a time, as recognize asks for them: a folder of photos never sits in memory at once
+        for path in args.images:
             try:
-                upload = Upload(path, read_bounded(path, MAX_BYTES))
+                yield Upload(path, read_bounded(path, MAX_BYTES))
             except FileTooLarge as exc:
                 unreadable.append(str(exc))
-                bar.update()
-                continue
             except OSError as exc:
                 unreadable.append(f"{path}: cannot read the file ({exc.strerror or exc})")
-                bar.update()
-                continue
-            results.extend(recognize(loaded, engine, [upload], context, args.regions, args.top_k, args.crop,
-                                     box_file=box_file, catalog=index, catalog_threshold=threshold,
-                                     detector=detector, previews=0, again=args.again, runs=runs, by=LOCAL,
-                                     prices=args.prices))
-            bar.update()
+
+    with _progress(len(args.images), "recognize") as bar:
+        results = recognize(loaded, engine, readable(), context, args.regions, args.top_k, args.crop,
+                            box_file=box_file, catalog=index, catalog_threshold=threshold, detector=detector,
+                            previews=0, again=args.again, by=LOCAL, prices=args.prices, total=len(args.images),
+                            on_progress=lambda done, total, name: bar.update(done + len(unreadable) - bar.n))
     _note_task_changes(engine)
     for r in results:
         if r.ok:
