@@ -228,7 +228,7 @@ def test_jpeg_draft_decoding_is_for_fast_mode_only(loaded, engine, calibration):
             full = stages.decode_for(data, path.name, stages.Settings("", mode, backend="onnx"))
             fast = stages.decode_for(data, path.name, stages.Settings("", mode, backend="int8"))
             assert full.full_size is None and (fast.width, fast.height) == full.image.size
-            if fast.full_size is None:  # too small for a region to keep 256 px (and the preview 1280)
+            if fast.full_size is None:  # too small for a region to keep DRAFT_MIN_SIDE px (and the preview 1280)
                 continue
             drafted += 1
             boxes = stages.photo_regions(stages.parse_region_mode(mode), full.image, path.name, None).boxes
@@ -298,3 +298,17 @@ def test_quantize_int8_makes_the_benchmarks_variants_with_one_thing_changed(load
     assert per_tensor.keys() == shipped.keys() and {shape for _, shape in per_tensor.values()} == {()}
     unsigned, _ = quantised_weights({"weight_type": QuantType.QUInt8})
     assert {dtype for dtype, _ in unsigned.values()} == {np.dtype(np.uint8)}
+
+
+def test_a_12_mp_grid_photo_is_decoded_at_half_size_in_fast_mode_only():
+    """grid:5x8 cells of a 4000×3000 photo keep 250 px at 4/8 (≥ DRAFT_MIN_SIDE: libjpeg-turbo's SIMD 4/8 scale
+    instead of the 5/8 one, which has none); the faithful backends decode it whole."""
+    from shelf.recognition import stages
+    from tests.synthetic import shelf_jpeg
+    data = shelf_jpeg(700, 4000, 3000)[0]
+    fast = stages.decode_for(data, "shelf.jpg", stages.Settings("", "grid:5x8", backend="int8"))
+    faithful = stages.decode_for(data, "shelf.jpg", stages.Settings("", "grid:5x8", backend="onnx"))
+    assert fast.image.size == (2000, 1500) and (fast.width, fast.height) == (4000, 3000)
+    assert faithful.image.size == (4000, 3000) and faithful.full_size is None
+    finer = stages.decode_for(data, "shelf.jpg", stages.Settings("", "grid:5x9", backend="int8"))  # cells 444 px
+    assert finer.image.size == (2500, 1875)  # 4/8 would keep 222 px: 5/8
