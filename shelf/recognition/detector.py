@@ -307,6 +307,7 @@ def _new_session(model: bytes | str):
     options.intra_op_num_threads = cpu_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: a checked model still warns about unused initializers
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # it runs beside the classifier
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
