@@ -9,6 +9,7 @@ from pathlib import Path
 from shelf.recognition.backends import bench_cache
 
 CACHE = bench_cache()
+REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"  # read-only, CI's
 N_SKUS, TRAIN_VIEWS, EPOCHS = 24, 24, 5
 
 

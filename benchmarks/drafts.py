@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import REAL_SHELVES, finetuned_weights
 from shelf.ingest.images import decode_image
 from shelf.ingest.regions import Box
 from shelf.recognition import stages
 from shelf.recognition.inputs import normalise
 
-REAL_SHELVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-shelves"
 CASES = [(5, 410), (5, 440), (4, 480), (4, 496), (4, 512), (4, 540)]  # (M of M/8, region side S in photo pixels)
 
 
@@ -24,7 +24,6 @@ def run(folder: Path = REAL_SHELVES) -> list[dict]:
     import torch
     from torchvision.models import resnet18
 
-    from benchmarks.common import finetuned_weights
     model = resnet18()
     model.load_state_dict(torch.load(finetuned_weights(), weights_only=True))
     model.eval()

@@ -18,13 +18,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.common import REAL_SHELVES
 from shelf.ingest.prices import ShelfLabel
 from shelf.ingest.regions import Box
 from shelf.recognition import prices
 from tests.labelled_shelves import make_labelled_shelf
 
 FIRST_SEED = 5000  # held out from the seeds the tests use
-REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"
 
 
 def overlap(a: Box, b: Box) -> float:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18
 
+from benchmarks.common import REAL_SHELVES
 from shelf.ingest import tuning
 from shelf.ingest.auto import AutoParams
 from tests.mixed_shelves import mixed_shelf_jpeg
@@ -28,7 +29,6 @@ from tests.synthetic import shelf_jpeg
 
 FIRST_SEED = 1000  # held out from the seeds the tests use
 TRAINING_SEED = 5000  # the generated shelves a profile is tuned on
-REAL_SHELVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-shelves"
 
 
 def generated(maker, seeds) -> list[tuning.Labelled]:
