@@ -107,6 +107,7 @@ def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     tab = context.new_page()
     tab.set_default_timeout(60_000)
+    tab.runs = ScriptRuns(tab)
     yield tab
     if getattr(request.node, "failed_call", False):
         ARTIFACTS.mkdir(exist_ok=True)
@@ -116,10 +117,51 @@ def page(browser, request):
     context.close()
 
 
+class ScriptRuns:
+    """What the app's websocket says about script runs: the browser asked for one (a widget changed) and the server
+    finished one. A run asked for is not visible in the page until the server starts it, which on a loaded machine
+    can be a second later; a file set on an uploader in that gap is lost (Streamlit drops the upload URLs it owes
+    the browser when the next run starts), so `settled` waits on these rather than on what the page shows."""
+
+    def __init__(self, page):
+        self.events = 0
+        self.asked = self.finished = -1  # event numbers, on the current websocket
+        page.on("websocket", self._watch)
+
+    def _watch(self, socket) -> None:
+        self.asked = self.finished = -1
+        socket.on("framesent", self._sent)
+        socket.on("framereceived", self._received)
+
+    def _sent(self, payload) -> None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        self.events += 1
+        if isinstance(payload, bytes) and BackMsg.FromString(payload).WhichOneof("type") == "rerun_script":
+            self.asked = self.events
+
+    def _received(self, payload) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+        self.events += 1
+        if not isinstance(payload, bytes):
+            return
+        message = ForwardMsg.FromString(payload)
+        if (message.WhichOneof("type") == "script_finished"
+                and message.script_finished != ForwardMsg.ScriptFinishedStatus.FINISHED_EARLY_FOR_RERUN):
+            self.finished = self.events
+
+    def idle(self) -> bool:
+        return self.finished > self.asked
+
+
 def settled(page, timeout_ms: int = 60_000) -> None:
-    """Wait until the app has finished its current run (Streamlit shows its running status widget meanwhile), so
-    a popover opened next is not closed by a rerun that was still on its way."""
-    page.wait_for_timeout(300)  # a rerun starts a moment after the event that causes it
+    """Wait until the app has finished every run asked for so far (Streamlit shows its running status widget
+    meanwhile), so a popover opened or a file set next is not lost to a rerun that was still on its way."""
+    page.wait_for_timeout(300)  # a widget's change reaches the websocket a moment after the event that causes it
+    runs = getattr(page, "runs", None)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while runs is not None and not runs.idle():
+        assert time.monotonic() < deadline, f"the app did not finish its run within {timeout_ms} ms"
+        page.wait_for_timeout(100)
     page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=timeout_ms)
 
 
