@@ -105,17 +105,9 @@ class Bf16Backend(EagerBackend):
 
 class OnnxBackend:
     def __init__(self, kind: str, path: Path):
-        import onnxruntime as ort
+        from shelf.recognition.model import onnx_session
         self.kind, self.name, self.path = kind, BACKENDS[kind], path
-        options = ort.SessionOptions()
-        from shelf.recognition.model import cpu_threads
-        options.intra_op_num_threads = cpu_threads()  # the same cores torch uses: no oversubscription
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads sleep instead of spinning: a spinning thread holds a core the decode thread
-        # (pipeline.recognize) needs. With both, a photo took 0.82–0.83× the time on either CPU kind (README).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(str(path))
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features, logits = self.session.run(None, {"input": batch})

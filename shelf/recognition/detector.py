@@ -299,25 +299,15 @@ def resolve_detector(source: str) -> DetectorInfo:
 # running a detector
 
 
-def _new_session(model: bytes | str):
-    import onnxruntime as ort
-
-    from shelf.recognition.model import cpu_threads
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: a checked model still warns about unused initializers
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # it runs beside the classifier
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 @functools.lru_cache(maxsize=4)
 def _session(path: str, sha256: str):
     """One ONNX Runtime session per detector file per process (sessions are safe to share between threads). The
     graph is checked again: a detector imported before the checks it now has to pass is not run unchecked."""
     import onnx
+
+    from shelf.recognition.model import onnx_session
     check_graph(onnx.load(path), f"detector {sha256[:12]}")
-    return _new_session(path)
+    return onnx_session(path)  # the classifier's options: its pool threads sleep too, as it runs beside it
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,21 @@ def cpu_threads() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
+def onnx_session(model: bytes | str):
+    """An ONNX Runtime CPU session with every graph optimisation (NCHWc layouts: fp32 runs at twice the speed), on the
+    cores torch uses (no oversubscription), logging errors only (a checked model may warn of unused initialisers).
+    Its idle pool threads sleep instead of spinning: a spinning thread holds a core the decode thread
+    (pipeline.recognize) needs; with both, a photo took 0.82–0.83× the time on either CPU kind (README)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cpu_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def torch_installed() -> bool:
     """Whether PyTorch can be imported here (the serving image runs without it, on converted models)."""
     from importlib.util import find_spec
