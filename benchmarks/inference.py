@@ -109,10 +109,10 @@ def network_alone(backend, photo) -> float:
     from benchmarks.roofline import network_images_per_s
     from shelf.ingest.images import decode_image
     from shelf.recognition.classify import BATCH_SIZE
-    from shelf.recognition.inputs import model_input, normalise
+    from shelf.recognition.inputs import model_input
     image = decode_image(photo[0], "photo.jpg").image
     inputs = np.stack([model_input(image.crop(box)) for box in photo[1][:BATCH_SIZE]])
-    return network_images_per_s(backend, normalise(inputs))
+    return network_images_per_s(backend, backend.prepare(inputs))
 
 
 def upload_to_stored(loaded, photos, data_dir: str) -> list[float]:

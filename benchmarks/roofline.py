@@ -187,7 +187,7 @@ def peak_int8_gops(threads: int, n: int = GEMM_SIZE, repeats: int = 5) -> tuple[
 # --- a backend's network alone ----------------------------------------------------------------------------------
 
 def network_images_per_s(backend, batch: np.ndarray, repeats: int = 5) -> float:
-    """Images/s of `backend.run` alone on one normalised batch (N,3,224,224), best of `repeats` after a warm-up."""
+    """Images/s of `backend.run` alone on one prepared batch (`backend.prepare`), best of `repeats` after a warm-up."""
     return len(batch) / _best_seconds(lambda: backend.run(batch), repeats)
 
 

@@ -79,33 +79,48 @@ def test_int8_fast_mode_is_correct_and_close_to_fp32(loaded, calibration):
     assert min(embeddings) > 0.9
 
 
-def test_on_amx_cpus_the_int8_model_runs_from_a_copy_with_weights_off_zero_computing_the_same(
-        loaded, calibration, tmp_path, monkeypatch):
+@pytest.mark.parametrize("amx", [False, True], ids=["without AMX", "with AMX"])
+def test_fast_mode_runs_a_copy_of_the_int8_model_taking_quantised_bytes_and_computing_the_very_same(
+        amx, loaded, calibration, photo_bytes, tmp_path, monkeypatch):
     import os
 
     import onnx
-    import onnxruntime as ort
+
+    from shelf.recognition.inputs import model_input
     fp32 = backends.build_backend("onnx", loaded.model, loaded.weights.sha256).path
     folder = tmp_path / "models"
     int8 = backends.quantize_int8(fp32, calibration, folder / backends.INT8_FILE)
-    monkeypatch.setattr(backends, "has_amx_int8", lambda: False)
-    assert backends.int8_for_this_cpu(int8) == int8 and not (folder / backends.INT8_AMX_FILE).exists()
-    monkeypatch.setattr(backends, "has_amx_int8", lambda: True)
-    amx = backends.int8_for_this_cpu(int8)
-    assert amx == folder / backends.INT8_AMX_FILE and sorted(p.name for p in folder.iterdir()) == sorted(
-        [backends.INT8_FILE, backends.INT8_AMX_FILE])  # no partial file left
+    (folder / backends.LEGACY_AMX_FILE).write_bytes(b"the AMX copy of an earlier version")
+    monkeypatch.setattr(backends, "has_amx_int8", lambda: amx)
+    derived = backends.int8_for_this_cpu(int8)
+    assert derived == folder / (backends.INT8_AMX_FILE if amx else backends.INT8_RUN_FILE)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([backends.INT8_FILE, derived.name])  # no partial
+    # file left, and the old AMX copy gone
     assert backends.shift_weight_zero_points(onnx.load(str(int8))) == 20  # ResNet-18's 20 convolutions, not the Gemm
-    assert backends.shift_weight_zero_points(onnx.load(str(amx))) == 0  # all shifted already
-    batch = calibration[0].numpy()
-    before, after = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": batch})
-                     for path in (int8, amx))
-    for output_before, output_after in zip(before, after):  # pooled features and logits: the same numbers
-        np.testing.assert_allclose(output_after, output_before, atol=1e-5)
-    derived = amx.stat().st_mtime_ns
-    assert backends.int8_for_this_cpu(int8) == amx and amx.stat().st_mtime_ns == derived  # derived once
-    os.utime(int8, ns=(derived + 10**9, derived + 10**9))  # re-calibrated since: derived again
+    assert backends.shift_weight_zero_points(onnx.load(str(derived))) == (0 if amx else 20)  # shifted for AMX only
+    photos = [decode_image(data, name).image for name, data in photo_bytes.items()]
+    crops = [photo.crop((x, y, x + w, y + h)) for photo in photos for x, y, w, h in ((0, 0, 97, 180), (40, 9, 300, 61))]
+    inputs = np.stack([model_input(image) for image in photos + crops]
+                      + [np.full((224, 224, 3), level, np.uint8) for level in (0, 255)])  # the table's two ends
+    as_quantised, as_run = backends.OnnxBackend("int8", int8), backends.OnnxBackend("int8", derived)
+    assert as_run.prepare(inputs).shape == (len(inputs), 12, 115, 115) and as_run.prepare(inputs).dtype == np.uint8
+    for expected, actual in zip(as_quantised.run(as_quantised.prepare(inputs)), as_run.run(as_run.prepare(inputs))):
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)  # pooled features and logits: the same numbers
+    assert as_run.prepare(inputs[:0]).shape == (0, 12, 115, 115)
+    made = derived.stat().st_mtime_ns
+    assert backends.int8_for_this_cpu(int8) == derived and derived.stat().st_mtime_ns == made  # derived once
+    os.utime(int8, ns=(made + 10**9, made + 10**9))  # re-calibrated since: derived again
     backends.int8_for_this_cpu(int8)
-    assert amx.stat().st_mtime_ns > derived
+    assert derived.stat().st_mtime_ns > made
+
+
+def test_a_model_fast_mode_did_not_quantise_is_run_as_it_is(loaded, tmp_path, monkeypatch):
+    fp32 = backends.build_backend("onnx", loaded.model, loaded.weights.sha256).path  # no QuantizeLinear to take over
+    import onnx
+    model = onnx.load(str(fp32))
+    assert not backends.quantised_input_copy(model) and model == onnx.load(str(fp32))
+    monkeypatch.setattr(backends, "has_amx_int8", lambda: False)
+    assert backends.int8_for_this_cpu(fp32) == fp32 and not (fp32.parent / backends.INT8_RUN_FILE).exists()
 
 
 def test_amx_is_read_from_the_cpu_flags(tmp_path, monkeypatch):

@@ -37,11 +37,19 @@ def test_without_it_the_tiles_are_granted_where_the_cpu_lists_them():
     assert amx_int8 == str("amx_int8" in Path("/proc/cpuinfo").read_text().split())
 
 
-def test_a_refused_cpu_runs_the_symmetric_int8_model(tmp_path, monkeypatch):
+def test_a_refused_cpu_runs_the_copy_with_symmetric_weights(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
     int8 = tmp_path / backends.INT8_FILE
-    int8.write_bytes(b"not read when AMX is refused")
+    value = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["input"], ["out"])], "g", [value],
+                                                  [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])])),
+              str(int8))
     monkeypatch.setattr(backends, "amx_granted", lambda: False)
-    assert backends.int8_for_this_cpu(int8) == int8 and not (tmp_path / backends.INT8_AMX_FILE).exists()
+    monkeypatch.setattr(backends, "quantised_input_copy", lambda model: True)  # the rewrite: tests/test_backends.py
+    monkeypatch.setattr(backends, "shift_weight_zero_points", lambda model: pytest.fail("shifted for AMX tiles"))
+    assert backends.int8_for_this_cpu(int8) == tmp_path / backends.INT8_RUN_FILE
+    assert not (tmp_path / backends.INT8_AMX_FILE).exists()
 
 
 def test_the_filter_turns_on_no_speculation_mitigation_that_would_slow_the_command():

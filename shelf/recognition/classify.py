@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from shelf.recognition.backends import EagerBackend, softmax
-from shelf.recognition.inputs import check_crop_mode, model_input, normalise
+from shelf.recognition.inputs import check_crop_mode, model_input
 from shelf.recognition.model import LoadedModel
 
 DEFAULT_TOP_K = 3
@@ -66,7 +66,7 @@ def classify_inputs(loaded: LoadedModel, inputs: np.ndarray, top_k: int = DEFAUL
     backend = loaded.backend or EagerBackend(loaded.model)
     indices, probabilities, embeddings = [], [], []
     for start in range(0, len(inputs), batch_size):
-        features, logits = backend.run(normalise(inputs[start:start + batch_size]))
+        features, logits = backend.run(backend.prepare(inputs[start:start + batch_size]))
         p = softmax(logits)
         indices.append(np.argsort(-p, axis=1, kind="stable")[:, :top_k])
         probabilities.append(p)
