@@ -382,10 +382,9 @@ def quantised_input_copy(model) -> bool:
     the model does not start as quantize_int8 makes it."""
     import json
 
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from shelf.recognition.inputs import SPACE_TO_DEPTH, STEM_BEFORE, STEM_AFTER
+    from shelf.recognition.inputs import SPACE_TO_DEPTH, STEM_AFTER, STEM_BEFORE
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output}
