@@ -91,3 +91,26 @@ def test_a_store_that_fails_for_one_photo_fails_only_that_photo(loaded, engine, 
                                          Upload("c.jpg", shelf_jpeg(3, 800, 600)[0])], CONTEXT, region_mode="grid:2x2")
     assert [r.ok for r in results] == [True, False, True]
     assert "b.jpg" in results[1].error and "disk I/O error" in results[1].error
+
+
+def test_a_photos_bytes_are_kept_on_the_decode_thread_and_a_failed_write_is_tried_again(loaded, engine, monkeypatch):
+    from shelf import config
+    real_keep, written, refused = store.keep_photo_bytes, {}, []
+
+    def keep(data, relative):
+        if not refused:  # the first photo's early write fails (a full disk, say, that then frees up)
+            refused.append(threading.current_thread().name)
+            raise OSError("no space left on device")
+        if not (config.data_dir() / relative).exists():
+            written[relative] = threading.current_thread().name
+        return real_keep(data, relative)
+
+    monkeypatch.setattr(store, "keep_photo_bytes", keep)
+    uploads = [u for u in _uploads() if u.name != "notes.jpg"]
+    results = recognize(loaded, engine, uploads, CONTEXT, region_mode="grid:2x2")
+    assert all(r.ok for r in results) and store.counts(engine)["photos"] == 3
+    files = [store.photo_file(stages.sha256_hex(u.data), "JPEG") for u in uploads]
+    assert [(config.data_dir() / f).read_bytes() for f in files] == [u.data for u in uploads]
+    assert refused[0].startswith("shelf-decode")  # written off the model's thread ...
+    assert [written[f].startswith("shelf-decode") for f in files] == [False, True, True]  # ... or, refused there,
+    # again when the photo is stored

@@ -13,8 +13,10 @@ Converted models are cached on disk under the data dir, keyed by the weights' sh
 process, a new server) does not convert again. Fast mode's calibration set is frozen when it is first taken: its
 crops are kept beside the int8 model (`calibration-int8.npz`, with `calibration-int8.json` saying where they came
 from), and the int8 model is built once from them. It is re-taken only when someone asks (`python -m shelf weights
-recalibrate`, or the Model page), never because the store grew. On AMX CPUs fast mode runs a copy of the int8 model
-with its weights off zero point 0, derived from it (`int8_for_this_cpu`).
+recalibrate`, or the Model page), never because the store grew. Fast mode runs a copy of the int8 model derived from
+it (`int8_for_this_cpu`) that computes the very same numbers for less: it takes the quantised bytes its first
+QuantizeLinear would make, with the 7×7 stem as a space-to-depth convolution, and on AMX CPUs its weights are off
+zero point 0.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ on this one. Each file succeeds or fails on its own: a bad file becomes a messag
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import threading
@@ -267,13 +268,17 @@ class _Prepared:
 
 def _prepare(upload: Upload, name: str, existing: int | None, settings: stages.Settings, row_context: dict,
              again: bool, with_preview: bool) -> _Prepared:
-    """Decode and cut one upload: the part of a photo's work that needs no model, done on the decode thread while
-    the caller's thread classifies and stores the photo before it (ONNX Runtime and Pillow let go of the GIL).
-    Raises ImageError for a bad file."""
+    """Decode and cut one upload and keep its bytes: the part of a photo's work that needs no model, done on the
+    decode thread while the caller's thread classifies and stores the photo before it (ONNX Runtime and Pillow let
+    go of the GIL). Raises ImageError for a bad file."""
     decoded = stages.decode_for(upload.data, name, settings)  # at a reduced scale only in fast mode
     row = None
     if existing is None or again:
         row = stages.cut(stages.new_row({"source": name, **row_context}), decoded, upload.data, settings)
+    if existing is None:  # the photo's bytes are written (and synced) here rather than by storing, on the model's
+        # thread; a file without a row is harmless and reused. If this fails, storing tries again and says why.
+        with contextlib.suppress(OSError):
+            store.keep_photo_bytes(upload.data, store.photo_file(decoded.sha256, decoded.format))
     return _Prepared(existing, (decoded.width, decoded.height), preview(decoded.image) if with_preview else None,
                      row)
 
