@@ -379,9 +379,9 @@ def quantised_input_copy(model) -> bool:
     256-entry table per channel taken from this very QuantizeLinear), and its 7×7 stride-2 stem convolution over
     3 channels becomes a 4×4 stride-1 convolution over 12 (2×2 space-to-depth; the kernel gains a zero row and
     column): 192-long dot products instead of 147-long ones over 3 channels, which suit the int8 kernels better.
-    The int32 sums are the very same, so the outputs are identical (tests/test_backends.py). Measured per 40
-    crops with AMX refused: 0.89–0.92× the time of normalising plus the model as quantised. False (unchanged) when
-    the model does not start as quantize_int8 makes it."""
+    The int32 sums are the very same, so the outputs are identical (tests/test_backends.py). Input plus network
+    measured 0.90–0.97× the time of normalising plus the model as quantised with AMX refused, 0.93–0.99× with AMX
+    (README). False (unchanged) when the model does not start as quantize_int8 makes it."""
     import json
 
     from onnx import TensorProto, helper, numpy_helper
