@@ -402,11 +402,15 @@ def quantised_input_copy(model) -> bool:
     if [n.op_type for n in dequantize] != ["DequantizeLinear"]:
         return False
     stem = readers(dequantize[0].output[0])
-    weights = producers.get(stem[0].input[1]) if [n.op_type for n in stem] == ["Conv"] else None
-    attributes = {a.name: list(helper.get_attribute_value(a)) for a in stem[0].attribute if a.name != "group"}
+    if [n.op_type for n in stem] != ["Conv"] or [d.dim_value for d in input_value.type.tensor_type.shape.dim[1:]] != [
+            3, 224, 224]:
+        return False
+    weights = producers.get(stem[0].input[1])
+    attributes = {a.name: helper.get_attribute_value(a) for a in stem[0].attribute}
     if (weights is None or weights.op_type != "DequantizeLinear" or weights.input[0] not in initializers
-            or attributes.get("kernel_shape") != [7, 7] or attributes.get("strides") != [2, 2]
-            or attributes.get("pads") != [3] * 4 or attributes.get("dilations", [1, 1]) != [1, 1]):
+            or list(attributes.get("kernel_shape", ())) != [7, 7] or list(attributes.get("strides", ())) != [2, 2]
+            or list(attributes.get("pads", ())) != [3] * 4 or list(attributes.get("dilations", [1, 1])) != [1, 1]
+            or attributes.get("group", 1) != 1):
         return False
     kernel = numpy_helper.to_array(initializers[weights.input[0]])
     scale, zero_point = (numpy_helper.to_array(initializers[name]) for name in quantize[0].input[1:3])
