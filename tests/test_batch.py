@@ -296,6 +296,10 @@ def test_a_batch_the_model_cannot_classify_fails_its_photos_not_the_run(loaded, 
     class Broken:
         kind, name = "eager", "broken"
 
+        @staticmethod
+        def prepare(inputs):
+            return inputs
+
         def run(self, batch):
             raise RuntimeError("out of memory")
 

@@ -283,7 +283,8 @@ def test_a_graph_expanding_only_when_it_runs_meets_the_trials_memory_limit():
 
 
 def test_a_graph_running_past_the_trials_time_limit_is_stopped():
-    said, _, trials, _ = import_hostile_detector("slow_detector()", setup="detector.TRIAL_SECONDS = 1")
+    # 200 products of 1500² floats: ~1.4 TFLOP, seconds even at this machine's fp32 peak (40 finished inside 1 s once)
+    said, _, trials, _ = import_hostile_detector("slow_detector(products=200)", setup="detector.TRIAL_SECONDS = 1")
     assert said == "REFUSED hostile.onnx: its trial run did not finish in 1 s (a detector takes a few seconds at most)"
     assert trials == []  # killed at its time limit (subprocess.run raised TimeoutExpired): it told nothing
 

@@ -14,8 +14,8 @@ process, a new server) does not convert again. Fast mode's calibration set is fr
 crops are kept beside the int8 model (`calibration-int8.npz`, with `calibration-int8.json` saying where they came
 from), and the int8 model is built once from them. It is re-taken only when someone asks (`python -m shelf weights
 recalibrate`, or the Model page), never because the store grew. Fast mode runs a copy of the int8 model derived from
-it (`int8_for_this_cpu`) that computes the very same numbers for less: it takes the quantised bytes its first
-QuantizeLinear would make, with the 7×7 stem as a space-to-depth convolution, and on AMX CPUs its weights are off
+it (`int8_for_this_cpu`) that computes the very same numbers for less: without AMX it takes the quantised bytes its
+first QuantizeLinear would make, with the 7×7 stem as a space-to-depth convolution; on AMX CPUs its weights are off
 zero point 0.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shelf import config
+from shelf.recognition.int8_rewrites import input_preparation, quantised_input_copy, shift_weight_zero_points
 
 if TYPE_CHECKING:  # the ONNX Runtime backends run without torch; it is imported to build or convert a model
     import torch
@@ -123,20 +124,6 @@ class OnnxBackend:
         return features, logits
 
 
-def input_preparation(metadata: dict[str, str], path: Path):
-    """`prepare` for a model with this metadata: normalisation, or a derived int8 model's own quantised input."""
-    import json
-
-    from shelf.recognition.inputs import SPACE_TO_DEPTH, normalise, quantised_input
-    if INPUT_METADATA not in metadata:
-        return normalise
-    described = json.loads(metadata[INPUT_METADATA])
-    if described.get("layout") != SPACE_TO_DEPTH:
-        raise BackendError(f"{path.name}: input layout {described.get('layout')!r} is not one Shelf makes")
-    table = np.array(described["table"], np.uint8).reshape(3, 256)
-    return functools.partial(quantised_input, table=table, pad=int(described["pad"]))
-
-
 def models_dir(weights_sha256: str) -> Path:
     from shelf.recognition.model import models_dir
     return models_dir(weights_sha256)
@@ -195,10 +182,8 @@ def export_onnx(model: torch.nn.Module, target: Path) -> Path:
 
 
 INT8_FILE = "resnet18-int8.onnx"
-INT8_RUN_FILE = "resnet18-int8-u8.onnx"  # what fast mode runs, derived from INT8_FILE: int8_for_this_cpu
-INT8_AMX_FILE = "resnet18-int8-u8-amx.onnx"  # the same on AMX CPUs, weights off zero point 0
-LEGACY_AMX_FILE = "resnet18-int8-amx.onnx"  # the AMX copy before INT8_RUN_FILE: removed when they are derived
-INPUT_METADATA = "shelf.input"  # a derived model's input: layout, table, pad (quantised_input_copy)
+INT8_RUN_FILE = "resnet18-int8-u8.onnx"  # what fast mode runs without AMX, derived from INT8_FILE: int8_for_this_cpu
+INT8_AMX_FILE = "resnet18-int8-amx.onnx"  # what it runs on AMX CPUs, derived likewise
 CALIBRATION_FILE = "calibration-int8.npz"  # the frozen calibration crops: (N, 224, 224, 3) uint8 model inputs
 CALIBRATION_INFO = "calibration-int8.json"  # where they came from, when, and their hash
 
@@ -326,132 +311,30 @@ def usable_cpu_flags() -> frozenset[str]:
     return cpu_flags() if amx_granted() else frozenset(f for f in cpu_flags() if not f.startswith("amx"))
 
 
-def shift_weight_zero_points(model) -> int:
-    """Store each symmetric int8 convolution weight (zero point 0, values within ±127) as value − 1 with zero point
-    −1: the same numbers, but ONNX Runtime then runs the convolution through its general int8 GEMM, which uses AMX
-    tiles, instead of its direct kernels for symmetric weights, which use VNNI only. On this project's 2-core AMX
-    machine ResNet-18 on 40 crops took 130 ms instead of 179, with identical outputs (README, "Inference
-    backends"). Done only where AMX exists: elsewhere the direct kernels are the fast ones. Returns how many
-    weights were shifted."""
-    from onnx import numpy_helper
-    initializers = {i.name: i for i in model.graph.initializer}
-    shifted = 0
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or node.input[0] not in initializers:
-            continue
-        weights, zero_point = (numpy_helper.to_array(initializers[name]) for name in (node.input[0], node.input[2]))
-        if weights.dtype != np.int8 or weights.ndim != 4 or np.any(zero_point != 0) or weights.min() < -127:
-            continue
-        initializers[node.input[0]].CopyFrom(numpy_helper.from_array(weights - np.int8(1), node.input[0]))
-        initializers[node.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(zero_point, -1), node.input[2]))
-        shifted += 1
-    return shifted
-
-
 def int8_for_this_cpu(int8: Path) -> Path:
-    """The int8 model to run here: a copy of it that takes its input already quantised and runs its stem as
-    space-to-depth (quantised_input_copy), on AMX CPUs with its weights off zero point 0 too
-    (shift_weight_zero_points); derived once and kept beside it, and again whenever the model is re-calibrated (a
-    model calibrated before this existed gets its copy on its next start, without quantising again)."""
+    """The int8 model to run here, a copy of it computing the very same numbers, derived once and kept beside it, and
+    again whenever the model is re-calibrated (a model calibrated before gets its copy on its next start, without
+    quantising again). Without AMX: the copy takes its input already quantised and runs its stem as space-to-depth
+    (quantised_input_copy). On AMX CPUs: its weights are off zero point 0 (shift_weight_zero_points), input and stem
+    as quantised — the rewrite measured no faster there (input plus network 0.93–1.04× the time, a photo 0.9–1.2×:
+    README), and nothing may get slower where it runs fast already."""
     amx = has_amx_int8()
     derived = int8.with_name(INT8_AMX_FILE if amx else INT8_RUN_FILE)
     if derived.exists() and derived.stat().st_mtime_ns >= int8.stat().st_mtime_ns:
         return derived
     import onnx
     model = onnx.load(str(int8))
-    if not quantised_input_copy(model) and not amx:
-        return int8  # not a model quantize_int8 made (none of Shelf's): run it as it is
     if amx:
         shift_weight_zero_points(model)
+    elif not quantised_input_copy(model):
+        return int8  # not a model quantize_int8 made (none of Shelf's): run it as it is
     partial = derived.with_suffix(f".partial-{os.getpid()}")
     try:
         onnx.save(model, str(partial))
         os.replace(partial, derived)
     finally:
         partial.unlink(missing_ok=True)
-    int8.with_name(LEGACY_AMX_FILE).unlink(missing_ok=True)
     return derived
-
-
-def quantised_input_copy(model) -> bool:
-    """Rewrite quantize_int8's model in place to compute the same numbers for less: it takes the uint8 values its
-    first QuantizeLinear would make (inputs.quantised_input makes them from the uint8 model inputs, through a
-    256-entry table per channel taken from this very QuantizeLinear), and its 7×7 stride-2 stem convolution over
-    3 channels becomes a 4×4 stride-1 convolution over 12 (2×2 space-to-depth; the kernel gains a zero row and
-    column): 192-long dot products instead of 147-long ones over 3 channels, which suit the int8 kernels better.
-    The int32 sums are the very same, so the outputs are identical (tests/test_backends.py). Input plus network
-    measured 0.90–0.97× the time of normalising plus the model as quantised with AMX refused, 0.93–0.99× with AMX
-    (README). False (unchanged) when the model does not start as quantize_int8 makes it."""
-    import json
-
-    from onnx import TensorProto, helper, numpy_helper
-
-    from shelf.recognition.inputs import SPACE_TO_DEPTH, STEM_AFTER, STEM_BEFORE
-    graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    producers = {output: node for node in graph.node for output in node.output}
-
-    def readers(tensor: str) -> list:
-        return [node for node in graph.node if tensor in node.input]
-
-    (input_value,) = [i for i in graph.input if i.name == "input"] or [None]
-    quantize = readers("input")
-    if input_value is None or [n.op_type for n in quantize] != ["QuantizeLinear"]:
-        return False
-    dequantize = readers(quantize[0].output[0])
-    if [n.op_type for n in dequantize] != ["DequantizeLinear"]:
-        return False
-    stem = readers(dequantize[0].output[0])
-    if [n.op_type for n in stem] != ["Conv"] or [d.dim_value for d in input_value.type.tensor_type.shape.dim[1:]] != [
-            3, 224, 224]:
-        return False
-    weights = producers.get(stem[0].input[1])
-    attributes = {a.name: helper.get_attribute_value(a) for a in stem[0].attribute}
-    if (weights is None or weights.op_type != "DequantizeLinear" or weights.input[0] not in initializers
-            or list(attributes.get("kernel_shape", ())) != [7, 7] or list(attributes.get("strides", ())) != [2, 2]
-            or list(attributes.get("pads", ())) != [3] * 4 or list(attributes.get("dilations", [1, 1])) != [1, 1]
-            or attributes.get("group", 1) != 1):
-        return False
-    kernel = numpy_helper.to_array(initializers[weights.input[0]])
-    scale, zero_point = (numpy_helper.to_array(initializers[name]) for name in quantize[0].input[1:3])
-    grown = np.zeros((kernel.shape[0], 3, 8, 8), kernel.dtype)
-    grown[:, :, 1:, 1:] = kernel
-    blocks = grown.reshape(-1, 3, 4, 2, 4, 2).transpose(0, 1, 3, 5, 2, 4).reshape(-1, 12, 4, 4)
-    initializers[weights.input[0]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(blocks), weights.input[0]))
-    for attribute in stem[0].attribute:
-        value = {"kernel_shape": [4, 4], "strides": [1, 1], "pads": [0] * 4}.get(attribute.name)
-        if value is not None:
-            attribute.ints[:] = value
-    table = _quantised_values(scale, zero_point)
-    graph.node.remove(quantize[0])
-    dequantize[0].input[0] = "input"
-    side = (224 + STEM_BEFORE + STEM_AFTER) // 2
-    input_value.CopyFrom(helper.make_tensor_value_info("input", TensorProto.UINT8, ["n", 12, side, side]))
-    stale = {quantize[0].output[0], dequantize[0].output[0]}  # their shapes changed
-    for info in [v for v in graph.value_info if v.name in stale]:
-        graph.value_info.remove(info)
-    model.metadata_props.add(key=INPUT_METADATA, value=json.dumps(
-        {"layout": SPACE_TO_DEPTH, "table": table.ravel().tolist(), "pad": int(zero_point)}))
-    return True
-
-
-def _quantised_values(scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
-    """(3, 256) uint8: each channel's 256 input values, normalised as the backends do and quantised by ONNX Runtime
-    itself with the model's input scale and zero point, so the table gives the bytes the model's QuantizeLinear
-    gave, whatever rounding that runtime uses."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    from shelf.recognition.inputs import normalise
-    values = np.repeat(np.arange(256, dtype=np.uint8)[None, None, :, None], 3, axis=3)  # a 1×256 image, grey levels
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["y"])], "input_table",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1, 256])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 3, 1, 256])],
-        [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(zero_point, "zero_point")])
-    quantizer = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(quantizer.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": normalise(values)})[0][0, :, 0, :]
 
 
 def build_backend(kind: str, model, weights_sha256: str, calibration=None, *, recalibrate: bool = False,

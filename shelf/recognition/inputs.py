@@ -133,8 +133,8 @@ def normalise(inputs: np.ndarray) -> np.ndarray:
     return batch
 
 
-# Fast mode's own input (backends.quantised_input_copy): what its int8 model's first QuantizeLinear would make of the
-# normalised batch, made here from the uint8 inputs, laid out for a stem convolution rewritten as space-to-depth.
+# Fast mode's own input (int8_rewrites.quantised_input_copy): what its int8 model's first QuantizeLinear would make
+# of the normalised batch, made here from the uint8 inputs, laid out for a stem rewritten as space-to-depth.
 STEM_BEFORE, STEM_AFTER = 4, 2  # the 7×7 stride-2 stem (padding 3) as a 4×4 convolution over 2×2 blocks: its
 # kernel grows a zero first row and column, so the padding becomes 4 before and 2 after (224 + 6 = 2 × 115 blocks)
 SPACE_TO_DEPTH = "space_to_depth_2x2"

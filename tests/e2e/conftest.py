@@ -173,6 +173,22 @@ def open_page(page, server, path: str, ready_text: str) -> None:
     settled(page)
 
 
+def pick_option(page, selectbox, option: str, attempts: int = 3) -> None:
+    """Open `selectbox` and choose `option`. A click that lands while the box is being drawn again opens nothing
+    (once in CI, under load): then close whatever opened, let the app settle and click again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    for attempt in range(attempts):
+        selectbox.click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            settled(page)
+
+
 def correct_one_region(page, to: str) -> None:
     """On the Review page: open the one-region correction, pick `to` ("bagel (931)") and save it."""
     page.get_by_text("Correct one region").click()

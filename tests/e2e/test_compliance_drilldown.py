@@ -3,7 +3,7 @@ store/aisle/date whose lines the table shows, not the one picked on the previous
 from shelf import access
 from shelf.analytics import planogram
 from shelf.storage import store
-from tests.e2e.conftest import open_page, settled
+from tests.e2e.conftest import open_page, pick_option, settled
 from tests.factory import TEST_RUN
 from tests.test_compliance import DAY1, DAY2, POP, WINE, add_shelf
 
@@ -24,8 +24,7 @@ def test_the_drill_down_follows_a_date_change(server, page):
 
     open_page(page, server, "compliance", "Look closer")
     assert "S3 · A1 · 2026-03-02" in picker_text(page)  # the newest date comes first
-    page.get_by_test_id("stSelectbox").filter(has_text="Date").first.click()
-    page.get_by_role("option", name="2026-03-01").click()
+    pick_option(page, page.get_by_test_id("stSelectbox").filter(has_text="Date").first, "2026-03-01")
     page.get_by_test_id("stMetric").filter(has_text="Compliance").get_by_text("100.0%").wait_for()  # S2's figures
     settled(page)
     assert "S2 · A1 · 2026-03-01" in picker_text(page)
