@@ -86,8 +86,9 @@ def ort_runner(path: Path, threads: int, level: str, spinning: bool = True):
 
 
 def shipped_int8_runner(int8: Path):
-    """Fast mode exactly as Shelf runs it here: its own copy of the int8 model (backends.int8_for_this_cpu: quantised
-    bytes in, space-to-depth stem, weights off zero point 0 on AMX), its session's options and input preparation."""
+    """Fast mode exactly as Shelf runs it here: its own copy of the int8 model (backends.int8_for_this_cpu: without
+    AMX quantised bytes in and a space-to-depth stem, with AMX the weights off zero point 0), its session's options
+    and input preparation."""
     from shelf.recognition import backends
     backend = backends.OnnxBackend("int8", backends.int8_for_this_cpu(int8))
     runner = lambda batch: backend.run(batch)[1]  # noqa: E731
@@ -202,7 +203,7 @@ def runners(model, fp32: Path, int8: Path, int8_amx: Path, threads: int) -> list
              ("ORT int8 (VNNI kernels, zp 0), no spinning", lambda: ort_runner(int8, threads, "ORT_ENABLE_ALL", False)),
              ("ORT int8 (AMX copy, zp -1), no spinning",
               lambda: ort_runner(int8_amx, threads, "ORT_ENABLE_ALL", False)),
-             ("ORT int8 as shipped (quantised bytes in, space-to-depth stem, no spinning)",
+             ("ORT int8 as shipped (this CPU's copy, no spinning)",
               lambda: shipped_int8_runner(int8)),
              ("OpenVINO fp32 (f32 hint)", lambda: openvino_runner(fp32, threads, "f32")),
              ("OpenVINO fp32 file, default hint", lambda: openvino_runner(fp32, threads, "")),

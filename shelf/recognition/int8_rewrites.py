@@ -54,8 +54,9 @@ def quantised_input_copy(model) -> bool:
     3 channels becomes a 4×4 stride-1 convolution over 12 (2×2 space-to-depth; the kernel gains a zero row and
     column): 192-long dot products instead of 147-long ones over 3 channels, which suit the int8 kernels better.
     The int32 sums are the very same, so the outputs are identical (tests/test_backends.py). Input plus network
-    measured 0.90–0.97× the time of normalising plus the model as quantised with AMX refused, 0.93–0.99× with AMX
-    (README). False (unchanged) when the model does not start as quantize_int8 makes it."""
+    measured 0.90–0.97× the time of normalising plus the model as quantised with AMX refused, level with AMX, so
+    fast mode uses it only without AMX (`python -m benchmarks.int8_rewrite`, README). False (unchanged) when the
+    model does not start as quantize_int8 makes it."""
     import json
 
     from onnx import TensorProto, helper, numpy_helper
