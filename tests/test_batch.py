@@ -164,6 +164,27 @@ def test_recent_batches_shows_progress_and_stalled_runs(engine):
     assert later.loc[first, "state"] == "stalled" and not batches.any_running(later.reset_index())
 
 
+@pytest.mark.parametrize("raised, state", [(KeyboardInterrupt, "interrupted"), (RuntimeError, "failed")])
+def test_ctrl_c_in_the_work_on_a_result_marks_the_batch_interrupted(engine, tmp_path, raised, state):
+    """Ctrl-C lands wherever the main thread is, often in the CLI's own work on a stored photo (tasks from it); that
+    must read as interrupted (resumable), and only a real error as failed. CI once saw "failed" after a Ctrl-C."""
+    from shelf.recognition import batch
+
+    results = [{"status": "stored", "regions": 6, "store_seconds": 0.01, "classified_on": "", "source": f"{n}.jpg",
+                "line": 0, "error": ""} for n in range(4)]
+    batch_id = batches.start_batch(engine, "photos/", "local", "me@here", len(results), None)
+    tally = batch.Tally(total=len(results))
+
+    def each(result):
+        if result["source"] == "1.jpg":
+            raise raised
+
+    with pytest.raises(raised):
+        batch.run(results, tally, engine, batch_id, batch.ErrorList(tmp_path / "errors.csv"), each=each)
+    row = batches.recent_batches(engine).set_index("id").loc[batch_id]
+    assert row["state"] == state and row["done"] == 2 and row["stored"] == 2
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_worker_pools_are_bounded(db_url):
     """--db-pool N: a worker process never holds more than N connections to PostgreSQL; the next one waits."""

@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,9 +85,12 @@ class ErrorList:
 
 
 def run(results: Iterable[dict], tally: Tally, engine: Engine, batch_id: int, errors: ErrorList,
-        bar=None) -> Iterator[dict]:
-    """Count each photo's result as it arrives, keep the batch row current (about once a second) and list the
-    errors; yields the results on. A KeyboardInterrupt marks the batch interrupted before it propagates."""
+        bar=None, each: Callable[[dict], object] = lambda result: None) -> None:
+    """Count each photo's result as it arrives, keep the batch row current (about once a second), list the
+    errors and hand each result to `each`. A KeyboardInterrupt marks the batch interrupted before it propagates.
+
+    Not a generator: a Ctrl-C that lands in the caller's work on a result would close a generator with
+    GeneratorExit, and the batch would be marked failed instead of interrupted."""
     last = 0.0
     try:
         for result in results:
@@ -106,7 +109,7 @@ def run(results: Iterable[dict], tally: Tally, engine: Engine, batch_id: int, er
             if time.monotonic() - last >= HEARTBEAT_S:
                 batches.update_batch(engine, batch_id, **tally.progress())
                 last = time.monotonic()
-            yield result
+            each(result)
     except KeyboardInterrupt:
         batches.update_batch(engine, batch_id, status=batches.INTERRUPTED, **tally.progress())
         raise

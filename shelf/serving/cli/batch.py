@@ -112,12 +112,13 @@ def _run_batch(args, db_url: str, jobs: list, problems: list, region_inputs, clu
     try:
         with tqdm(total=tally.total, initial=len(problems), desc=f"batch {batch_id}", unit="photo",
                   file=sys.stderr, disable=None) as bar:
-            for result in batch.run(results, tally, engine, batch_id, errors, bar):
+            def each(result: dict) -> None:
                 if result["status"] == stages.STORED:
                     evaluate_pending(engine)  # store tasks from it, as each photo comes in
                 if result["status"] == stages.FAILED:
                     line = f" (manifest line {result['line']})" if result["line"] else ""
                     bar.write(f"error: {result['source']}{line}: {result['error']}", file=sys.stderr)
+            batch.run(results, tally, engine, batch_id, errors, bar, each)
     except KeyboardInterrupt:
         print(f"\ninterrupted: batch {batch_id} did {tally.done} of {tally.total}. Run the same command again to "
               "resume; photos already stored are skipped.", file=sys.stderr)
