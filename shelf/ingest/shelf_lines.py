@@ -40,7 +40,7 @@ def line_strips(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edges = np.pad(np.abs(rgb[2:] - rgb[:-2]).max(axis=2) > GREY_EDGE, ((1, 1), (0, 0)))
     edges = edges | np.roll(edges, 1, axis=0)  # one pixel of tolerance
     bounds = np.linspace(0, w, LINE_STRIPS + 1).astype(int)
-    # a photo narrower than LINE_STRIPS pixels: a strip of no columns reads its left neighbour's (not a NaN mean)
+    # a photo narrower than LINE_STRIPS pixels: a strip of no columns reads the one column at its start (no NaN mean)
     strips = np.stack([edges[:, a:max(b, a + 1)].mean(axis=1) for a, b in itertools.pairwise(bounds)], axis=1)
     return strips, (bounds[:-1] + bounds[1:]) / 2 - w / 2
 
